@@ -1,0 +1,25 @@
+"""Models of the UNet family and the registry that builds them by name.
+
+Every model maps (N, in_channels, H, W) to logits (N, num_classes, H, W) for any H, W; with
+deep supervision it returns a list (final output first), with the UNet3+ CGM a tuple
+(segmentation, classification logits).
+"""
+from unetfamily.models._blocks import ModelOutput, SegmentationModel
+from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model
+from unetfamily.models.fcn import FCN
+from unetfamily.models.unet import UNet
+from unetfamily.models.unet_3plus import UNet3Plus
+from unetfamily.models.unet_plusplus import UNetPlusPlus
+
+__all__ = [
+    "FCN",
+    "ModelOutput",
+    "SegmentationModel",
+    "UNet",
+    "UNet3Plus",
+    "UNetPlusPlus",
+    "create_model",
+    "list_models",
+    "model_entrypoint",
+    "register_model",
+]

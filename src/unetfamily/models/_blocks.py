@@ -1,0 +1,151 @@
+"""Building blocks shared by every model of the family.
+
+- :func:`make_norm` / :class:`ConvNormAct` / :class:`DoubleConv`: the conv3x3 (+norm) + ReLU
+  units all four papers are built from.
+- :func:`make_upsample`: transposed-conv or bilinear+1x1 upsampling by 2.
+- :class:`SegmentationModel`: the common contract. It checks the input, pads H and W up to the
+  model's ``size_multiple`` (bottom/right, zeros), runs ``forward_padded`` and crops every
+  4-D output back to (H, W). Any input size therefore works, odd ones included, and the
+  decoder's resizes are exact.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Norm = Literal["batch", "instance", "group", "none"]
+Upsample = Literal["transpose", "bilinear"]
+# A model's raw output: logits, a deep-supervision list (final first), or (segmentation, cls logits).
+ModelOutput = Union[Tensor, list[Tensor], tuple[Union[Tensor, list[Tensor]], Tensor]]
+
+_NORMS = ("batch", "instance", "group", "none")
+
+
+def check_choice(name: str, value: object, choices: tuple) -> None:
+    """Raise ``ValueError`` naming the argument when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+
+
+def check_channels(channels: tuple[int, ...] | list[int], min_len: int, max_len: int) -> tuple[int, ...]:
+    """Validate an encoder width list and return it as a tuple."""
+    channels = tuple(int(c) for c in channels)
+    if not min_len <= len(channels) <= max_len or any(c < 1 for c in channels):
+        raise ValueError(
+            f"channels={channels} must list {min_len} to {max_len} positive widths "
+            f"(one per resolution level, shallowest first)"
+        )
+    return channels
+
+
+def make_norm(norm: Norm, channels: int) -> nn.Module:
+    """A 2-D normalisation layer over ``channels``; ``"group"`` uses gcd(32, channels) groups."""
+    check_choice("norm", norm, _NORMS)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if norm == "group":
+        return nn.GroupNorm(math.gcd(32, channels), channels)
+    return nn.Identity()
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv(k x k, 'same' padding, with bias as in the authors' code) -> norm -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, norm: Norm = "batch") -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            make_norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """Two :class:`ConvNormAct` 3x3 units: the node of U-Net, UNet++ and the UNet3+ encoder."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: Norm = "batch") -> None:
+        super().__init__(
+            ConvNormAct(in_channels, out_channels, 3, norm),
+            ConvNormAct(out_channels, out_channels, 3, norm),
+        )
+
+
+def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
+    """Weights (channels, channels, k, k) that make a transposed conv a per-channel bilinear upsampler."""
+    factor = (kernel_size + 1) // 2
+    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    og = torch.arange(kernel_size, dtype=torch.float64)
+    filt1d = 1 - (og - center).abs() / factor
+    filt = filt1d[:, None] * filt1d[None, :]
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size, dtype=torch.float64)
+    weight[range(channels), range(channels)] = filt
+    return weight.float()
+
+
+class BilinearUp(nn.Sequential):
+    """Bilinear x2 upsampling followed by a 1x1 conv to ``out_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(in_channels, out_channels, 1),
+        )
+
+
+def make_upsample(in_channels: int, out_channels: int, mode: Upsample = "transpose", kernel_size: int = 2) -> nn.Module:
+    """Exact x2 upsampling: transposed conv (kernel 2, or 4 with padding 1) or bilinear + 1x1 conv."""
+    check_choice("upsample", mode, ("transpose", "bilinear"))
+    if mode == "bilinear":
+        return BilinearUp(in_channels, out_channels)
+    check_choice("up_kernel_size", kernel_size, (2, 4))
+    return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=2, padding=(kernel_size - 2) // 2)
+
+
+def _crop(out: object, height: int, width: int) -> object:
+    if isinstance(out, Tensor):
+        return out[..., :height, :width] if out.dim() == 4 else out
+    if isinstance(out, list):
+        return [_crop(o, height, width) for o in out]
+    if isinstance(out, tuple):
+        return tuple(_crop(o, height, width) for o in out)
+    raise TypeError(f"unexpected model output type {type(out).__name__}")
+
+
+class SegmentationModel(nn.Module):
+    """Base class: input checks, padding to ``size_multiple`` and cropping back.
+
+    Subclasses set ``in_channels``, ``num_classes`` and ``size_multiple`` and implement
+    :meth:`forward_padded`, which sees inputs whose H and W are multiples of ``size_multiple``.
+    """
+
+    in_channels: int
+    num_classes: int
+    size_multiple: int = 1
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        """Logits for ``x`` of shape (N, in_channels, H, W); every 4-D output is (N, num_classes, H, W)."""
+        return self.run_padded(self.forward_padded, x)
+
+    def forward_padded(self, x: Tensor) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run_padded(self, fn, x: Tensor, *args: object) -> ModelOutput:
+        """Call ``fn(x_padded, *args)`` and crop its 4-D outputs back to the input's H, W."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (N, {self.in_channels}, H, W), got "
+                f"{tuple(x.shape)}; build the model with in_channels={x.shape[1] if x.dim() == 4 else '?'} "
+                f"or convert the images"
+            )
+        height, width = x.shape[-2:]
+        m = self.size_multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+            return _crop(fn(x, *args), height, width)
+        return fn(x, *args)

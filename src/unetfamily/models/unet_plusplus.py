@@ -1,0 +1,188 @@
+"""UNet++: nested U-Nets with dense skip pathways, deep supervision and pruning.
+
+Papers: "UNet++: A Nested U-Net Architecture for Medical Image Segmentation", Zhou, Siddiquee,
+Tajbakhsh, Liang, DLMIA 2018, https://arxiv.org/abs/1807.10165 ; "UNet++: Redesigning Skip
+Connections to Exploit Multiscale Features in Image Segmentation", IEEE TMI 2019,
+https://arxiv.org/abs/1912.05074
+
+Node X^{i,j} (module ``nodes["x_i_j"]``) lives at down-sampling level i and position j along
+the skip row (j = 0 is the encoder):
+
+    X^{i,0} = H(pool(X^{i-1,0}))
+    X^{i,j} = H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])      for j > 0
+
+with H two conv3x3 (+norm) + ReLU and Up a learned x2 up-sampling (``ups["up_i_j"]``). So the
+U-Nets of depth 1..D are nested in one network; the head on X^{0,L} (``heads["head_L"]``) is the
+output of the depth-L sub-network.
+
+Deep supervision (``deep_supervision=True``) puts a 1x1 head on each X^{0,1..D} and the model
+returns all of them, final (L = D) first, then L = D-1, ..., 1, each to be trained with its own
+loss (the authors' PyTorch ports average them before the loss, which makes per-head losses
+impossible). Inference modes (:meth:`predict`): "accurate" averages the heads' logits,
+"fast" takes one head. Pruning: :meth:`forward_level` computes only the nodes with i + j <= L
+and returns exactly head L of the full model; :meth:`pruned` returns a standalone depth-L
+network holding only those weights (smaller to ship and faster).
+
+Departures from the papers: 'same' convolutions; inputs whose H, W are not multiples of 2**D are
+zero-padded bottom/right and cropped back; optional normalisation (the DLMIA paper has none,
+its TMI version and most ports use BatchNorm); no dropout inside nodes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unetfamily.models._blocks import (
+    DoubleConv,
+    Norm,
+    SegmentationModel,
+    Upsample,
+    check_channels,
+    check_choice,
+    make_upsample,
+)
+from unetfamily.models._registry import register_model
+
+__all__ = ["UNetPlusPlus"]
+
+
+class UNetPlusPlus(SegmentationModel):
+    """UNet++ with nodes X^{i,j}, optional deep supervision, and inference-time pruning.
+
+    Args:
+        in_channels: image channels.
+        num_classes: output channels per head.
+        channels: width per level, shallowest first; depth D = len - 1 (1..6).
+        norm: normalisation in encoder nodes X^{i,0}.
+        decoder_norm: normalisation in nested nodes X^{i,j>0}; ``None`` = same as ``norm``.
+        upsample: "transpose" or "bilinear" (+1x1 conv).
+        up_kernel_size: transposed-conv kernel, 2 (paper) or 4.
+        deep_supervision: build a 1x1 head on every X^{0,j}, j = 1..D, and return all outputs.
+
+    Shapes: (N, in_channels, H, W) -> logits (N, num_classes, H, W), or with deep supervision a
+    list of D such tensors ordered [head D, head D-1, ..., head 1].
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        norm: Norm = "batch",
+        decoder_norm: Norm | None = None,
+        upsample: Upsample = "transpose",
+        up_kernel_size: int = 2,
+        deep_supervision: bool = False,
+    ) -> None:
+        super().__init__()
+        channels = check_channels(channels, 2, 7)
+        decoder_norm = norm if decoder_norm is None else decoder_norm
+        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
+        self.depth = depth = len(channels) - 1
+        self.size_multiple = 2**depth
+        self.deep_supervision = deep_supervision
+        self._hparams = dict(
+            in_channels=in_channels, num_classes=num_classes, norm=norm, decoder_norm=decoder_norm,
+            upsample=upsample, up_kernel_size=up_kernel_size,
+        )
+        self.nodes = nn.ModuleDict()
+        self.ups = nn.ModuleDict()
+        for i, c in enumerate(channels):
+            self.nodes[f"x_{i}_0"] = DoubleConv(in_channels if i == 0 else channels[i - 1], c, norm)
+        for j in range(1, depth + 1):
+            for i in range(depth + 1 - j):
+                self.ups[f"up_{i}_{j}"] = make_upsample(channels[i + 1], channels[i], upsample, up_kernel_size)
+                self.nodes[f"x_{i}_{j}"] = DoubleConv((j + 1) * channels[i], channels[i], decoder_norm)
+        levels = range(1, depth + 1) if deep_supervision else [depth]
+        self.heads = nn.ModuleDict({f"head_{j}": nn.Conv2d(channels[0], num_classes, 1) for j in levels})
+
+    def _nodes(self, x: Tensor, level: int) -> dict[tuple[int, int], Tensor]:
+        """Features X^{i,j} for all i + j <= level, computed column by column."""
+        feats: dict[tuple[int, int], Tensor] = {}
+        for i in range(level + 1):
+            feats[i, 0] = self.nodes[f"x_{i}_0"](x if i == 0 else F.max_pool2d(feats[i - 1, 0], 2))
+        for j in range(1, level + 1):
+            for i in range(level + 1 - j):
+                up = self.ups[f"up_{i}_{j}"](feats[i + 1, j - 1])
+                feats[i, j] = self.nodes[f"x_{i}_{j}"](torch.cat([feats[i, k] for k in range(j)] + [up], dim=1))
+        return feats
+
+    def forward_padded(self, x: Tensor) -> Tensor | list[Tensor]:
+        feats = self._nodes(x, self.depth)
+        if not self.deep_supervision:
+            return self.heads[f"head_{self.depth}"](feats[0, self.depth])
+        return [self.heads[f"head_{j}"](feats[0, j]) for j in range(self.depth, 0, -1)]
+
+    def _check_level(self, level: int) -> None:
+        if not 1 <= level <= self.depth:
+            raise ValueError(f"level={level} must be between 1 and the model's depth {self.depth}")
+        if level < self.depth and not self.deep_supervision:
+            raise ValueError(
+                f"level={level} needs the head on X^(0,{level}), which exists only with "
+                f"deep_supervision=True; train with deep supervision to prune"
+            )
+
+    def _forward_level_padded(self, x: Tensor, level: int) -> Tensor:
+        return self.heads[f"head_{level}"](self._nodes(x, level)[0, level])
+
+    def forward_level(self, x: Tensor, level: int) -> Tensor:
+        """Head-``level`` logits (N, num_classes, H, W), computing only nodes with i + j <= level."""
+        self._check_level(level)
+        return self.run_padded(self._forward_level_padded, x, level)
+
+    def predict(self, x: Tensor, mode: Literal["accurate", "fast"] = "accurate", level: int | None = None) -> Tensor:
+        """Inference logits (N, num_classes, H, W).
+
+        "accurate": mean of all deep-supervision heads' logits (the final head alone without
+        deep supervision). "fast": the single head at ``level`` (default: depth), pruned.
+        """
+        check_choice("mode", mode, ("accurate", "fast"))
+        if mode == "fast":
+            return self.forward_level(x, self.depth if level is None else level)
+        out = self(x)
+        return torch.stack(out).mean(dim=0) if isinstance(out, list) else out
+
+    def pruned(self, level: int) -> "UNetPlusPlus":
+        """A standalone depth-``level`` UNet++ holding only the weights that head ``level`` uses.
+
+        Its output equals ``forward_level(x, level)`` (it keeps this model's padding multiple).
+        """
+        self._check_level(level)
+        small = UNetPlusPlus(**{**self._hparams, "channels": self.channels[: level + 1], "deep_supervision": False})
+        small.size_multiple = self.size_multiple
+        head = f"heads.head_{level}."
+        state = {
+            k: v for k, v in self.state_dict().items()
+            if k.startswith(head) or (not k.startswith("heads.") and _i_plus_j(k.split(".")[1]) <= level)
+        }
+        small.load_state_dict(state)
+        return small.train(self.training)
+
+
+def _i_plus_j(key: str) -> int:
+    _, i, j = key.split("_")
+    return int(i) + int(j)
+
+
+@register_model
+def unet_plusplus(**kwargs: object) -> UNetPlusPlus:
+    """UNet++, depth 4, widths 32..512 (the paper's), BatchNorm, 2x2 up-convolutions."""
+    return UNetPlusPlus(**kwargs)
+
+
+@register_model
+def unet_plusplus_huang2020(**kwargs: object) -> UNetPlusPlus:
+    """The UNet++ of the UNet3+ paper's comparison, as in its authors' code (47.18M parameters):
+    widths 64..1024, conv-BN-ReLU encoder, conv-ReLU nested nodes, 4x4 transposed convs."""
+    return UNetPlusPlus(**{"channels": (64, 128, 256, 512, 1024), "norm": "batch", "decoder_norm": "none", "up_kernel_size": 4, **kwargs})
+
+
+@register_model
+def unet_plusplus_zhou2018(**kwargs: object) -> UNetPlusPlus:
+    """UNet++ as in its authors' Keras code (9,041,601 parameters; 9,041,700 with deep
+    supervision): widths 32..512, 1 input channel, no normalisation, 2x2 transposed convs."""
+    return UNetPlusPlus(**{"in_channels": 1, "channels": (32, 64, 128, 256, 512), "norm": "none", **kwargs})
