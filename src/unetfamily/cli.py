@@ -23,7 +23,7 @@ def _add_models_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--forward",
         action="store_true",
-        help="run one forward pass per model at a small width (in_channels=3, 64x64) and print the output shape",
+        help="run one forward pass per model family at a small width (64x64) and print the output shape",
     )
     p.set_defaults(func=_run_models)
 
@@ -40,13 +40,14 @@ def _run_models(args: argparse.Namespace) -> int:
     for name in names:
         line = name
         if args.params:
-            model = create_model(name)
+            with torch.device("meta"):  # counts paper-width models without allocating them
+                model = create_model(name)
             n = sum(p.numel() for p in model.parameters())
             line += f"\t{n:>13,d} parameters"
         if args.forward and not name.endswith(("_voc", "_huang2020", "_zhou2018")):
             model = create_model(name, channels=_small_channels(name)).eval()
             with torch.no_grad():
-                out = model(torch.randn(1, 3, 64, 64) if _in_channels(model) == 3 else torch.randn(1, 1, 64, 64))
+                out = model(torch.randn(1, model.in_channels, 64, 64))
             first = out[0] if isinstance(out, (list, tuple)) else out
             line += f"\tforward 64x64 -> {tuple(first.shape)}"
         print(line)
@@ -55,10 +56,6 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _small_channels(name: str) -> tuple[int, ...]:
     return (8, 16, 32, 64, 64) if name.startswith("fcn") else (8, 16, 32, 64, 128)
-
-
-def _in_channels(model: object) -> int:
-    return int(getattr(model, "in_channels", 3))
 
 
 def _command_adders() -> list:
