@@ -1,0 +1,54 @@
+"""Data layer: readers for the common segmentation formats, the synthetic dataset, splits,
+loaders and (with the ``augment`` extra) joint image/mask augmentation.
+
+Samples are dicts ``{"image": float32 (C, H, W) in [0, 1], "mask": int64 (H, W), "name": str}``;
+mask pixels are class indices, or ``dataset.info.ignore_index`` where unlabelled.
+
+>>> from unetfamily.data import build_dataset, make_loader
+>>> ds = build_dataset({"type": "synthetic", "num_samples": 8, "size": 64}, split="train")
+>>> batch = next(iter(make_loader(ds, batch_size=4, shuffle=True, seed=0)))
+>>> tuple(batch["image"].shape), tuple(batch["mask"].shape), ds.info.num_model_outputs
+((4, 1, 64, 64), (4, 64, 64), 1)
+"""
+
+from __future__ import annotations
+
+from unetfamily.data import named as _named  # noqa: F401  (registers the real datasets)
+from unetfamily.data.augment import Augmentation, build_augmentation  # kornia is imported on use
+from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset, num_model_outputs
+from unetfamily.data.encodings import MaskEncoding, decode_mask
+from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
+from unetfamily.data.loader import SeededSampler, collate, make_loader
+from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_config, register_dataset
+from unetfamily.data.splits import kfold_split, random_split, read_split_file
+from unetfamily.data.synthetic import SyntheticShapes
+
+__all__ = [
+    "Augmentation",
+    "ConfigError",
+    "DataError",
+    "DatasetInfo",
+    "MaskEncoding",
+    "PairedFilesDataset",
+    "SamplePaths",
+    "SeededSampler",
+    "SegmentationDataset",
+    "SyntheticShapes",
+    "TiffStackDataset",
+    "build_augmentation",
+    "build_dataset",
+    "collate",
+    "data_root",
+    "decode_mask",
+    "kfold_split",
+    "list_datasets",
+    "load_config",
+    "make_loader",
+    "num_model_outputs",
+    "pair_folder",
+    "random_split",
+    "read_split_file",
+    "register_dataset",
+    "voc_pairs",
+]

@@ -1,0 +1,253 @@
+"""The dataset contract: :class:`DatasetInfo`, the sample dict, and the shared loading pipeline.
+
+A sample is ``{"image": float32 (C, H, W) in [0, 1], "mask": int64 (H, W), "name": str}``; mask
+pixels hold class indices, and ``info.ignore_index`` where a pixel is ignored.
+
+Loading runs in two stages. The deterministic stage (decode, channel conversion, optional
+``resize``) is cached per sample when ``cache=True``; the random stage (``transform``, e.g. an
+augmentation) runs on every access. Cached and uncached access return identical samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from unetfamily.data.encodings import MaskEncoding, decode_mask
+from unetfamily.data.errors import DataError
+from unetfamily.data.io import image_to_float, read_image, read_mask, to_channels
+
+__all__ = ["DatasetInfo", "PairedFilesDataset", "Sample", "SamplePaths", "SegmentationDataset", "num_model_outputs"]
+
+log = logging.getLogger(__name__)
+
+Sample = dict[str, Any]
+Transform = Callable[[Sample], Sample]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a loss need to know about a dataset.
+
+    ``classes`` lists every predicted class ("background" first where the data has one);
+    mask pixels equal to ``ignore_index`` carry no label.
+    """
+
+    classes: list[str]
+    ignore_index: int = 255
+    in_channels: int = 3
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_model_outputs(self) -> int:
+        """1 for two classes (one sigmoid logit), else ``len(classes)`` (softmax)."""
+        return 1 if len(self.classes) == 2 else len(self.classes)
+
+
+def num_model_outputs(info: DatasetInfo | Dataset) -> int:
+    """Output channels a model needs for ``info`` (or a dataset's ``.info``): 1 if binary, else C."""
+    return (info if isinstance(info, DatasetInfo) else info.info).num_model_outputs
+
+
+def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+class SegmentationDataset(Dataset):
+    """Base of every dataset here: caching, resizing, tensor conversion and the transform.
+
+    Subclasses implement ``__len__``, :meth:`sample_name` and :meth:`read`.
+    ``dataset[i]`` returns a sample dict; ``dataset[(i, seed)]`` (what
+    :func:`~unetfamily.data.make_loader` asks for) runs the transform under ``torch.manual_seed(seed)``
+    so augmentation is reproducible whatever the number of workers.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        *,
+        resize: int | Sequence[int] | None = None,
+        cache: bool = False,
+        transform: Transform | None = None,
+    ) -> None:
+        self.info = info
+        self.resize = _as_size(resize)
+        self.cache = cache
+        self.transform = transform
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- to implement -------------------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def sample_name(self, index: int) -> str:
+        """The sample's name (file stem or slice id)."""
+        raise NotImplementedError
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode sample ``index``: image ``(H, W, C)`` (uint8/uint16/float) and mask ``(H, W)`` class indices."""
+        raise NotImplementedError
+
+    # -- shared pipeline ----------------------------------------------------------------
+    @property
+    def num_model_outputs(self) -> int:
+        return self.info.num_model_outputs
+
+    @property
+    def names(self) -> list[str]:
+        return [self.sample_name(i) for i in range(len(self))]
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic stage: image ``(C, H, W)`` in its storage dtype, mask ``(H, W)``. Cached if enabled."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        hit = self._cache.get(index)
+        if hit is not None:
+            return hit
+        image, mask = self.read(index)
+        if image.shape[:2] != mask.shape:
+            raise DataError(
+                f"sample {self.sample_name(index)!r}: image is {image.shape[1]}x{image.shape[0]} (WxH) but its "
+                f"mask is {mask.shape[1]}x{mask.shape[0]}; they must match pixel for pixel"
+            )
+        img = torch.from_numpy(_writable(image.transpose(2, 0, 1)))
+        msk = torch.from_numpy(_writable(mask))
+        if self.resize is not None and tuple(msk.shape) != self.resize:
+            img, msk = _resize(img, msk, self.resize)
+        if self.cache:
+            self._cache[index] = (img, msk)
+        return img, msk
+
+    def preload(self, num_threads: int = 2) -> None:
+        """Fill the cache now (decoders release the GIL, so threads overlap). No-op without ``cache``."""
+        if not self.cache:
+            return
+        todo = [i for i in range(len(self)) if i not in self._cache]
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            for _ in pool.map(self.load, todo):
+                pass
+        log.info("cached %d samples of %s", len(todo), type(self).__name__)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        img, msk = self.load(int(index))
+        sample = {
+            "image": torch.from_numpy(image_to_float(img.numpy(), self.sample_name(index))),
+            "mask": msk.long(),
+            "name": self.sample_name(index),
+        }
+        if self.transform is None:
+            return sample
+        if seed is None:
+            return self.transform(sample)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(sample)
+
+    def __repr__(self) -> str:
+        info = self.info
+        return f"{type(self).__name__}(samples={len(self)}, classes={info.classes}, in_channels={info.in_channels})"
+
+
+def _writable(arr: np.ndarray) -> np.ndarray:
+    arr = np.ascontiguousarray(arr)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _resize(img: torch.Tensor, msk: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize an image (bilinear, antialiased, kept in its dtype) and a mask (nearest)."""
+    x = F.interpolate(img[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    if not img.dtype.is_floating_point:
+        x = x.round_().clamp_(0, torch.iinfo(img.dtype).max)
+    x = x.to(img.dtype)
+    m = F.interpolate(msk[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(msk.dtype)
+    return x, m
+
+
+@dataclass(frozen=True)
+class SamplePaths:
+    """One image file and its mask file."""
+
+    name: str
+    image: Path
+    mask: Path
+
+
+class PairedFilesDataset(SegmentationDataset):
+    """Images and masks stored as one file each (folder pairs, Pascal VOC, CamVid, ...).
+
+    Args:
+        samples: the image/mask file pairs, in dataset order.
+        classes: class names, background first where the data has one.
+        encoding: how mask values become class indices (see :mod:`unetfamily.data.encodings`).
+        ignore_index: mask value for unlabelled pixels.
+        in_channels: 1 or 3 (images are converted); ``None`` reads it from the first image.
+        resize: ``(H, W)`` or an int for square outputs; ``None`` keeps each file's size.
+        cache: keep decoded (and resized) samples in memory.
+        transform: called on every sample dict (e.g. an augmentation).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SamplePaths],
+        classes: Sequence[str],
+        *,
+        encoding: MaskEncoding | None = None,
+        ignore_index: int = 255,
+        in_channels: int | None = None,
+        resize: int | Sequence[int] | None = None,
+        cache: bool = False,
+        transform: Transform | None = None,
+    ) -> None:
+        if not samples:
+            raise DataError("no samples: the image list is empty")
+        self.samples = list(samples)
+        self.encoding = encoding or MaskEncoding()
+        self.encoding.check_classes(len(classes))
+        channels = in_channels or _detect_channels(self.samples[0].image)
+        info = DatasetInfo(list(classes), ignore_index, channels)
+        super().__init__(info, resize=resize, cache=cache, transform=transform)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_name(self, index: int) -> str:
+        return self.samples[index].name
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.samples[index]
+        image = to_channels(read_image(s.image), self.info.in_channels, s.image)
+        mask = decode_mask(read_mask(s.mask), self.encoding, self.info.num_classes, self.info.ignore_index)
+        if image.shape[:2] != mask.shape:
+            raise DataError(
+                f"{s.image} is {image.shape[1]}x{image.shape[0]} (WxH) but its mask {s.mask} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size"
+            )
+        return image, mask
+
+
+def _detect_channels(path: Path) -> int:
+    image = read_image(path)
+    c = 1 if image.ndim == 2 else image.shape[-1]
+    channels = {1: 1, 2: 1, 3: 3, 4: 3}.get(c, c)
+    log.info("in_channels=%d detected from %s (declare in_channels to fix it)", channels, path)
+    return channels

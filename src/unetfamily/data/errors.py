@@ -1,0 +1,17 @@
+"""The exceptions the data package raises for bad input.
+
+Every reader wraps the errors of its decoder (Pillow, tifffile, json) into :class:`DataError`, so
+callers need to catch one type. Messages name the offending file or option and say what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "DataError"]
+
+
+class DataError(ValueError):
+    """A data file, folder or annotation cannot be used as given (missing, corrupt, wrong values)."""
+
+
+class ConfigError(DataError):
+    """A dataset configuration is invalid: unknown ``type``, unknown key, or inconsistent options."""

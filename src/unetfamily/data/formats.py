@@ -1,0 +1,192 @@
+"""On-disk layouts: image/mask folder pairs, Pascal VOC, and TIFF stacks (ISBI 2012 form)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from unetfamily.data.base import DatasetInfo, SamplePaths, SegmentationDataset, Transform
+from unetfamily.data.encodings import MaskEncoding, decode_mask
+from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.io import IMAGE_SUFFIXES, RawMask, natural_key, read_volume, to_channels
+
+__all__ = ["VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "voc_pairs"]
+
+log = logging.getLogger(__name__)
+
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files (PNG/JPEG/TIFF/BMP, any case) directly inside ``folder``, hidden files skipped."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _by_stem(files: list[Path], suffix: str, folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        stem = f.stem
+        if suffix:
+            if not stem.endswith(suffix):
+                continue
+            stem = stem[: -len(suffix)]
+        if stem in out:
+            raise DataError(f"{folder}: {out[stem].name} and {f.name} both give sample {stem!r}; keep one")
+        out[stem] = f
+    return out
+
+
+def pair_folder(
+    images: str | Path,
+    masks: str | Path,
+    *,
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    on_missing: Literal["error", "skip"] = "error",
+) -> list[SamplePaths]:
+    """Pair ``images/NAME{image_suffix}.*`` with ``masks/NAME{mask_suffix}.*`` by file stem.
+
+    Samples come back in natural order of NAME (``2`` before ``10``). An image without a mask is
+    a DataError, or with ``on_missing="skip"`` is left out and counted in a warning log.
+    """
+    images, masks = Path(images), Path(masks)
+    if on_missing not in ("error", "skip"):
+        raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
+    image_files = _by_stem(list_images(images), image_suffix, images)
+    if not image_files:
+        raise DataError(
+            f"{images}: no images ({', '.join(IMAGE_SUFFIXES)})"
+            + (f" ending in {image_suffix!r}" if image_suffix else "")
+            + "; check the folder and the 'images'/'image_suffix' options"
+        )
+    mask_files = _by_stem(list_images(masks), mask_suffix, masks)
+    pairs, missing = [], []
+    for name, image in image_files.items():
+        mask = mask_files.get(name)
+        if mask is None:
+            missing.append(image)
+        else:
+            pairs.append(SamplePaths(name, image, mask))
+    if missing and on_missing == "error":
+        raise DataError(
+            f"{missing[0]}: no mask named '{missing[0].stem.removesuffix(image_suffix)}{mask_suffix}.*' in {masks} "
+            f"({len(missing)} image(s) without a mask). Add the masks, fix 'mask_suffix', or set on_missing: skip"
+        )
+    if missing:
+        log.warning(
+            "skipped %d image(s) without a mask in %s, e.g. %s", len(missing), masks, [p.name for p in missing[:5]]
+        )
+    orphans = len(mask_files) - len(pairs)
+    if orphans:
+        log.warning("%d mask(s) in %s have no image in %s", orphans, masks, images)
+    if not pairs:
+        raise DataError(f"{images}: no image has a mask in {masks}")
+    return pairs
+
+
+def voc_pairs(
+    root: str | Path,
+    split: str,
+    *,
+    image_dir: str = "JPEGImages",
+    mask_dir: str = "SegmentationClass",
+    lists_dir: str = "ImageSets/Segmentation",
+) -> list[SamplePaths]:
+    """Pascal VOC layout: names from ``{lists_dir}/{split}.txt``, ``{image_dir}/NAME.jpg``, ``{mask_dir}/NAME.png``."""
+    from unetfamily.data.splits import read_split_file
+
+    root = Path(root)
+    list_file = root / lists_dir / f"{split}.txt"
+    if not list_file.is_file():
+        available = sorted(p.stem for p in (root / lists_dir).glob("*.txt"))
+        raise DataError(f"{list_file}: no such split list; available: {available or 'none'}")
+    images = _by_stem(list_images(root / image_dir), "", root / image_dir)
+    masks = _by_stem(list_images(root / mask_dir), "", root / mask_dir)
+    pairs = []
+    for name in read_split_file(list_file):
+        if name not in images:
+            raise DataError(f"{list_file}: sample {name!r} has no image in {root / image_dir}")
+        if name not in masks:
+            raise DataError(f"{list_file}: sample {name!r} has no mask in {root / mask_dir}")
+        pairs.append(SamplePaths(name, images[name], masks[name]))
+    return pairs
+
+
+class TiffStackDataset(SegmentationDataset):
+    """One multi-page image volume plus one label volume, served as 2-D slices (ISBI 2012 form).
+
+    Volumes are ``(N, H, W)`` (or ``(N, H, W, C)`` for the images); they are read once per process,
+    on first access. Slice ``i`` is named ``f"{stem}_{i:03d}"``.
+
+    Args:
+        images, labels: the two TIFF stacks; their slice counts and sizes must match.
+        classes, encoding, ignore_index: as in :class:`~unetfamily.data.base.PairedFilesDataset`.
+        slices: the slice indices this dataset serves (default: all).
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        labels: str | Path,
+        classes: Sequence[str],
+        *,
+        encoding: MaskEncoding | None = None,
+        ignore_index: int = 255,
+        in_channels: int | None = None,
+        slices: Sequence[int] | None = None,
+        resize: int | Sequence[int] | None = None,
+        cache: bool = False,
+        transform: Transform | None = None,
+    ) -> None:
+        self.images_path, self.labels_path = Path(images), Path(labels)
+        self.encoding = encoding or MaskEncoding()
+        self.encoding.check_classes(len(classes))
+        self._volumes: tuple[np.ndarray, np.ndarray] | None = None
+        images_arr, labels_arr = self._read_volumes()
+        n = images_arr.shape[0]
+        if labels_arr.shape[:3] != images_arr.shape[:3]:
+            raise DataError(
+                f"{self.images_path} has shape {images_arr.shape} but {self.labels_path} has {labels_arr.shape}; "
+                "the stacks must have the same slice count and slice size"
+            )
+        self.slices = list(range(n)) if slices is None else [int(i) for i in slices]
+        bad = [i for i in self.slices if not 0 <= i < n]
+        if bad:
+            raise ConfigError(f"slices {bad[:5]} are outside the {n} slices of {self.images_path}")
+        channels = in_channels or (1 if images_arr.ndim == 3 else images_arr.shape[-1])
+        super().__init__(
+            DatasetInfo(list(classes), ignore_index, channels), resize=resize, cache=cache, transform=transform
+        )
+
+    def _read_volumes(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._volumes is None:
+            self._volumes = (read_volume(self.images_path), read_volume(self.labels_path))
+        return self._volumes
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_volumes"] = None  # workers re-read the stack instead of receiving it pickled
+        return state
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def sample_name(self, index: int) -> str:
+        return f"{self.images_path.stem}_{self.slices[index]:03d}"
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = self._read_volumes()
+        i = self.slices[index]
+        image = to_channels(images[i], self.info.in_channels, f"{self.images_path} slice {i}")
+        raw = RawMask(labels[i], palette=False, lossy=False, path=Path(f"{self.labels_path} (slice {i})"))
+        return image, decode_mask(raw, self.encoding, self.info.num_classes, self.info.ignore_index)

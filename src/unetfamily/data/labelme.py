@@ -1,0 +1,250 @@
+"""labelme JSON annotations -> class-index masks (``unetfamily dataset labelme``).
+
+A labelme file (https://github.com/wkentaro/labelme, ``labelme/_label_file.py``) holds
+``shapes`` (each with ``label``, ``points`` ``[[x, y], ...]``, ``shape_type``), the image as
+``imagePath`` (relative to the JSON file) and optionally ``imageData`` (base64 of the image file),
+plus ``imageHeight`` / ``imageWidth``. Shapes are rasterised as ``labelme.utils.shape_to_mask``
+does (Pillow ``ImageDraw``; polygon, rectangle, circle = centre + point on the rim, line and
+linestrip 10 px wide, point = 5 px radius disc, mask = a base64 PNG in the box of two points); later
+shapes overwrite earlier ones, as in ``labelme.utils.shapes_to_label``.
+
+Class lists follow labelme's ``labels.txt`` convention: one label per line, ``__ignore__`` marks
+pixels to ignore and ``_background_`` is class 0.
+
+``imagePath`` is only read inside the dataset root: an absolute path, or one that climbs out with
+``..`` (symlinks resolved), is a DataError. When ``imageData`` is present it is used instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from unetfamily.data.errors import DataError
+from unetfamily.data.io import natural_key, open_image
+
+__all__ = ["LabelmeFile", "convert_labelme", "rasterize_shapes", "read_labelme"]
+
+log = logging.getLogger(__name__)
+
+LINE_WIDTH, POINT_SIZE = 10, 5  # labelme.utils.shape_to_mask defaults
+IGNORE_LABEL, BACKGROUND_LABEL = "__ignore__", "_background_"
+
+
+@dataclass
+class LabelmeFile:
+    """One parsed annotation: the image (Pillow, loaded), its file bytes, format and the shapes."""
+
+    path: Path
+    image: Image.Image
+    image_bytes: bytes
+    image_format: str
+    shapes: list[dict]
+
+
+def _resolve_inside(root: Path, json_path: Path, image_path: str) -> Path:
+    posix = image_path.replace("\\", "/")
+    if PurePosixPath(posix).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
+        raise DataError(
+            f"{json_path}: imagePath {image_path!r} is absolute; labelme paths must be relative to the JSON "
+            "file and inside the dataset root. Fix the path or embed the image (imageData)"
+        )
+    target = (json_path.parent / posix).resolve()
+    root = root.resolve()
+    if not target.is_relative_to(root):
+        raise DataError(
+            f"{json_path}: imagePath {image_path!r} points outside the dataset root {root}; refusing to read it. "
+            "Move the image under the root or fix imagePath"
+        )
+    return target
+
+
+def read_labelme(json_path: str | Path, root: str | Path | None = None) -> LabelmeFile:
+    """Parse a labelme JSON file and load its image (``imageData`` if present, else ``imagePath``).
+
+    ``root`` (default: the JSON file's folder) bounds where ``imagePath`` may point.
+    """
+    json_path = Path(json_path)
+    root = Path(root) if root is not None else json_path.parent
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{json_path}: not a readable labelme JSON file ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise DataError(f"{json_path}: not a labelme file (no 'shapes' list)")
+    if doc.get("imageData"):
+        try:
+            data = base64.b64decode(doc["imageData"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise DataError(f"{json_path}: imageData is not valid base64 ({e})") from e
+        image = open_image(io.BytesIO(data), f"{json_path} (imageData)")
+    elif doc.get("imagePath"):
+        source = _resolve_inside(root, json_path, str(doc["imagePath"]))
+        image = open_image(source)
+        data = source.read_bytes()
+    else:
+        raise DataError(f"{json_path}: neither imageData nor imagePath is set")
+    h, w = doc.get("imageHeight"), doc.get("imageWidth")
+    if (h is not None and h != image.height) or (w is not None and w != image.width):
+        raise DataError(
+            f"{json_path}: imageHeight/imageWidth {h}x{w} do not match the image ({image.height}x{image.width})"
+        )
+    return LabelmeFile(json_path, image, data, image.format or "PNG", doc["shapes"])
+
+
+def _shape_mask(shape: Mapping, height: int, width: int, where: Path) -> np.ndarray:
+    kind = shape.get("shape_type") or "polygon"
+    try:
+        xy = [(float(x), float(y)) for x, y in shape["points"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{where}: shape {shape.get('label')!r} has malformed 'points' ({e})") from e
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    need = {"circle": 2, "rectangle": 2, "line": 2, "point": 1, "oriented_rectangle": 4, "mask": 2}
+    if kind in need and len(xy) != need[kind] or kind == "polygon" and len(xy) < 3:
+        raise DataError(f"{where}: {kind} shape {shape.get('label')!r} has {len(xy)} points")
+    if kind == "circle":
+        (cx, cy), (px, py) = xy
+        r = math.hypot(cx - px, cy - py)
+        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = xy
+        draw.rectangle(((min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1))), outline=1, fill=1)
+    elif kind in ("line", "linestrip"):
+        draw.line(xy, fill=1, width=LINE_WIDTH)
+    elif kind == "point":
+        (cx, cy), r = xy[0], POINT_SIZE
+        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
+    elif kind in ("polygon", "oriented_rectangle"):
+        draw.polygon(xy, outline=1, fill=1)
+    elif kind == "mask":
+        return _embedded_mask(shape, xy, height, width, where)
+    else:
+        raise DataError(f"{where}: shape_type {kind!r} is not supported")
+    return np.asarray(canvas, dtype=bool)
+
+
+def _embedded_mask(shape: Mapping, xy: list, height: int, width: int, where: Path) -> np.ndarray:
+    try:
+        patch = np.asarray(open_image(io.BytesIO(base64.b64decode(shape["mask"])), where)).astype(bool)
+    except (KeyError, TypeError, binascii.Error, DataError) as e:
+        raise DataError(f"{where}: mask shape {shape.get('label')!r} has no readable base64 'mask' ({e})") from e
+    (x1, y1), _ = np.asarray(xy).astype(int)
+    out = np.zeros((height, width), bool)
+    ph, pw = patch.shape[:2]
+    out[y1 : y1 + ph, x1 : x1 + pw] = patch[: height - y1, : width - x1]
+    return out
+
+
+def rasterize_shapes(
+    shapes: Sequence[Mapping],
+    height: int,
+    width: int,
+    class_index: Mapping[str, int],
+    where: Path | str = "<shapes>",
+) -> np.ndarray:
+    """Paint ``shapes`` in order into a ``(height, width)`` uint8 class-index mask (0 where unlabelled).
+
+    ``class_index`` maps labels to class indices (or the ignore index); an unknown label is a DataError.
+    """
+    mask = np.zeros((height, width), np.uint8)
+    for shape in shapes:
+        label = shape.get("label")
+        if label not in class_index:
+            raise DataError(
+                f"{where}: label {label!r} is not in the class list {sorted(class_index)}; add it to --labels"
+            )
+        mask[_shape_mask(shape, height, width, Path(str(where)))] = class_index[label]
+    return mask
+
+
+def _class_list(labels_file: Path | None, files: list[Path]) -> list[str]:
+    """Class names, ``_background_`` first; ``__ignore__`` is not a class (it maps to ignore_index)."""
+    if labels_file is not None:
+        try:
+            names = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except OSError as e:
+            raise DataError(f"{labels_file}: cannot read the labels file ({e})") from e
+        return [BACKGROUND_LABEL] + [n for n in names if n not in (IGNORE_LABEL, BACKGROUND_LABEL)]
+    found: set[str] = set()
+    for f in files:
+        try:
+            found |= {str(s.get("label")) for s in json.loads(f.read_text(encoding="utf-8")).get("shapes", [])}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+            raise DataError(f"{f}: not a readable labelme JSON file ({e})") from e
+    return [BACKGROUND_LABEL] + sorted(found - {IGNORE_LABEL, BACKGROUND_LABEL})
+
+
+def convert_labelme(
+    source: str | Path,
+    out: str | Path,
+    labels_file: str | Path | None = None,
+    ignore_index: int = 255,
+    root: str | Path | None = None,
+) -> dict:
+    """Convert every ``*.json`` under ``source`` into ``out/images``, ``out/masks``, ``out/classes.txt``.
+
+    Masks are palette PNGs whose indices are classes (``ignore_index`` for ``__ignore__``), so
+    ``{type: folder, root: out, classes: out/classes.txt}`` loads the result. Images keep their file
+    bytes and format. ``root`` (default: ``source``, or its folder for a single file) bounds where
+    ``imagePath`` may point. Returns ``{"files": n, "classes": [...], "pixels": {class: count}}``.
+    """
+    source, out = Path(source), Path(out)
+    files = [source] if source.is_file() else sorted(source.rglob("*.json"), key=lambda p: natural_key(str(p)))
+    root = Path(root) if root is not None else (source.parent if source.is_file() else source)
+    if not files:
+        raise DataError(f"{source}: no labelme *.json files found")
+    classes = _class_list(Path(labels_file) if labels_file else None, files)
+    if len(classes) > 255 or ignore_index < len(classes):
+        raise DataError(f"{len(classes)} classes do not fit a PNG mask with ignore_index={ignore_index}")
+    class_index = {name: i for i, name in enumerate(classes)} | {IGNORE_LABEL: ignore_index}
+    stems = [f.stem for f in files]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise DataError(f"{source}: several JSON files share the name(s) {dupes[:5]}; output names must be unique")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    palette = _palette(ignore_index)
+    counts = np.zeros(256, np.int64)
+    for f in files:
+        ann = read_labelme(f, root)
+        mask = rasterize_shapes(ann.shapes, ann.image.height, ann.image.width, class_index, f)
+        counts += np.bincount(mask.ravel(), minlength=256)
+        suffix = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif"}.get(
+            ann.image_format, ".png"
+        )
+        (out / "images" / f"{f.stem}{suffix}").write_bytes(ann.image_bytes)
+        png = Image.fromarray(mask)
+        png.putpalette(palette)  # "L" -> "P", pixel values kept as palette indices
+        png.save(out / "masks" / f"{f.stem}.png")
+    (out / "classes.txt").write_text("\n".join(["background", *classes[1:]]) + "\n", encoding="utf-8")
+    pixels = {name: int(counts[i]) for i, name in enumerate(["background", *classes[1:]])}
+    pixels["<ignore>"] = int(counts[ignore_index])
+    log.info("converted %d labelme file(s) into %s with %d classes", len(files), out, len(classes))
+    return {"files": len(files), "classes": ["background", *classes[1:]], "pixels": pixels}
+
+
+def _palette(ignore_index: int) -> list[int]:
+    """VOC's colour map (distinct colours per index); ``ignore_index`` is VOC's cream border colour."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    pal[3 * ignore_index : 3 * ignore_index + 3] = [224, 224, 192]
+    return pal

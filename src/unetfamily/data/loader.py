@@ -1,0 +1,133 @@
+"""DataLoader construction: seeded order, seeded per-sample augmentation, a size-checking collate.
+
+:func:`make_loader` uses :class:`SeededSampler`, which yields ``(index, sample_seed)`` pairs.
+:class:`~unetfamily.data.base.SegmentationDataset` runs its transform under that seed, so the
+batches, augmentation included, depend only on ``seed`` and the epoch: the same with 0, 1 or 8
+workers, and the same after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from unetfamily.data.base import SegmentationDataset
+from unetfamily.data.errors import DataError
+
+__all__ = ["SeededSampler", "collate", "make_loader"]
+
+log = logging.getLogger(__name__)
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yield ``(index, sample_seed)`` for one epoch; each ``iter()`` starts the next epoch.
+
+    Order and seeds are drawn from ``torch.Generator`` seeded with ``(seed, epoch)``. With
+    ``world_size > 1`` each rank takes every ``world_size``-th entry of the same permutation
+    (padded by wrapping so every rank gets the same count), as DistributedSampler does.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, *, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must be in [0, world_size={world_size})")
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next ``iter()`` yields (otherwise epochs count up by themselves)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=g)
+        total = len(self) * self.world_size
+        if total > self.size:  # pad by wrapping so every rank gets len(self) samples
+            order = torch.cat([order, order[: total - self.size]])
+        picked = order[self.rank : total : self.world_size].tolist()
+        return iter([(i, int(seeds[i])) for i in picked])
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack sample dicts into ``{"image": (N, C, H, W), "mask": (N, H, W), "name": list[str]}``."""
+    shapes = {tuple(s["image"].shape) for s in samples}
+    if len(shapes) > 1:
+        names = [s.get("name", "?") for s in samples[:4]]
+        raise DataError(
+            f"samples in one batch differ in size {sorted(shapes)} (e.g. {names}); set the dataset's "
+            "'resize', use an augmentation 'crop_size', or use batch_size=1"
+        )
+    out: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    seed: int = 0,
+    *,
+    drop_last: bool = False,
+    pin_memory: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    prefetch_factor: int | None = None,
+) -> DataLoader:
+    """A DataLoader whose batches (order and augmentation) are fixed by ``seed``.
+
+    Batches are dicts: ``image`` (N, C, H, W) float32, ``mask`` (N, H, W) int64, ``name`` list[str].
+    ``pin_memory`` defaults to ``torch.cuda.is_available()``. Worker processes persist across
+    epochs, and a dataset built with ``cache=True`` is decoded once in the main process before the
+    workers fork, so they share the decoded samples instead of each decoding its own copy.
+    ``rank``/``world_size`` shard the data for DistributedDataParallel.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(dataset, SegmentationDataset):
+        sampler: Sampler = SeededSampler(len(dataset), shuffle, seed, rank=rank, world_size=world_size)
+        if dataset.cache and num_workers > 0:
+            dataset.preload(num_threads=num_workers)
+        generator = None
+    else:  # a foreign dataset (e.g. a torch Subset): seeded order, global-RNG transforms
+        if world_size > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        else:
+            sampler = None  # type: ignore[assignment]
+        generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        drop_last=drop_last,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+    )

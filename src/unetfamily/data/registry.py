@@ -1,0 +1,271 @@
+"""``build_dataset``: one entry point from a config (dict or YAML file) to a dataset.
+
+A config names a ``type`` and that type's options::
+
+    type: folder              # or voc, tiff_stack, synthetic, isbi2012_em, dsb2018_nuclei, kvasir_seg, camvid
+    root: /data/polyps
+    mask_suffix: _mask
+    mask_encoding: {kind: binary, threshold: 127}
+    splits: {fractions: {train: 0.8, val: 0.2}, seed: 0}
+    resize: [256, 256]
+    augment: medical          # optional; applied to the "train" split only
+
+Each type is a small builder function registered with :func:`register_dataset`; its keyword
+arguments are the valid keys, so an unknown key is an error that names it. A YAML file whose
+top level has a ``data`` mapping (an experiment config) uses that mapping.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from unetfamily.data.base import PairedFilesDataset, SegmentationDataset
+from unetfamily.data.encodings import MaskEncoding
+from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.formats import VOC_CLASSES, TiffStackDataset, pair_folder, voc_pairs
+from unetfamily.data.splits import select_split
+from unetfamily.data.synthetic import SyntheticShapes
+
+__all__ = ["build_dataset", "data_root", "list_datasets", "load_config", "register_dataset"]
+
+log = logging.getLogger(__name__)
+
+_REGISTRY: dict[str, Callable[..., SegmentationDataset]] = {}
+_COMMON_KEYS = ("type", "augment")
+
+
+def register_dataset(fn: Callable[..., SegmentationDataset]) -> Callable[..., SegmentationDataset]:
+    """Register a builder ``fn(split, **options)`` under its function name as a config ``type``."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_datasets() -> list[str]:
+    """The registered config types."""
+    return sorted(_REGISTRY)
+
+
+def data_root() -> Path:
+    """Where the named real datasets live: ``$UNETFAMILY_DATA_ROOT``, else ``<repo>/../shared/data``."""
+    env = os.environ.get("UNETFAMILY_DATA_ROOT")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[3]
+    return repo.parent / "shared" / "data"
+
+
+def load_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Read a dataset config from a dict or a YAML file (a top-level ``data`` mapping is used if present)."""
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read dataset config ({e})") from e
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: a dataset config must be a mapping with a 'type' key")
+        config = loaded
+    config = dict(config)
+    if "type" not in config and isinstance(config.get("data"), Mapping):
+        config = dict(config["data"])
+    if "type" not in config:
+        raise ConfigError(f"dataset config has no 'type'; choose one of {', '.join(list_datasets())}")
+    return config
+
+
+def build_dataset(
+    config: Mapping[str, Any] | str | Path, split: str = "train", **overrides: Any
+) -> SegmentationDataset:
+    """Build the ``split`` of the dataset described by ``config`` (dict or YAML path).
+
+    ``overrides`` replace config keys (e.g. ``root=...``). Unknown types and keys raise
+    :class:`ConfigError` naming them. Samples are ``{"image": (C, H, W) float32, "mask": (H, W)
+    int64, "name": str}``.
+    """
+    config = {**load_config(config), **overrides}
+    kind = config.pop("type")
+    builder = _REGISTRY.get(kind)
+    if builder is None:
+        raise ConfigError(f"unknown dataset type {kind!r}; choose one of {', '.join(list_datasets())}")
+    augment = config.pop("augment", None)
+    params = inspect.signature(builder).parameters
+    valid = [p for p in params if p != "split"]
+    for key in config:
+        if key not in params or key == "split":
+            raise ConfigError(
+                f"unknown key {key!r} for dataset type {kind!r}; valid keys: {', '.join(_COMMON_KEYS + tuple(valid))}"
+            )
+    dataset = builder(split, **config)
+    if augment and split == "train":
+        dataset.transform = _build_augment(augment, dataset)
+    log.info("built %s split %r: %d samples, classes %s", kind, split, len(dataset), dataset.info.classes)
+    return dataset
+
+
+def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) -> Callable:
+    from unetfamily.data.augment import build_augmentation
+
+    options = {"preset": spec} if isinstance(spec, str) else dict(spec)
+    unknown = set(options) - {"preset", "crop_size"}
+    if unknown:
+        raise ConfigError(f"unknown augment key(s) {sorted(unknown)}; valid: preset, crop_size")
+    return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **options)
+
+
+def _path(value: str | Path) -> Path:
+    return Path(os.path.expandvars(str(value))).expanduser()
+
+
+def _classes(classes: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:
+    """A class list given inline or as a text file with one class per line."""
+    if classes is None:
+        return list(default)
+    if isinstance(classes, str):
+        path = _path(classes)
+        try:
+            names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except OSError as e:
+            raise ConfigError(f"classes: cannot read class list {path} ({e})") from e
+        return names
+    return [str(c) for c in classes]
+
+
+@register_dataset
+def folder(
+    split: str,
+    *,
+    root: str | Path,
+    images: str = "images",
+    masks: str = "masks",
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    classes: Sequence[str] | str | None = None,
+    mask_encoding: Any = None,
+    ignore_index: int = 255,
+    in_channels: int | None = None,
+    splits: Mapping[str, Any] | None = None,
+    on_missing: Literal["error", "skip"] = "error",
+    resize: int | Sequence[int] | None = None,
+    cache: bool = False,
+) -> PairedFilesDataset:
+    """Image/mask folder pairs under ``root``; ``images``/``masks`` may contain ``{split}``."""
+    root = _path(root)
+    per_split = "{split}" in images or "{split}" in masks
+    pairs = pair_folder(
+        root / images.format(split=split),
+        root / masks.format(split=split),
+        image_suffix=image_suffix,
+        mask_suffix=mask_suffix,
+        on_missing=on_missing,
+    )
+    if not per_split:
+        by_name = {p.name: p for p in pairs}
+        pairs = [by_name[n] for n in select_split(list(by_name), split, splits, root)]
+    return PairedFilesDataset(
+        pairs,
+        _classes(classes, ["background", "foreground"]),
+        encoding=MaskEncoding.parse(mask_encoding),
+        ignore_index=ignore_index,
+        in_channels=in_channels,
+        resize=resize,
+        cache=cache,
+    )
+
+
+@register_dataset
+def voc(
+    split: str,
+    *,
+    root: str | Path,
+    classes: Sequence[str] | str | None = None,
+    ignore_index: int = 255,
+    image_dir: str = "JPEGImages",
+    mask_dir: str = "SegmentationClass",
+    lists_dir: str = "ImageSets/Segmentation",
+    resize: int | Sequence[int] | None = None,
+    cache: bool = False,
+) -> PairedFilesDataset:
+    """Pascal VOC layout: palette PNG masks whose indices are classes, 255 = ignore (border)."""
+    pairs = voc_pairs(_path(root), split, image_dir=image_dir, mask_dir=mask_dir, lists_dir=lists_dir)
+    return PairedFilesDataset(
+        pairs,
+        _classes(classes, VOC_CLASSES),
+        encoding=MaskEncoding("index"),
+        ignore_index=ignore_index,
+        in_channels=3,
+        resize=resize,
+        cache=cache,
+    )
+
+
+@register_dataset
+def tiff_stack(
+    split: str,
+    *,
+    images: str | Path,
+    labels: str | Path,
+    classes: Sequence[str] | str | None = None,
+    mask_encoding: Any = None,
+    ignore_index: int = 255,
+    in_channels: int | None = None,
+    slices: Mapping[str, Sequence[int]] | None = None,
+    resize: int | Sequence[int] | None = None,
+    cache: bool = True,
+) -> TiffStackDataset:
+    """A multi-page image stack and its label stack; ``slices: {train: [0, 24], val: [24, 30]}``."""
+    chosen = None
+    if split != "all":
+        if not slices or split not in slices:
+            raise ConfigError(f"split {split!r}: give 'slices' as {{{split}: [start, stop]}} or use split 'all'")
+        start, stop = slices[split]
+        chosen = range(int(start), int(stop))
+    return TiffStackDataset(
+        _path(images),
+        _path(labels),
+        _classes(classes, ["background", "foreground"]),
+        encoding=MaskEncoding.parse(mask_encoding),
+        ignore_index=ignore_index,
+        in_channels=in_channels,
+        slices=chosen,
+        resize=resize,
+        cache=cache,
+    )
+
+
+@register_dataset
+def synthetic(
+    split: str,
+    *,
+    num_samples: int | Mapping[str, int] | None = None,
+    size: int = 96,
+    num_classes: int = 2,
+    seed: int = 0,
+    in_channels: int = 1,
+) -> SyntheticShapes:
+    """SyntheticShapes; ``num_samples`` is one count or ``{train: 256, val: 64, test: 64}`` (the default)."""
+    counts = {"train": 256, "val": 64, "test": 64} if num_samples is None else num_samples
+    if isinstance(counts, Mapping):
+        if split not in counts:
+            raise ConfigError(f"synthetic: no sample count for split {split!r}; num_samples has {sorted(counts)}")
+        count = counts[split]
+    else:
+        count = counts
+    return SyntheticShapes(int(count), size, num_classes, seed, in_channels=in_channels, split=split)
+
+
+def named_root(name: str, root: str | Path | None) -> Path:
+    """The folder of a named real dataset; a clear error when it is absent."""
+    path = _path(root) if root is not None else data_root() / name
+    if not path.is_dir():
+        raise DataError(
+            f"{path}: dataset folder for {name!r} not found; set UNETFAMILY_DATA_ROOT to the folder that "
+            f"holds {name}/ or pass root=..."
+        )
+    return path

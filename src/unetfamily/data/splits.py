@@ -1,0 +1,126 @@
+"""Deterministic train/val/test splits: seeded fractions, k folds, or list files.
+
+All splits are functions of the sorted sample names and a seed (numpy's PCG64), so they are
+identical on every machine and independent of file-system listing order.
+
+A dataset config chooses one with its ``splits`` key:
+
+- ``{train: lists/train.txt, val: lists/val.txt}``: list files (paths relative to the dataset root);
+- ``{fractions: {train: 0.8, val: 0.1, test: 0.1}, seed: 0}``: a seeded random split;
+- ``{folds: 5, fold: 0, seed: 0}``: k-fold cross-validation; ``val`` is fold ``fold``, ``train`` the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.io import IMAGE_SUFFIXES
+
+__all__ = ["kfold_split", "random_split", "read_split_file", "select_split"]
+
+log = logging.getLogger(__name__)
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """Sample names listed in a text file, one per line.
+
+    Blank lines and ``#`` comments are skipped. A line naming paths (CamVid's
+    ``/SegNet/CamVid/train/X.png /SegNet/CamVid/trainannot/X.png``) gives the stem of its first path.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read split list ({e})") from e
+    names = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            first = line.split()[0]
+            is_path = "/" in first or "\\" in first or first.lower().endswith(IMAGE_SUFFIXES)
+            names.append(Path(first.replace("\\", "/")).stem if is_path else first)
+    if not names:
+        raise DataError(f"{path}: split list is empty")
+    return names
+
+
+def random_split(names: Sequence[str], fractions: Mapping[str, float], seed: int = 0) -> dict[str, list[str]]:
+    """Shuffle sorted ``names`` with ``seed`` and cut them by ``fractions`` (which must sum to 1).
+
+    Counts are rounded down and the remainder goes to the first split, so every name lands in
+    exactly one split.
+    """
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6 or any(f < 0 for f in fractions.values()):
+        raise ConfigError(f"split fractions {dict(fractions)} must be non-negative and sum to 1 (sum is {total:g})")
+    order = sorted(names)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    counts = {k: int(np.floor(f * len(order))) for k, f in fractions.items()}
+    first = next(iter(counts))
+    counts[first] += len(order) - sum(counts.values())
+    out, start = {}, 0
+    for key, count in counts.items():
+        out[key] = [order[i] for i in perm[start : start + count]]
+        start += count
+    return out
+
+
+def kfold_split(names: Sequence[str], folds: int, fold: int, seed: int = 0) -> dict[str, list[str]]:
+    """k-fold cross-validation: ``val`` is fold ``fold`` of a seeded shuffle, ``train`` the others."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise ConfigError(f"k-fold split needs folds >= 2 and 0 <= fold < folds; got folds={folds}, fold={fold}")
+    order = sorted(names)
+    if len(order) < folds:
+        raise DataError(f"{len(order)} samples cannot make {folds} folds")
+    perm = np.random.default_rng(seed).permutation(len(order))
+    parts = np.array_split(perm, folds)
+    return {
+        "train": [order[i] for k, p in enumerate(parts) if k != fold for i in p],
+        "val": [order[i] for i in parts[fold]],
+    }
+
+
+def select_split(
+    names: Sequence[str], split: str, spec: Mapping[str, Any] | None, root: Path | None = None
+) -> list[str]:
+    """The names of ``split`` under a config's ``splits`` spec (see the module docstring).
+
+    ``split="all"`` returns every name. List files are resolved against ``root``; a listed name
+    missing from ``names`` is a DataError naming the list file.
+    """
+    if split == "all":
+        return list(names)
+    if not spec:
+        raise ConfigError(
+            f"split {split!r} requested but the dataset defines no 'splits'; use split 'all' or add splits"
+        )
+    spec = dict(spec)
+    if "fractions" in spec or "folds" in spec:
+        unknown = set(spec) - {"fractions", "folds", "fold", "seed"}
+        if unknown:
+            raise ConfigError(f"unknown splits key(s) {sorted(unknown)}; valid: fractions, folds, fold, seed")
+        seed = int(spec.get("seed", 0))
+        if "folds" in spec:
+            parts = kfold_split(names, int(spec["folds"]), int(spec.get("fold", 0)), seed)
+        else:
+            parts = random_split(names, spec["fractions"], seed)
+        if split not in parts:
+            raise ConfigError(f"split {split!r} is not defined; this split spec gives {sorted(parts)}")
+        return parts[split]
+    if split not in spec:
+        raise ConfigError(f"split {split!r} has no list file; the config lists {sorted(spec)}")
+    path = Path(spec[split])
+    if root is not None and not path.is_absolute():
+        path = root / path
+    listed = read_split_file(path)
+    known = set(names)
+    missing = [n for n in listed if n not in known]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} listed sample(s) have no image/mask pair, e.g. {missing[:5]}")
+    return listed
