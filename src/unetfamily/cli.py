@@ -7,6 +7,8 @@ returning an exit code). ``main(argv)`` is what tests call in process.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -58,15 +60,21 @@ def _small_channels(name: str) -> tuple[int, ...]:
     return (8, 16, 32, 64, 64) if name.startswith("fcn") else (8, 16, 32, 64, 128)
 
 
+# Modules that each contribute one command through ``add_parser(subparsers)``.
+COMMAND_MODULES = (
+    "unetfamily.data.cli",
+    "unetfamily.engine.train",
+    "unetfamily.engine.evaluate",
+    "unetfamily.engine.predict",
+    "unetfamily.engine.export",
+)
+
+
 def _command_adders() -> list:
     adders = [_add_models_parser]
-    # Commands owned by other sub-packages register themselves here as they land.
-    try:
-        from unetfamily.data.cli import add_parser as add_dataset_parser
-    except ImportError:  # pragma: no cover - only while the data package is absent
-        pass
-    else:
-        adders.append(add_dataset_parser)
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            adders.append(importlib.import_module(name).add_parser)
     return adders
 
 

@@ -4,7 +4,7 @@ Every model maps (N, in_channels, H, W) to logits (N, num_classes, H, W) for any
 deep supervision it returns a list (final output first), with the UNet3+ CGM a tuple
 (segmentation, classification logits).
 """
-from unetfamily.models._blocks import ModelOutput, SegmentationModel
+from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_output
 from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model
 from unetfamily.models.fcn import FCN
 from unetfamily.models.unet import UNet
@@ -19,6 +19,7 @@ __all__ = [
     "UNet3Plus",
     "UNetPlusPlus",
     "create_model",
+    "final_output",
     "list_models",
     "model_entrypoint",
     "register_model",

@@ -106,6 +106,13 @@ def make_upsample(in_channels: int, out_channels: int, mode: Upsample = "transpo
     return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=2, padding=(kernel_size - 2) // 2)
 
 
+def final_output(out: ModelOutput) -> Tensor:
+    """The final logits (N, num_classes, H, W) of any raw model output (tensor, DS list, CGM tuple)."""
+    if isinstance(out, tuple):
+        out = out[0]
+    return out[0] if isinstance(out, list) else out
+
+
 def _crop(out: object, height: int, width: int) -> object:
     if isinstance(out, Tensor):
         return out[..., :height, :width] if out.dim() == 4 else out

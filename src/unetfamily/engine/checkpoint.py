@@ -1,0 +1,231 @@
+"""Checkpoints: one safetensors file per checkpoint, written atomically, loaded without pickle.
+
+A checkpoint holds the model weights (``model.*`` tensors), the optimizer's tensors
+(``optim.<param>.<name>``) with its non-tensor state and param groups as JSON metadata, the
+torch RNG state, the step/epoch counters and the resolved run config (JSON). Nothing in it is
+pickled, so loading a file from anywhere never executes code.
+
+Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
+target: a crash at any point leaves either the previous checkpoint or the new one, never a
+half-written file.
+
+Layout of a run folder: ``config.yaml``, ``train.log``, ``checkpoints/last.safetensors``,
+``checkpoints/best.safetensors``, ``tensorboard/``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FORMAT = "unetfamily-checkpoint-1"
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not a unetfamily checkpoint; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns; tensors are on the CPU."""
+
+    model_state: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    step: int = 0
+    epoch: int = 0
+    optimizer_state: dict[str, Any] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        _atomic_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _rebuild_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": dict(sorted(state.items())), "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: dict[str, Any],
+    step: int = 0,
+    epoch: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write a checkpoint of ``model`` (and ``optimizer``) to ``path``; returns the path.
+
+    Raises :class:`CheckpointError` (the previous file at ``path`` untouched) when writing fails.
+    """
+    path = Path(path)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel / compile
+    model = getattr(model, "_orig_mod", model)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta: dict[str, str] = {
+        "format": FORMAT,
+        "config": json.dumps(config),
+        "step": str(step),
+        "epoch": str(epoch),
+        "extra": json.dumps(extra or {}),
+        "rng": json.dumps({"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state())}),
+    }
+    tensors["rng.torch"] = torch.get_rng_state()
+    if optimizer is not None:
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
+        tensors.update(opt_tensors)
+        meta["optimizer"] = json.dumps(opt_meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=meta)
+        _atomic_replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged. "
+            f"Free disk space or choose a writable output_dir."
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, tuple):
+        return [_jsonable(o) for o in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def restore_rng(rng: dict[str, Any], torch_state: torch.Tensor | None) -> None:
+    """Restore Python, NumPy and torch CPU RNG states saved by :func:`save_checkpoint`."""
+    if "python" in rng:
+        version, state, gauss = rng["python"]
+        random.setstate((version, tuple(state), gauss))
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if torch_state is not None:
+        torch.set_rng_state(torch_state)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file from a file path or a run folder (``best`` if present, else ``last``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best", "last"):
+            candidate = path / "checkpoints" / f"{name}.safetensors"
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"no checkpoint in run folder {path} (expected checkpoints/best.safetensors or last.safetensors)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run folder")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file or run folder (see :func:`resolve_checkpoint`) without unpickling anything."""
+    path = resolve_checkpoint(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}); it may be truncated or corrupt") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a unetfamily checkpoint (format={meta.get('format')!r})")
+    try:
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+        optimizer_state = _rebuild_optimizer_state(opt_tensors, json.loads(meta["optimizer"])) if "optimizer" in meta else None
+        return Checkpoint(
+            model_state=model_state,
+            config=json.loads(meta["config"]),
+            step=int(meta["step"]),
+            epoch=int(meta["epoch"]),
+            optimizer_state=optimizer_state,
+            rng={**json.loads(meta.get("rng", "{}")), "torch": tensors.get("rng.torch")},
+            extra=json.loads(meta.get("extra", "{}")),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint metadata is damaged ({exc})") from exc
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the model a checkpoint was trained with, load its weights, put it in eval mode.
+
+    The model is built from the checkpoint's resolved config (``model.name`` and ``model.kwargs``,
+    which include ``in_channels`` and ``num_classes``).
+    """
+    from unetfamily.models import create_model
+
+    ckpt = load_checkpoint(path)
+    try:
+        spec = ckpt.config["model"]
+        model = create_model(spec["name"], **spec.get("kwargs", {}))
+        model.load_state_dict(ckpt.model_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{resolve_checkpoint(path)}: cannot rebuild the model from the checkpoint ({exc})") from exc
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,85 @@
+"""Checkpoints: round trip, atomic writes, refusal of foreign or damaged files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import unetfamily.engine.checkpoint as ckpt_mod
+from unetfamily import create_model
+from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+
+CONFIG = {"model": {"name": "unet", "kwargs": {"channels": [4, 8], "in_channels": 3, "num_classes": 1}}}
+
+
+def _trained() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = create_model("unet", channels=(4, 8))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(2, 3, 16, 16)).mean().backward()
+    opt.step()
+    return model, opt
+
+
+def test_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
+    model, opt = _trained()
+    path = save_checkpoint(tmp_path / "last.safetensors", model, CONFIG, step=7, epoch=1, optimizer=opt, extra={"classes": ["bg", "fg"]})
+    loaded, ckpt = load_model(path)
+    assert ckpt.step == 7 and ckpt.epoch == 1 and ckpt.extra["classes"] == ["bg", "fg"]
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    opt2 = torch.optim.AdamW(loaded.parameters(), lr=1e-2)
+    opt2.load_state_dict(ckpt.optimizer_state)
+    for p1, p2 in zip(model.parameters(), loaded.parameters()):
+        s1, s2 = opt.state[p1], opt2.state[p2]
+        assert torch.equal(s1["exp_avg"], s2["exp_avg"]) and torch.equal(s1["step"], s2["step"])
+
+
+def test_run_folder_resolves_best_then_last(tmp_path: Path) -> None:
+    model, _ = _trained()
+    save_checkpoint(tmp_path / "checkpoints" / "last.safetensors", model, CONFIG, step=2)
+    assert load_checkpoint(tmp_path).step == 2
+    save_checkpoint(tmp_path / "checkpoints" / "best.safetensors", model, CONFIG, step=1)
+    assert load_checkpoint(tmp_path).step == 1
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, opt = _trained()
+    path = save_checkpoint(tmp_path / "last.safetensors", model, CONFIG, step=1, optimizer=opt)
+    real_save = ckpt_mod.save_file
+
+    def crash(tensors: dict, filename: str, metadata: dict) -> None:
+        real_save(tensors, filename, metadata)
+        with open(filename, "r+b") as f:  # half-written file, then the "disk" fails
+            f.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod, "save_file", crash)
+    with pytest.raises(CheckpointError, match="previous checkpoint is unchanged"):
+        save_checkpoint(path, model, CONFIG, step=2, optimizer=opt)
+    assert load_checkpoint(path).step == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_damaged_files_are_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_checkpoint(path)
+
+
+def test_foreign_safetensors_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(CheckpointError, match="not a unetfamily checkpoint"):
+        load_checkpoint(tmp_path / "x.safetensors")
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointError, match="no checkpoint in run folder"):
+        load_checkpoint(tmp_path)

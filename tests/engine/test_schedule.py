@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import pytest
+
+from unetfamily.engine.train import lr_at
+
+
+def test_warmup_then_cosine() -> None:
+    assert lr_at(0, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(1.0)
+    assert lr_at(55, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.5)
+    assert lr_at(100, 100, 1.0, "cosine", warmup_steps=10, min_lr_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_poly_and_constant() -> None:
+    assert lr_at(50, 100, 2.0, "poly", power=1.0) == pytest.approx(1.0)
+    assert lr_at(50, 100, 2.0, "poly", power=2.0) == pytest.approx(0.5)
+    assert lr_at(77, 100, 2.0, "constant") == 2.0
