@@ -67,6 +67,7 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None
+    max_seconds: float | None = None
     grad_clip: float | None = 1.0
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False

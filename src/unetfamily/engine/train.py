@@ -336,6 +336,7 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
             save(last_path, s["step"] // steps_per_epoch)
 
     stop = {"now": False}
+    time_limit = cfg.train.max_seconds
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
     for sig in previous:
         signal.signal(sig, lambda *_: stop.__setitem__("now", True))
@@ -367,6 +368,9 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
                 else:
                     state["bad_evals"] += 1
             save(last_path, epoch)
+            if time_limit is not None and time.perf_counter() - started >= time_limit:
+                log.info("time budget of %.0f s reached after %d steps", time_limit, state["step"])
+                break
             patience = cfg.train.early_stop_patience
             if patience is not None and state["bad_evals"] >= patience:
                 log.info("early stop: %s did not improve for %d evaluations", cfg.train.monitor, patience)
