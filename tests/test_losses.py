@@ -32,13 +32,7 @@ SMALL = {"ms_ssim": {"win_size": 3}, "hybrid_unet3p": {"win_size": 3}}
 LN2, LN3 = math.log(2), math.log(3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: extra intra-op threads only contend on a shared CPU (10x slower seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_case(mode: str, n: int = 2, c: int = 3, h: int = 12, w: int = 12, dtype=torch.float64, seed: int = 0):

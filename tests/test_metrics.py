@@ -18,13 +18,7 @@ from unetfamily.metrics import SegmentationMetrics, hd95, logits_to_labels, per_
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: extra intra-op threads only contend on a shared CPU (10x slower seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def one_hot_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -18,19 +18,25 @@ project reports comes from one implementation.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelCost", "count_flops", "count_params", "measure", "peak_memory", "time_call"]
+__all__ = ["ModelCost", "count_flops", "count_params", "measure", "measure_isolated", "peak_memory", "time_call"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -183,3 +189,86 @@ def measure(
         forward_peak_bytes=forward_peak,
         train_peak_bytes=train_peak,
     )
+
+
+def measure_isolated(
+    name: str,
+    kwargs: dict[str, Any],
+    input_shape: tuple[int, int, int, int],
+    device: str = "cpu",
+    repeats: int = 3,
+    train: bool = True,
+) -> dict[str, Any]:
+    """:func:`measure` the registry model ``name(**kwargs)`` in fresh subprocesses.
+
+    One process times, another (with :func:`memory_env`) measures peak memory, so neither a
+    previous model's cached memory nor the memory probe's settings distort the figures.
+    Returns :class:`ModelCost` fields as a dict.
+    """
+    spec = json.dumps({"name": name, "kwargs": kwargs, "shape": list(input_shape), "device": device,
+                       "repeats": repeats, "train": train})
+    results = {}
+    for what, env in (("time", None), ("memory", memory_env())):
+        proc = subprocess.run([sys.executable, "-m", "unetfamily.bench", spec, what], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"measuring {name} failed:\n{proc.stderr[-2000:]}")
+        results[what] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**results["time"], "forward_peak_bytes": results["memory"]["forward_peak_bytes"],
+            "train_peak_bytes": results["memory"]["train_peak_bytes"]}
+
+
+def _child(spec_json: str, what: str) -> int:
+    from unetfamily.models import create_model
+
+    spec = json.loads(spec_json)
+    torch.manual_seed(0)
+    model = create_model(spec["name"], **spec["kwargs"])
+    cost = measure(model, tuple(spec["shape"]), spec["device"], spec["repeats"], warmup=1, train=spec["train"],
+                   timing=what == "time", memory=what == "memory")
+    print(json.dumps(cost.as_dict()))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``unetfamily bench``."""
+    p = subparsers.add_parser("bench", help="parameters, MACs, latency, throughput and peak memory of models")
+    p.add_argument("--models", default="fcn8s,unet,unet_plusplus,unet_3plus", help="comma-separated registry names")
+    p.add_argument("--size", type=int, nargs="+", default=[256], help="input side length(s)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--width", default="16", help="base width (e.g. 16: U-Net 16..256) or 'paper'")
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from unetfamily.compare.variants import family_kwargs
+
+    width = None if args.width == "paper" else int(args.width)
+    rows = []
+    print(f"device={args.device} batch={args.batch} width={args.width} threads={torch.get_num_threads()}")
+    print(f"{'model':<24}{'size':>6}{'params':>12}{'GMACs':>9}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}{'train MB':>10}")
+    for size in args.size:
+        for name in args.models.split(","):
+            kwargs = {**family_kwargs(name, width), "in_channels": args.in_channels, "num_classes": args.num_classes}
+            shape = (args.batch, args.in_channels, size, size)
+            row = {"model": name, "size": size, "batch": args.batch,
+                   **measure_isolated(name, kwargs, shape, args.device, args.repeats, train=not args.no_train)}
+            row["macs"] = row["flops"] // 2
+            rows.append(row)
+            print(f"{name:<24}{size:>6}{row['params']:>12,d}{row['macs'] / 1e9:>9.2f}{row['forward_s'] * 1e3:>9.1f}"
+                  f"{row['images_per_s']:>8.1f}{row['train_step_s'] * 1e3:>10.1f}{row['train_peak_bytes'] / 2**20:>10.0f}",
+                  flush=True)
+    if args.json:
+        from unetfamily.engine.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.json), json.dumps({"device": args.device, "rows": rows}, indent=2).encode())
+    return 0
+
+
+if __name__ == "__main__":  # the worker of measure_isolated
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

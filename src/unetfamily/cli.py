@@ -67,6 +67,8 @@ COMMAND_MODULES = (
     "unetfamily.engine.evaluate",
     "unetfamily.engine.predict",
     "unetfamily.engine.export",
+    "unetfamily.bench",
+    "unetfamily.compare.runner",
 )
 
 

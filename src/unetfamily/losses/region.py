@@ -94,6 +94,8 @@ def iou_loss(
 
 
 class _OverlapLoss(nn.Module):
+    kind: str  # "dice" or "iou"
+
     def __init__(
         self,
         *,
@@ -106,6 +108,12 @@ class _OverlapLoss(nn.Module):
         self.smooth, self.include_background = smooth, include_background
         self.per_image, self.ignore_index = per_image, ignore_index
 
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """(N, C, H, W) logits and (N, H, W) or (N, C, H, W) target -> scalar loss."""
+        return _soft_overlap(
+            self.kind, logits, target, self.smooth, self.include_background, self.per_image, self.ignore_index
+        )
+
     def extra_repr(self) -> str:
         return f"smooth={self.smooth}, include_background={self.include_background}, per_image={self.per_image}"
 
@@ -113,28 +121,10 @@ class _OverlapLoss(nn.Module):
 class DiceLoss(_OverlapLoss):
     """Module form of :func:`dice_loss`."""
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """(N, C, H, W) logits and (N, H, W) or (N, C, H, W) target -> scalar loss."""
-        return dice_loss(
-            logits,
-            target,
-            smooth=self.smooth,
-            include_background=self.include_background,
-            per_image=self.per_image,
-            ignore_index=self.ignore_index,
-        )
+    kind = "dice"
 
 
 class IoULoss(_OverlapLoss):
     """Module form of :func:`iou_loss`."""
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """(N, C, H, W) logits and (N, H, W) or (N, C, H, W) target -> scalar loss."""
-        return iou_loss(
-            logits,
-            target,
-            smooth=self.smooth,
-            include_background=self.include_background,
-            per_image=self.per_image,
-            ignore_index=self.ignore_index,
-        )
+    kind = "iou"
