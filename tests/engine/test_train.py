@@ -147,3 +147,25 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     result = json.loads(out.read_text())
     assert len(result["per_image"]) == 16 and len(result["confusion_matrix"]) == 2
     assert sum(map(sum, result["confusion_matrix"])) == 16 * 48 * 48
+
+
+def test_early_stopping_sgd_poly(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, epochs=5, early_stop_patience=1)
+    cfg["optim"] = {"name": "sgd", "lr": 0.0, "momentum": 0.9}  # nothing changes, so nothing improves
+    cfg["schedule"] = {"name": "poly", "power": 0.9}
+    summary = fit(config_from_dict(cfg))
+    assert summary["steps"] == 16 and len(summary["history"]) == 2
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(tmp_path: Path) -> None:
+    summary = fit(config_from_dict(_config(tmp_path, epochs=1, amp="bf16", channels_last=True)))
+    assert summary["steps"] == 8 and summary["skipped_steps"] == 0
+    weights = load_checkpoint(tmp_path / "run").model_state
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # master weights stay fp32
+
+
+def test_fp16_on_cpu_is_refused(tmp_path: Path) -> None:
+    from unetfamily.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16"):
+        fit(config_from_dict(_config(tmp_path, epochs=1, amp="fp16")))

@@ -107,8 +107,6 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     if amp == "none":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp='fp16' needs CUDA; use 'bf16' on CPU")
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -261,6 +259,8 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
 
     cfg = config if isinstance(config, Config) else (config_from_dict(dict(config)) if isinstance(config, dict) else load_config(config))
     dist_info, device = _setup_distributed(cfg.train.device)
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp='fp16' needs CUDA (loss scaling); use 'bf16' on CPU")
     if not dist_info.main:  # rank-0-only logging: other ranks report only problems
         logging.getLogger("unetfamily").setLevel(logging.WARNING)
     run_dir = Path(cfg.output_dir)

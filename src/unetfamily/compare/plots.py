@@ -1,0 +1,306 @@
+"""The figures of the ``compare`` report, drawn with matplotlib's Agg canvas (no pyplot state).
+
+Each ``*_png`` function returns PNG bytes, or ``None`` when its data is absent; :func:`make_plots`
+draws every figure the results allow. Scores are drawn in points (x 100); the qualitative figures
+use the seed-0 predictions saved by the runner (``artifacts``), matched to the eval images by name.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetfamily.compare.verdict import LABELS, VariantSummary, as_float
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_artifacts", "make_plots", "overlay"]
+
+# Class colours for overlays (class 0 = background is never drawn): distinct and visible on grey.
+CLASS_COLORS = np.array([
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128),
+], dtype=np.float32)
+IGNORE = 255
+CELL = 1.7  # inches per image in the image grids
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """(H, W, 3) uint8: ``image`` (C, H, W) uint8 with class pixels of ``mask`` (H, W) tinted by class colour.
+
+    Ignored pixels (255) are greyed out.
+    """
+    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    rgb = rgb.transpose(1, 2, 0).astype(np.float32)
+    m = mask.astype(np.int64)
+    fg = (m > 0) & (m != IGNORE)
+    colors = CLASS_COLORS[np.where(fg, (m - 1) % (len(CLASS_COLORS) - 1) + 1, 0)]
+    out = np.where(fg[..., None], (1 - alpha) * rgb + alpha * colors, rgb)
+    out = np.where((m == IGNORE)[..., None], 0.5 * out + 64, out)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _image_axis(ax: Any, picture: np.ndarray, title: str, outline: np.ndarray | None = None) -> None:
+    ax.imshow(picture, interpolation="nearest")
+    if outline is not None and (outline > 0).any() and not (outline > 0).all():
+        from matplotlib.patheffects import withStroke
+
+        lines = ax.contour((outline > 0) & (outline != IGNORE), levels=[0.5], colors="white", linewidths=0.8)
+        lines.set_path_effects([withStroke(linewidth=1.8, foreground="black")])
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _log_axis(ax: Any) -> None:
+    """Log x axis with plain tick labels at 1, 2, 3, 5 x 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.margins(x=0.12)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def curves_png(results: Mapping[str, Any], summaries: Sequence[VariantSummary], metric: str,
+               colors: Mapping[str, str]) -> bytes | None:
+    """Validation metric against step per variant: mean over seeds, shaded min..max."""
+    fig, drawn = _figure(7.5, 4.2), False
+    ax = fig.subplots()
+    for s in summaries:
+        curves = []
+        for run in (r for r in results.get("runs", []) if r.get("variant") == s.id):
+            pts = [(as_float(h.get("step")), as_float(h.get(metric, h.get("dice")))) for h in run.get("history") or []]
+            pts = sorted((x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y))
+            if pts:
+                curves.append(np.array(pts))
+        if not curves:
+            continue
+        grid = np.unique(np.concatenate([c[:, 0] for c in curves]))
+        ys = np.full((len(curves), grid.size), np.nan)
+        for i, c in enumerate(curves):
+            inside = (grid >= c[0, 0]) & (grid <= c[-1, 0])
+            ys[i, inside] = np.interp(grid[inside], c[:, 0], c[:, 1])
+        with np.errstate(all="ignore"):
+            mean = np.array([np.nan if np.isnan(col).all() else np.nanmean(col) for col in ys.T])
+            lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+        ax.plot(grid, 100 * mean, color=colors[s.id], marker="o" if grid.size <= 15 else None, markersize=3,
+                label=f"{s.label} ({len(curves)} seed{'s' * (len(curves) != 1)})")
+        if len(curves) > 1:
+            ax.fill_between(grid, 100 * lo, 100 * hi, color=colors[s.id], alpha=0.15, linewidth=0)
+        drawn = True
+    if not drawn:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"validation {LABELS.get(metric, metric)} (%)")
+    ax.set_title(f"Validation {LABELS.get(metric, metric)} during training (mean over seeds, min-max shaded)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def cost_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[str, str]) -> bytes | None:
+    """Metric against MACs and against latency (log x), labelled points, Pareto front dashed."""
+    panels = (("macs", 1e-9, "MACs per image (G, log)"), ("latency_ms", 1.0, "inference latency (ms, batch 1, log)"))
+    fig, drawn = _figure(11, 4.4), False
+    for ax, (key, scale, xlabel) in zip(fig.subplots(1, 2), panels, strict=True):
+        pts = [(s.costs[key] * scale, s.mean(metric), s.std(metric), s.label, colors[s.id]) for s in summaries]
+        pts = sorted(p for p in pts if math.isfinite(p[0]) and p[0] > 0 and math.isfinite(p[1]))
+        for x, y, e, label, color in pts:
+            ax.errorbar(x, 100 * y, yerr=100 * e if math.isfinite(e) else None, fmt="o", capsize=3, color=color)
+            ax.annotate(label, (x, 100 * y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        front, best = [], -math.inf
+        for x, y, *_ in pts:
+            if y > best:
+                front.append((x, 100 * y))
+                best = y
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), "--", color="grey", linewidth=1, label="Pareto front")
+            ax.legend(fontsize=8, loc="lower right")
+        _log_axis(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test {LABELS.get(metric, metric)} (%)")
+        ax.grid(alpha=0.3, which="both")
+        drawn = drawn or bool(pts)
+    if not drawn:
+        return None
+    fig.suptitle("Accuracy against cost (mean \u00b1 std over seeds; up and left is better)")
+    return _png(fig)
+
+
+def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[str, str]) -> bytes | None:
+    """Per pruning level: score and latency of each variant that has levels (mean, error bar min-max)."""
+    pruned = [s for s in summaries if s.levels]
+    if not pruned:
+        return None
+    key = pruned[0].level_metric(metric)
+    fig = _figure(10, 3.8)
+    axes = fig.subplots(1, 2)
+    for s in pruned:
+        lvls = sorted(s.levels)
+        for ax, k, scale in ((axes[0], s.level_metric(metric), 100.0), (axes[1], "latency_ms", 1.0)):
+            vals = [np.asarray(s.levels[lv][k], dtype=float) * scale for lv in lvls]
+            with np.errstate(all="ignore"):
+                mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
+                err = np.array([[m - np.nanmin(v), np.nanmax(v) - m] if np.isfinite(v).any() else [0, 0]
+                                for m, v in zip(mean, vals, strict=True)]).T.clip(min=0)
+            ax.errorbar(lvls, mean, yerr=err, marker="o", capsize=3, label=s.label, color=colors[s.id])
+    axes[0].set_ylabel(f"test {LABELS.get(key, key)} (%)")
+    axes[1].set_ylabel("latency (ms, batch 1)")
+    for ax in axes:
+        ax.set_xlabel("pruning level L (the model cut after head L)")
+        ax.set_xticks(sorted({lv for s in pruned for lv in s.levels}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("UNet++ pruning: one trained model cut to level L (mean over seeds, min-max bars)")
+    return _png(fig)
+
+
+def load_artifacts(results: Mapping[str, Any], report_dir: Path) -> tuple[dict[str, np.ndarray] | None,
+                                                                          dict[str, np.ndarray]]:
+    """(samples, predictions per variant id in the samples' order); missing or mismatched files are logged."""
+    art = results.get("artifacts") or {}
+    try:
+        with np.load(report_dir / art["samples"], allow_pickle=False) as f:
+            samples = {k: f[k] for k in ("images", "masks", "names")}
+    except (KeyError, TypeError, OSError, ValueError) as err:
+        log.warning("no sample images for the report (%s): qualitative figures left out", err)
+        return None, {}
+    index = {str(n): i for i, n in enumerate(samples["names"])}
+    preds = {}
+    for vid, rel in (art.get("predictions") or {}).items():
+        try:
+            with np.load(report_dir / rel, allow_pickle=False) as f:
+                pred, names = f["pred"], [str(n) for n in f["names"]]
+        except (KeyError, TypeError, OSError, ValueError) as err:
+            log.warning("predictions of %r not readable (%s): left out of the figures", vid, err)
+            continue
+        if set(names) != set(index) or pred.shape != samples["masks"].shape:
+            log.warning("predictions of %r do not match the eval images: left out of the figures", vid)
+            continue
+        order = np.argsort([index[n] for n in names])
+        preds[vid] = pred[order]
+    return samples, preds
+
+
+def _per_image(results: Mapping[str, Any], vid: str) -> dict[str, float]:
+    """Per-image Dice of the variant's first-seed run (the run whose predictions are saved)."""
+    runs = [r for r in results.get("runs", []) if r.get("variant") == vid]
+    seeds = (results.get("protocol") or {}).get("seeds") or []
+    run = next((r for r in runs if seeds and r.get("seed") == seeds[0]), runs[0] if runs else {})
+    return {str(p.get("name")): as_float(p.get("dice")) for p in run.get("per_image") or []}
+
+
+def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
+                scores: Mapping[str, Mapping[str, float]], k: int = 6) -> bytes | None:
+    """K eval images (hardest to easiest by mean per-image Dice): image, ground truth, every prediction."""
+    if not preds:
+        return None
+    names = [str(n) for n in samples["names"]]
+    with np.errstate(all="ignore"):
+        difficulty = np.array([np.nanmean([scores[v].get(n, np.nan) for v in preds] + [np.nan]) for n in names])
+    order = np.argsort(np.where(np.isnan(difficulty), np.inf, difficulty), kind="stable")
+    rows = order[np.unique(np.linspace(0, len(order) - 1, min(k, len(order))).round().astype(int))]
+    cols = 2 + len(preds)
+    fig = _figure(CELL * cols, CELL * len(rows) + 0.4)
+    axes = np.asarray(fig.subplots(len(rows), cols, squeeze=False))
+    for r, i in enumerate(rows):
+        img, gt = samples["images"][i], samples["masks"][i]
+        _image_axis(axes[r, 0], overlay(img, np.zeros_like(gt)), names[i][:24])
+        _image_axis(axes[r, 1], overlay(img, gt), "ground truth")
+        for c, (vid, pred) in enumerate(preds.items(), start=2):
+            dice = scores[vid].get(names[i], math.nan)
+            _image_axis(axes[r, c], overlay(img, pred[i]), f"{labels[vid]}\nDice {100 * dice:.1f}", gt)
+    fig.suptitle("Predictions on the same eval images (seed 0; white outline = ground truth)")
+    return _png(fig)
+
+
+def failures_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
+                 scores: Mapping[str, Mapping[str, float]], worst: int = 3) -> bytes | None:
+    """Per variant its ``worst`` eval images by per-image Dice, prediction overlaid, ground truth outlined."""
+    ranked = {vid: sorted(((d, n) for n, d in scores[vid].items() if math.isfinite(d)))[:worst] for vid in preds}
+    ranked = {vid: r for vid, r in ranked.items() if r}
+    if not ranked:
+        return None
+    index = {str(n): i for i, n in enumerate(samples["names"])}
+    fig = _figure(CELL * worst + 1.2, CELL * len(ranked) + 0.4)
+    axes = np.asarray(fig.subplots(len(ranked), worst, squeeze=False))
+    for r, (vid, items) in enumerate(ranked.items()):
+        for c in range(worst):
+            ax = axes[r, c]
+            if c >= len(items) or items[c][1] not in index:
+                ax.axis("off")
+                continue
+            dice, name = items[c]
+            i = index[name]
+            _image_axis(ax, overlay(samples["images"][i], preds[vid][i]), f"{name[:20]}\nDice {100 * dice:.1f}",
+                        samples["masks"][i])
+        axes[r, 0].set_ylabel(labels[vid], fontsize=9)
+    fig.suptitle("Worst eval images per model (seed 0; white outline = ground truth)")
+    return _png(fig)
+
+
+def per_image_png(scores: Mapping[str, Mapping[str, float]], labels: Mapping[str, str],
+                  colors: Mapping[str, str]) -> bytes | None:
+    """Box plot of per-image Dice per variant with every image as a jittered dot."""
+    data = {vid: np.array([d for d in s.values() if math.isfinite(d)]) * 100 for vid, s in scores.items()}
+    data = {vid: d for vid, d in data.items() if d.size}
+    if not data:
+        return None
+    fig = _figure(max(5.0, 1.3 * len(data) + 2), 4.0)
+    ax = fig.subplots()
+    ax.boxplot(list(data.values()), showfliers=False, widths=0.5, medianprops={"color": "black"})
+    rng = np.random.default_rng(0)
+    for j, (vid, d) in enumerate(data.items(), start=1):
+        ax.scatter(j + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.7, color=colors[vid])
+    ax.set_xticks(range(1, len(data) + 1), [labels[v] for v in data], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("per-image Dice (%)")
+    ax.set_title("Per-image Dice on the eval split (seed 0)")
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def make_plots(results: Mapping[str, Any], summaries: Sequence[VariantSummary], metric: str,
+               report_dir: Path) -> dict[str, bytes]:
+    """Every figure the results allow, as ``{file name: PNG bytes}`` in report order."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log.warning("matplotlib is not installed: the report has no plots (pip install 'unetfamily[report]')")
+        return {}
+    labels = {s.id: s.label for s in summaries}
+    colors = {s.id: f"C{i % 10}" for i, s in enumerate(summaries)}  # one colour per variant in every figure
+    figures = {
+        "curves.png": curves_png(results, summaries, metric, colors),
+        "cost.png": cost_png(summaries, metric, colors),
+        "pruning.png": pruning_png(summaries, metric, colors),
+    }
+    scores = {s.id: _per_image(results, s.id) for s in summaries}
+    samples, preds = load_artifacts(results, report_dir)
+    if samples is not None:
+        preds = {s.id: preds[s.id] for s in summaries if s.id in preds}
+        figures["samples.png"] = samples_png(samples, preds, labels, scores)
+        figures["failures.png"] = failures_png(samples, preds, labels, scores)
+    figures["per_image.png"] = per_image_png(scores, labels, colors)
+    return {name: png for name, png in figures.items() if png is not None}
