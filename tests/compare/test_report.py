@@ -115,13 +115,13 @@ def test_verdict_names_the_winner_and_follows_the_numbers(make_results: Any) -> 
     assert text.startswith("On synthetic (test split, 8 images), **UNet++ (DS)** has the highest Dice: 85.90")
     assert "within noise" in text
     # The cheapest model within noise of the winner is recommended, with its cost ratio.
-    assert "**U-Net depth 2** is within noise of it" in text and "1/27 the MACs" in text
+    assert "**U-Net depth 2** is within noise and within 2.00 points of it" in text and "1/27 the MACs" in text
 
     swapped, _ = make_results(scores={"unet": [0.905, 0.903], "unet_plusplus": [0.861, 0.857], "unet_d2": [0.70, 0.71]})
     text = _verdict(swapped)
     assert text.startswith("On synthetic (test split, 8 images), **U-Net** has the highest Dice: 90.40")
     assert "UNet++ (DS) is 4.50 points: beyond noise" in text
-    assert "No cheaper model is within noise of it: use **U-Net**" in text
+    assert "No cheaper model is within noise and within 2.00 points of it: use **U-Net**" in text
     assert "The cheapest, U-Net depth 2, is 19.90 points behind" in text
     assert "UNet++ (DS) costs 2.7\u00d7 the MACs of U-Net and scores 4.50 points lower" in text
     assert "changes Dice by \u221219.90 points against U-Net (beyond noise" in text
@@ -227,3 +227,12 @@ def test_html_renders_in_headless_chromium(binary_report: tuple, tmp_path: Path)
     assert pixels.shape == (2000, 1280)
     assert pixels.std() > 20, "the screenshot is blank"
     assert (pixels[:300] < 100).mean() > 0.005, "no dark text at the top of the page"
+
+
+def test_large_gap_within_noise_is_not_recommended(make_results: Any) -> None:
+    # Two noisy seeds: the t-test cannot call a 20-point gap, but the verdict must not recommend it.
+    results, _ = make_results(scores={"unet": [0.905, 0.903], "unet_plusplus": [0.80, 0.60], "unet_d2": [0.88, 0.50]})
+    text = _verdict(results)
+    assert "**U-Net** has the highest Dice" in text
+    assert "Use **U-Net depth 2**" not in text and "Use **UNet++ (DS)**" not in text
+    assert "more seeds would likely show it is real" in text

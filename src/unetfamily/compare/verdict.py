@@ -11,6 +11,8 @@ Conventions (``docs/compare_report.md`` has the full list):
   seeds; when only one side has, the single value lies inside the other's [min, max]; with one
   seed on both sides it cannot be told (``None``) and the verdict falls back to a stated
   heuristic (within ``SINGLE_SEED_TOLERANCE``).
+- A cheaper model replaces the winner in the recommendation only when it is within noise AND
+  at most ``PRACTICAL_MARGIN`` (2 points) behind.
 - The primary metric is Dice for binary tasks and mIoU (background included) for multi-class.
 """
 from __future__ import annotations
@@ -33,6 +35,10 @@ __all__ = [
 
 ALPHA = 0.05
 SINGLE_SEED_TOLERANCE = 0.01  # 1 point: the near-tie heuristic used when no seed noise is known
+# A cheaper model is recommended in the winner's place only when it is within noise AND at most
+# this far behind: with 2-3 seeds the t-test cannot call even large gaps, so "not significant"
+# alone must not turn a 20-point loss into a recommendation.
+PRACTICAL_MARGIN = 0.02  # 2 points
 METRICS = ("dice", "iou", "miou", "pixel_accuracy", "hd95")
 COSTS = ("params", "macs", "latency_ms", "train_step_ms", "peak_memory_mb", "throughput")
 LABELS = {"dice": "Dice", "iou": "IoU", "miou": "mIoU", "pixel_accuracy": "pixel accuracy", "hd95": "HD95"}
@@ -233,8 +239,9 @@ def times(a: float, b: float, noun: str) -> str:
 
 
 def _near(c: Comparison) -> bool:
-    """Within noise, or (one seed each) within the single-seed tolerance."""
-    return bool(c.within_noise) if c.within_noise is not None else abs(c.diff) <= SINGLE_SEED_TOLERANCE
+    """Within noise (or, one seed each, within the single-seed tolerance) and within the practical margin."""
+    noise = bool(c.within_noise) if c.within_noise is not None else abs(c.diff) <= SINGLE_SEED_TOLERANCE
+    return noise and abs(c.diff) <= PRACTICAL_MARGIN
 
 
 def _pair(a: VariantSummary, b: VariantSummary) -> str:
@@ -289,7 +296,12 @@ def _lead(ranked: Sequence[VariantSummary], comps: Mapping[str, Comparison]) -> 
     else:
         others = "" if len(ranked) == 2 else " The other models are beyond noise."
     out = [f"Its lead over the runner-up {second.label} is {_pts(c2.diff)} points: {c2.phrase()}.{others}"]
-    if len(ranked) > 2 and all(comps[s.id].within_noise for s in ranked[1:]):
+    far = [s for s in ranked[1:] if comps[s.id].within_noise and abs(comps[s.id].diff) > PRACTICAL_MARGIN]
+    if far:
+        out.append(f"{', '.join(s.label for s in far)} trail{'s' if len(far) == 1 else ''} by more than "
+                   f"{_pts(PRACTICAL_MARGIN)} points; the seeds are too few for the t-test to confirm such a gap, "
+                   "so more seeds would likely show it is real.")
+    elif len(ranked) > 2 and all(comps[s.id].within_noise for s in ranked[1:]):
         out.append("Every model is within noise of the winner: the seeds disagree more than the models do, so "
                    "this ranking is weak evidence; a longer budget or more seeds would sharpen it.")
     return out
@@ -301,7 +313,8 @@ def _recommendation(ranked: Sequence[VariantSummary], comps: Mapping[str, Compar
     near = [win] + [s for s in ranked[1:] if _near(comps[s.id])]
     cheap = min(near, key=VariantSummary.cost_key)
     single = comps[(cheap if cheap is not win else ranked[1]).id].method == "single"
-    how = "within 1 point of it on this single seed" if single else "within noise of it"
+    how = ("within 1 point of it on this single seed" if single
+           else f"within noise and within {_pts(PRACTICAL_MARGIN)} points of it")
     if cheap is not win:
         c = comps[cheap.id]
         out = [f"**{cheap.label}** is {how} ({_pts(-c.diff, True)} points) at {_cost_clause(cheap, win)} "
