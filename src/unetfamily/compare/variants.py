@@ -50,7 +50,10 @@ def family_kwargs(name: str, width: int | None, depth: int = 4) -> dict[str, Any
         return {}
     family = family_of(name)
     if family == "fcn":
-        return {"channels": [width, 2 * width, 4 * width, 8 * width, 8 * width], "fc_channels": 16 * width}
+        # BatchNorm like every other family here (VGG-16 has none), so the comparison is of
+        # architectures, not of normalisation; the paper's dropout after fc6/fc7 is kept.
+        return {"channels": [width, 2 * width, 4 * width, 8 * width, 8 * width], "fc_channels": 16 * width,
+                "norm": "batch"}
     channels = [width * 2**i for i in range(depth + 1)]
     if family == "unet_3plus":
         return {"channels": channels, "cat_channels": width}
