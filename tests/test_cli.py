@@ -26,3 +26,24 @@ def test_unknown_command_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["fly"])
     assert exc.value.code == 2
+
+
+def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "error: cannot read config file" in capsys.readouterr().err
+    assert main(["train", "train.epochz=3"]) == 2
+    assert "unknown config key train.epochz" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path)]) == 2
+    assert "no checkpoint in run folder" in capsys.readouterr().err
+
+
+def test_error_types_share_one_base() -> None:
+    from unetfamily.config import ConfigError
+    from unetfamily.data.errors import ConfigError as DataConfigError
+    from unetfamily.data.errors import DataError
+    from unetfamily.engine.checkpoint import CheckpointError
+    from unetfamily.errors import UnetFamilyError
+
+    for cls in (ConfigError, DataConfigError, DataError, CheckpointError):
+        assert issubclass(cls, UnetFamilyError)
+    assert issubclass(DataConfigError, ConfigError) and issubclass(DataError, ValueError)

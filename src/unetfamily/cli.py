@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from unetfamily import __version__
+from unetfamily.errors import UnetFamilyError
 
 log = logging.getLogger("unetfamily")
 
@@ -98,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UnetFamilyError as exc:  # bad input: the message says what to do, no traceback
+        log.debug("error details", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,11 +19,9 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from unetfamily.errors import ConfigError
+
 __all__ = ["ConfigError", "Config", "load_config", "config_from_dict", "apply_overrides"]
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and what to do."""
 
 
 @dataclass

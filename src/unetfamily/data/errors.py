@@ -6,12 +6,15 @@ callers need to catch one type. Messages name the offending file or option and s
 
 from __future__ import annotations
 
+from unetfamily.errors import ConfigError as _ConfigError
+from unetfamily.errors import UnetFamilyError
+
 __all__ = ["ConfigError", "DataError"]
 
 
-class DataError(ValueError):
+class DataError(UnetFamilyError, ValueError):
     """A data file, folder or annotation cannot be used as given (missing, corrupt, wrong values)."""
 
 
-class ConfigError(DataError):
+class ConfigError(DataError, _ConfigError):
     """A dataset configuration is invalid: unknown ``type``, unknown key, or inconsistent options."""

@@ -28,13 +28,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unetfamily.errors import UnetFamilyError
+
 log = logging.getLogger(__name__)
 
 FORMAT = "unetfamily-checkpoint-1"
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UnetFamilyError, RuntimeError):
     """A checkpoint is missing, unreadable or not a unetfamily checkpoint; the message names the file."""
 
 

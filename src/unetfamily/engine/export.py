@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unetfamily.errors import UnetFamilyError
 from unetfamily.models import SegmentationModel, UNetPlusPlus, final_output
 
 __all__ = ["ExportError", "ExportWrapper", "export_model", "add_parser"]
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 Format = Literal["onnx", "torchscript"]
 
 
-class ExportError(RuntimeError):
+class ExportError(UnetFamilyError, RuntimeError):
     """Export failed or the exported file does not reproduce the PyTorch model."""
 
 

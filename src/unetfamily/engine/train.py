@@ -35,6 +35,7 @@ from torch import nn
 from unetfamily.config import Config, ConfigError, config_from_dict, load_config
 from unetfamily.engine.checkpoint import atomic_write_bytes, load_checkpoint, restore_rng, save_checkpoint
 from unetfamily.engine.evaluate import evaluate
+from unetfamily.errors import UnetFamilyError
 from unetfamily.models import create_model, final_output
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ __all__ = ["fit", "lr_at", "train_one_epoch", "TrainingError", "add_parser"]
 EXIT_INTERRUPTED = 130
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UnetFamilyError, RuntimeError):
     """Training cannot go on (non-finite loss under nan_policy='stop', ...)."""
 
 
