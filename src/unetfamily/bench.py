@@ -7,7 +7,8 @@ project reports comes from one implementation.
   copy of the model (no arithmetic is done, so paper-width models count instantly); 2 FLOPs per
   multiply-accumulate, convolutions and matmuls only (pooling, norms and resizes are not counted,
   as in the published figures).
-- Times are medians over repeats after warm-up, with ``torch.cuda.synchronize`` on CUDA.
+- Times are medians over repeats after warm-up (or minimums, ``stat="min"``, which a busy
+  machine disturbs least), with ``torch.cuda.synchronize`` on CUDA.
 - Peak memory on CUDA is ``max_memory_allocated`` above the level before the call. On CPU it is
   the peak resident-set size above the level before the call, sampled every millisecond from
   ``/proc/self/statm``. glibc keeps freed heap memory, which hides later peaks, so the CPU
@@ -57,8 +58,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 2) -> float:
-    """Median wall time in seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 2,
+              stat: str = "median") -> float:
+    """Median (or ``stat="min"``: minimum) wall time in seconds of ``fn()`` over ``repeats`` calls after ``warmup``."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -68,7 +70,7 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 5, 
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times) if stat == "min" else statistics.median(times)
 
 
 def memory_env() -> dict[str, str]:
@@ -142,6 +144,7 @@ def measure(
     train: bool = True,
     timing: bool = True,
     memory: bool = True,
+    stat: str = "median",
 ) -> ModelCost:
     """Parameters, FLOPs, eval forward time, train-step time (fwd+bwd+Adam step) and peak memory.
 
@@ -164,7 +167,7 @@ def measure(
     if memory:
         forward_peak = peak_memory(forward, device)
     if timing:
-        forward_s = time_call(forward, device, repeats, warmup)
+        forward_s = time_call(forward, device, repeats, warmup, stat)
     if train:
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -179,7 +182,7 @@ def measure(
         if memory:
             train_peak = peak_memory(step, device)
         if timing:
-            train_s = time_call(step, device, repeats, warmup)
+            train_s = time_call(step, device, repeats, warmup, stat)
     return ModelCost(
         params=count_params(model),
         flops=flops,
@@ -198,6 +201,7 @@ def measure_isolated(
     device: str = "cpu",
     repeats: int = 3,
     train: bool = True,
+    stat: str = "median",
 ) -> dict[str, Any]:
     """:func:`measure` the registry model ``name(**kwargs)`` in fresh subprocesses.
 
@@ -206,7 +210,7 @@ def measure_isolated(
     Returns :class:`ModelCost` fields as a dict.
     """
     spec = json.dumps({"name": name, "kwargs": kwargs, "shape": list(input_shape), "device": device,
-                       "repeats": repeats, "train": train})
+                       "repeats": repeats, "train": train, "stat": stat})
     results = {}
     for what, env in (("time", None), ("memory", memory_env())):
         proc = subprocess.run([sys.executable, "-m", "unetfamily.bench", spec, what], capture_output=True, text=True, env=env)
@@ -223,7 +227,7 @@ def _child(spec_json: str, what: str) -> int:
     spec = json.loads(spec_json)
     torch.manual_seed(0)
     model = create_model(spec["name"], **spec["kwargs"])
-    cost = measure(model, tuple(spec["shape"]), spec["device"], spec["repeats"], warmup=1, train=spec["train"],
+    cost = measure(model, tuple(spec["shape"]), spec["device"], spec["repeats"], warmup=1, train=spec["train"], stat=spec.get("stat", "median"),
                    timing=what == "time", memory=what == "memory")
     print(json.dumps(cost.as_dict()))
     return 0

@@ -93,7 +93,7 @@ def _levels(model: torch.nn.Module, loader: Any, info: Any, shape: tuple[int, ..
     for level in range(1, model.depth + 1):
         scores = evaluate(Level(level), loader, "cpu", info.num_classes, info.ignore_index)
         with torch.no_grad():
-            latency = time_call(lambda: model.forward_level(x, level), torch.device("cpu"), repeats=5)
+            latency = time_call(lambda: model.forward_level(x, level), torch.device("cpu"), repeats=10, stat="min")
         out[str(level)] = {"dice": scores["dice"], "iou": scores["iou"], "miou": scores["miou"],
                            "latency_ms": latency * 1e3, "macs": count_flops(model.pruned(level), (1, *shape[1:])) // 2}
     return out
@@ -161,8 +161,9 @@ def _costs(variant: Variant, in_channels: int, num_classes: int, size: tuple[int
     from unetfamily.bench import measure_isolated
 
     kwargs = {**variant.kwargs, "in_channels": in_channels, "num_classes": num_classes}
-    infer = measure_isolated(variant.model, kwargs, (1, in_channels, *size), device, repeats=5, train=False)
-    trained = measure_isolated(variant.model, kwargs, (batch, in_channels, *size), device, repeats=3, train=True)
+    # Minimum over repeats: the figure a busy machine disturbs least (a comparison runs for long).
+    infer = measure_isolated(variant.model, kwargs, (1, in_channels, *size), device, repeats=10, train=False, stat="min")
+    trained = measure_isolated(variant.model, kwargs, (batch, in_channels, *size), device, repeats=3, train=True, stat="min")
     return {"params": infer["params"], "macs": infer["flops"] // 2, "latency_ms": infer["forward_s"] * 1e3,
             "throughput": infer["images_per_s"], "train_step_ms": trained["train_step_s"] * 1e3,
             "peak_memory_mb": trained["train_peak_bytes"] / 2**20}
