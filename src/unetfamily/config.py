@@ -132,7 +132,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; valid keys under {prefix.rstrip('.') or 'the top level'}: "
@@ -148,19 +148,42 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+MAX_VALUES = 100_000
+
+
+def _check_size(data: Any) -> None:
+    """Refuse trees of more than MAX_VALUES values: YAML aliases can nest into billions, or loop."""
+    stack, count = [data], 0
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                f"the config holds more than {MAX_VALUES:,d} values (YAML aliases that expand or refer to themselves?); "
+                "write it out plainly"
+            )
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A :class:`Config` from a nested mapping; missing keys take their defaults."""
+    _check_size(data)
     return _build(Config, data, "")
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc})") from exc
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from exc
     if data is None:
         return {}
@@ -177,7 +200,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         try:
             value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
         node = data
         parts = key.split(".")

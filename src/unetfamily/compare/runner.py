@@ -285,16 +285,24 @@ def _run(args: argparse.Namespace) -> int:
     seconds = args.minutes * 60 if args.minutes is not None else None
     if seconds is not None:
         epochs = 10_000
-    results = run_compare(
+    try:
+        results = _compare_from_args(args, ablations, epochs, seconds)
+    except KeyboardInterrupt as exc:  # a stopped run saved its checkpoint; finished runs are kept
+        print(f"stopped: {exc or 'interrupted'}; run the same command again to continue", file=sys.stderr)
+        return 130
+    report = Path(args.out) / "report.html"
+    best = max(results["variants"], key=lambda v: _mean(results, v["id"]))
+    print(f"best: {best['label']}  report: {report.resolve()}")
+    return 0
+
+
+def _compare_from_args(args: argparse.Namespace, ablations: list[str], epochs: int, seconds: float | None) -> dict:
+    return run_compare(
         args.data, [m for m in args.models.split(",") if m], args.out, seeds=args.seeds, epochs=epochs, steps=args.steps,
         seconds=seconds, ablations=ablations, widths=args.widths, base_width=args.base_width, size=args.size,
         batch_size=args.batch_size, lr=args.lr, loss=args.loss, augment=args.augment, device=args.device,
         command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    report = Path(args.out) / "report.html"
-    best = max(results["variants"], key=lambda v: _mean(results, v["id"]))
-    print(f"best: {best['label']}  report: {report.resolve()}")
-    return 0
 
 
 def _mean(results: dict[str, Any], variant: str) -> float:

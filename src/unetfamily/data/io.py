@@ -1,9 +1,10 @@
 """Readers for image and mask files: PNG, JPEG, BMP (Pillow) and TIFF (tifffile).
 
 Every failure to read a file becomes a :class:`~unetfamily.data.errors.DataError` that names
-the file. Pillow's decompression-bomb guard stays on: an image above
-``PIL.Image.MAX_IMAGE_PIXELS`` is refused with a :class:`DataError` (Pillow only warns between
-1x and 2x the limit; here both are errors), and the same limit is applied to TIFF pages.
+the file. Pillow decodes only :data:`PIL_FORMATS`, whatever the file's name. Its
+decompression-bomb guard stays on: an image above ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with
+a :class:`DataError` (Pillow only warns between 1x and 2x the limit; here both are errors), and
+the same limit is applied to TIFF pages.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: The only formats Pillow may decode, whatever a file's name says. Pillow identifies a file by its
+#: content among ~40 plugins, some of which hand the file to other programs (EPS to Ghostscript),
+#: which no untrusted file should reach. GIF and WebP are kept for labelme's imageData.
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP")  # JPEG covers MPO
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image
     """
     name = name if name is not None else source
     try:
-        with Image.open(source) as im:
+        with Image.open(source, formats=PIL_FORMATS) as im:
             # Pillow raises above 2x MAX_IMAGE_PIXELS and only warns between 1x and 2x; refuse both.
             # (Checked here rather than with warnings.catch_warnings, which is not thread-safe.)
             _check_pixels(Path(str(name)), (im.height, im.width))

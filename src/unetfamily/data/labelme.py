@@ -38,6 +38,7 @@ __all__ = ["LabelmeFile", "convert_labelme", "rasterize_shapes", "read_labelme"]
 log = logging.getLogger(__name__)
 
 LINE_WIDTH, POINT_SIZE = 10, 5  # labelme.utils.shape_to_mask defaults
+MAX_COORDINATE = 1e6  # points farther out are corrupt, and drawing them (a circle of that radius) is slow
 IGNORE_LABEL, BACKGROUND_LABEL = "__ignore__", "_background_"
 
 
@@ -53,6 +54,8 @@ class LabelmeFile:
 
 
 def _resolve_inside(root: Path, json_path: Path, image_path: str) -> Path:
+    if "\x00" in image_path:
+        raise DataError(f"{json_path}: imagePath {image_path!r} contains a NUL character")
     posix = image_path.replace("\\", "/")
     if PurePosixPath(posix).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
         raise DataError(
@@ -69,6 +72,20 @@ def _resolve_inside(root: Path, json_path: Path, image_path: str) -> Path:
     return target
 
 
+def _read_document(json_path: Path) -> dict:
+    """The parsed JSON of a labelme file, checked to be an object whose ``shapes`` are objects."""
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise DataError(f"{json_path}: not a readable labelme JSON file ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise DataError(f"{json_path}: not a labelme file (no 'shapes' list)")
+    for i, shape in enumerate(doc["shapes"]):
+        if not isinstance(shape, dict):
+            raise DataError(f"{json_path}: shape {i} is not an object with 'label', 'points' and 'shape_type'")
+    return doc
+
+
 def read_labelme(json_path: str | Path, root: str | Path | None = None) -> LabelmeFile:
     """Parse a labelme JSON file and load its image (``imageData`` if present, else ``imagePath``).
 
@@ -76,16 +93,11 @@ def read_labelme(json_path: str | Path, root: str | Path | None = None) -> Label
     """
     json_path = Path(json_path)
     root = Path(root) if root is not None else json_path.parent
-    try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{json_path}: not a readable labelme JSON file ({e})") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
-        raise DataError(f"{json_path}: not a labelme file (no 'shapes' list)")
+    doc = _read_document(json_path)
     if doc.get("imageData"):
         try:
             data = base64.b64decode(doc["imageData"], validate=True)
-        except (binascii.Error, ValueError) as e:
+        except (binascii.Error, ValueError, TypeError) as e:
             raise DataError(f"{json_path}: imageData is not valid base64 ({e})") from e
         image = open_image(io.BytesIO(data), f"{json_path} (imageData)")
     elif doc.get("imagePath"):
@@ -104,10 +116,16 @@ def read_labelme(json_path: str | Path, root: str | Path | None = None) -> Label
 
 def _shape_mask(shape: Mapping, height: int, width: int, where: Path) -> np.ndarray:
     kind = shape.get("shape_type") or "polygon"
+    if not isinstance(kind, str):
+        raise DataError(f"{where}: shape_type {kind!r} is not supported")
     try:
         xy = [(float(x), float(y)) for x, y in shape["points"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise DataError(f"{where}: shape {shape.get('label')!r} has malformed 'points' ({e})") from e
+    if not all(abs(v) <= MAX_COORDINATE for point in xy for v in point):
+        raise DataError(
+            f"{where}: shape {shape.get('label')!r} has points that are not finite or beyond +-{MAX_COORDINATE:g} px"
+        )
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     need = {"circle": 2, "rectangle": 2, "line": 2, "point": 1, "oriented_rectangle": 4, "mask": 2}
@@ -137,12 +155,16 @@ def _shape_mask(shape: Mapping, height: int, width: int, where: Path) -> np.ndar
 def _embedded_mask(shape: Mapping, xy: list, height: int, width: int, where: Path) -> np.ndarray:
     try:
         patch = np.asarray(open_image(io.BytesIO(base64.b64decode(shape["mask"])), where)).astype(bool)
-    except (KeyError, TypeError, binascii.Error, DataError) as e:
+    except (KeyError, TypeError, ValueError, binascii.Error, DataError) as e:
         raise DataError(f"{where}: mask shape {shape.get('label')!r} has no readable base64 'mask' ({e})") from e
-    (x1, y1), _ = np.asarray(xy).astype(int)
+    if patch.ndim == 3:
+        patch = patch.any(axis=-1)
+    x1, y1 = (int(v) for v in xy[0])
+    ph, pw = patch.shape
+    top, left, bottom, right = max(y1, 0), max(x1, 0), min(y1 + ph, height), min(x1 + pw, width)
     out = np.zeros((height, width), bool)
-    ph, pw = patch.shape[:2]
-    out[y1 : y1 + ph, x1 : x1 + pw] = patch[: height - y1, : width - x1]
+    if bottom > top and right > left:  # the part of the patch that lies on the image
+        out[top:bottom, left:right] = patch[top - y1 : bottom - y1, left - x1 : right - x1]
     return out
 
 
@@ -160,7 +182,7 @@ def rasterize_shapes(
     mask = np.zeros((height, width), np.uint8)
     for shape in shapes:
         label = shape.get("label")
-        if label not in class_index:
+        if not isinstance(label, str) or label not in class_index:
             raise DataError(
                 f"{where}: label {label!r} is not in the class list {sorted(class_index)}; add it to --labels"
             )
@@ -178,10 +200,7 @@ def _class_list(labels_file: Path | None, files: list[Path]) -> list[str]:
         return [BACKGROUND_LABEL] + [n for n in names if n not in (IGNORE_LABEL, BACKGROUND_LABEL)]
     found: set[str] = set()
     for f in files:
-        try:
-            found |= {str(s.get("label")) for s in json.loads(f.read_text(encoding="utf-8")).get("shapes", [])}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-            raise DataError(f"{f}: not a readable labelme JSON file ({e})") from e
+        found |= {str(s.get("label")) for s in _read_document(f)["shapes"]}
     return [BACKGROUND_LABEL] + sorted(found - {IGNORE_LABEL, BACKGROUND_LABEL})
 
 

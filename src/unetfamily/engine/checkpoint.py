@@ -186,6 +186,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _looks_pickled(path: Path) -> bool:
+    """A pickle (protocol 2+ starts with 0x80) or a torch.save zip archive, judged by its first bytes only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head == b"PK\x03\x04"
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint file or run folder (see :func:`resolve_checkpoint`) without unpickling anything."""
     path = resolve_checkpoint(path)
@@ -196,6 +206,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
+        if _looks_pickled(path):
+            raise CheckpointError(
+                f"{path} is a pickle or torch.save file, not a safetensors checkpoint; it was not loaded, because "
+                "unpickling a file can run any code in it. Load only .safetensors checkpoints written by unetfamily"
+            ) from exc
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}); it may be truncated or corrupt") from exc
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a unetfamily checkpoint (format={meta.get('format')!r})")
@@ -212,7 +227,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             rng={**json.loads(meta.get("rng", "{}")), "torch": tensors.get("rng.torch")},
             extra=json.loads(meta.get("extra", "{}")),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: checkpoint metadata is damaged ({exc})") from exc
 
 
@@ -227,8 +242,14 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     ckpt = load_checkpoint(path)
     try:
         spec = ckpt.config["model"]
+        with torch.device("meta"):  # shapes first: a damaged config must not allocate a huge model
+            expected = {k: tuple(v.shape) for k, v in create_model(spec["name"], **spec.get("kwargs", {})).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in ckpt.model_state.items()}
+        if expected != found:
+            wrong = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+            raise ValueError(f"the weights do not fit the model in its config ({len(wrong)} tensors differ, e.g. {wrong[:3]})")
         model = create_model(spec["name"], **spec.get("kwargs", {}))
         model.load_state_dict(ckpt.model_state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{resolve_checkpoint(path)}: cannot rebuild the model from the checkpoint ({exc})") from exc
     return model.to(device).eval(), ckpt

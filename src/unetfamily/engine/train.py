@@ -111,9 +111,24 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _agree(loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
+    """(loss finite on every rank, a stop requested on any rank), decided by all ranks together.
+
+    Under DDP every rank must take the same branch: a rank that skips its backward pass, or
+    stops, while the others go on leaves them waiting in DDP's gradient all-reduce.
+    """
+    flags = torch.stack([~torch.isfinite(loss).all(), torch.tensor(stop_requested, device=loss.device)]).float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    nonfinite, stopping = flags.tolist()
+    return not nonfinite, bool(stopping)
+
+
 def _nonfinite(step: int, what: str, terms: dict[str, torch.Tensor], policy: str) -> bool:
+    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
     detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-    msg = f"step {step}: non-finite {what} ({detail})"
+    where = f"non-finite terms: {', '.join(bad)}" if bad else "non-finite on another rank"
+    msg = f"step {step}: non-finite {what} ({where}; {detail})"
     if policy == "stop":
         raise TrainingError(msg + "; stopping before the weights are changed (train.nan_policy='skip' skips such steps)")
     log.warning("%s; step skipped (train.nan_policy='skip')", msg)
@@ -130,6 +145,7 @@ def train_one_epoch(
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" else None
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     bar = state.get("bar")
+    buffers = list(model.buffers())  # BatchNorm statistics: a skipped step must not change them either
     for index, batch in enumerate(loader):
         if index < skip:
             continue
@@ -144,11 +160,13 @@ def train_one_epoch(
         images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         masks = batch["mask"].to(device, non_blocking=True)
         start = time.perf_counter()
+        saved_buffers = [b.clone() for b in buffers]
         with _autocast(device, cfg.train.amp):
             output = model(images)
         output = _to_float(output)
         loss, terms = criterion(output, masks)
-        skipped = not torch.isfinite(loss) and _nonfinite(step, "loss", terms, cfg.train.nan_policy)
+        finite, stopping = _agree(loss, bool(stop and stop.get("now")))  # stop after this step if so
+        skipped = not finite and _nonfinite(step, "loss", terms, cfg.train.nan_policy)
         optimizer.zero_grad(set_to_none=True)
         if not skipped:
             (scaler.scale(loss) if scaler else loss).backward()
@@ -163,6 +181,10 @@ def train_one_epoch(
                     scaler.update()
                 else:
                     optimizer.step()
+        if skipped:
+            with torch.no_grad():
+                for buffer, saved in zip(buffers, saved_buffers):
+                    buffer.copy_(saved)
         state["step"] = step + 1
         state["skipped_steps"] = state.get("skipped_steps", 0) + int(skipped)
         if writer is not None and (step % max(1, cfg.train.log_every) == 0):
@@ -177,7 +199,8 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{float(terms['total']):.4f}", lr=f"{lr:.2e}")
         if on_step is not None:
             on_step(state)
-        if stop is not None and stop.get("now"):
+        # Under DDP only the agreed flag counts, so that every rank stops after the same step.
+        if stopping or (stop is not None and stop.get("now") and not dist.is_initialized()):
             raise _StopRequested
 
 
@@ -279,9 +302,15 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
     cfg = _resolve(cfg, info)
     handler = None
     if dist_info.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = _file_log(run_dir)
-        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+            handler = _file_log(run_dir)
+        except OSError as exc:
+            raise TrainingError(
+                f"cannot write the run folder {run_dir}: {exc.strerror or exc}; choose a writable output_dir "
+                "or free disk space"
+            ) from exc
     torch.manual_seed(cfg.train.seed)
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     if resumed is not None:
@@ -332,8 +361,10 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
                             extra={**data_extra, **keep})
 
     def on_step(s: dict[str, Any]) -> None:
+        # Not at the end of an epoch: `last` is written there after validation, and one written
+        # before it would let a run killed during validation resume without that epoch's metrics.
         every = cfg.train.checkpoint_every
-        if every and s["step"] % every == 0 and s["step"] < total_steps:
+        if every and s["step"] % every == 0 and s["step"] % steps_per_epoch != 0 and s["step"] < total_steps:
             save(last_path, s["step"] // steps_per_epoch)
 
     stop = {"now": False}
@@ -432,5 +463,6 @@ def _run(args: argparse.Namespace) -> int:
               f"{summary['best'] if summary['best'] is None else round(summary['best'], 4)}  "
               f"({summary['seconds']:.1f} s)")
     if dist.is_initialized():
+        dist.barrier()  # let every rank finish its last collective before gloo tears down
         dist.destroy_process_group()
     return EXIT_INTERRUPTED if summary["interrupted"] else 0

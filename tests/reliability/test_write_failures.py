@@ -1,0 +1,92 @@
+"""Writes that fail: a full disk or a read-only folder while a checkpoint is saved, and a run
+folder that cannot be created. Each gives an error that names the file and says what to do; the
+previous checkpoint stays intact and no temporary file is left behind.
+
+Full disk and read-only are simulated by the OSError the file system would raise (the tests run
+as root here, and root writes into read-only folders); the real read-only folder test runs when
+the suite is not root, and ``test_crash_during_save_keeps_previous_checkpoint`` in
+``tests/engine/test_checkpoint.py`` truncates a real half-written file first.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import unetfamily.engine.checkpoint as ckpt_mod
+from tests.reliability.conftest import tiny_config, write_config
+from unetfamily import create_model
+from unetfamily.cli import main
+from unetfamily.config import config_from_dict
+from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from unetfamily.engine.train import TrainingError, fit
+
+CONFIG = {"model": {"name": "unet", "kwargs": {"channels": [4, 8], "in_channels": 3, "num_classes": 1}}}
+FAILURES = {"disk_full": (errno.ENOSPC, "No space left on device"), "read_only": (errno.EROFS, "Read-only file system")}
+
+
+def _failing_save_file(monkeypatch: pytest.MonkeyPatch, code: int, message: str, after: int = 0) -> None:
+    """Make every checkpoint write after the first ``after`` fail as the file system would."""
+    real, calls = ckpt_mod.save_file, []
+
+    def save_file(tensors: dict, filename: str, metadata: dict | None = None) -> None:
+        calls.append(filename)
+        if len(calls) > after:
+            raise OSError(code, message, filename)
+        real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", save_file)
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    model = create_model("unet", channels=(4, 8))
+    path = save_checkpoint(tmp_path / "last.safetensors", model, CONFIG, step=1)
+    before = path.read_bytes()
+    _failing_save_file(monkeypatch, *FAILURES[failure])
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(CheckpointError, match=rf"could not write checkpoint {path}: {FAILURES[failure][1]}; the "
+                                             r"previous checkpoint is unchanged\. Free disk space or choose a writable output_dir"):
+        save_checkpoint(path, model, CONFIG, step=2)
+    assert path.read_bytes() == before and load_checkpoint(path).step == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_train_command_reports_a_failed_write_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], failure: str,
+    single_thread: None,
+) -> None:
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", tiny_config(run, epochs=1))
+    _failing_save_file(monkeypatch, *FAILURES[failure], after=1)  # step 2 is saved, the end of the epoch is not
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: could not write checkpoint {run}/checkpoints/" in err and FAILURES[failure][1] in err
+    assert "Traceback" not in err
+    assert load_checkpoint(run / "checkpoints" / "last.safetensors").step == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.safetensors"]
+
+
+def test_unwritable_run_folder_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the run folder's parent should be")
+    with pytest.raises(TrainingError, match=rf"cannot write the run folder {blocker}/run: .*; choose a writable output_dir"):
+        fit(config_from_dict(tiny_config(blocker / "run", epochs=1)))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; covered by the simulated tests")
+def test_real_read_only_checkpoint_folder(tmp_path: Path) -> None:
+    model = create_model("unet", channels=(4, 8))
+    path = save_checkpoint(tmp_path / "ckpt" / "last.safetensors", model, CONFIG, step=1)
+    path.parent.chmod(0o555)
+    try:
+        with pytest.raises(CheckpointError, match="Permission denied; the previous checkpoint is unchanged"):
+            save_checkpoint(path, model, CONFIG, step=2)
+        assert load_checkpoint(path).step == 1
+    finally:
+        path.parent.chmod(0o755)
