@@ -290,8 +290,6 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
     run_dir = Path(cfg.output_dir)
     last_path, best_path = run_dir / "checkpoints" / "last.safetensors", run_dir / "checkpoints" / "best.safetensors"
     resumed = load_checkpoint(last_path) if resume else None
-    if resume and resumed is None:  # pragma: no cover - load_checkpoint raises instead
-        raise TrainingError(f"nothing to resume in {run_dir}")
     if resumed is not None:
         cfg = config_from_dict(resumed.config)  # the interrupted run's resolved config wins
         log.info("resuming %s from step %d", run_dir, resumed.step)
