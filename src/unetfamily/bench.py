@@ -20,6 +20,7 @@ project reports comes from one implementation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelCost", "count_flops", "count_params", "measure", "measure_isolated", "peak_memory", "time_call"]
+__all__ = ["ModelCost", "count_flops", "count_params", "count_train_flops", "peak_gflops", "measure", "measure_isolated", "peak_memory", "time_call"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -51,6 +52,34 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta(torch.empty(input_shape, device="meta"))
     return int(counter.get_total_flops())
+
+
+def count_train_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one training forward + backward pass (weight and input gradients) on the meta device.
+
+    The first layer's input gradient is not computed (the image needs none), so this is a little
+    under 3x :func:`count_flops`.
+    """
+    meta = copy.deepcopy(model).to("meta").train()
+    with FlopCounterMode(display=False) as counter:
+        out = meta(torch.empty(input_shape, device="meta"))
+        sum(t.float().mean() for t in _all_tensors(out)).backward()
+    return int(counter.get_total_flops())
+
+
+def peak_gflops(device: torch.device | str = "cpu", repeats: int = 5) -> dict[str, float]:
+    """Best fp32 GFLOP/s of a few probe kernels (a large matmul; 3x3 convolutions in channels_last).
+
+    The maximum is the machine's practical peak, against which a model's achieved GFLOP/s is put.
+    """
+    device = torch.device(device)
+    probes = {"matmul 2048": (lambda a=torch.randn(2048, 2048, device=device): a @ a, 2 * 2048**3)}
+    for c, s in ((64, 256), (128, 128), (256, 64)):
+        conv = nn.Conv2d(c, c, 3, padding=1).to(device, memory_format=torch.channels_last)
+        x = torch.randn(2, c, s, s, device=device).contiguous(memory_format=torch.channels_last)
+        probes[f"conv3x3 {c}ch {s}px"] = (lambda conv=conv, x=x: conv(x), 2 * 2 * c * c * 9 * s * s)
+    with torch.no_grad():
+        return {name: flops / time_call(fn, device, repeats, 2, "min") / 1e9 for name, (fn, flops) in probes.items()}
 
 
 def _sync(device: torch.device) -> None:
@@ -145,21 +174,28 @@ def measure(
     timing: bool = True,
     memory: bool = True,
     stat: str = "median",
+    channels_last: bool = False,
+    amp: str = "none",
 ) -> ModelCost:
     """Parameters, FLOPs, eval forward time, train-step time (fwd+bwd+Adam step) and peak memory.
 
-    ``input_shape`` is (N, C, H, W). Throughput is N / forward time. Fields not measured
-    (``train``, ``timing`` or ``memory`` False) are NaN for times and -1 for bytes.
+    ``input_shape`` is (N, C, H, W). Throughput is N / forward time. ``channels_last`` converts
+    model and input to that memory format; ``amp`` ("none", "bf16", "fp16") runs the forward
+    passes under autocast. Fields not measured (``train``, ``timing`` or ``memory`` False) are
+    NaN for times and -1 for bytes.
     """
     device = torch.device(device)
     flops = count_flops(model, input_shape)
-    model = model.to(device)
-    x = torch.randn(input_shape, device=device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    x = torch.randn(input_shape, device=device).contiguous(memory_format=memory_format)
     nan = float("nan")
     forward_s, train_s, forward_peak, train_peak = nan, nan, -1, -1
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
 
     def forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             model(x)
 
     model.eval()
@@ -174,7 +210,9 @@ def measure(
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            loss = sum(t.float().mean() for t in _all_tensors(model(x)))
+            with autocast():
+                out = model(x)
+            loss = sum(t.float().mean() for t in _all_tensors(out))
             loss.backward()
             optimizer.step()
 
@@ -202,6 +240,9 @@ def measure_isolated(
     repeats: int = 3,
     train: bool = True,
     stat: str = "median",
+    channels_last: bool = False,
+    amp: str = "none",
+    memory_saving: str = "recompute",
 ) -> dict[str, Any]:
     """:func:`measure` the registry model ``name(**kwargs)`` in fresh subprocesses.
 
@@ -210,7 +251,8 @@ def measure_isolated(
     Returns :class:`ModelCost` fields as a dict.
     """
     spec = json.dumps({"name": name, "kwargs": kwargs, "shape": list(input_shape), "device": device,
-                       "repeats": repeats, "train": train, "stat": stat})
+                       "repeats": repeats, "train": train, "stat": stat, "channels_last": channels_last,
+                       "amp": amp, "memory_saving": memory_saving})
     results = {}
     for what, env in (("time", None), ("memory", memory_env())):
         proc = subprocess.run([sys.executable, "-m", "unetfamily.bench", spec, what], capture_output=True, text=True, env=env)
@@ -227,8 +269,11 @@ def _child(spec_json: str, what: str) -> int:
     spec = json.loads(spec_json)
     torch.manual_seed(0)
     model = create_model(spec["name"], **spec["kwargs"])
-    cost = measure(model, tuple(spec["shape"]), spec["device"], spec["repeats"], warmup=1, train=spec["train"], stat=spec.get("stat", "median"),
-                   timing=what == "time", memory=what == "memory")
+    if hasattr(model, "set_memory_saving"):
+        model.set_memory_saving(spec["memory_saving"])
+    cost = measure(model, tuple(spec["shape"]), spec["device"], spec["repeats"], warmup=1, train=spec["train"],
+                   stat=spec["stat"], timing=what == "time", memory=what == "memory",
+                   channels_last=spec["channels_last"], amp=spec["amp"])
     print(json.dumps(cost.as_dict()))
     return 0
 
@@ -245,6 +290,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--amp", default="none", help="comma-separated autocast dtypes to measure: none (fp32), bf16, fp16")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
+    p.add_argument("--memory-saving", default="recompute", choices=["none", "recompute", "checkpoint"],
+                   help="training memory saving (identical results; see docs/speed.md)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.set_defaults(func=_run)
 
@@ -254,19 +303,26 @@ def _run(args: argparse.Namespace) -> int:
 
     width = None if args.width == "paper" else int(args.width)
     rows = []
-    print(f"device={args.device} batch={args.batch} width={args.width} threads={torch.get_num_threads()}")
-    print(f"{'model':<24}{'size':>6}{'params':>12}{'GMACs':>9}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}{'train MB':>10}")
+    amps = args.amp.split(",")
+    for amp in amps:
+        if amp not in ("none", "bf16", "fp16"):
+            raise SystemExit(f"--amp {amp!r} is not one of none, bf16, fp16")
+    print(f"device={args.device} batch={args.batch} width={args.width} threads={torch.get_num_threads()} "
+          f"channels_last={args.channels_last} memory_saving={args.memory_saving}")
+    print(f"{'model':<24}{'size':>6}{'amp':>6}{'params':>12}{'GMACs':>9}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}{'train MB':>10}")
     for size in args.size:
         for name in args.models.split(","):
             kwargs = {**family_kwargs(name, width), "in_channels": args.in_channels, "num_classes": args.num_classes}
             shape = (args.batch, args.in_channels, size, size)
-            row = {"model": name, "size": size, "batch": args.batch,
-                   **measure_isolated(name, kwargs, shape, args.device, args.repeats, train=not args.no_train)}
-            row["macs"] = row["flops"] // 2
-            rows.append(row)
-            print(f"{name:<24}{size:>6}{row['params']:>12,d}{row['macs'] / 1e9:>9.2f}{row['forward_s'] * 1e3:>9.1f}"
-                  f"{row['images_per_s']:>8.1f}{row['train_step_s'] * 1e3:>10.1f}{row['train_peak_bytes'] / 2**20:>10.0f}",
-                  flush=True)
+            for amp in amps:
+                row = {"model": name, "size": size, "batch": args.batch, "amp": amp,
+                       **measure_isolated(name, kwargs, shape, args.device, args.repeats, train=not args.no_train,
+                                          channels_last=args.channels_last, amp=amp, memory_saving=args.memory_saving)}
+                row["macs"] = row["flops"] // 2
+                rows.append(row)
+                print(f"{name:<24}{size:>6}{amp:>6}{row['params']:>12,d}{row['macs'] / 1e9:>9.2f}"
+                      f"{row['forward_s'] * 1e3:>9.1f}{row['images_per_s']:>8.1f}{row['train_step_s'] * 1e3:>10.1f}"
+                      f"{row['train_peak_bytes'] / 2**20:>10.0f}", flush=True)
     if args.json:
         from unetfamily.engine.checkpoint import atomic_write_bytes
 

@@ -11,9 +11,10 @@ SMALL = {
     "unet": dict(channels=(4, 8, 16, 16)),
     "unet_plusplus": dict(channels=(4, 8, 8, 16, 16)),
     "unet_3plus": dict(channels=(4, 8, 8, 16, 16), cat_channels=4),
+    "unet_3plus_efficient": dict(channels=(4, 8, 8, 16, 16), cat_channels=4),
 }
 # Variants with several outputs: the number of outputs expected.
-DEEP_SUPERVISION = {"unet_plusplus": 4, "unet_3plus": 5}
+DEEP_SUPERVISION = {"unet_plusplus": 4, "unet_3plus": 5, "unet_3plus_efficient": 5}
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ __all__ = ["Variant", "family_of", "family_kwargs", "matched_width", "build_vari
 
 ABLATIONS = ("unet_depth", "unetpp_ds", "unet3p")
 LABELS = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unet": "U-Net",
-          "unet_plusplus": "UNet++", "unet_3plus": "UNet3+"}
+          "unet_plusplus": "UNet++", "unet_3plus": "UNet3+", "unet_3plus_efficient": "UNet3+ efficient"}
 
 
 @dataclass
@@ -104,7 +104,7 @@ def build_variants(
         if family == "unet_plusplus":
             variants.append(make(name, name, {"deep_supervision": True}, "UNet++ (DS)", levels=True))
         elif family == "unet_3plus":
-            variants.append(make(name, name, {"deep_supervision": True}, "UNet3+ (DS)"))
+            variants.append(make(name, name, {"deep_supervision": True}, f"{LABELS.get(name, name)} (DS)"))
         else:
             variants.append(make(name, name, {}, LABELS.get(name, name)))
     if "unet_depth" in ablations:

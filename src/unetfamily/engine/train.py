@@ -36,7 +36,7 @@ from unetfamily.config import Config, ConfigError, config_from_dict, load_config
 from unetfamily.engine.checkpoint import atomic_write_bytes, load_checkpoint, restore_rng, save_checkpoint
 from unetfamily.engine.evaluate import evaluate
 from unetfamily.errors import UnetFamilyError
-from unetfamily.models import create_model, final_output
+from unetfamily.models import SegmentationModel, create_model, final_output
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,8 @@ def fit(config: Config | dict | str | Path, resume: bool = False) -> dict[str, A
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
+    if isinstance(model, SegmentationModel):
+        model.set_memory_saving(cfg.train.memory_saving)
     train_model: nn.Module = model
     if dist_info.world_size > 1:
         if device.type == "cuda":

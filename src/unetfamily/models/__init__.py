@@ -5,6 +5,8 @@ deep supervision it returns a list (final output first), with the UNet3+ CGM a t
 (segmentation, classification logits).
 """
 from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_output
+from unetfamily.models._fold import fold_batchnorm
+from unetfamily.models._memory import MemorySaving
 from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model
 from unetfamily.models.fcn import FCN
 from unetfamily.models.unet import UNet
@@ -13,6 +15,7 @@ from unetfamily.models.unet_plusplus import UNetPlusPlus
 
 __all__ = [
     "FCN",
+    "MemorySaving",
     "ModelOutput",
     "SegmentationModel",
     "UNet",
@@ -20,6 +23,7 @@ __all__ = [
     "UNetPlusPlus",
     "create_model",
     "final_output",
+    "fold_batchnorm",
     "list_models",
     "model_entrypoint",
     "register_model",

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unetfamily.models._memory import MEMORY_SAVINGS, MemorySaving, memory_saving, recomputing, remember
+
 Norm = Literal["batch", "instance", "group", "none"]
 Upsample = Literal["transpose", "bilinear"]
 # A model's raw output: logits, a deep-supervision list (final first), or (segmentation, cls logits).
@@ -54,8 +56,22 @@ def make_norm(norm: Norm, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+def _norm_act(norm: nn.Module, x: Tensor) -> Tensor:
+    """ReLU(norm(x)) without side effects: BatchNorm updates scratch copies of its running statistics."""
+    if isinstance(norm, nn.BatchNorm2d) and norm.training and norm.track_running_stats:
+        x = F.batch_norm(x, norm.running_mean.clone(), norm.running_var.clone(), norm.weight, norm.bias,
+                         True, norm.momentum if norm.momentum is not None else 0.0, norm.eps)
+    else:
+        x = norm(x)
+    return F.relu(x, inplace=True)
+
+
 class ConvNormAct(nn.Sequential):
-    """Conv(k x k, 'same' padding, with bias as in the authors' code) -> norm -> ReLU."""
+    """Conv(k x k, 'same' padding, with bias as in the authors' code) -> norm -> ReLU.
+
+    Under ``memory_saving`` (:mod:`unetfamily.models._memory`) the output is not stored for
+    backward: it is recomputed from the conv output, which the norm's backward keeps anyway.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, norm: Norm = "batch") -> None:
         super().__init__(
@@ -63,6 +79,19 @@ class ConvNormAct(nn.Sequential):
             make_norm(norm, out_channels),
             nn.ReLU(inplace=True),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, in_channels, H, W) -> (N, out_channels, H, W)."""
+        return self.norm_act(self[0](x))
+
+    def norm_act(self, x: Tensor) -> Tensor:
+        """Norm and ReLU of a conv output ``x`` (N, out_channels, H, W)."""
+        _, norm, act = self
+        if isinstance(norm, nn.Identity):
+            return act(x)
+        if recomputing():  # a checkpointed block re-run in backward: running statistics already updated
+            return _norm_act(norm, x)
+        return remember(act(norm(x)), _norm_act, norm, x)
 
 
 class DoubleConv(nn.Sequential):
@@ -133,10 +162,29 @@ class SegmentationModel(nn.Module):
     in_channels: int
     num_classes: int
     size_multiple: int = 1
+    #: How training forward passes trade compute for memory; see :meth:`set_memory_saving`.
+    memory_saving: MemorySaving = "recompute"
+
+    def set_memory_saving(self, mode: MemorySaving) -> SegmentationModel:
+        """Choose how training saves memory; outputs and gradients are identical in every mode.
+
+        - ``"recompute"`` (default): cheap tensors (norm + ReLU outputs, resized features,
+          concatenations) are recomputed in backward instead of stored; no convolution is re-run.
+        - ``"checkpoint"``: also re-run the decoder blocks (UNet++ nested nodes, UNet3+ decoder
+          levels) in backward, keeping only their inputs: least memory, about one extra decoder
+          forward of time.
+        - ``"none"``: store everything autograd asks for (PyTorch's default behaviour).
+
+        Inference (no gradients recorded) is the same in every mode. Returns ``self``.
+        """
+        check_choice("memory_saving", mode, MEMORY_SAVINGS)
+        self.memory_saving = mode
+        return self
 
     def forward(self, x: Tensor) -> ModelOutput:
         """Logits for ``x`` of shape (N, in_channels, H, W); every 4-D output is (N, num_classes, H, W)."""
-        return self.run_padded(self.forward_padded, x)
+        with memory_saving(self.memory_saving):
+            return self.run_padded(self.forward_padded, x)
 
     def forward_padded(self, x: Tensor) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -32,6 +32,7 @@ from unetfamily.models._blocks import (
     check_choice,
     make_upsample,
 )
+from unetfamily.models._memory import cat_channels
 from unetfamily.models._registry import register_model
 
 __all__ = ["UNet"]
@@ -87,8 +88,9 @@ class UNet(SegmentationModel):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         for i in reversed(range(self.depth)):
-            x = self.decoder[i](torch.cat([skips[i], self.ups[i](x)], dim=1))
+            x = self.decoder[i](cat_channels((skips[i], self.ups[i](x))))
         return self.head(x)
+
 
 
 @register_model

@@ -32,15 +32,29 @@ cropped back); CGM trainable and gating probabilities; ``norm`` selectable.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.models._blocks import ConvNormAct, DoubleConv, ModelOutput, Norm, SegmentationModel, check_channels
+from unetfamily.models._memory import active_mode, cat_channels, remember
+from unetfamily.models._blocks import (
+    ConvNormAct,
+    DoubleConv,
+    ModelOutput,
+    Norm,
+    SegmentationModel,
+    check_channels,
+    check_choice,
+)
 from unetfamily.models._registry import register_model
 
 __all__ = ["UNet3Plus"]
+
+Decoder = Literal["exact", "efficient"]
+#: Input channels re-sampled at a time by the "checkpoint" memory saving (see :class:`_ResizeConv`).
+_CHECKPOINT_GROUP = 128
 
 #: Logit written where the CGM says "no target": sigmoid gives exactly 0 in float32.
 ABSENT_LOGIT = -1e4
@@ -49,26 +63,99 @@ ABSENT_LOGIT = -1e4
 class FullScaleDecoderLevel(nn.Module):
     """Decoder level i: one branch per source scale, concatenation, fusion conv."""
 
-    def __init__(self, level: int, source_channels: Sequence[int], cat_channels: int, norm: Norm) -> None:
+    def __init__(self, level: int, source_channels: Sequence[int], cat_channels: int, norm: Norm,
+                 decoder: Decoder = "exact") -> None:
         super().__init__()
-        self.level = level
+        self.level, self.decoder = level, decoder
         self.branches = nn.ModuleDict(
             {f"from_{k}": ConvNormAct(c, cat_channels, 3, norm) for k, c in enumerate(source_channels)}
         )
         self.fuse = ConvNormAct(cat_channels * len(source_channels), cat_channels * len(source_channels), 3, norm)
 
     def forward(self, sources: Sequence[Tensor]) -> Tensor:
-        """``sources[k]`` is e_k for k <= level and d_k for k > level; returns d_level."""
+        """``sources[k]`` is e_k for k <= level and d_k for k > level; returns d_level.
+
+        Under ``memory_saving`` the resized sources and the concatenation are recomputed in
+        backward (from the sources and the branch outputs) instead of stored (:class:`_ResizeConv`
+        for the up-sampled ones). With "checkpoint" an up-sampled source is never materialised
+        whole: its branch convolution is summed over channel groups of 128.
+        """
         size = sources[self.level].shape[-2:]
         parts = []
         for k, src in enumerate(sources):
             if k < self.level:
-                f = 2 ** (self.level - k)
-                src = F.max_pool2d(src, f, f, ceil_mode=True)
+                src = remember(_pool(src, 2 ** (self.level - k)), _pool, src, 2 ** (self.level - k))
             elif k > self.level:
-                src = F.interpolate(src, size=size, mode="bilinear", align_corners=False)
+                branch = self.branches[f"from_{k}"]
+                if self.decoder == "efficient":  # convolve at the source's resolution, then resize
+                    small = branch[0](src)
+                    parts.append(branch.norm_act(remember(_resize(small, size), _resize, small, size)))
+                    continue
+                mode = active_mode()
+                if mode != "none":  # the up-sampled map is not kept for backward
+                    group = _CHECKPOINT_GROUP if mode == "checkpoint" else None
+                    parts.append(branch.norm_act(_ResizeConv.apply(src, size, branch[0].weight, branch[0].bias, group)))
+                    continue
+                src = _resize(src, size)
             parts.append(self.branches[f"from_{k}"](src))
-        return self.fuse(torch.cat(parts, dim=1))
+        return self.fuse(cat_channels(parts))
+
+
+class _ResizeConv(torch.autograd.Function):
+    """conv(resize(x)) that keeps only the small ``x`` for backward.
+
+    A deep source up-sampled to a fine level is the largest tensor of UNet3+ (e_4, 1024 channels,
+    up-sampled 16x: 537 MB at batch 2, 256 px; the same again for its gradient). Backward
+    re-samples it, takes the weight and bias gradients, frees it, and only then computes the
+    input gradient (``convolution_backward`` in two calls, then the resize's own backward
+    kernel), so the map and its gradient are never held together. With ``group=None`` every
+    kernel is the one autograd runs: results are bit-identical to ``conv(resize(x))``. With
+    ``group=g`` the convolution is summed over input-channel groups of ``g`` (forward and
+    backward), so only one group's up-sampled map exists at a time; that changes the float
+    summation order (results equal up to rounding).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, size: torch.Size, weight: Tensor, bias: Tensor | None, group: int | None) -> Tensor:
+        ctx.size, ctx.has_bias = size, bias is not None
+        ctx.groups = [slice(c, c + group) for c in range(0, x.shape[1], group)] if group else [slice(None)]
+        ctx.save_for_backward(x, weight)
+        pad = weight.shape[-1] // 2
+        if len(ctx.groups) == 1:
+            return F.conv2d(_resize(x, size), weight, bias, padding=pad)
+        out = None
+        for g in ctx.groups:
+            part = F.conv2d(_resize(x[:, g], size), weight[:, g], padding=pad)
+            out = part if out is None else out.add_(part)
+        return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, Tensor, Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w, grad_b = torch.empty_like(x), torch.empty_like(weight), None
+        conv_args = ([1, 1], [weight.shape[-1] // 2] * 2, [1, 1], False, [0, 0], 1)
+        for i, g in enumerate(ctx.groups):
+            up = _resize(x[:, g], ctx.size)
+            want_bias = ctx.has_bias and i == 0
+            _, grad_w[:, g], gb = torch.ops.aten.convolution_backward(
+                grad_out, up, weight[:, g], [weight.shape[0]] if want_bias else None, *conv_args, [False, True, want_bias])
+            grad_b = gb if want_bias else grad_b
+            shape = up.shape
+            del up  # the input gradient needs only the weights: never hold the map and its gradient together
+            grad_up = torch.ops.aten.convolution_backward(
+                grad_out, grad_out.new_empty(1).expand(shape), weight[:, g], None, *conv_args, [True, False, False])[0]
+            grad_x[:, g] = torch.ops.aten.upsample_bilinear2d_backward(
+                grad_up, list(ctx.size), list(shape[:2]) + list(x.shape[2:]), False, None, None)
+        return grad_x, None, grad_w, grad_b, None
+
+
+def _pool(x: Tensor, factor: int) -> Tensor:
+    return F.max_pool2d(x, factor, factor, ceil_mode=True)
+
+
+def _resize(x: Tensor, size: torch.Size) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
 
 
 class UNet3Plus(SegmentationModel):
@@ -82,6 +169,12 @@ class UNet3Plus(SegmentationModel):
         norm: normalisation everywhere ("batch" in the paper).
         deep_supervision: heads on every decoder level and on e_D, all returned.
         cgm: classification-guided module (binary tasks, ``num_classes == 1``, only).
+        decoder: "exact" (the paper: deeper features are up-sampled, then convolved) or
+            "efficient" (not in the paper: the branch conv runs on the deeper feature at its own
+            resolution and its 64-channel output is up-sampled, then normalised). Same
+            parameters; at the paper's widths 109.0 instead of 197.7 GMACs per 256 x 256 image
+            (``unetfamily bench``); a different model, so compare its accuracy
+            (``unetfamily compare --models unet_3plus,unet_3plus_efficient``).
 
     Shapes: (N, in_channels, H, W) -> logits (N, num_classes, H, W); with deep supervision a list
     of D + 1 such tensors, final first; with ``cgm`` a tuple (that output, cls logits (N, 2)).
@@ -96,9 +189,11 @@ class UNet3Plus(SegmentationModel):
         norm: Norm = "batch",
         deep_supervision: bool = False,
         cgm: bool = False,
+        decoder: Decoder = "exact",
     ) -> None:
         super().__init__()
         channels = check_channels(channels, 2, 7)
+        check_choice("decoder", decoder, ("exact", "efficient"))
         if cgm and num_classes != 1:
             raise ValueError(
                 f"cgm=True needs a binary model (num_classes=1), got num_classes={num_classes}: the "
@@ -115,7 +210,7 @@ class UNet3Plus(SegmentationModel):
         self.decoder = nn.ModuleList()
         for i in range(depth):
             sources = [channels[k] if k <= i or k == depth else up_channels for k in range(depth + 1)]
-            self.decoder.append(FullScaleDecoderLevel(i, sources, cat_channels, norm))
+            self.decoder.append(FullScaleDecoderLevel(i, sources, cat_channels, norm, decoder))
         head_levels = range(depth + 1) if deep_supervision else [0]
         self.heads = nn.ModuleDict(
             {
@@ -161,3 +256,9 @@ def unet_3plus(**kwargs: object) -> UNet3Plus:
 def unet_3plus_huang2020(**kwargs: object) -> UNet3Plus:
     """UNet 3+ as in its authors' code (26.97M parameters; 26.99M with deep supervision)."""
     return UNet3Plus(**{"channels": (64, 128, 256, 512, 1024), "cat_channels": 64, "norm": "batch", **kwargs})
+
+
+@register_model
+def unet_3plus_efficient(**kwargs: object) -> UNet3Plus:
+    """UNet 3+ with the "efficient" decoder (deeper features convolved before up-sampling), widths 64..1024."""
+    return UNet3Plus(**{"decoder": "efficient", **kwargs})

@@ -29,6 +29,7 @@ its TMI version and most ports use BatchNorm); no dropout inside nodes.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -45,6 +46,7 @@ from unetfamily.models._blocks import (
     check_choice,
     make_upsample,
 )
+from unetfamily.models._memory import cat_channels, checkpoint_block
 from unetfamily.models._registry import register_model
 
 __all__ = ["UNetPlusPlus"]
@@ -107,9 +109,13 @@ class UNetPlusPlus(SegmentationModel):
             feats[i, 0] = self.nodes[f"x_{i}_0"](x if i == 0 else F.max_pool2d(feats[i - 1, 0], 2))
         for j in range(1, level + 1):
             for i in range(level + 1 - j):
-                up = self.ups[f"up_{i}_{j}"](feats[i + 1, j - 1])
-                feats[i, j] = self.nodes[f"x_{i}_{j}"](torch.cat([feats[i, k] for k in range(j)] + [up], dim=1))
+                node = functools.partial(self._nested_node, i, j)
+                feats[i, j] = checkpoint_block(node, feats[i + 1, j - 1], *(feats[i, k] for k in range(j)))
         return feats
+
+    def _nested_node(self, i: int, j: int, deeper: Tensor, *row: Tensor) -> Tensor:
+        """X^{i,j} = H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})]); the concatenation is recomputable."""
+        return self.nodes[f"x_{i}_{j}"](cat_channels([*row, self.ups[f"up_{i}_{j}"](deeper)]))
 
     def forward_padded(self, x: Tensor) -> Tensor | list[Tensor]:
         feats = self._nodes(x, self.depth)
@@ -161,6 +167,7 @@ class UNetPlusPlus(SegmentationModel):
         }
         small.load_state_dict(state)
         return small.train(self.training)
+
 
 
 def _i_plus_j(key: str) -> int:
