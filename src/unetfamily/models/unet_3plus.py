@@ -140,13 +140,20 @@ class _ResizeConv(torch.autograd.Function):
             _, grad_w[:, g], gb = torch.ops.aten.convolution_backward(
                 grad_out, up, weight[:, g], [weight.shape[0]] if want_bias else None, *conv_args, [False, True, want_bias])
             grad_b = gb if want_bias else grad_b
-            shape = up.shape
-            del up  # the input gradient needs only the weights: never hold the map and its gradient together
+            # The input gradient needs only the weights: free the map first. Its stand-in is never
+            # written (an expanded tensor would be made contiguous, i.e. materialised, by oneDNN).
+            shape, layout = up.shape, _layout(up)
+            del up
+            stand_in = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
             grad_up = torch.ops.aten.convolution_backward(
-                grad_out, grad_out.new_empty(1).expand(shape), weight[:, g], None, *conv_args, [True, False, False])[0]
+                grad_out, stand_in, weight[:, g], None, *conv_args, [True, False, False])[0]
             grad_x[:, g] = torch.ops.aten.upsample_bilinear2d_backward(
                 grad_up, list(ctx.size), list(shape[:2]) + list(x.shape[2:]), False, None, None)
         return grad_x, None, grad_w, grad_b, None
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 def _pool(x: Tensor, factor: int) -> Tensor:
