@@ -14,6 +14,7 @@ put against the machine's peak, the best of a few probe kernels run in this same
 Variants (all run the SAME architecture: same parameters, same multiply-accumulates):
     authors     the authors' module structure (benchmarks/authors_models.py), fp32, NCHW
     plain       ours, memory_saving="none", NCHW: what PyTorch does by default with our modules
+    plain_cl    plain in channels_last: fast without the recomputation (what recompute costs)
     fast        ours, memory_saving="recompute", channels_last: the default fast path, outputs
                 and gradients bit-identical to plain (tests/models/test_memory_saving.py)
     checkpoint  ours, memory_saving="checkpoint", channels_last (opt-in, least memory)
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 VARIANTS = {
     "authors": {},
     "plain": {"memory_saving": "none"},
+    "plain_cl": {"memory_saving": "none", "channels_last": True},
     "fast": {"memory_saving": "recompute", "channels_last": True},
     "checkpoint": {"memory_saving": "checkpoint", "channels_last": True},
     "bf16": {"memory_saving": "recompute", "channels_last": True, "amp": "bf16"},

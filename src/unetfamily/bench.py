@@ -309,7 +309,8 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"--amp {amp!r} is not one of none, bf16, fp16")
     print(f"device={args.device} batch={args.batch} width={args.width} threads={torch.get_num_threads()} "
           f"channels_last={args.channels_last} memory_saving={args.memory_saving}")
-    print(f"{'model':<24}{'size':>6}{'amp':>6}{'params':>12}{'GMACs':>9}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}{'train MB':>10}")
+    print(f"{'model':<24}{'size':>6}{'amp':>6}{'params':>12}{'GMACs/img':>10}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}"
+          f"{'train MB':>10}")
     for size in args.size:
         for name in args.models.split(","):
             kwargs = {**family_kwargs(name, width), "in_channels": args.in_channels, "num_classes": args.num_classes}
@@ -318,11 +319,12 @@ def _run(args: argparse.Namespace) -> int:
                 row = {"model": name, "size": size, "batch": args.batch, "amp": amp,
                        **measure_isolated(name, kwargs, shape, args.device, args.repeats, train=not args.no_train,
                                           channels_last=args.channels_last, amp=amp, memory_saving=args.memory_saving)}
-                row["macs"] = row["flops"] // 2
+                row["macs_per_image"] = row["flops"] // 2 // args.batch
                 rows.append(row)
-                print(f"{name:<24}{size:>6}{amp:>6}{row['params']:>12,d}{row['macs'] / 1e9:>9.2f}"
+                train_mb = row["train_peak_bytes"] / 2**20 if row["train_peak_bytes"] >= 0 else float("nan")
+                print(f"{name:<24}{size:>6}{amp:>6}{row['params']:>12,d}{row['macs_per_image'] / 1e9:>10.2f}"
                       f"{row['forward_s'] * 1e3:>9.1f}{row['images_per_s']:>8.1f}{row['train_step_s'] * 1e3:>10.1f}"
-                      f"{row['train_peak_bytes'] / 2**20:>10.0f}", flush=True)
+                      f"{train_mb:>10.0f}", flush=True)
     if args.json:
         from unetfamily.engine.checkpoint import atomic_write_bytes
 
