@@ -19,6 +19,7 @@ Variants (all run the SAME architecture: same parameters, same multiply-accumula
                 and gradients bit-identical to plain (tests/models/test_memory_saving.py)
     checkpoint  ours, memory_saving="checkpoint", channels_last (opt-in, least memory)
     bf16        fast under bf16 autocast (opt-in; not bit-identical: bf16 rounding)
+    compiled    plain_cl through torch.compile (inductor; compile time excluded by the warm-up)
 The ``unet_3plus_efficient`` model (a different, cheaper architecture) can be added to --models;
 its ratios are against the exact UNet3+'s authors row.
 """
@@ -43,6 +44,7 @@ VARIANTS = {
     "fast": {"memory_saving": "recompute", "channels_last": True},
     "checkpoint": {"memory_saving": "checkpoint", "channels_last": True},
     "bf16": {"memory_saving": "recompute", "channels_last": True, "amp": "bf16"},
+    "compiled": {"memory_saving": "none", "channels_last": True, "compile": True},
 }
 DEFAULT_MODELS = "unet_huang2020,unet_plusplus_huang2020,unet_3plus_huang2020"
 #: Whose authors row a model's ratios are taken against.
@@ -58,7 +60,8 @@ def build(model: str, variant: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if variant == "authors":
         return AUTHORS[model]()
-    return create_model(model).set_memory_saving(VARIANTS[variant]["memory_saving"])
+    net = create_model(model).set_memory_saving(VARIANTS[variant]["memory_saving"])
+    return torch.compile(net) if VARIANTS[variant].get("compile") else net
 
 
 def worker(spec: dict) -> dict:
