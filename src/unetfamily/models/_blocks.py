@@ -166,13 +166,14 @@ class SegmentationModel(nn.Module):
     memory_saving: MemorySaving = "recompute"
 
     def set_memory_saving(self, mode: MemorySaving) -> SegmentationModel:
-        """Choose how training saves memory; outputs and gradients are identical in every mode.
+        """Choose how training saves memory (measured in docs/speed.md).
 
         - ``"recompute"`` (default): cheap tensors (norm + ReLU outputs, resized features,
           concatenations) are recomputed in backward instead of stored; no convolution is re-run.
-        - ``"checkpoint"``: also re-run the decoder blocks (UNet++ nested nodes, UNet3+ decoder
-          levels) in backward, keeping only their inputs: least memory, about one extra decoder
-          forward of time.
+          Outputs and gradients are bit-identical to ``"none"``.
+        - ``"checkpoint"``: also re-run UNet++'s nested nodes in backward from their inputs, and
+          convolve UNet3+'s up-sampled sources by channel groups: least memory. Bit-identical,
+          except UNet3+ sources wider than 128 channels (equal to float rounding).
         - ``"none"``: store everything autograd asks for (PyTorch's default behaviour).
 
         Inference (no gradients recorded) is the same in every mode. Returns ``self``.

@@ -17,11 +17,13 @@ freed as soon as the forward pass moves on. The recomputation runs the very same
 very same inputs, so outputs and gradients are bit-identical to ``memory_saving="none"``; it
 costs a few memory-bound passes (norm, resize, cat), no convolutions.
 
-``memory_saving="checkpoint"`` goes further for the blocks a model marks (UNet++ nested nodes,
-UNet3+ decoder levels): :func:`checkpoint_block` keeps only the block inputs and re-runs the
-block, convolutions included, in backward (``torch.utils.checkpoint``, non-reentrant). BatchNorm
-running statistics are updated once: during the re-run, :func:`recomputing` is true and
-:class:`~unetfamily.models._blocks.ConvNormAct` normalises without touching them.
+``memory_saving="checkpoint"`` goes further. UNet++ nested nodes go through
+:func:`checkpoint_block`: only the node inputs are kept and the node, convolutions included,
+is re-run in backward (``torch.utils.checkpoint``, non-reentrant). BatchNorm running statistics
+are updated once: during the re-run, :func:`recomputing` is true and
+:class:`~unetfamily.models._blocks.ConvNormAct` normalises without touching them. UNet3+
+convolves each up-sampled source by groups of input channels so that no whole up-sampled map
+ever exists (``unet_3plus._ResizeConv``; equal to rounding, not bit for bit, above 128 channels).
 
 Both modes act only while gradients are recorded; inference is unaffected.
 """
