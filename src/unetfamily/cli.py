@@ -34,7 +34,8 @@ def _add_models_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_models(args: argparse.Namespace) -> int:
     import torch
 
-    from unetfamily.models import create_model, list_models
+    from unetfamily.compare.variants import family_kwargs
+    from unetfamily.models import create_model, final_output, list_models
 
     names = list_models(args.pattern)
     if not names:
@@ -48,17 +49,12 @@ def _run_models(args: argparse.Namespace) -> int:
             n = sum(p.numel() for p in model.parameters())
             line += f"\t{n:>13,d} parameters"
         if args.forward and not name.endswith(("_voc", "_huang2020", "_zhou2018")):
-            model = create_model(name, channels=_small_channels(name)).eval()
+            model = create_model(name, **family_kwargs(name, 8)).eval()
             with torch.no_grad():
-                out = model(torch.randn(1, model.in_channels, 64, 64))
-            first = out[0] if isinstance(out, (list, tuple)) else out
-            line += f"\tforward 64x64 -> {tuple(first.shape)}"
+                out = final_output(model(torch.randn(1, model.in_channels, 64, 64)))
+            line += f"\tforward 64x64 -> {tuple(out.shape)}"
         print(line)
     return 0
-
-
-def _small_channels(name: str) -> tuple[int, ...]:
-    return (8, 16, 32, 64, 64) if name.startswith("fcn") else (8, 16, 32, 64, 128)
 
 
 # Modules that each contribute one command through ``add_parser(subparsers)``.
