@@ -9,8 +9,10 @@ the same limit is applied to TIFF pages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -103,10 +105,23 @@ def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image
         ) from e
 
 
+@contextlib.contextmanager
+def _tiff_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn anything tifffile raises while reading ``path`` into a :class:`DataError` naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found") from e
+    except Exception as e:
+        raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e}); the file is corrupt or not a TIFF") from e
+
+
 def _read_tiff_page(path: Path) -> np.ndarray:
     import tifffile
 
-    try:
+    with _tiff_errors(path, "TIFF"):
         with tifffile.TiffFile(path) as tif:
             pages = len(tif.pages)
             if pages != 1:
@@ -117,12 +132,6 @@ def _read_tiff_page(path: Path) -> np.ndarray:
             page = tif.pages[0]
             _check_pixels(path, (page.imagelength, page.imagewidth))
             arr = page.asarray()
-    except DataError:
-        raise
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except Exception as e:
-        raise DataError(f"{path}: cannot read TIFF ({type(e).__name__}: {e}); the file is corrupt or not a TIFF") from e
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (S, H, W) -> (H, W, S)
     return arr
@@ -179,7 +188,7 @@ def read_volume(path: str | Path) -> np.ndarray:
     import tifffile
 
     path = Path(path)
-    try:
+    with _tiff_errors(path, "TIFF stack"):
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape = series.shape
@@ -187,12 +196,6 @@ def read_volume(path: str | Path) -> np.ndarray:
             spatial = [shape[i] for i, a in enumerate(axes) if a in "YX"]
             _check_pixels(path, tuple(spatial))
             arr = series.asarray()
-    except DataError:
-        raise
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except Exception as e:
-        raise DataError(f"{path}: cannot read TIFF stack ({type(e).__name__}: {e})") from e
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim not in (3, 4):
