@@ -57,14 +57,14 @@ def _data_config(spec: str, size: int | None) -> tuple[dict[str, Any], str]:
     return cfg, name
 
 
-def _eval_split(data_cfg: dict[str, Any]) -> str:
+def _eval_split(data_cfg: dict[str, Any]) -> tuple[str, Any]:
+    """The held-out split to evaluate on ("test" when the data has one, else "val") and its dataset."""
     from unetfamily.data import build_dataset
 
     try:
-        build_dataset(data_cfg, "test")
-        return "test"
+        return "test", build_dataset(data_cfg, "test")
     except Exception:  # noqa: BLE001 - the dataset simply has no test split
-        return "val"
+        return "val", build_dataset(data_cfg, "val")
 
 
 def _run_config(base: dict[str, Any], variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
@@ -202,8 +202,7 @@ def run_compare(
         data_cfg["augment"] = augment if augment != "none" else None
     train_set = build_dataset(data_cfg, "train")
     info = train_set.info
-    eval_split = _eval_split(data_cfg)
-    eval_set = build_dataset(data_cfg, eval_split)
+    eval_split, eval_set = _eval_split(data_cfg)
     sample_shape = tuple(eval_set[0]["image"].shape)
     variants = build_variants(models, ablations or [], widths, base_width, info.in_channels, info.num_model_outputs)
     base = {
@@ -218,7 +217,8 @@ def run_compare(
     protocol = {
         "data": data_cfg, "data_name": data_name, "task": "binary" if info.num_classes == 2 else "multiclass",
         "classes": list(info.classes),
-        "splits": {"train": len(train_set), "val": len(build_dataset(data_cfg, "val")), eval_split: len(eval_set)},
+        "splits": {"train": len(train_set), "val": len(eval_set if eval_split == "val" else build_dataset(data_cfg, "val")),
+                   eval_split: len(eval_set)},
         "budget": {"epochs": epochs, "steps": steps, "seconds": seconds}, "seeds": list(range(seeds)),
         "optimizer": base["optim"], "schedule": base["schedule"], "loss": loss, "augment": data_cfg.get("augment"),
         "widths": widths, "base_width": base_width, "input_size": list(sample_shape[-2:]), "batch_size": batch_size,
