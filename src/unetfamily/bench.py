@@ -46,9 +46,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A ``meta``-device copy of ``model`` (of its module, for a ``torch.compile``'d model)."""
+    return copy.deepcopy(getattr(model, "_orig_mod", model)).to("meta")
+
+
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """FLOPs (2 per MAC) of one eval-mode forward pass on an input of ``input_shape`` (N, C, H, W)."""
-    meta = copy.deepcopy(getattr(model, "_orig_mod", model)).to("meta").eval()  # a compiled model: its module
+    meta = _meta_copy(model).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta(torch.empty(input_shape, device="meta"))
     return int(counter.get_total_flops())
@@ -60,7 +65,7 @@ def count_train_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     The first layer's input gradient is not computed (the image needs none), so this is a little
     under 3x :func:`count_flops`.
     """
-    meta = copy.deepcopy(getattr(model, "_orig_mod", model)).to("meta").train()
+    meta = _meta_copy(model).train()
     with FlopCounterMode(display=False) as counter:
         out = meta(torch.empty(input_shape, device="meta"))
         sum(t.float().mean() for t in _all_tensors(out)).backward()

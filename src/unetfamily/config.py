@@ -69,8 +69,8 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
-    # How the model trades compute for memory while training; results are identical in every
-    # mode ("recompute": cheap tensors rebuilt in backward; "checkpoint": decoder blocks re-run).
+    # How the model trades compute for memory while training ("recompute": cheap tensors rebuilt
+    # in backward, bit-identical; "checkpoint": less memory still; see set_memory_saving).
     memory_saving: Literal["none", "recompute", "checkpoint"] = "recompute"
     compile: bool = False
     seed: int = 0

@@ -94,6 +94,12 @@ class _Saved:
         self.tensor: Tensor | None = tensor
         self.recipe: _Recipe | None = None
 
+    def use(self, recipe: _Recipe) -> _Saved:
+        """Drop the tensor and keep ``recipe`` instead (one more stored reference to it)."""
+        self.tensor, self.recipe = None, recipe
+        recipe.uses += 1
+        return self
+
 
 def _autocast_state() -> list[tuple[str, torch.dtype]]:
     return [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
@@ -124,8 +130,7 @@ class SavedTensorRecipes:
         self._recipes[key] = (weakref.ref(tensor, lambda _ref, key=key: self._forget(key)), recipe)
         for saved in self._pending.pop(key, []):
             if saved.tensor is tensor:
-                saved.tensor, saved.recipe = None, recipe
-                recipe.uses += 1
+                saved.use(recipe)
 
     def _forget(self, key: int) -> None:
         self._recipes.pop(key, None)
@@ -134,10 +139,7 @@ class SavedTensorRecipes:
     def _pack(self, tensor: Tensor) -> _Saved | Tensor:
         recipe = self.recipe_of(tensor)
         if recipe is not None:
-            saved = _Saved(tensor)
-            saved.tensor, saved.recipe = None, recipe
-            recipe.uses += 1
-            return saved
+            return _Saved(tensor).use(recipe)
         if isinstance(tensor, torch.nn.Parameter) or tensor.grad_fn is None:
             return tensor  # weights and inputs: never given recipes
         saved = _Saved(tensor)

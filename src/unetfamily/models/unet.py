@@ -92,7 +92,6 @@ class UNet(SegmentationModel):
         return self.head(x)
 
 
-
 @register_model
 def unet(**kwargs: object) -> UNet:
     """U-Net, depth 4, widths 64..1024, BatchNorm, 2x2 up-convolutions (all overridable)."""

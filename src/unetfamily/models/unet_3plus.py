@@ -32,13 +32,12 @@ cropped back); CGM trainable and gating probabilities; ``norm`` selectable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.models._memory import active_mode, cat_channels, remember
 from unetfamily.models._blocks import (
     ConvNormAct,
     DoubleConv,
@@ -48,6 +47,7 @@ from unetfamily.models._blocks import (
     check_channels,
     check_choice,
 )
+from unetfamily.models._memory import active_mode, cat_channels, remember
 from unetfamily.models._registry import register_model
 
 __all__ = ["UNet3Plus"]
@@ -81,23 +81,23 @@ class FullScaleDecoderLevel(nn.Module):
         whole: its branch convolution is summed over channel groups of 128.
         """
         size = sources[self.level].shape[-2:]
+        mode = active_mode()
         parts = []
         for k, src in enumerate(sources):
+            branch = self.branches[f"from_{k}"]
             if k < self.level:
-                src = remember(_pool(src, 2 ** (self.level - k)), _pool, src, 2 ** (self.level - k))
-            elif k > self.level:
-                branch = self.branches[f"from_{k}"]
-                if self.decoder == "efficient":  # convolve at the source's resolution, then resize
-                    small = branch[0](src)
-                    parts.append(branch.norm_act(remember(_resize(small, size), _resize, small, size)))
-                    continue
-                mode = active_mode()
-                if mode != "none":  # the up-sampled map is not kept for backward
-                    group = _CHECKPOINT_GROUP if mode == "checkpoint" else None
-                    parts.append(branch.norm_act(_ResizeConv.apply(src, size, branch[0].weight, branch[0].bias, group)))
-                    continue
-                src = _resize(src, size)
-            parts.append(self.branches[f"from_{k}"](src))
+                factor = 2 ** (self.level - k)
+                parts.append(branch(remember(_pool(src, factor), _pool, src, factor)))
+            elif k == self.level:
+                parts.append(branch(src))
+            elif self.decoder == "efficient":  # convolve at the source's resolution, then resize
+                small = branch[0](src)
+                parts.append(branch.norm_act(remember(_resize(small, size), _resize, small, size)))
+            elif mode != "none":  # the up-sampled map is not kept for backward
+                group = _CHECKPOINT_GROUP if mode == "checkpoint" else None
+                parts.append(branch.norm_act(_ResizeConv.apply(src, size, branch[0].weight, branch[0].bias, group)))
+            else:
+                parts.append(branch(_resize(src, size)))
         return self.fuse(cat_channels(parts))
 
 
@@ -164,7 +164,6 @@ def _resize(x: Tensor, size: torch.Size) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-
 class UNet3Plus(SegmentationModel):
     """UNet 3+ with full-scale skips, optional full-scale deep supervision and CGM.
 
@@ -200,7 +199,7 @@ class UNet3Plus(SegmentationModel):
     ) -> None:
         super().__init__()
         channels = check_channels(channels, 2, 7)
-        check_choice("decoder", decoder, ("exact", "efficient"))
+        check_choice("decoder", decoder, get_args(Decoder))
         if cgm and num_classes != 1:
             raise ValueError(
                 f"cgm=True needs a binary model (num_classes=1), got num_classes={num_classes}: the "

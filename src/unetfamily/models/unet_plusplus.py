@@ -169,7 +169,6 @@ class UNetPlusPlus(SegmentationModel):
         return small.train(self.training)
 
 
-
 def _i_plus_j(key: str) -> int:
     _, i, j = key.split("_")
     return int(i) + int(j)
