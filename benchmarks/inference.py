@@ -11,6 +11,7 @@ checked against ours-plain before timing (folding changes them by float rounding
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -30,9 +31,7 @@ def rows_for(name: str, x: torch.Tensor) -> dict[str, tuple[torch.nn.Module, tor
     torch.manual_seed(0)
     ours = create_model(name).eval()
     cl = x.contiguous(memory_format=torch.channels_last)
-    ours_cl = create_model(name).eval()
-    ours_cl.load_state_dict(ours.state_dict())
-    ours_cl = ours_cl.to(memory_format=torch.channels_last)
+    ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
     folded = fold_batchnorm(ours_cl)
     return {
         "authors": (AUTHORS[name]().eval(), x, False),

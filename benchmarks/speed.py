@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +81,9 @@ def worker(spec: dict) -> dict:
 
 
 def run_worker(spec: dict) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"} if spec["what"] == "memory" else None
+    from unetfamily.bench import memory_env
+
+    env = memory_env() if spec["what"] == "memory" else None
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['model']} / {spec['variant']} failed:\n{proc.stderr[-3000:]}")
