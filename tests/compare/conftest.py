@@ -163,3 +163,12 @@ def binary_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, A
 def multiclass_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Path]]:
     """(results, written paths) of the multi-class fixture: FCN-8s, U-Net, UNet3+ (DS); 2 seeds, 3 classes."""
     return _written(tmp_path_factory, "multiclass")
+
+
+def nan_to_none(obj: Any) -> Any:
+    """``obj`` with every float NaN replaced by None, as results.json writes it (nested dicts and lists)."""
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_to_none(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.compare.conftest import nan_to_none
 from unetfamily.compare.report import PLOTS, csv_columns, write_report
 from unetfamily.compare.verdict import compare, summarize, verdict, welch_t_test
 
@@ -29,14 +30,6 @@ def _csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         return list(reader.fieldnames or []), list(reader)
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return None if isinstance(obj, float) and math.isnan(obj) else obj
 
 
 def test_binary_report_writes_every_file(binary_report: tuple) -> None:
@@ -89,7 +82,7 @@ def test_results_json_round_trips_with_nan_as_null(make_results: Any) -> None:
     assert json.dumps(results) == json.dumps(given), "write_report changed its input"
     text = paths["results.json"].read_text()
     assert "NaN" not in text and "null" in text
-    expected = _nan_to_none(json.loads(json.dumps(given)))  # JSON turns the tuple into a list
+    expected = nan_to_none(json.loads(json.dumps(given)))  # JSON turns the tuple into a list
     assert json.loads(text) == expected
     _, rows = _csv(paths["results.csv"])
     d2 = next(r for r in rows if r["id"] == "unet_d2")

@@ -7,13 +7,13 @@ result file is untouched, and results.json holds every (variant, seed) exactly o
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
 import unetfamily.compare.runner as runner
 import unetfamily.engine.train as train_mod
+from tests.compare.conftest import nan_to_none
 from tests.reliability.conftest import finish, start_faulty, wait_for
 from unetfamily.cli import main
 
@@ -52,12 +52,4 @@ def test_sigkilled_compare_resumes_without_duplicates(tmp_path: Path, monkeypatc
     assert sorted(pairs) == sorted({(v, s) for v in ("unet", "fcn8s") for s in (0, 1)})  # each exactly once
     assert all(r["steps"] == 3 for r in results["runs"])
     reread = next(r for r in results["runs"] if (r["variant"], r["seed"]) == ("unet", 0))
-    assert _plain(json.loads(before)) == _plain(reread)  # results.json writes NaN as null
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
+    assert nan_to_none(json.loads(before)) == nan_to_none(reread)  # results.json writes NaN as null
