@@ -16,7 +16,7 @@ import sys
 import torch
 
 from unetfamily.bench import measure_isolated
-from unetfamily.compare.variants import family_kwargs
+from unetfamily.models import family_kwargs
 
 DEFAULT_MODELS = "unet,fcn32s,fcn16s,fcn8s,unet_plusplus,unet_3plus"
 

@@ -27,7 +27,7 @@ import torch
 
 from unetfamily import create_model
 from unetfamily.bench import memory_env, peak_memory, time_call
-from unetfamily.compare.variants import family_kwargs
+from unetfamily.models import family_kwargs
 from unetfamily.engine.predict import Predictor
 
 HUGE = 12000

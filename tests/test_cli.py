@@ -18,7 +18,7 @@ def test_models_forward(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_models_unknown_pattern_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "nothing*"]) == 1
+    assert main(["models", "nothing*"]) == 2
     assert "no model matches" in capsys.readouterr().err
 
 
@@ -39,7 +39,7 @@ def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, capsys: pytest.Cap
 
 def test_error_types_share_one_base() -> None:
     from unetfamily.config import ConfigError
-    from unetfamily.data.errors import ConfigError as DataConfigError
+    from unetfamily.data.errors import DataConfigError
     from unetfamily.data.errors import DataError
     from unetfamily.engine.checkpoint import CheckpointError
     from unetfamily.errors import UnetFamilyError

@@ -304,7 +304,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unetfamily.compare.variants import family_kwargs
+    from unetfamily.models import family_kwargs
 
     width = None if args.width == "paper" else int(args.width)
     rows = []

@@ -21,7 +21,7 @@ import yaml
 
 from unetfamily.errors import ConfigError
 
-__all__ = ["ConfigError", "Config", "load_config", "config_from_dict", "apply_overrides"]
+__all__ = ["ConfigError", "Config", "load_config", "config_from_dict", "apply_overrides", "dataclass_from_dict"]
 
 
 @dataclass
@@ -130,7 +130,11 @@ def _check_value(path: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{path}={value!r} has the wrong type; expected {hint}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """An instance of dataclass ``cls`` from a nested mapping, strictly checked (unknown keys, types, Literals).
+
+    ``prefix`` is prepended to key names in errors (``"train."``). Missing keys take their defaults.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
@@ -145,7 +149,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+            kwargs[name] = dataclass_from_dict(hint, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _check_value(f"{prefix}{name}", value, hint)
     return cls(**kwargs)
@@ -174,7 +178,7 @@ def _check_size(data: Any) -> None:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A :class:`Config` from a nested mapping; missing keys take their defaults."""
     _check_size(data)
-    return _build(Config, data, "")
+    return dataclass_from_dict(Config, data, "")
 
 
 def _read(path: Path) -> dict[str, Any]:

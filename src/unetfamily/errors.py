@@ -1,13 +1,19 @@
 """The exception types unetfamily raises for bad input and unusable files.
 
-Every error a user can cause (a bad config, a corrupt image, a damaged checkpoint) is a
-:class:`UnetFamilyError`, whose message names the file or argument and says what to do; the
-command line prints it without a traceback and exits with code 2. Each also subclasses the
-builtin it refines (``ValueError`` or ``RuntimeError``) so generic handlers keep working.
+Every error a user can cause (a bad config, a corrupt image, a damaged checkpoint, an unknown
+name, a missing optional extra) is a :class:`UnetFamilyError`, whose message names the file or
+argument and says what to do; the command line prints it as one ``error:`` line without a
+traceback and exits with code 2. Each also subclasses the builtin it refines (``ValueError``,
+``RuntimeError`` or ``ImportError``) so generic handlers keep working.
 """
 from __future__ import annotations
 
-__all__ = ["UnetFamilyError", "ConfigError"]
+import difflib
+import importlib
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+
+__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "unknown_choice", "resolve_choice", "require"]
 
 
 class UnetFamilyError(Exception):
@@ -16,3 +22,63 @@ class UnetFamilyError(Exception):
 
 class ConfigError(UnetFamilyError, ValueError):
     """A config file, override or option is invalid; the message names the key and what to do."""
+
+
+class MissingExtraError(UnetFamilyError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra that brings it."""
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower().replace("+", "plus") if ch.isalnum())
+
+
+def unknown_choice(what: str, value: object, choices: Iterable[str], hint: str = "") -> ConfigError:
+    """A :class:`ConfigError` for ``value`` not among ``choices``, naming the close matches.
+
+    ``what`` names the argument or key (``"--models"``, ``"loss.name"``); ``hint`` is appended
+    (e.g. where the full list is). Close matches are found on the spelling and on a normalised
+    form in which ``+`` reads as ``plus`` and punctuation is dropped (``unet++`` -> ``unet_plusplus``).
+    """
+    options = sorted(set(choices))
+    text = str(value)
+    close = difflib.get_close_matches(text, options, n=3, cutoff=0.6)
+    normal = {_normal(o): o for o in options}
+    close += [normal[n] for n in difflib.get_close_matches(_normal(text), list(normal), n=3, cutoff=0.7)
+              if normal[n] not in close]
+    if close:
+        suggestion = f"did you mean {', '.join(repr(c) for c in close[:3])}?"
+    elif len(options) <= 12:
+        suggestion = f"choose one of {', '.join(options)}"
+    else:
+        suggestion = f"{len(options)} names are valid"
+    return ConfigError(f"{what}: unknown value {text!r}; {suggestion}" + (f" ({hint})" if hint else ""))
+
+
+def resolve_choice(what: str, value: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None,
+                   hint: str = "") -> str:
+    """``value`` if it is one of ``choices``, the choice an alias or spelling variant names, else a ConfigError.
+
+    Spelling variants that normalise to exactly one choice (``unet++``, ``UNetPlusPlus``,
+    ``unet-plusplus`` for ``unet_plusplus``) resolve to it; ``aliases`` adds explicit ones.
+    """
+    options = list(choices)
+    if value in options:
+        return value
+    if aliases and value in aliases:
+        return aliases[value]
+    matches = [o for o in options if _normal(o) == _normal(value)]
+    if aliases:
+        matches += [a for k, a in aliases.items() if _normal(k) == _normal(value) and a not in matches]
+    if len(matches) == 1:
+        return matches[0]
+    raise unknown_choice(what, value, options, hint)
+
+
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import the optional dependency ``module`` or raise a :class:`MissingExtraError` naming ``extra``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs the '{module}' package, which is not installed: pip install 'unetfamily[{extra}]'"
+        ) from exc

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unetfamily.data import ConfigError, DataError, MaskEncoding, decode_mask
+from unetfamily.data import DataConfigError, DataError, MaskEncoding, decode_mask
 from unetfamily.data.io import read_mask
 
 from .conftest import save
@@ -93,13 +93,13 @@ def test_auto_is_unambiguous_for_two_classes(tmp_path):
 
 
 def test_encoding_config_errors():
-    with pytest.raises(ConfigError, match="needs a 'colors' table"):
+    with pytest.raises(DataConfigError, match="needs a 'colors' table"):
         MaskEncoding.parse("rgb")
-    with pytest.raises(ConfigError, match=r"unknown mask_encoding key\(s\) \['treshold'\]"):
+    with pytest.raises(DataConfigError, match=r"unknown mask_encoding key\(s\) \['treshold'\]"):
         MaskEncoding.parse({"kind": "binary", "treshold": 127})
-    with pytest.raises(ConfigError, match="kind 'bin' is unknown"):
+    with pytest.raises(DataConfigError, match="kind 'bin' is unknown"):
         MaskEncoding.parse("bin")
-    with pytest.raises(ConfigError, match="gives 2 classes"):
+    with pytest.raises(DataConfigError, match="gives 2 classes"):
         MaskEncoding("binary").check_classes(4)
     enc = MaskEncoding.parse({"kind": "rgb", "colors": {1: [1, 2, 3]}})
     assert enc.colors == {(1, 2, 3): 1}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unetfamily.data import ConfigError, build_dataset, data_root, list_datasets, load_config
+from unetfamily.data import DataConfigError, build_dataset, data_root, list_datasets, load_data_config
 from unetfamily.data.registry import _REGISTRY
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml"))
@@ -30,13 +30,13 @@ def test_yaml_path_and_nested_data_section(tmp_path):
 
 
 def test_unknown_type_and_key_are_named():
-    with pytest.raises(ConfigError, match="unknown dataset type 'folders'"):
+    with pytest.raises(DataConfigError, match="unknown dataset type 'folders'"):
         build_dataset({"type": "folders"}, "train")
-    with pytest.raises(ConfigError, match="unknown key 'sizes' for dataset type 'synthetic'; valid keys: .*size"):
+    with pytest.raises(DataConfigError, match="unknown key 'sizes' for dataset type 'synthetic'; valid keys: .*size"):
         build_dataset({"type": "synthetic", "sizes": 64}, "train")
-    with pytest.raises(ConfigError, match="no 'type'"):
-        load_config({"root": "x"})
-    with pytest.raises(ConfigError, match=r"unknown augment key\(s\) \['presets'\]"):
+    with pytest.raises(DataConfigError, match="no 'type'"):
+        load_data_config({"root": "x"})
+    with pytest.raises(DataConfigError, match=r"unknown augment key\(s\) \['presets'\]"):
         build_dataset({"type": "synthetic", "augment": {"presets": "light"}}, "train")
 
 
@@ -55,7 +55,7 @@ def test_named_dataset_absent_is_a_clear_error(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_shipped_configs_are_valid(path):
-    config = load_config(path)
+    config = load_data_config(path)
     builder = _REGISTRY[config["type"]]
     import inspect
 

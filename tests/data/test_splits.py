@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unetfamily.data import ConfigError, DataError, build_dataset, kfold_split, random_split, read_split_file
+from unetfamily.data import DataConfigError, DataError, build_dataset, kfold_split, random_split, read_split_file
 from unetfamily.data.splits import select_split
 
 NAMES = [f"img{i:03d}" for i in range(50)]
@@ -18,7 +18,7 @@ def test_random_split_is_a_seeded_partition():
     assert random_split(list(reversed(NAMES)), fractions, seed=3) == a  # listing order does not matter
     assert random_split(NAMES, fractions, seed=4) != a
     assert a["val"][:3] == ["img027", "img029", "img008"]  # pinned: numpy PCG64 is stable across versions
-    with pytest.raises(ConfigError, match="sum to 1"):
+    with pytest.raises(DataConfigError, match="sum to 1"):
         random_split(NAMES, {"train": 0.8, "val": 0.3})
 
 
@@ -27,7 +27,7 @@ def test_kfold_folds_partition_the_data():
     assert sorted(sum(vals, [])) == NAMES and all(len(v) == 10 for v in vals)
     fold = kfold_split(NAMES, 5, 2, seed=0)
     assert not set(fold["train"]) & set(fold["val"]) and len(fold["train"]) == 40
-    with pytest.raises(ConfigError, match="0 <= fold < folds"):
+    with pytest.raises(DataConfigError, match="0 <= fold < folds"):
         kfold_split(NAMES, 5, 5)
 
 
@@ -47,9 +47,9 @@ def test_select_split_from_lists_and_errors(tmp_path):
     (tmp_path / "val.txt").write_text("img001\nimg999\n")
     with pytest.raises(DataError, match=r"val.txt: 1 listed sample\(s\) have no image/mask pair, e.g. \['img999'\]"):
         select_split(NAMES, "val", {"val": "val.txt"}, tmp_path)
-    with pytest.raises(ConfigError, match="defines no 'splits'"):
+    with pytest.raises(DataConfigError, match="defines no 'splits'"):
         select_split(NAMES, "train", None)
-    with pytest.raises(ConfigError, match=r"split 'test' is not defined; this split spec gives \['train', 'val'\]"):
+    with pytest.raises(DataConfigError, match=r"split 'test' is not defined; this split spec gives \['train', 'val'\]"):
         select_split(NAMES, "test", {"folds": 5, "fold": 0})
     assert select_split(NAMES, "all", None) == NAMES
 

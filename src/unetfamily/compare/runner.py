@@ -37,11 +37,11 @@ __all__ = ["run_compare", "add_parser"]
 
 def _data_config(spec: str, size: int | None) -> tuple[dict[str, Any], str]:
     """A dataset config from a YAML path, a folder of images/ + masks/, or a dataset type name."""
-    from unetfamily.data import load_config
+    from unetfamily.data import load_data_config
 
     path = Path(spec)
     if path.is_file():
-        cfg, name = dict(load_config(path)), path.stem
+        cfg, name = dict(load_data_config(path)), path.stem
     elif path.is_dir():
         cfg, name = {"type": "folder", "root": str(path)}, path.name
     else:

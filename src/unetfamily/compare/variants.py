@@ -12,13 +12,11 @@ from typing import Any
 
 import torch
 
-from unetfamily.models import create_model
+from unetfamily.models import create_model, family_kwargs, family_of, model_label
 
 __all__ = ["Variant", "family_of", "family_kwargs", "matched_width", "build_variants", "ABLATIONS"]
 
 ABLATIONS = ("unet_depth", "unetpp_ds", "unet3p")
-LABELS = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unet": "U-Net",
-          "unet_plusplus": "UNet++", "unet_3plus": "UNet3+", "unet_3plus_efficient": "UNet3+ efficient"}
 
 
 @dataclass
@@ -32,32 +30,6 @@ class Variant:
     kwargs: dict[str, Any] = field(default_factory=dict)
     ablation: str | None = None
     levels: bool = False  # evaluate UNet++ pruning levels of this trained model
-
-
-def family_of(name: str) -> str:
-    """``"fcn"``, ``"unet"``, ``"unet_plusplus"`` or ``"unet_3plus"`` for a registry name."""
-    if name.startswith("fcn"):
-        return "fcn"
-    for family in ("unet_plusplus", "unet_3plus", "unet"):
-        if name.startswith(family):
-            return family
-    raise ValueError(f"{name!r} is not a model of the UNet family registry")
-
-
-def family_kwargs(name: str, width: int | None, depth: int = 4) -> dict[str, Any]:
-    """Constructor widths for ``name`` at base width ``width`` (``None``: the paper's widths)."""
-    if width is None:
-        return {}
-    family = family_of(name)
-    if family == "fcn":
-        # BatchNorm like every other family here (VGG-16 has none), so the comparison is of
-        # architectures, not of normalisation; the paper's dropout after fc6/fc7 is kept.
-        return {"channels": [width, 2 * width, 4 * width, 8 * width, 8 * width], "fc_channels": 16 * width,
-                "norm": "batch"}
-    channels = [width * 2**i for i in range(depth + 1)]
-    if family == "unet_3plus":
-        return {"channels": channels, "cat_channels": width}
-    return {"channels": channels}
 
 
 def _params(name: str, kwargs: dict[str, Any], in_channels: int, num_classes: int) -> int:
@@ -104,9 +76,9 @@ def build_variants(
         if family == "unet_plusplus":
             variants.append(make(name, name, {"deep_supervision": True}, "UNet++ (DS)", levels=True))
         elif family == "unet_3plus":
-            variants.append(make(name, name, {"deep_supervision": True}, f"{LABELS.get(name, name)} (DS)"))
+            variants.append(make(name, name, {"deep_supervision": True}, f"{model_label(name)} (DS)"))
         else:
-            variants.append(make(name, name, {}, LABELS.get(name, name)))
+            variants.append(make(name, name, {}, model_label(name)))
     if "unet_depth" in ablations:
         for depth in (1, 2, 3, 5):
             variants.append(make(f"unet_d{depth}", "unet", {}, f"U-Net depth {depth}", f"depth {depth}", depth=depth))

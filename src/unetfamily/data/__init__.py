@@ -17,16 +17,16 @@ from unetfamily.data import named as _named  # noqa: F401  (registers the real d
 from unetfamily.data.augment import Augmentation, build_augmentation  # kornia is imported on use
 from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset, num_model_outputs
 from unetfamily.data.encodings import MaskEncoding, decode_mask
-from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.loader import SeededSampler, collate, make_loader
-from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_config, register_dataset
+from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_data_config, register_dataset
 from unetfamily.data.splits import kfold_split, random_split, read_split_file
 from unetfamily.data.synthetic import SyntheticShapes
 
 __all__ = [
     "Augmentation",
-    "ConfigError",
+    "DataConfigError",
     "DataError",
     "DatasetInfo",
     "MaskEncoding",
@@ -43,7 +43,7 @@ __all__ = [
     "decode_mask",
     "kfold_split",
     "list_datasets",
-    "load_config",
+    "load_data_config",
     "make_loader",
     "num_model_outputs",
     "pair_folder",

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.io import RawMask
 
 __all__ = ["MaskEncoding", "decode_mask"]
@@ -50,13 +50,13 @@ class MaskEncoding:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ConfigError(f"mask_encoding kind {self.kind!r} is unknown; choose one of {', '.join(_KINDS)}")
+            raise DataConfigError(f"mask_encoding kind {self.kind!r} is unknown; choose one of {', '.join(_KINDS)}")
         if self.kind == "rgb" and not self.colors:
-            raise ConfigError("mask_encoding 'rgb' needs a 'colors' table mapping [r, g, b] to class indices")
+            raise DataConfigError("mask_encoding 'rgb' needs a 'colors' table mapping [r, g, b] to class indices")
         if self.kind == "map" and not self.values:
-            raise ConfigError("mask_encoding 'map' needs a 'values' table mapping raw values to class indices")
+            raise DataConfigError("mask_encoding 'map' needs a 'values' table mapping raw values to class indices")
         if self.threshold is not None and self.kind not in ("auto", "binary"):
-            raise ConfigError(f"mask_encoding 'threshold' applies to binary masks, not to kind {self.kind!r}")
+            raise DataConfigError(f"mask_encoding 'threshold' applies to binary masks, not to kind {self.kind!r}")
 
     @classmethod
     def parse(cls, spec: str | Mapping[str, Any] | MaskEncoding | None) -> MaskEncoding:
@@ -69,7 +69,7 @@ class MaskEncoding:
             return cls(kind=spec)  # type: ignore[arg-type]
         unknown = set(spec) - {"kind", "threshold", "colors", "values"}
         if unknown:
-            raise ConfigError(f"unknown mask_encoding key(s) {sorted(unknown)}; valid: kind, threshold, colors, values")
+            raise DataConfigError(f"unknown mask_encoding key(s) {sorted(unknown)}; valid: kind, threshold, colors, values")
         colors = spec.get("colors")
         if colors is not None:
             colors = _parse_colors(colors)
@@ -79,9 +79,9 @@ class MaskEncoding:
         return cls(kind=spec.get("kind", "auto"), threshold=spec.get("threshold"), colors=colors, values=values)
 
     def check_classes(self, num_classes: int) -> None:
-        """Raise ConfigError when this encoding cannot produce ``num_classes`` classes."""
+        """Raise DataConfigError when this encoding cannot produce ``num_classes`` classes."""
         if self.kind in ("binary", "instance") and num_classes != 2:
-            raise ConfigError(f"mask_encoding {self.kind!r} gives 2 classes, but the dataset declares {num_classes}")
+            raise DataConfigError(f"mask_encoding {self.kind!r} gives 2 classes, but the dataset declares {num_classes}")
 
 
 def _parse_colors(colors: Any) -> dict[tuple[int, int, int], int]:
@@ -93,7 +93,7 @@ def _parse_colors(colors: Any) -> dict[tuple[int, int, int], int]:
         else:
             rgb, cls = value, key
         if len(rgb) != 3:
-            raise ConfigError(f"mask_encoding colors: {rgb!r} is not an [r, g, b] triple")
+            raise DataConfigError(f"mask_encoding colors: {rgb!r} is not an [r, g, b] triple")
         out[tuple(int(c) for c in rgb)] = int(cls)  # type: ignore[assignment]
     return out
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from unetfamily.errors import ConfigError as _ConfigError
 from unetfamily.errors import UnetFamilyError
 
-__all__ = ["ConfigError", "DataError"]
+__all__ = ["DataConfigError", "DataError"]
 
 
 class DataError(UnetFamilyError, ValueError):
     """A data file, folder or annotation cannot be used as given (missing, corrupt, wrong values)."""
 
 
-class ConfigError(DataError, _ConfigError):
+class DataConfigError(DataError, _ConfigError):
     """A dataset configuration is invalid: unknown ``type``, unknown key, or inconsistent options."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from unetfamily.data.base import DatasetInfo, SamplePaths, SegmentationDataset, Transform
 from unetfamily.data.encodings import MaskEncoding, decode_mask
-from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.io import IMAGE_SUFFIXES, RawMask, natural_key, read_volume, to_channels
 
 __all__ = ["VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "voc_pairs"]
@@ -61,7 +61,7 @@ def pair_folder(
     """
     images, masks = Path(images), Path(masks)
     if on_missing not in ("error", "skip"):
-        raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
+        raise DataConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
     image_files = _by_stem(list_images(images), image_suffix, images)
     if not image_files:
         raise DataError(
@@ -162,7 +162,7 @@ class TiffStackDataset(SegmentationDataset):
         self.slices = list(range(n)) if slices is None else [int(i) for i in slices]
         bad = [i for i in self.slices if not 0 <= i < n]
         if bad:
-            raise ConfigError(f"slices {bad[:5]} are outside the {n} slices of {self.images_path}")
+            raise DataConfigError(f"slices {bad[:5]} are outside the {n} slices of {self.images_path}")
         channels = in_channels or (1 if images_arr.ndim == 3 else images_arr.shape[-1])
         super().__init__(
             DatasetInfo(list(classes), ignore_index, channels), resize=resize, cache=cache, transform=transform

@@ -23,7 +23,7 @@ from typing import Literal
 
 from unetfamily.data.base import PairedFilesDataset, SamplePaths
 from unetfamily.data.encodings import MaskEncoding
-from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.formats import pair_folder
 from unetfamily.data.registry import named_root, register_dataset
 from unetfamily.data.splits import read_split_file, select_split
@@ -52,12 +52,12 @@ def isbi2012_em(
     """
     root = named_root("isbi2012_em", root)
     if foreground not in ("membrane", "cell"):
-        raise ConfigError(f"isbi2012_em: foreground must be 'membrane' or 'cell', not {foreground!r}")
+        raise DataConfigError(f"isbi2012_em: foreground must be 'membrane' or 'cell', not {foreground!r}")
     pairs = pair_folder(root / "train" / "image", root / "train" / "label")
     n = len(pairs)
     parts = {"all": pairs, "train": pairs[: n - val_slices], "val": pairs[n - val_slices :]}
     if split not in parts:
-        raise ConfigError(f"isbi2012_em has splits train, val, all (the test slices have no labels), not {split!r}")
+        raise DataConfigError(f"isbi2012_em has splits train, val, all (the test slices have no labels), not {split!r}")
     values = {0: 1, 255: 0} if foreground == "membrane" else {0: 0, 255: 1}
     return PairedFilesDataset(
         parts[split],
@@ -86,7 +86,7 @@ def dsb2018_nuclei(
     """
     root = named_root("dsb2018_nuclei", root)
     if masks not in ("masks", "instances"):
-        raise ConfigError(f"dsb2018_nuclei: masks must be 'masks' or 'instances', not {masks!r}")
+        raise DataConfigError(f"dsb2018_nuclei: masks must be 'masks' or 'instances', not {masks!r}")
     pairs = pair_folder(root / "images", root / masks)
     spec = splits or {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}, "seed": 0}
     by_name = {p.name: p for p in pairs}
@@ -141,7 +141,7 @@ def camvid(
     root = named_root("camvid", root)
     splits = ("train", "val", "test") if split == "all" else (split,)
     if any(s not in ("train", "val", "test") for s in splits):
-        raise ConfigError(f"camvid has splits train, val, test, all, not {split!r}")
+        raise DataConfigError(f"camvid has splits train, val, test, all, not {split!r}")
     pairs = []
     for s in splits:
         for name in read_split_file(root / f"{s}.txt"):

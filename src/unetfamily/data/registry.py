@@ -28,12 +28,12 @@ import yaml
 
 from unetfamily.data.base import PairedFilesDataset, SegmentationDataset
 from unetfamily.data.encodings import MaskEncoding
-from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.formats import VOC_CLASSES, TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.splits import select_split
 from unetfamily.data.synthetic import SyntheticShapes
 
-__all__ = ["build_dataset", "data_root", "list_datasets", "load_config", "register_dataset"]
+__all__ = ["build_dataset", "data_root", "list_datasets", "load_data_config", "register_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +61,22 @@ def data_root() -> Path:
     return repo.parent / "shared" / "data"
 
 
-def load_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     """Read a dataset config from a dict or a YAML file (a top-level ``data`` mapping is used if present)."""
     if isinstance(config, (str, Path)):
         path = Path(config)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read dataset config ({e})") from e
+            raise DataConfigError(f"{path}: cannot read dataset config ({e})") from e
         if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: a dataset config must be a mapping with a 'type' key")
+            raise DataConfigError(f"{path}: a dataset config must be a mapping with a 'type' key")
         config = loaded
     config = dict(config)
     if "type" not in config and isinstance(config.get("data"), Mapping):
         config = dict(config["data"])
     if "type" not in config:
-        raise ConfigError(f"dataset config has no 'type'; choose one of {', '.join(list_datasets())}")
+        raise DataConfigError(f"dataset config has no 'type'; choose one of {', '.join(list_datasets())}")
     return config
 
 
@@ -86,20 +86,20 @@ def build_dataset(
     """Build the ``split`` of the dataset described by ``config`` (dict or YAML path).
 
     ``overrides`` replace config keys (e.g. ``root=...``). Unknown types and keys raise
-    :class:`ConfigError` naming them. Samples are ``{"image": (C, H, W) float32, "mask": (H, W)
+    :class:`DataConfigError` naming them. Samples are ``{"image": (C, H, W) float32, "mask": (H, W)
     int64, "name": str}``.
     """
-    config = {**load_config(config), **overrides}
+    config = {**load_data_config(config), **overrides}
     kind = config.pop("type")
     builder = _REGISTRY.get(kind)
     if builder is None:
-        raise ConfigError(f"unknown dataset type {kind!r}; choose one of {', '.join(list_datasets())}")
+        raise DataConfigError(f"unknown dataset type {kind!r}; choose one of {', '.join(list_datasets())}")
     augment = config.pop("augment", None)
     params = inspect.signature(builder).parameters
     valid = [p for p in params if p != "split"]
     for key in config:
         if key not in params or key == "split":
-            raise ConfigError(
+            raise DataConfigError(
                 f"unknown key {key!r} for dataset type {kind!r}; valid keys: {', '.join(_COMMON_KEYS + tuple(valid))}"
             )
     dataset = builder(split, **config)
@@ -115,7 +115,7 @@ def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) 
     options = {"preset": spec} if isinstance(spec, str) else dict(spec)
     unknown = set(options) - {"preset", "crop_size"}
     if unknown:
-        raise ConfigError(f"unknown augment key(s) {sorted(unknown)}; valid: preset, crop_size")
+        raise DataConfigError(f"unknown augment key(s) {sorted(unknown)}; valid: preset, crop_size")
     return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **options)
 
 
@@ -132,7 +132,7 @@ def _classes(classes: Sequence[str] | str | None, default: Sequence[str]) -> lis
         try:
             names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as e:
-            raise ConfigError(f"classes: cannot read class list {path} ({e})") from e
+            raise DataConfigError(f"classes: cannot read class list {path} ({e})") from e
         return names
     return [str(c) for c in classes]
 
@@ -223,7 +223,7 @@ def tiff_stack(
     chosen = None
     if split != "all":
         if not slices or split not in slices:
-            raise ConfigError(f"split {split!r}: give 'slices' as {{{split}: [start, stop]}} or use split 'all'")
+            raise DataConfigError(f"split {split!r}: give 'slices' as {{{split}: [start, stop]}} or use split 'all'")
         start, stop = slices[split]
         chosen = range(int(start), int(stop))
     return TiffStackDataset(
@@ -253,7 +253,7 @@ def synthetic(
     counts = {"train": 256, "val": 64, "test": 64} if num_samples is None else num_samples
     if isinstance(counts, Mapping):
         if split not in counts:
-            raise ConfigError(f"synthetic: no sample count for split {split!r}; num_samples has {sorted(counts)}")
+            raise DataConfigError(f"synthetic: no sample count for split {split!r}; num_samples has {sorted(counts)}")
         count = counts[split]
     else:
         count = counts

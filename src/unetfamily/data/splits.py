@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from unetfamily.data.errors import ConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.io import IMAGE_SUFFIXES
 
 __all__ = ["kfold_split", "random_split", "read_split_file", "select_split"]
@@ -58,7 +58,7 @@ def random_split(names: Sequence[str], fractions: Mapping[str, float], seed: int
     """
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6 or any(f < 0 for f in fractions.values()):
-        raise ConfigError(f"split fractions {dict(fractions)} must be non-negative and sum to 1 (sum is {total:g})")
+        raise DataConfigError(f"split fractions {dict(fractions)} must be non-negative and sum to 1 (sum is {total:g})")
     order = sorted(names)
     perm = np.random.default_rng(seed).permutation(len(order))
     counts = {k: int(np.floor(f * len(order))) for k, f in fractions.items()}
@@ -74,7 +74,7 @@ def random_split(names: Sequence[str], fractions: Mapping[str, float], seed: int
 def kfold_split(names: Sequence[str], folds: int, fold: int, seed: int = 0) -> dict[str, list[str]]:
     """k-fold cross-validation: ``val`` is fold ``fold`` of a seeded shuffle, ``train`` the others."""
     if folds < 2 or not 0 <= fold < folds:
-        raise ConfigError(f"k-fold split needs folds >= 2 and 0 <= fold < folds; got folds={folds}, fold={fold}")
+        raise DataConfigError(f"k-fold split needs folds >= 2 and 0 <= fold < folds; got folds={folds}, fold={fold}")
     order = sorted(names)
     if len(order) < folds:
         raise DataError(f"{len(order)} samples cannot make {folds} folds")
@@ -97,24 +97,24 @@ def select_split(
     if split == "all":
         return list(names)
     if not spec:
-        raise ConfigError(
+        raise DataConfigError(
             f"split {split!r} requested but the dataset defines no 'splits'; use split 'all' or add splits"
         )
     spec = dict(spec)
     if "fractions" in spec or "folds" in spec:
         unknown = set(spec) - {"fractions", "folds", "fold", "seed"}
         if unknown:
-            raise ConfigError(f"unknown splits key(s) {sorted(unknown)}; valid: fractions, folds, fold, seed")
+            raise DataConfigError(f"unknown splits key(s) {sorted(unknown)}; valid: fractions, folds, fold, seed")
         seed = int(spec.get("seed", 0))
         if "folds" in spec:
             parts = kfold_split(names, int(spec["folds"]), int(spec.get("fold", 0)), seed)
         else:
             parts = random_split(names, spec["fractions"], seed)
         if split not in parts:
-            raise ConfigError(f"split {split!r} is not defined; this split spec gives {sorted(parts)}")
+            raise DataConfigError(f"split {split!r} is not defined; this split spec gives {sorted(parts)}")
         return parts[split]
     if split not in spec:
-        raise ConfigError(f"split {split!r} has no list file; the config lists {sorted(spec)}")
+        raise DataConfigError(f"split {split!r} has no list file; the config lists {sorted(spec)}")
     path = Path(spec[split])
     if root is not None and not path.is_absolute():
         path = root / path

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from unetfamily.data.base import DatasetInfo, SegmentationDataset, Transform
-from unetfamily.data.errors import ConfigError
+from unetfamily.data.errors import DataConfigError
 
 __all__ = ["SyntheticShapes", "render_shapes"]
 
@@ -159,11 +159,11 @@ class SyntheticShapes(SegmentationDataset):
         transform: Transform | None = None,
     ) -> None:
         if num_classes not in CLASSES:
-            raise ConfigError(f"SyntheticShapes supports num_classes 2 or 4, not {num_classes}")
+            raise DataConfigError(f"SyntheticShapes supports num_classes 2 or 4, not {num_classes}")
         if in_channels not in (1, 3):
-            raise ConfigError(f"SyntheticShapes supports in_channels 1 or 3, not {in_channels}")
+            raise DataConfigError(f"SyntheticShapes supports in_channels 1 or 3, not {in_channels}")
         if size < 16 or num_samples < 1:
-            raise ConfigError(f"SyntheticShapes needs size >= 16 and num_samples >= 1; got {size}, {num_samples}")
+            raise DataConfigError(f"SyntheticShapes needs size >= 16 and num_samples >= 1; got {size}, {num_samples}")
         self.num_samples, self.size, self.seed, self.split = int(num_samples), int(size), int(seed), split
         self._split_key = zlib.crc32(split.encode())
         info = DatasetInfo(list(CLASSES[num_classes]), ignore_index=255, in_channels=in_channels)

@@ -7,6 +7,7 @@ deep supervision it returns a list (final output first), with the UNet3+ CGM a t
 from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_output
 from unetfamily.models._fold import fold_batchnorm
 from unetfamily.models._memory import MemorySaving
+from unetfamily.models.families import FAMILIES, Family, family_kwargs, family_of, model_label
 from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model
 from unetfamily.models.fcn import FCN
 from unetfamily.models.unet import UNet
@@ -14,7 +15,9 @@ from unetfamily.models.unet_3plus import UNet3Plus
 from unetfamily.models.unet_plusplus import UNetPlusPlus
 
 __all__ = [
+    "FAMILIES",
     "FCN",
+    "Family",
     "MemorySaving",
     "ModelOutput",
     "SegmentationModel",
@@ -22,6 +25,9 @@ __all__ = [
     "UNet3Plus",
     "UNetPlusPlus",
     "create_model",
+    "family_kwargs",
+    "family_of",
+    "model_label",
     "final_output",
     "fold_batchnorm",
     "list_models",

@@ -1,0 +1,42 @@
+"""``unetfamily models``: list the registry, count parameters, try a forward pass."""
+from __future__ import annotations
+
+import argparse
+
+from unetfamily.cli._common import EXIT_OK, EXIT_USAGE, command, err, out
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``unetfamily models``."""
+    p = command(subparsers, "models", run, help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'unet*'")
+    p.add_argument("--params", action="store_true", help="also count parameters at default settings")
+    p.add_argument("--forward", action="store_true",
+                   help="run one forward pass per model family at a small width (64x64) and print the output shape")
+
+
+def run(args: argparse.Namespace) -> int:
+    """List the models matching ``args.pattern``; exit 2 when none does."""
+    import torch
+
+    from unetfamily.models import create_model, family_kwargs, final_output, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        err(f"error: no model matches {args.pattern!r}; `unetfamily models` lists them all")
+        return EXIT_USAGE
+    for name in names:
+        line = name
+        if args.params:
+            with torch.device("meta"):  # counts paper-width models without allocating them
+                model = create_model(name)
+            line += f"\t{sum(p.numel() for p in model.parameters()):>13,d} parameters"
+        if args.forward and not name.endswith(("_voc", "_huang2020", "_zhou2018")):
+            model = create_model(name, **family_kwargs(name, 8)).eval()
+            with torch.no_grad():
+                output = final_output(model(torch.randn(1, model.in_channels, 64, 64)))
+            line += f"\tforward 64x64 -> {tuple(output.shape)}"
+        out(line)
+    return EXIT_OK

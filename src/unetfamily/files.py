@@ -1,0 +1,85 @@
+"""Writing files so that nothing is ever half-written, and JSON that is always strict.
+
+Every file the project writes (checkpoints, reports, predictions, exports, run results) goes
+through :func:`atomic_write_bytes` or :func:`atomic_write`: the data is written to a hidden
+temporary file beside the target, flushed and fsynced, renamed over the target, and the folder
+is fsynced, so a crash or a full disk leaves either the old file or the new one, never a part.
+JSON is written by :func:`dump_json`, which turns NaN and infinities into ``null`` (Python's
+``json`` would write the non-standard ``NaN`` that browsers and ``jq`` reject).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_write_bytes", "to_jsonable", "dump_json", "write_json"]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a folder that cannot be opened for reading on this platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Create or replace ``path`` with what ``write(file)`` writes; parent folders are created.
+
+    The target appears only once the data is complete and on disk. Errors from ``write``
+    (including a full disk) propagate after the temporary file is removed; the target is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Create or replace ``path`` with ``data`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON types: NaN/inf -> None, numpy scalars/arrays, tuples, sets and paths converted."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset, np.ndarray)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dump_json(obj: Any, indent: int | None = 1) -> str:
+    """Strict JSON text of ``obj`` (no NaN/Infinity tokens; see :func:`to_jsonable`)."""
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
+    """Write ``obj`` as strict JSON to ``path`` atomically."""
+    return atomic_write_bytes(path, dump_json(obj, indent).encode())
