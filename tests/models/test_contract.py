@@ -119,7 +119,7 @@ def test_wrong_input_channels_is_a_clear_error() -> None:
     [
         ("unet", dict(channels=(8,)), "channels"),
         ("unet", dict(channels=(4,) * 8), "channels"),
-        ("unet", dict(norm="layer"), "norm='layer'"),
+        ("unet", dict(norm="layer"), "norm: unknown value 'layer'"),
         ("unet", dict(upsample="nearest"), "upsample"),
         ("fcn8s", dict(variant="4s"), "variant"),
         ("fcn8s", dict(channels=(4, 8, 16)), "channels"),

@@ -17,9 +17,19 @@ def model() -> torch.nn.Module:
     return m.eval()
 
 
+def _paper_nodes(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Every node X^{i,j} by its paper name: the encoder's stage i is X^{i,0}."""
+    return {**{f"x_{i}_0": stage for i, stage in enumerate(model.encoder.stages)}, **model.nodes}
+
+
+def _i_plus_j(name: str) -> int:
+    return sum(map(int, name.split("_")[1:]))
+
+
 def test_nodes_follow_the_paper(model: torch.nn.Module) -> None:
     expected = {f"x_{i}_{j}" for i in range(5) for j in range(5) if i + j <= 4}
-    assert set(model.nodes) == expected
+    assert set(_paper_nodes(model)) == expected
+    assert set(model.nodes) == {name for name in expected if not name.endswith("_0")}
     assert set(model.heads) == {"head_1", "head_2", "head_3", "head_4"}
 
 
@@ -39,17 +49,18 @@ def test_pruned_level_equals_full_model_head(model: torch.nn.Module, level: int,
         small = model.pruned(level)
         torch.testing.assert_close(small(x), head, rtol=0, atol=1e-6)
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
-    assert set(small.nodes) == {k for k in model.nodes if sum(map(int, k.split("_")[1:])) <= level}
+    assert set(_paper_nodes(small)) == {k for k in _paper_nodes(model) if _i_plus_j(k) <= level}
 
 
 def test_pruned_forward_computes_only_needed_nodes(model: torch.nn.Module) -> None:
     called = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: called.append(k)) for k, m in model.nodes.items()]
+    nodes = _paper_nodes(model)
+    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: called.append(k)) for k, m in nodes.items()]
     with torch.no_grad():
         model.forward_level(torch.randn(1, 3, 32, 32), 2)
     for h in hooks:
         h.remove()
-    assert sorted(called) == sorted(k for k in model.nodes if sum(map(int, k.split("_")[1:])) <= 2)
+    assert sorted(called) == sorted(k for k in nodes if _i_plus_j(k) <= 2)
 
 
 def test_inference_modes(model: torch.nn.Module) -> None:

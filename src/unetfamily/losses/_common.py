@@ -12,16 +12,17 @@ safe under autocast; float64 stays float64 (gradcheck).
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unetfamily.models import ModelOutput
+
 __all__ = ["Mode", "encode_target", "has_foreground", "infer_mode", "probabilities", "unpack_output"]
 
 Mode = Literal["binary", "multiclass", "multilabel"]
-ModelOutput = Union[Tensor, Sequence[Tensor], tuple[Union[Tensor, Sequence[Tensor]], Tensor]]
 
 
 def unpack_output(output: ModelOutput) -> tuple[list[Tensor], Tensor | None]:

@@ -8,7 +8,8 @@ from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_outp
 from unetfamily.models._fold import fold_batchnorm
 from unetfamily.models._memory import MemorySaving
 from unetfamily.models.families import FAMILIES, Family, family_kwargs, family_of, model_label
-from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model
+from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model, resolve_model_name
+from unetfamily.models.encoder import FeatureInfo, UNetEncoder
 from unetfamily.models.fcn import FCN
 from unetfamily.models.unet import UNet
 from unetfamily.models.unet_3plus import UNet3Plus
@@ -17,12 +18,14 @@ from unetfamily.models.unet_plusplus import UNetPlusPlus
 __all__ = [
     "FAMILIES",
     "FCN",
+    "FeatureInfo",
     "Family",
     "MemorySaving",
     "ModelOutput",
     "SegmentationModel",
     "UNet",
     "UNet3Plus",
+    "UNetEncoder",
     "UNetPlusPlus",
     "create_model",
     "family_kwargs",
@@ -33,4 +36,5 @@ __all__ = [
     "list_models",
     "model_entrypoint",
     "register_model",
+    "resolve_model_name",
 ]

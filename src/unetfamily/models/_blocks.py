@@ -6,17 +6,20 @@
 - :class:`SegmentationModel`: the common contract. It checks the input, pads H and W up to the
   model's ``size_multiple`` (bottom/right, zeros), runs ``forward_padded`` and crops every
   4-D output back to (H, W). Any input size therefore works, odd ones included, and the
-  decoder's resizes are exact.
+  decoder's resizes are exact. Its ``renamed_keys`` let checkpoints of unetfamily 0.1.0 load.
 """
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+import re
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import ClassVar, Literal, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unetfamily.errors import ConfigError, unknown_choice
 from unetfamily.models._memory import MEMORY_SAVINGS, MemorySaving, memory_saving, recomputing, remember
 
 Norm = Literal["batch", "instance", "group", "none"]
@@ -28,16 +31,17 @@ _NORMS = ("batch", "instance", "group", "none")
 
 
 def check_choice(name: str, value: object, choices: tuple) -> None:
-    """Raise ``ValueError`` naming the argument when ``value`` is not one of ``choices``."""
+    """Raise a :class:`~unetfamily.errors.ConfigError` naming the argument and the close matches
+    when ``value`` is not one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+        raise unknown_choice(name, value, [str(c) for c in choices])
 
 
 def check_channels(channels: tuple[int, ...] | list[int], min_len: int, max_len: int) -> tuple[int, ...]:
     """Validate an encoder width list and return it as a tuple."""
     channels = tuple(int(c) for c in channels)
     if not min_len <= len(channels) <= max_len or any(c < 1 for c in channels):
-        raise ValueError(
+        raise ConfigError(
             f"channels={channels} must list {min_len} to {max_len} positive widths "
             f"(one per resolution level, shallowest first)"
         )
@@ -152,6 +156,20 @@ def _crop(out: object, height: int, width: int) -> object:
     raise TypeError(f"unexpected model output type {type(out).__name__}")
 
 
+def _key_renames(keys: Iterable[str], renamed_keys: Sequence[tuple[str, str]], prefix: str = "") -> list[tuple[str, str]]:
+    """(old, new) for each key under ``prefix`` that a (regex, replacement) of ``renamed_keys`` matches."""
+    renames = []
+    for key in keys:
+        if not key.startswith(prefix):
+            continue
+        for pattern, replacement in renamed_keys:
+            new, count = re.subn(pattern, replacement, key[len(prefix):], count=1)
+            if count:
+                renames.append((key, prefix + new))
+                break
+    return renames
+
+
 class SegmentationModel(nn.Module):
     """Base class: input checks, padding to ``size_multiple`` and cropping back.
 
@@ -164,6 +182,23 @@ class SegmentationModel(nn.Module):
     size_multiple: int = 1
     #: How training forward passes trade compute for memory; see :meth:`set_memory_saving`.
     memory_saving: MemorySaving = "recompute"
+    #: State-dict keys renamed since unetfamily 0.1.0: (regex on the old key, replacement).
+    renamed_keys: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def upgrade_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``state`` with the keys that unetfamily 0.1.0 wrote renamed to this model's; others unchanged.
+
+        ``load_state_dict`` does this by itself; call it to compare keys or shapes before loading.
+        """
+        renames = dict(_key_renames(state, self.renamed_keys))
+        return {renames.get(k, k): v for k, v in state.items()}
+
+    def _load_from_state_dict(self, state_dict: MutableMapping[str, Tensor], prefix: str, *args: object) -> None:
+        # PyTorch calls this before loading the children, which read the same dict: renaming the
+        # 0.1.0 keys here makes every loader (load_state_dict, checkpoints, wrappers) accept them.
+        for old, new in _key_renames(list(state_dict), self.renamed_keys, prefix):
+            state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def set_memory_saving(self, mode: MemorySaving) -> SegmentationModel:
         """Choose how training saves memory (measured in docs/speed.md).
@@ -193,7 +228,7 @@ class SegmentationModel(nn.Module):
     def run_padded(self, fn, x: Tensor, *args: object) -> ModelOutput:
         """Call ``fn(x_padded, *args)`` and crop its 4-D outputs back to the input's H, W."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} expects input of shape (N, {self.in_channels}, H, W), got "
                 f"{tuple(x.shape)}; build the model with in_channels={x.shape[1] if x.dim() == 4 else '?'} "
                 f"or convert the images"

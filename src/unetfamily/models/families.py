@@ -17,9 +17,11 @@ _LABELS = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unet": 
 
 
 def family_of(name: str) -> Family:
-    """``"fcn"``, ``"unet"``, ``"unet_plusplus"`` or ``"unet_3plus"`` for a registry name."""
+    """``"fcn"``, ``"unet"``, ``"unet_plusplus"`` or ``"unet_3plus"`` for a registry name or a spelling of one."""
     from unetfamily.errors import unknown_choice
+    from unetfamily.models._registry import resolve_model_name
 
+    name = resolve_model_name(name)
     if name.startswith("fcn"):
         return "fcn"
     for family in ("unet_plusplus", "unet_3plus", "unet"):

@@ -19,21 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.models._blocks import (
-    DoubleConv,
-    Norm,
-    SegmentationModel,
-    Upsample,
-    check_channels,
-    check_choice,
-    make_upsample,
-)
+from unetfamily.models._blocks import DoubleConv, Norm, SegmentationModel, Upsample, check_choice, make_upsample
 from unetfamily.models._memory import cat_channels
 from unetfamily.models._registry import register_model
+from unetfamily.models.encoder import UNetEncoder
 
 __all__ = ["UNet"]
 
@@ -51,8 +42,14 @@ class UNet(SegmentationModel):
         up_kernel_size: transposed-conv kernel, 2 (paper) or 4 (stride 2, padding 1).
         head_kernel_size: output conv kernel, 1 (paper) or 3.
 
+    Modules: ``encoder`` (:class:`~unetfamily.models.encoder.UNetEncoder`), ``ups[i]`` (level
+    i+1 up to level i), ``decoder[i]`` (fuses [skip_i, up] at level i), ``head``. The decoder is
+    sized from ``feature_info`` (the encoder's levels: ``num_chs``, ``reduction``, ``module``).
+
     Shapes: (N, in_channels, H, W) -> logits (N, num_classes, H, W) for any H, W.
     """
+
+    renamed_keys = ((r"^encoder\.(\d+)\.", r"encoder.stages.\1."),)  # 0.1.0: encoder.{i}
 
     def __init__(
         self,
@@ -66,27 +63,23 @@ class UNet(SegmentationModel):
         head_kernel_size: int = 1,
     ) -> None:
         super().__init__()
-        channels = check_channels(channels, 2, 7)
         check_choice("head_kernel_size", head_kernel_size, (1, 3))
         decoder_norm = norm if decoder_norm is None else decoder_norm
-        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
-        self.depth = len(channels) - 1
-        self.size_multiple = 2**self.depth
-        self.encoder = nn.ModuleList(
-            DoubleConv(in_channels if i == 0 else channels[i - 1], c, norm) for i, c in enumerate(channels)
-        )
-        # ups[i] brings level i+1 to level i; decoder[i] fuses [skip_i, up] at level i.
+        self.encoder = UNetEncoder(in_channels, channels, norm)
+        self.feature_info = self.encoder.feature_info.prefixed("encoder")
+        widths = self.feature_info.channels()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.depth = len(widths) - 1
+        self.size_multiple = self.feature_info.reductions()[-1]
         self.ups = nn.ModuleList(
-            make_upsample(channels[i + 1], channels[i], upsample, up_kernel_size) for i in range(self.depth)
+            make_upsample(widths[i + 1], widths[i], upsample, up_kernel_size) for i in range(self.depth)
         )
-        self.decoder = nn.ModuleList(DoubleConv(2 * channels[i], channels[i], decoder_norm) for i in range(self.depth))
-        self.head = nn.Conv2d(channels[0], num_classes, head_kernel_size, padding=head_kernel_size // 2)
+        self.decoder = nn.ModuleList(DoubleConv(2 * widths[i], widths[i], decoder_norm) for i in range(self.depth))
+        self.head = nn.Conv2d(widths[0], num_classes, head_kernel_size, padding=head_kernel_size // 2)
 
     def forward_padded(self, x: Tensor) -> Tensor:
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
+        skips = self.encoder(x)
+        x = skips[-1]
         for i in reversed(range(self.depth)):
             x = self.decoder[i](cat_channels((skips[i], self.ups[i](x))))
         return self.head(x)

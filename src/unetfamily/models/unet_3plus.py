@@ -3,9 +3,9 @@
 Paper: "UNet 3+: A Full-Scale Connected UNet for Medical Image Segmentation", Huang, Lin, Tong,
 Hu, Zhang, Iwamoto, Han, Chen, Wu, ICASSP 2020, https://arxiv.org/abs/2004.08790
 
-Notation: encoder features e_0..e_D (e_0 at full resolution), decoder features d_0..d_{D-1},
-and d_D = e_D. Decoder level i fuses ALL scales k = 0..D, each through its own branch
-``decoder[i]["from_k"]``:
+Notation: encoder features e_0..e_D (e_0 at full resolution; ``encoder``, the U-Net encoder
+shared with the other families), decoder features d_0..d_{D-1}, and d_D = e_D. Decoder level i
+fuses ALL scales k = 0..D, each through its own branch ``decoder[i].branches["from_k"]``:
 
 - k < i: e_k max-pooled by 2**(i-k)   (shallower encoder features)
 - k = i: e_i as is
@@ -38,17 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.models._blocks import (
-    ConvNormAct,
-    DoubleConv,
-    ModelOutput,
-    Norm,
-    SegmentationModel,
-    check_channels,
-    check_choice,
-)
+from unetfamily.errors import ConfigError
+from unetfamily.models._blocks import ConvNormAct, ModelOutput, Norm, SegmentationModel, check_choice
 from unetfamily.models._memory import active_mode, cat_channels, remember
 from unetfamily.models._registry import register_model
+from unetfamily.models.encoder import UNetEncoder
 
 __all__ = ["UNet3Plus"]
 
@@ -61,12 +55,18 @@ ABSENT_LOGIT = -1e4
 
 
 class FullScaleDecoderLevel(nn.Module):
-    """Decoder level i: one branch per source scale, concatenation, fusion conv."""
+    """Decoder level i: one branch per source scale, concatenation, fusion conv.
 
-    def __init__(self, level: int, source_channels: Sequence[int], cat_channels: int, norm: Norm,
-                 decoder: Decoder = "exact") -> None:
+    ``source_channels[k]`` and ``reductions[k]`` are the width and stride of source k (the
+    encoder's ``feature_info`` for e_k, ``cat_channels * (D + 1)`` for a decoder feature d_k).
+    """
+
+    def __init__(self, level: int, source_channels: Sequence[int], reductions: Sequence[int], cat_channels: int,
+                 norm: Norm, decoder: Decoder = "exact") -> None:
         super().__init__()
         self.level, self.decoder = level, decoder
+        # Shallower sources are max-pooled down to this level's stride.
+        self.pool_factors = [reductions[level] // reductions[k] for k in range(level)]
         self.branches = nn.ModuleDict(
             {f"from_{k}": ConvNormAct(c, cat_channels, 3, norm) for k, c in enumerate(source_channels)}
         )
@@ -86,7 +86,7 @@ class FullScaleDecoderLevel(nn.Module):
         for k, src in enumerate(sources):
             branch = self.branches[f"from_{k}"]
             if k < self.level:
-                factor = 2 ** (self.level - k)
+                factor = self.pool_factors[k]
                 parts.append(branch(remember(_pool(src, factor), _pool, src, factor)))
             elif k == self.level:
                 parts.append(branch(src))
@@ -112,12 +112,15 @@ class _ResizeConv(torch.autograd.Function):
     kernel is the one autograd runs: results are bit-identical to ``conv(resize(x))``. With
     ``group=g`` the convolution is summed over input-channel groups of ``g`` (forward and
     backward), so only one group's up-sampled map exists at a time; that changes the float
-    summation order (results equal up to rounding).
+    summation order (results equal up to rounding). Under autocast the convolution runs in the
+    autocast dtype, as ``F.conv2d`` would: backward casts the map and the weights the same way.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, size: torch.Size, weight: Tensor, bias: Tensor | None, group: int | None) -> Tensor:
         ctx.size, ctx.has_bias = size, bias is not None
+        device = x.device.type
+        ctx.conv_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         ctx.groups = [slice(c, c + group) for c in range(0, x.shape[1], group)] if group else [slice(None)]
         ctx.save_for_backward(x, weight)
         pad = weight.shape[-1] // 2
@@ -131,25 +134,30 @@ class _ResizeConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, Tensor, Tensor | None, None]:
-        x, weight = ctx.saved_tensors
-        grad_x, grad_w, grad_b = torch.empty_like(x), torch.empty_like(weight), None
+        x, weight_param = ctx.saved_tensors
+        weight = _cast(weight_param, ctx.conv_dtype)
+        grad_x, grad_w, grad_b = torch.empty_like(x), torch.empty_like(weight_param), None
         conv_args = ([1, 1], [weight.shape[-1] // 2] * 2, [1, 1], False, [0, 0], 1)
         for i, g in enumerate(ctx.groups):
-            up = _resize(x[:, g], ctx.size)
+            up = _cast(_resize(x[:, g], ctx.size), ctx.conv_dtype)
             want_bias = ctx.has_bias and i == 0
             _, grad_w[:, g], gb = torch.ops.aten.convolution_backward(
                 grad_out, up, weight[:, g], [weight.shape[0]] if want_bias else None, *conv_args, [False, True, want_bias])
-            grad_b = gb if want_bias else grad_b
+            grad_b = gb.to(weight_param.dtype) if want_bias else grad_b
             # The input gradient needs only the weights: free the map first. Its stand-in is never
             # written (an expanded tensor would be made contiguous, i.e. materialised, by oneDNN).
-            shape, layout = up.shape, _layout(up)
+            shape, dtype, layout = up.shape, up.dtype, _layout(up)
             del up
-            stand_in = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+            stand_in = torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout)
             grad_up = torch.ops.aten.convolution_backward(
-                grad_out, stand_in, weight[:, g], None, *conv_args, [True, False, False])[0]
+                grad_out, stand_in, weight[:, g], None, *conv_args, [True, False, False])[0].to(x.dtype)
             grad_x[:, g] = torch.ops.aten.upsample_bilinear2d_backward(
                 grad_up, list(ctx.size), list(shape[:2]) + list(x.shape[2:]), False, None, None)
         return grad_x, None, grad_w, grad_b, None
+
+
+def _cast(x: Tensor, dtype: torch.dtype | None) -> Tensor:
+    return x if dtype is None else x.to(dtype)
 
 
 def _layout(x: Tensor) -> torch.memory_format:
@@ -182,9 +190,16 @@ class UNet3Plus(SegmentationModel):
             (``unetfamily bench``); a different model, so compare its accuracy
             (``unetfamily compare --models unet_3plus,unet_3plus_efficient``).
 
+    Modules: ``encoder`` (:class:`~unetfamily.models.encoder.UNetEncoder`, stage i gives e_i),
+    ``decoder[i]`` (:class:`FullScaleDecoderLevel`), ``heads["head_i"]``, ``classifier`` (CGM).
+    The decoder is sized from ``feature_info`` (the encoder's levels: ``num_chs``,
+    ``reduction``, ``module``): widths for the branches, strides for the pooling factors.
+
     Shapes: (N, in_channels, H, W) -> logits (N, num_classes, H, W); with deep supervision a list
     of D + 1 such tensors, final first; with ``cgm`` a tuple (that output, cls logits (N, 2)).
     """
+
+    renamed_keys = ((r"^encoder\.(\d+)\.", r"encoder.stages.\1."),)  # 0.1.0: encoder.{i}
 
     def __init__(
         self,
@@ -198,42 +213,38 @@ class UNet3Plus(SegmentationModel):
         decoder: Decoder = "exact",
     ) -> None:
         super().__init__()
-        channels = check_channels(channels, 2, 7)
         check_choice("decoder", decoder, get_args(Decoder))
         if cgm and num_classes != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"cgm=True needs a binary model (num_classes=1), got num_classes={num_classes}: the "
                 f"classification-guided module is one image-level switch for all classes"
             )
-        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
-        self.depth = depth = len(channels) - 1
-        self.size_multiple = 2**depth
+        self.encoder = UNetEncoder(in_channels, channels, norm)
+        self.feature_info = self.encoder.feature_info.prefixed("encoder")
+        widths, reductions = self.feature_info.channels(), self.feature_info.reductions()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.depth = depth = len(widths) - 1
+        self.size_multiple = reductions[-1]
         self.deep_supervision, self.cgm = deep_supervision, cgm
         up_channels = cat_channels * (depth + 1)
-        self.encoder = nn.ModuleList(
-            DoubleConv(in_channels if i == 0 else channels[i - 1], c, norm) for i, c in enumerate(channels)
-        )
         self.decoder = nn.ModuleList()
         for i in range(depth):
-            sources = [channels[k] if k <= i or k == depth else up_channels for k in range(depth + 1)]
-            self.decoder.append(FullScaleDecoderLevel(i, sources, cat_channels, norm, decoder))
+            sources = [widths[k] if k <= i or k == depth else up_channels for k in range(depth + 1)]
+            self.decoder.append(FullScaleDecoderLevel(i, sources, reductions, cat_channels, norm, decoder))
         head_levels = range(depth + 1) if deep_supervision else [0]
         self.heads = nn.ModuleDict(
             {
-                f"head_{i}": nn.Conv2d(channels[depth] if i == depth else up_channels, num_classes, 3, padding=1)
+                f"head_{i}": nn.Conv2d(widths[depth] if i == depth else up_channels, num_classes, 3, padding=1)
                 for i in head_levels
             }
         )
         if cgm:
             self.classifier = nn.Sequential(
-                nn.Dropout(0.5), nn.Conv2d(channels[depth], 2, 1), nn.AdaptiveMaxPool2d(1), nn.Flatten(1)
+                nn.Dropout(0.5), nn.Conv2d(widths[depth], 2, 1), nn.AdaptiveMaxPool2d(1), nn.Flatten(1)
             )
 
     def forward_padded(self, x: Tensor) -> ModelOutput:
-        enc = []
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            enc.append(x)
+        enc = self.encoder(x)
         dec: list[Tensor] = [enc[-1]]  # d_D = e_D; built deepest first, then reversed
         for i in reversed(range(self.depth)):
             dec.insert(0, self.decoder[i](enc[: i + 1] + dec))
@@ -260,8 +271,9 @@ def unet_3plus(**kwargs: object) -> UNet3Plus:
 
 @register_model
 def unet_3plus_huang2020(**kwargs: object) -> UNet3Plus:
-    """UNet 3+ as in its authors' code (26.97M parameters; 26.99M with deep supervision)."""
-    return UNet3Plus(**{"channels": (64, 128, 256, 512, 1024), "cat_channels": 64, "norm": "batch", **kwargs})
+    """Alias of :func:`unet_3plus`, named like the other authors' presets: UNet 3+ as in its
+    authors' code (26.97M parameters; 26.99M with deep supervision) is this package's default."""
+    return unet_3plus(**kwargs)
 
 
 @register_model

@@ -5,8 +5,9 @@ Tajbakhsh, Liang, DLMIA 2018, https://arxiv.org/abs/1807.10165 ; "UNet++: Redesi
 Connections to Exploit Multiscale Features in Image Segmentation", IEEE TMI 2019,
 https://arxiv.org/abs/1912.05074
 
-Node X^{i,j} (module ``nodes["x_i_j"]``) lives at down-sampling level i and position j along
-the skip row (j = 0 is the encoder):
+Node X^{i,j} lives at down-sampling level i and position j along the skip row. Column j = 0 is
+the U-Net encoder shared with the other families (``encoder.stages[i]`` is X^{i,0}); the nested
+nodes j >= 1 are ``nodes["x_i_j"]``:
 
     X^{i,0} = H(pool(X^{i-1,0}))
     X^{i,j} = H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])      for j > 0
@@ -34,20 +35,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.models._blocks import (
-    DoubleConv,
-    Norm,
-    SegmentationModel,
-    Upsample,
-    check_channels,
-    check_choice,
-    make_upsample,
-)
+from unetfamily.errors import ConfigError
+from unetfamily.models._blocks import DoubleConv, Norm, SegmentationModel, Upsample, check_choice, make_upsample
 from unetfamily.models._memory import cat_channels, checkpoint_block
 from unetfamily.models._registry import register_model
+from unetfamily.models.encoder import UNetEncoder
 
 __all__ = ["UNetPlusPlus"]
 
@@ -65,9 +59,16 @@ class UNetPlusPlus(SegmentationModel):
         up_kernel_size: transposed-conv kernel, 2 (paper) or 4.
         deep_supervision: build a 1x1 head on every X^{0,j}, j = 1..D, and return all outputs.
 
+    Modules: ``encoder`` computes X^{0,0}..X^{D,0} (:class:`~unetfamily.models.encoder.UNetEncoder`,
+    stage i = X^{i,0}); ``nodes["x_i_j"]`` are the nested nodes (j >= 1), ``ups["up_i_j"]`` their
+    up-samplings, ``heads["head_L"]`` the heads. The nested nodes are sized from ``feature_info``
+    (the encoder's levels: ``num_chs``, ``reduction``, ``module``).
+
     Shapes: (N, in_channels, H, W) -> logits (N, num_classes, H, W), or with deep supervision a
     list of D such tensors ordered [head D, head D-1, ..., head 1].
     """
+
+    renamed_keys = ((r"^nodes\.x_(\d+)_0\.", r"encoder.stages.\1."),)  # 0.1.0: X^{i,0} in nodes
 
     def __init__(
         self,
@@ -81,11 +82,13 @@ class UNetPlusPlus(SegmentationModel):
         deep_supervision: bool = False,
     ) -> None:
         super().__init__()
-        channels = check_channels(channels, 2, 7)
         decoder_norm = norm if decoder_norm is None else decoder_norm
-        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
-        self.depth = depth = len(channels) - 1
-        self.size_multiple = 2**depth
+        self.encoder = UNetEncoder(in_channels, channels, norm)
+        self.feature_info = self.encoder.feature_info.prefixed("encoder")
+        widths = self.feature_info.channels()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.depth = depth = len(widths) - 1
+        self.size_multiple = self.feature_info.reductions()[-1]
         self.deep_supervision = deep_supervision
         self._hparams = dict(
             in_channels=in_channels, num_classes=num_classes, norm=norm, decoder_norm=decoder_norm,
@@ -93,20 +96,16 @@ class UNetPlusPlus(SegmentationModel):
         )
         self.nodes = nn.ModuleDict()
         self.ups = nn.ModuleDict()
-        for i, c in enumerate(channels):
-            self.nodes[f"x_{i}_0"] = DoubleConv(in_channels if i == 0 else channels[i - 1], c, norm)
         for j in range(1, depth + 1):
             for i in range(depth + 1 - j):
-                self.ups[f"up_{i}_{j}"] = make_upsample(channels[i + 1], channels[i], upsample, up_kernel_size)
-                self.nodes[f"x_{i}_{j}"] = DoubleConv((j + 1) * channels[i], channels[i], decoder_norm)
+                self.ups[f"up_{i}_{j}"] = make_upsample(widths[i + 1], widths[i], upsample, up_kernel_size)
+                self.nodes[f"x_{i}_{j}"] = DoubleConv((j + 1) * widths[i], widths[i], decoder_norm)
         levels = range(1, depth + 1) if deep_supervision else [depth]
-        self.heads = nn.ModuleDict({f"head_{j}": nn.Conv2d(channels[0], num_classes, 1) for j in levels})
+        self.heads = nn.ModuleDict({f"head_{j}": nn.Conv2d(widths[0], num_classes, 1) for j in levels})
 
     def _nodes(self, x: Tensor, level: int) -> dict[tuple[int, int], Tensor]:
         """Features X^{i,j} for all i + j <= level, computed column by column."""
-        feats: dict[tuple[int, int], Tensor] = {}
-        for i in range(level + 1):
-            feats[i, 0] = self.nodes[f"x_{i}_0"](x if i == 0 else F.max_pool2d(feats[i - 1, 0], 2))
+        feats = {(i, 0): f for i, f in enumerate(self.encoder(x, depth=level))}
         for j in range(1, level + 1):
             for i in range(level + 1 - j):
                 node = functools.partial(self._nested_node, i, j)
@@ -125,9 +124,9 @@ class UNetPlusPlus(SegmentationModel):
 
     def _check_level(self, level: int) -> None:
         if not 1 <= level <= self.depth:
-            raise ValueError(f"level={level} must be between 1 and the model's depth {self.depth}")
+            raise ConfigError(f"level={level} must be between 1 and the model's depth {self.depth}")
         if level < self.depth and not self.deep_supervision:
-            raise ValueError(
+            raise ConfigError(
                 f"level={level} needs the head on X^(0,{level}), which exists only with "
                 f"deep_supervision=True; train with deep supervision to prune"
             )
@@ -156,22 +155,16 @@ class UNetPlusPlus(SegmentationModel):
         """A standalone depth-``level`` UNet++ holding only the weights that head ``level`` uses.
 
         Its output equals ``forward_level(x, level)`` (it keeps this model's padding multiple).
+        Every module of the small network has the same name in this one (encoder stages and
+        nodes with i + j <= level, head ``level``), so its weights are looked up by name.
         """
         self._check_level(level)
-        small = UNetPlusPlus(**{**self._hparams, "channels": self.channels[: level + 1], "deep_supervision": False})
+        widths = self.feature_info.channels()[: level + 1]
+        small = UNetPlusPlus(**{**self._hparams, "channels": widths, "deep_supervision": False})
         small.size_multiple = self.size_multiple
-        head = f"heads.head_{level}."
-        state = {
-            k: v for k, v in self.state_dict().items()
-            if k.startswith(head) or (not k.startswith("heads.") and _i_plus_j(k.split(".")[1]) <= level)
-        }
-        small.load_state_dict(state)
+        full = self.state_dict()
+        small.load_state_dict({k: full[k] for k in small.state_dict()})
         return small.train(self.training)
-
-
-def _i_plus_j(key: str) -> int:
-    _, i, j = key.split("_")
-    return int(i) + int(j)
 
 
 @register_model
