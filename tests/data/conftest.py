@@ -20,6 +20,25 @@ def save(path: Path, array: np.ndarray, **kwargs) -> Path:
     return path
 
 
+def tiff_stack_config(folder: Path, images: np.ndarray, labels: np.ndarray, slices: dict) -> dict:
+    """Write (N, H, W) ``images`` and ``labels`` as ISBI 2012's two TIFF stacks; the config that reads them.
+
+    Labels follow ISBI: 0 is membrane (class 1), 255 is cell interior (class 0).
+    """
+    import tifffile
+
+    tifffile.imwrite(folder / "train-volume.tif", images, photometric="minisblack")
+    tifffile.imwrite(folder / "train-labels.tif", labels, photometric="minisblack")
+    return {
+        "type": "tiff_stack",
+        "images": str(folder / "train-volume.tif"),
+        "labels": str(folder / "train-labels.tif"),
+        "classes": ["background", "membrane"],
+        "mask_encoding": {"kind": "map", "values": {0: 1, 255: 0}},
+        "slices": slices,
+    }
+
+
 def real_dataset(name: str) -> Path:
     """The folder of a real dataset under UNETFAMILY_DATA_ROOT; skips the test when it is absent."""
     path = data_root() / name

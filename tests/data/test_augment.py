@@ -88,3 +88,10 @@ def test_missing_kornia_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
     with pytest.raises(ImportError, match=r"pip install 'unetfamily\[augment\]'"):
         build_augmentation("light")
+
+
+def test_unknown_preset_names_the_close_match():
+    from unetfamily.data import DataConfigError
+
+    with pytest.raises(DataConfigError, match=r"augment preset: unknown value 'medicall'; did you mean 'medical'\?"):
+        build_augmentation("medicall")

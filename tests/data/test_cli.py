@@ -1,32 +1,24 @@
-"""``unetfamily dataset`` sub-commands, run in process."""
+"""``unetfamily dataset`` sub-commands, run in process through ``unetfamily.cli.main``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from unetfamily.data.cli import add_parser
+import pytest
+
+from unetfamily.cli import main
 
 
-def run_cli(argv: list[str]) -> int:
-    """Parse and run ``argv`` with the data commands only (unetfamily.cli.main adds the others)."""
-    parser = argparse.ArgumentParser(prog="unetfamily")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def test_main_registers_the_dataset_command(capsys):
-    from unetfamily.cli import main
-
+def test_info_text(capsys):
     assert main(["dataset", "info", "synthetic", "--samples", "2"]) == 0
-    assert "num_model_outputs: 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "num_model_outputs: 1" in out and "class_fractions (over 2 samples):" in out
 
 
 def test_info_json_statistics(tmp_path, capsys):
     config = tmp_path / "syn.yaml"
     config.write_text("type: synthetic\nnum_samples: 6\nsize: 48\nnum_classes: 4\n")
-    assert run_cli(["dataset", "info", str(config), "--split", "val", "--samples", "6", "--json"]) == 0
+    assert main(["dataset", "info", str(config), "--split", "val", "--samples", "6", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 6 and report["classes"] == ["background", "blob", "polygon", "vessel"]
     assert (
@@ -41,5 +33,21 @@ def test_info_reports_data_errors_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "masks").mkdir()
     config = tmp_path / "bad.yaml"
     config.write_text(f"type: folder\nroot: {tmp_path}\n")
-    assert run_cli(["dataset", "info", str(config), "--split", "all"]) == 2
-    assert "no images" in capsys.readouterr().err
+    assert main(["dataset", "info", str(config), "--split", "all"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no images" in err[0]
+
+
+def test_unknown_dataset_name_suggests_close_matches(capsys):
+    assert main(["dataset", "info", "camvd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: dataset: unknown value 'camvd'; did you mean 'camvid'? (or give a YAML config path)"]
+
+
+@pytest.mark.parametrize("command", ["info", "labelme"])
+def test_help_shows_every_default(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", command, "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("(default: train)" in out and "(default: 8)" in out) if command == "info" else "(default: 255)" in out

@@ -97,7 +97,7 @@ def test_encoding_config_errors():
         MaskEncoding.parse("rgb")
     with pytest.raises(DataConfigError, match=r"unknown mask_encoding key\(s\) \['treshold'\]"):
         MaskEncoding.parse({"kind": "binary", "treshold": 127})
-    with pytest.raises(DataConfigError, match="kind 'bin' is unknown"):
+    with pytest.raises(DataConfigError, match=r"mask_encoding kind: unknown value 'bin'; did you mean 'binary'\?"):
         MaskEncoding.parse("bin")
     with pytest.raises(DataConfigError, match="gives 2 classes"):
         MaskEncoding("binary").check_classes(4)

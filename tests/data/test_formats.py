@@ -13,7 +13,7 @@ from PIL import Image
 from unetfamily.data import DataError, build_dataset, pair_folder
 from unetfamily.data.formats import VOC_CLASSES
 
-from .conftest import save
+from .conftest import save, tiff_stack_config
 
 
 def test_folder_pairs_by_stem_with_suffix_over_mixed_formats(pairs_dir):
@@ -130,16 +130,7 @@ def test_voc_layout(voc_root):
 def test_tiff_stack_slices_and_split(tmp_path, rng):
     images = rng.integers(0, 256, (5, 16, 18), dtype=np.uint8)
     labels = np.where(rng.random((5, 16, 18)) < 0.3, 0, 255).astype(np.uint8)
-    tifffile.imwrite(tmp_path / "train-volume.tif", images, photometric="minisblack")
-    tifffile.imwrite(tmp_path / "train-labels.tif", labels, photometric="minisblack")
-    config = {
-        "type": "tiff_stack",
-        "images": str(tmp_path / "train-volume.tif"),
-        "labels": str(tmp_path / "train-labels.tif"),
-        "classes": ["background", "membrane"],
-        "mask_encoding": {"kind": "map", "values": {0: 1, 255: 0}},
-        "slices": {"train": [0, 4], "val": [4, 5]},
-    }
+    config = tiff_stack_config(tmp_path, images, labels, {"train": [0, 4], "val": [4, 5]})
     train, val = build_dataset(config, "train"), build_dataset(config, "val")
     assert len(train) == 4 and len(val) == 1 and val.names == ["train-volume_004"]
     s = val[0]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from unetfamily.cli import main
 from unetfamily.data import DataError, build_dataset
 from unetfamily.data.labelme import convert_labelme, read_labelme
 
 from .conftest import FIXTURES
-from .test_cli import run_cli
 
 LABELME = FIXTURES / "labelme"
 
@@ -27,7 +27,7 @@ def tree(tmp_path):
 
 def test_masks_match_labelme_own_rasterisation(tree, tmp_path, capsys):
     out = tmp_path / "out"
-    code = run_cli(["dataset", "labelme", str(tree), "--out", str(out), "--labels", str(tree / "labels.txt")])
+    code = main(["dataset", "labelme", str(tree), "--out", str(out), "--labels", str(tree / "labels.txt")])
     assert code == 0 and "wrote 3 image/mask pair(s)" in capsys.readouterr().out
     for name in ("a", "b", "c"):  # c: mask, linestrip, point and oriented-rectangle shapes
         expected = np.asarray(Image.open(LABELME / "expected" / f"{name}.png"))
@@ -51,7 +51,7 @@ def test_classes_without_labels_file_are_sorted_labels(tree, tmp_path):
     with pytest.raises(DataError, match="a.json: imagePath '../images/a.png' points outside the dataset root"):
         convert_labelme(tree / "annotations", tmp_path / "out")  # the root defaults to the folder given
     report = convert_labelme(tree / "annotations", tmp_path / "out", root=tree)
-    assert report["classes"] == ["background", "cat", "dog"] and report["pixels"]["<ignore>"] == 24
+    assert report.classes == ["background", "cat", "dog"] and report.pixels["<ignore>"] == 24
 
 
 @pytest.mark.parametrize("image_path", ["/etc/hostname", "../../../../etc/hostname", "..\\..\\secret.png", "C:\\x.png"])
@@ -61,7 +61,7 @@ def test_image_path_cannot_leave_the_root(tree, tmp_path, image_path, capsys):
     (tree / "annotations" / "a.json").write_text(json.dumps(doc))
     with pytest.raises(DataError, match="a.json: imagePath .* (is absolute|outside the dataset root)"):
         read_labelme(tree / "annotations" / "a.json", root=tree)
-    code = run_cli(["dataset", "labelme", str(tree), "--out", str(tmp_path / "out")])
+    code = main(["dataset", "labelme", str(tree), "--out", str(tmp_path / "out")])
     assert code == 2 and "imagePath" in capsys.readouterr().err
 
 
@@ -81,3 +81,9 @@ def test_unknown_label_and_bad_json(tree, tmp_path):
     (tree / "annotations" / "a.json").write_text("{not json")
     with pytest.raises(DataError, match="a.json: not a readable labelme JSON file"):
         read_labelme(tree / "annotations" / "a.json", root=tree)
+
+
+@pytest.mark.parametrize("ignore_index", [2, 256])
+def test_ignore_index_must_fit_the_png(tree, tmp_path, ignore_index):
+    with pytest.raises(DataError, match=f"3 classes do not fit an 8-bit PNG mask with ignore_index={ignore_index}"):
+        convert_labelme(tree, tmp_path / "out", labels_file=tree / "labels.txt", ignore_index=ignore_index)

@@ -12,7 +12,7 @@ import torch
 
 from unetfamily.data import build_dataset
 
-from .conftest import real_dataset
+from .conftest import real_dataset, tiff_stack_config
 
 
 def _by_name(ds, names):
@@ -114,23 +114,13 @@ def test_camvid():
 
 def test_isbi_as_tiff_stacks_matches_the_png_slices(tmp_path):
     """Rebuild the original ISBI form (train-volume.tif + train-labels.tif) from the real slices."""
-    import tifffile
     from PIL import Image
 
     root = real_dataset("isbi2012_em")
     names = [str(i) for i in range(30)]
     volume = np.stack([np.asarray(Image.open(root / "train" / "image" / f"{n}.png")) for n in names])
     labels = np.stack([np.asarray(Image.open(root / "train" / "label" / f"{n}.png")) for n in names])
-    tifffile.imwrite(tmp_path / "train-volume.tif", volume, photometric="minisblack")
-    tifffile.imwrite(tmp_path / "train-labels.tif", labels, photometric="minisblack")
-    config = {
-        "type": "tiff_stack",
-        "images": str(tmp_path / "train-volume.tif"),
-        "labels": str(tmp_path / "train-labels.tif"),
-        "classes": ["background", "membrane"],
-        "mask_encoding": {"kind": "map", "values": {0: 1, 255: 0}},
-        "slices": {"train": [0, 24], "val": [24, 30]},
-    }
+    config = tiff_stack_config(tmp_path, volume, labels, {"train": [0, 24], "val": [24, 30]})
     stack, pngs = build_dataset(config, "val"), build_dataset({"type": "isbi2012_em"}, "val")
     assert len(stack) == len(pngs) == 6
     for i in (0, 5):

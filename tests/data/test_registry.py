@@ -30,14 +30,21 @@ def test_yaml_path_and_nested_data_section(tmp_path):
 
 
 def test_unknown_type_and_key_are_named():
-    with pytest.raises(DataConfigError, match="unknown dataset type 'folders'"):
+    with pytest.raises(DataConfigError, match=r"dataset type: unknown value 'folders'; did you mean 'folder'\?"):
         build_dataset({"type": "folders"}, "train")
+    with pytest.raises(DataConfigError, match=r"dataset: unknown value 'unet\+\+'; choose one of .*camvid"):
+        build_dataset("unet++", "train")  # a bare word is a type name, not a file
     with pytest.raises(DataConfigError, match="unknown key 'sizes' for dataset type 'synthetic'; valid keys: .*size"):
         build_dataset({"type": "synthetic", "sizes": 64}, "train")
     with pytest.raises(DataConfigError, match="no 'type'"):
         load_data_config({"root": "x"})
     with pytest.raises(DataConfigError, match=r"unknown augment key\(s\) \['presets'\]"):
         build_dataset({"type": "synthetic", "augment": {"presets": "light"}}, "train")
+
+
+def test_type_name_is_a_config():
+    assert load_data_config("synthetic") == {"type": "synthetic"}
+    assert len(build_dataset("synthetic", "val", num_samples=3, size=32)) == 3
 
 
 def test_data_root_env_var(monkeypatch, tmp_path):

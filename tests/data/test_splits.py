@@ -49,8 +49,10 @@ def test_select_split_from_lists_and_errors(tmp_path):
         select_split(NAMES, "val", {"val": "val.txt"}, tmp_path)
     with pytest.raises(DataConfigError, match="defines no 'splits'"):
         select_split(NAMES, "train", None)
-    with pytest.raises(DataConfigError, match=r"split 'test' is not defined; this split spec gives \['train', 'val'\]"):
+    with pytest.raises(DataConfigError, match=r"split: unknown value 'test'; choose one of train, val$"):
         select_split(NAMES, "test", {"folds": 5, "fold": 0})
+    with pytest.raises(DataConfigError, match=r"split: unknown value 'vall'; did you mean 'val'\?"):
+        select_split(NAMES, "vall", {"train": "train.txt", "val": "val.txt"}, tmp_path)
     assert select_split(NAMES, "all", None) == NAMES
 
 

@@ -3,7 +3,7 @@ labelme converter, the config parser and the checkpoint loader.
 
 The property: only the project's documented exceptions (``UnetFamilyError`` subclasses) come
 out, never another exception type, a crash or a hang (each case is bounded by
-``fuzz_targets.TIMEOUT_S``). These are the fast variants, derandomised so the suite is stable;
+``tools.fuzzing.TIMEOUT_S``). These are the fast variants, derandomised so the suite is stable;
 ``python tools/fuzz.py`` runs the same targets for longer with random seeds.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.reliability.fuzz_targets import TARGETS
+from tools.fuzzing import TARGETS
 
 EXAMPLES = {"labelme": 150, "checkpoint_bytes": 100, "checkpoint_metadata": 100}
 

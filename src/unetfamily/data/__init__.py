@@ -22,6 +22,7 @@ from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.loader import SeededSampler, collate, make_loader
 from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_data_config, register_dataset
 from unetfamily.data.splits import kfold_split, random_split, read_split_file
+from unetfamily.data.stats import DatasetStatistics, dataset_statistics
 from unetfamily.data.synthetic import SyntheticShapes
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DataConfigError",
     "DataError",
     "DatasetInfo",
+    "DatasetStatistics",
     "MaskEncoding",
     "PairedFilesDataset",
     "SamplePaths",
@@ -40,6 +42,7 @@ __all__ = [
     "build_dataset",
     "collate",
     "data_root",
+    "dataset_statistics",
     "decode_mask",
     "kfold_split",
     "list_datasets",

@@ -14,22 +14,25 @@ kornia draws from torch's global RNG; :func:`~unetfamily.data.make_loader` seeds
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
+from unetfamily.data.errors import unknown_choice
+from unetfamily.errors import require
+
 __all__ = ["PRESETS", "Augmentation", "build_augmentation"]
 
-PRESETS = ("light", "medical", "natural")
 Preset = Literal["light", "medical", "natural"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 
 
 def _kornia() -> Any:
-    try:
-        import kornia.augmentation as K
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("augmentation needs kornia, the 'augment' extra: pip install 'unetfamily[augment]'") from e
+    """``kornia.augmentation``, or a MissingExtraError naming the ``augment`` extra."""
+    require("kornia", "augment", "augmentation")
+    import kornia.augmentation as K
+
     return K
 
 
@@ -93,6 +96,8 @@ def build_augmentation(
     ``ignore_index`` when the image is smaller (``natural`` uses a random resized crop instead).
     ``in_channels`` adds saturation jitter to ``natural`` for RGB images.
     """
+    if preset not in PRESETS:
+        raise unknown_choice("augment preset", preset, PRESETS)
     K = _kornia()
     size = None if crop_size is None else ((crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size))
     steps: list[nn.Module] = []
@@ -115,7 +120,7 @@ def build_augmentation(
         ]
     elif preset == "light":
         steps += [K.RandomBrightness(brightness=(0.9, 1.1), p=0.5), K.RandomContrast(contrast=(0.9, 1.1), p=0.5)]
-    elif preset == "natural":
+    else:  # natural
         if size is not None:
             steps.append(K.RandomResizedCrop(size, scale=(0.3, 1.0), ratio=(0.75, 1.33)))
         else:
@@ -125,6 +130,4 @@ def build_augmentation(
             K.ColorJiggle(brightness=0.2, contrast=0.2, saturation=0.2 if in_channels == 3 else 0.0, p=0.8),
             K.RandomGaussianNoise(std=0.02, p=0.2),
         ]
-    else:
-        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return Augmentation(*steps, ignore_index=ignore_index)

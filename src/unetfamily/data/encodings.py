@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from unetfamily.data.errors import DataConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError, check_keys, unknown_choice
 from unetfamily.data.io import RawMask
 
 __all__ = ["MaskEncoding", "decode_mask"]
@@ -36,7 +36,7 @@ __all__ = ["MaskEncoding", "decode_mask"]
 log = logging.getLogger(__name__)
 
 EncodingKind = Literal["auto", "index", "binary", "instance", "rgb", "map"]
-_KINDS = ("auto", "index", "binary", "instance", "rgb", "map")
+_KINDS: tuple[str, ...] = get_args(EncodingKind)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class MaskEncoding:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise DataConfigError(f"mask_encoding kind {self.kind!r} is unknown; choose one of {', '.join(_KINDS)}")
+            raise unknown_choice("mask_encoding kind", self.kind, _KINDS)
         if self.kind == "rgb" and not self.colors:
             raise DataConfigError("mask_encoding 'rgb' needs a 'colors' table mapping [r, g, b] to class indices")
         if self.kind == "map" and not self.values:
@@ -67,9 +67,7 @@ class MaskEncoding:
             return spec
         if isinstance(spec, str):
             return cls(kind=spec)  # type: ignore[arg-type]
-        unknown = set(spec) - {"kind", "threshold", "colors", "values"}
-        if unknown:
-            raise DataConfigError(f"unknown mask_encoding key(s) {sorted(unknown)}; valid: kind, threshold, colors, values")
+        check_keys("mask_encoding", spec, ("kind", "threshold", "colors", "values"))
         colors = spec.get("colors")
         if colors is not None:
             colors = _parse_colors(colors)

@@ -6,15 +6,31 @@ callers need to catch one type. Messages name the offending file or option and s
 
 from __future__ import annotations
 
-from unetfamily.errors import ConfigError as _ConfigError
-from unetfamily.errors import UnetFamilyError
+from collections.abc import Iterable, Sequence
 
-__all__ = ["DataConfigError", "DataError"]
+from unetfamily import errors
+
+__all__ = ["DataConfigError", "DataError", "check_keys", "unknown_choice"]
 
 
-class DataError(UnetFamilyError, ValueError):
+class DataError(errors.UnetFamilyError, ValueError):
     """A data file, folder or annotation cannot be used as given (missing, corrupt, wrong values)."""
 
 
-class DataConfigError(DataError, _ConfigError):
+class DataConfigError(DataError, errors.ConfigError):
     """A dataset configuration is invalid: unknown ``type``, unknown key, or inconsistent options."""
+
+
+def unknown_choice(what: str, value: object, choices: Iterable[str], hint: str = "") -> DataConfigError:
+    """:func:`unetfamily.errors.unknown_choice` (the message with the close matches) as a DataConfigError.
+
+    Callers of the data package catch :class:`DataError`; this keeps unknown names inside it.
+    """
+    return DataConfigError(*errors.unknown_choice(what, value, choices, hint).args)
+
+
+def check_keys(what: str, keys: Iterable[object], valid: Sequence[str]) -> None:
+    """Raise a DataConfigError naming the ``keys`` of the ``what`` mapping that are not in ``valid``."""
+    unknown = set(keys) - set(valid)
+    if unknown:
+        raise DataConfigError(f"unknown {what} key(s) {sorted(unknown, key=str)}; valid: {', '.join(valid)}")

@@ -11,8 +11,9 @@ import numpy as np
 
 from unetfamily.data.base import DatasetInfo, SamplePaths, SegmentationDataset, Transform
 from unetfamily.data.encodings import MaskEncoding, decode_mask
-from unetfamily.data.errors import DataConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError, unknown_choice
 from unetfamily.data.io import IMAGE_SUFFIXES, RawMask, natural_key, read_volume, to_channels
+from unetfamily.data.splits import read_split_file
 
 __all__ = ["VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "voc_pairs"]
 
@@ -61,7 +62,7 @@ def pair_folder(
     """
     images, masks = Path(images), Path(masks)
     if on_missing not in ("error", "skip"):
-        raise DataConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
+        raise unknown_choice("on_missing", on_missing, ("error", "skip"))
     image_files = _by_stem(list_images(images), image_suffix, images)
     if not image_files:
         raise DataError(
@@ -103,8 +104,6 @@ def voc_pairs(
     lists_dir: str = "ImageSets/Segmentation",
 ) -> list[SamplePaths]:
     """Pascal VOC layout: names from ``{lists_dir}/{split}.txt``, ``{image_dir}/NAME.jpg``, ``{mask_dir}/NAME.png``."""
-    from unetfamily.data.splits import read_split_file
-
     root = Path(root)
     list_file = root / lists_dir / f"{split}.txt"
     if not list_file.is_file():

@@ -29,6 +29,7 @@ __all__ = [
     "natural_key",
     "open_image",
     "read_image",
+    "read_lines",
     "read_mask",
     "read_volume",
     "to_channels",
@@ -62,6 +63,15 @@ class RawMask:
 def natural_key(text: str) -> tuple:
     """Sort key that orders ``"2" < "10"`` (file names that number their samples)."""
     return tuple(int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", text))
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """The non-blank lines of the text file ``path``, stripped; a DataError naming ``what`` if unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from e
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _bomb_message(path: Path, pixels: int) -> str:

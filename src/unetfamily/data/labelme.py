@@ -31,15 +31,19 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from unetfamily.data.errors import DataError
-from unetfamily.data.io import natural_key, open_image
+from unetfamily.data.io import natural_key, open_image, read_lines
+from unetfamily.files import atomic_write, atomic_write_bytes
+from unetfamily.overlay import class_colors
 
-__all__ = ["LabelmeFile", "convert_labelme", "rasterize_shapes", "read_labelme"]
+__all__ = ["LabelmeConversion", "LabelmeFile", "convert_labelme", "rasterize_shapes", "read_labelme"]
 
 log = logging.getLogger(__name__)
 
 LINE_WIDTH, POINT_SIZE = 10, 5  # labelme.utils.shape_to_mask defaults
 MAX_COORDINATE = 1e6  # points farther out are corrupt, and drawing them (a circle of that radius) is slow
 IGNORE_LABEL, BACKGROUND_LABEL = "__ignore__", "_background_"
+#: Suffix of a copied image by its Pillow format (the bytes are copied, never re-encoded).
+IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif"}
 
 
 @dataclass
@@ -51,6 +55,16 @@ class LabelmeFile:
     image_bytes: bytes
     image_format: str
     shapes: list[dict]
+
+
+@dataclass(frozen=True)
+class LabelmeConversion:
+    """What :func:`convert_labelme` wrote: ``files`` image/mask pairs, the class names (background
+    first), and the pixel count of each class and of ``"<ignore>"``."""
+
+    files: int
+    classes: list[str]
+    pixels: dict[str, int]
 
 
 def _resolve_inside(root: Path, json_path: Path, image_path: str) -> Path:
@@ -133,16 +147,14 @@ def _shape_mask(shape: Mapping, height: int, width: int, where: Path) -> np.ndar
         raise DataError(f"{where}: {kind} shape {shape.get('label')!r} has {len(xy)} points")
     if kind == "circle":
         (cx, cy), (px, py) = xy
-        r = math.hypot(cx - px, cy - py)
-        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
+        _disc(draw, cx, cy, math.hypot(cx - px, cy - py))
     elif kind == "rectangle":
         (x0, y0), (x1, y1) = xy
         draw.rectangle(((min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1))), outline=1, fill=1)
     elif kind in ("line", "linestrip"):
         draw.line(xy, fill=1, width=LINE_WIDTH)
     elif kind == "point":
-        (cx, cy), r = xy[0], POINT_SIZE
-        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
+        _disc(draw, *xy[0], POINT_SIZE)
     elif kind in ("polygon", "oriented_rectangle"):
         draw.polygon(xy, outline=1, fill=1)
     elif kind == "mask":
@@ -150,6 +162,10 @@ def _shape_mask(shape: Mapping, height: int, width: int, where: Path) -> np.ndar
     else:
         raise DataError(f"{where}: shape_type {kind!r} is not supported")
     return np.asarray(canvas, dtype=bool)
+
+
+def _disc(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float) -> None:
+    draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
 
 
 def _embedded_mask(shape: Mapping, xy: list, height: int, width: int, where: Path) -> np.ndarray:
@@ -193,10 +209,7 @@ def rasterize_shapes(
 def _class_list(labels_file: Path | None, files: list[Path]) -> list[str]:
     """Class names, ``_background_`` first; ``__ignore__`` is not a class (it maps to ignore_index)."""
     if labels_file is not None:
-        try:
-            names = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except OSError as e:
-            raise DataError(f"{labels_file}: cannot read the labels file ({e})") from e
+        names = read_lines(labels_file, "the labels file")
         return [BACKGROUND_LABEL] + [n for n in names if n not in (IGNORE_LABEL, BACKGROUND_LABEL)]
     found: set[str] = set()
     for f in files:
@@ -210,13 +223,13 @@ def convert_labelme(
     labels_file: str | Path | None = None,
     ignore_index: int = 255,
     root: str | Path | None = None,
-) -> dict:
+) -> LabelmeConversion:
     """Convert every ``*.json`` under ``source`` into ``out/images``, ``out/masks``, ``out/classes.txt``.
 
     Masks are palette PNGs whose indices are classes (``ignore_index`` for ``__ignore__``), so
     ``{type: folder, root: out, classes: out/classes.txt}`` loads the result. Images keep their file
     bytes and format. ``root`` (default: ``source``, or its folder for a single file) bounds where
-    ``imagePath`` may point. Returns ``{"files": n, "classes": [...], "pixels": {class: count}}``.
+    ``imagePath`` may point. Every file is written atomically.
     """
     source, out = Path(source), Path(out)
     files = [source] if source.is_file() else sorted(source.rglob("*.json"), key=lambda p: natural_key(str(p)))
@@ -224,46 +237,36 @@ def convert_labelme(
     if not files:
         raise DataError(f"{source}: no labelme *.json files found")
     classes = _class_list(Path(labels_file) if labels_file else None, files)
-    if len(classes) > 255 or ignore_index < len(classes):
-        raise DataError(f"{len(classes)} classes do not fit a PNG mask with ignore_index={ignore_index}")
+    if not len(classes) <= ignore_index <= 255:
+        raise DataError(
+            f"{len(classes)} classes do not fit an 8-bit PNG mask with ignore_index={ignore_index}; "
+            "the ignore index must lie between the number of classes and 255"
+        )
     class_index = {name: i for i, name in enumerate(classes)} | {IGNORE_LABEL: ignore_index}
     stems = [f.stem for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise DataError(f"{source}: several JSON files share the name(s) {dupes[:5]}; output names must be unique")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
     palette = _palette(ignore_index)
     counts = np.zeros(256, np.int64)
     for f in files:
         ann = read_labelme(f, root)
         mask = rasterize_shapes(ann.shapes, ann.image.height, ann.image.width, class_index, f)
         counts += np.bincount(mask.ravel(), minlength=256)
-        suffix = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif"}.get(
-            ann.image_format, ".png"
-        )
-        (out / "images" / f"{f.stem}{suffix}").write_bytes(ann.image_bytes)
+        atomic_write_bytes(out / "images" / f"{f.stem}{IMAGE_SUFFIX.get(ann.image_format, '.png')}", ann.image_bytes)
         png = Image.fromarray(mask)
         png.putpalette(palette)  # "L" -> "P", pixel values kept as palette indices
-        png.save(out / "masks" / f"{f.stem}.png")
-    (out / "classes.txt").write_text("\n".join(["background", *classes[1:]]) + "\n", encoding="utf-8")
-    pixels = {name: int(counts[i]) for i, name in enumerate(["background", *classes[1:]])}
+        atomic_write(out / "masks" / f"{f.stem}.png", lambda file, png=png: png.save(file, format="PNG"))
+    names = ["background", *classes[1:]]
+    atomic_write_bytes(out / "classes.txt", ("\n".join(names) + "\n").encode("utf-8"))
+    pixels = {name: int(counts[i]) for i, name in enumerate(names)}
     pixels["<ignore>"] = int(counts[ignore_index])
     log.info("converted %d labelme file(s) into %s with %d classes", len(files), out, len(classes))
-    return {"files": len(files), "classes": ["background", *classes[1:]], "pixels": pixels}
+    return LabelmeConversion(len(files), names, pixels)
 
 
 def _palette(ignore_index: int) -> list[int]:
-    """VOC's colour map (distinct colours per index); ``ignore_index`` is VOC's cream border colour."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    pal[3 * ignore_index : 3 * ignore_index + 3] = [224, 224, 192]
-    return pal
+    """The project's class colours (:mod:`unetfamily.overlay`) as a PNG palette; ``ignore_index`` light grey."""
+    colors = class_colors(np.arange(256))
+    colors[ignore_index] = (224, 224, 192)  # VOC's colour for its ignored object borders
+    return colors.ravel().tolist()

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from unetfamily.data.base import SegmentationDataset
-from unetfamily.data.errors import DataError
+from unetfamily.data.errors import DataConfigError, DataError
 
 __all__ = ["SeededSampler", "collate", "make_loader"]
 
@@ -103,7 +103,7 @@ def make_loader(
     ``rank``/``world_size`` shard the data for DistributedDataParallel.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise DataConfigError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(dataset, SegmentationDataset):
         sampler: Sampler = SeededSampler(len(dataset), shuffle, seed, rank=rank, world_size=world_size)
         if dataset.cache and num_workers > 0:

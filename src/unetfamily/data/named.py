@@ -23,10 +23,10 @@ from typing import Literal
 
 from unetfamily.data.base import PairedFilesDataset, SamplePaths
 from unetfamily.data.encodings import MaskEncoding
-from unetfamily.data.errors import DataConfigError, DataError
+from unetfamily.data.errors import DataError, unknown_choice
 from unetfamily.data.formats import pair_folder
 from unetfamily.data.registry import named_root, register_dataset
-from unetfamily.data.splits import read_split_file, select_split
+from unetfamily.data.splits import read_split_file, select_samples
 
 __all__ = ["CAMVID_CLASSES", "camvid", "dsb2018_nuclei", "isbi2012_em", "kvasir_seg"]
 
@@ -52,12 +52,12 @@ def isbi2012_em(
     """
     root = named_root("isbi2012_em", root)
     if foreground not in ("membrane", "cell"):
-        raise DataConfigError(f"isbi2012_em: foreground must be 'membrane' or 'cell', not {foreground!r}")
+        raise unknown_choice("isbi2012_em foreground", foreground, ("membrane", "cell"))
     pairs = pair_folder(root / "train" / "image", root / "train" / "label")
     n = len(pairs)
     parts = {"all": pairs, "train": pairs[: n - val_slices], "val": pairs[n - val_slices :]}
     if split not in parts:
-        raise DataConfigError(f"isbi2012_em has splits train, val, all (the test slices have no labels), not {split!r}")
+        raise unknown_choice("isbi2012_em split", split, parts, hint="the test slices have no labels")
     values = {0: 1, 255: 0} if foreground == "membrane" else {0: 0, 255: 1}
     return PairedFilesDataset(
         parts[split],
@@ -86,11 +86,10 @@ def dsb2018_nuclei(
     """
     root = named_root("dsb2018_nuclei", root)
     if masks not in ("masks", "instances"):
-        raise DataConfigError(f"dsb2018_nuclei: masks must be 'masks' or 'instances', not {masks!r}")
+        raise unknown_choice("dsb2018_nuclei masks", masks, ("masks", "instances"))
     pairs = pair_folder(root / "images", root / masks)
     spec = splits or {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}, "seed": 0}
-    by_name = {p.name: p for p in pairs}
-    chosen = [by_name[n] for n in select_split(list(by_name), split, spec, root)]
+    chosen = select_samples(pairs, split, spec, root)
     encoding = MaskEncoding("binary" if masks == "masks" else "instance")
     return PairedFilesDataset(
         chosen, ["background", "nucleus"], encoding=encoding, in_channels=3, resize=resize, cache=cache
@@ -113,8 +112,7 @@ def kvasir_seg(
     root = named_root("kvasir_seg", root)
     pairs = pair_folder(root / "images", root / "masks")
     lists = {"train": "splits_medico2020/train.txt", "val": "splits_medico2020/val.txt"}
-    by_name = {p.name: p for p in pairs}
-    chosen = [by_name[n] for n in select_split(list(by_name), split, lists, root)]
+    chosen = select_samples(pairs, split, lists, root)
     return PairedFilesDataset(
         chosen,
         ["background", "polyp"],
@@ -141,7 +139,7 @@ def camvid(
     root = named_root("camvid", root)
     splits = ("train", "val", "test") if split == "all" else (split,)
     if any(s not in ("train", "val", "test") for s in splits):
-        raise DataConfigError(f"camvid has splits train, val, test, all, not {split!r}")
+        raise unknown_choice("camvid split", split, ("train", "val", "test", "all"))
     pairs = []
     for s in splits:
         for name in read_split_file(root / f"{s}.txt"):

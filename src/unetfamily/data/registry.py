@@ -1,6 +1,6 @@
 """``build_dataset``: one entry point from a config (dict or YAML file) to a dataset.
 
-A config names a ``type`` and that type's options::
+A config names a ``type`` and that type's options (a bare type name, ``"synthetic"``, is a config too)::
 
     type: folder              # or voc, tiff_stack, synthetic, isbi2012_em, dsb2018_nuclei, kvasir_seg, camvid
     root: /data/polyps
@@ -28,9 +28,10 @@ import yaml
 
 from unetfamily.data.base import PairedFilesDataset, SegmentationDataset
 from unetfamily.data.encodings import MaskEncoding
-from unetfamily.data.errors import DataConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError, check_keys, unknown_choice
 from unetfamily.data.formats import VOC_CLASSES, TiffStackDataset, pair_folder, voc_pairs
-from unetfamily.data.splits import select_split
+from unetfamily.data.io import read_lines
+from unetfamily.data.splits import select_samples
 from unetfamily.data.synthetic import SyntheticShapes
 
 __all__ = ["build_dataset", "data_root", "list_datasets", "load_data_config", "register_dataset"]
@@ -62,16 +63,14 @@ def data_root() -> Path:
 
 
 def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    """Read a dataset config from a dict or a YAML file (a top-level ``data`` mapping is used if present)."""
+    """A dataset config from a mapping, a YAML file, or a registered type's name (``"synthetic"``).
+
+    A top-level ``data`` mapping (an experiment config) is used if present.
+    """
+    if isinstance(config, str) and config in _REGISTRY:
+        return {"type": config}
     if isinstance(config, (str, Path)):
-        path = Path(config)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as e:
-            raise DataConfigError(f"{path}: cannot read dataset config ({e})") from e
-        if not isinstance(loaded, Mapping):
-            raise DataConfigError(f"{path}: a dataset config must be a mapping with a 'type' key")
-        config = loaded
+        config = _read_yaml(Path(config))
     config = dict(config)
     if "type" not in config and isinstance(config.get("data"), Mapping):
         config = dict(config["data"])
@@ -80,10 +79,22 @@ def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     return config
 
 
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    if not path.exists() and not path.suffix and len(path.parts) == 1:  # a bare word: a mistyped type name
+        raise unknown_choice("dataset", str(path), list_datasets(), hint="or give a YAML config path")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DataConfigError(f"{path}: cannot read dataset config ({e})") from e
+    if not isinstance(loaded, Mapping):
+        raise DataConfigError(f"{path}: a dataset config must be a mapping with a 'type' key")
+    return loaded
+
+
 def build_dataset(
     config: Mapping[str, Any] | str | Path, split: str = "train", **overrides: Any
 ) -> SegmentationDataset:
-    """Build the ``split`` of the dataset described by ``config`` (dict or YAML path).
+    """Build the ``split`` of the dataset described by ``config`` (dict, YAML path or type name).
 
     ``overrides`` replace config keys (e.g. ``root=...``). Unknown types and keys raise
     :class:`DataConfigError` naming them. Samples are ``{"image": (C, H, W) float32, "mask": (H, W)
@@ -91,9 +102,9 @@ def build_dataset(
     """
     config = {**load_data_config(config), **overrides}
     kind = config.pop("type")
-    builder = _REGISTRY.get(kind)
+    builder = _REGISTRY.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        raise DataConfigError(f"unknown dataset type {kind!r}; choose one of {', '.join(list_datasets())}")
+        raise unknown_choice("dataset type", kind, list_datasets())
     augment = config.pop("augment", None)
     params = inspect.signature(builder).parameters
     valid = [p for p in params if p != "split"]
@@ -113,9 +124,7 @@ def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) 
     from unetfamily.data.augment import build_augmentation
 
     options = {"preset": spec} if isinstance(spec, str) else dict(spec)
-    unknown = set(options) - {"preset", "crop_size"}
-    if unknown:
-        raise DataConfigError(f"unknown augment key(s) {sorted(unknown)}; valid: preset, crop_size")
+    check_keys("augment", options, ("preset", "crop_size"))
     return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **options)
 
 
@@ -128,12 +137,7 @@ def _classes(classes: Sequence[str] | str | None, default: Sequence[str]) -> lis
     if classes is None:
         return list(default)
     if isinstance(classes, str):
-        path = _path(classes)
-        try:
-            names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except OSError as e:
-            raise DataConfigError(f"classes: cannot read class list {path} ({e})") from e
-        return names
+        return read_lines(_path(classes), "class list")
     return [str(c) for c in classes]
 
 
@@ -166,8 +170,7 @@ def folder(
         on_missing=on_missing,
     )
     if not per_split:
-        by_name = {p.name: p for p in pairs}
-        pairs = [by_name[n] for n in select_split(list(by_name), split, splits, root)]
+        pairs = select_samples(pairs, split, splits, root)
     return PairedFilesDataset(
         pairs,
         _classes(classes, ["background", "foreground"]),

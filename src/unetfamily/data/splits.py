@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from unetfamily.data.errors import DataConfigError, DataError
-from unetfamily.data.io import IMAGE_SUFFIXES
+from unetfamily.data.base import SamplePaths
+from unetfamily.data.errors import DataConfigError, DataError, check_keys, unknown_choice
+from unetfamily.data.io import IMAGE_SUFFIXES, read_lines
 
-__all__ = ["kfold_split", "random_split", "read_split_file", "select_split"]
+__all__ = ["kfold_split", "random_split", "read_split_file", "select_samples", "select_split"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,8 @@ def read_split_file(path: str | Path) -> list[str]:
     ``/SegNet/CamVid/train/X.png /SegNet/CamVid/trainannot/X.png``) gives the stem of its first path.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read split list ({e})") from e
     names = []
-    for line in lines:
+    for line in read_lines(path, "split list"):
         line = line.split("#", 1)[0].strip()
         if line:
             first = line.split()[0]
@@ -102,19 +99,17 @@ def select_split(
         )
     spec = dict(spec)
     if "fractions" in spec or "folds" in spec:
-        unknown = set(spec) - {"fractions", "folds", "fold", "seed"}
-        if unknown:
-            raise DataConfigError(f"unknown splits key(s) {sorted(unknown)}; valid: fractions, folds, fold, seed")
+        check_keys("splits", spec, ("fractions", "folds", "fold", "seed"))
         seed = int(spec.get("seed", 0))
         if "folds" in spec:
             parts = kfold_split(names, int(spec["folds"]), int(spec.get("fold", 0)), seed)
         else:
             parts = random_split(names, spec["fractions"], seed)
         if split not in parts:
-            raise DataConfigError(f"split {split!r} is not defined; this split spec gives {sorted(parts)}")
+            raise unknown_choice("split", split, parts)
         return parts[split]
     if split not in spec:
-        raise DataConfigError(f"split {split!r} has no list file; the config lists {sorted(spec)}")
+        raise unknown_choice("split", split, spec, hint="another split needs a list file in the dataset's 'splits'")
     path = Path(spec[split])
     if root is not None and not path.is_absolute():
         path = root / path
@@ -124,3 +119,11 @@ def select_split(
     if missing:
         raise DataError(f"{path}: {len(missing)} listed sample(s) have no image/mask pair, e.g. {missing[:5]}")
     return listed
+
+
+def select_samples(
+    samples: Sequence[SamplePaths], split: str, spec: Mapping[str, Any] | None, root: Path | None = None
+) -> list[SamplePaths]:
+    """The image/mask pairs of ``split``, chosen by :func:`select_split` from their names."""
+    by_name = {s.name: s for s in samples}
+    return [by_name[n] for n in select_split(list(by_name), split, spec, root)]

@@ -48,11 +48,16 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return weights @ coarse @ weights.T
 
 
-def _ellipse(rng, yy, xx, cy, cx, radius) -> np.ndarray:
-    a, b = radius * rng.uniform(0.7, 1.0), radius * rng.uniform(0.5, 1.0)
-    t = rng.uniform(0, np.pi)
+def _rotated(yy, xx, cy, cx, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates relative to ``(cy, cx)`` in a frame turned by ``t``: along (u) and across (v)."""
     u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
     v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+    return u, v
+
+
+def _ellipse(rng, yy, xx, cy, cx, radius) -> np.ndarray:
+    a, b = radius * rng.uniform(0.7, 1.0), radius * rng.uniform(0.5, 1.0)
+    u, v = _rotated(yy, xx, cy, cx, rng.uniform(0, np.pi))
     return (u / a) ** 2 + (v / b) ** 2 <= 1.0
 
 
@@ -75,8 +80,7 @@ def _vessel(rng, yy, xx, size) -> np.ndarray:
     """A thin wavy line across the image: distance to y = f(x) in a rotated frame below a half-width."""
     t = rng.uniform(0, np.pi)
     cx, cy = rng.uniform(0.2, 0.8, 2) * size
-    u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
-    v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+    u, v = _rotated(yy, xx, cy, cx, t)
     amp = rng.uniform(0.04, 0.15, 2) * size
     freq = 2 * np.pi / (rng.uniform(0.4, 1.2, 2) * size)
     phase = rng.uniform(0, 2 * np.pi, 2)
