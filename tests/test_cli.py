@@ -37,6 +37,23 @@ def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, capsys: pytest.Cap
     assert "no checkpoint in run folder" in capsys.readouterr().err
 
 
+def test_unknown_device_names_the_close_match(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--checkpoint", str(tmp_path), "--device", "cpux"]) == 2
+    assert "error: --device: unknown value 'cpux'; did you mean 'cpu'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
+def test_every_option_has_help_and_shows_its_default(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetfamily.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    parser = subparsers.choices[command]
+    assert all(action.help for action in parser._actions), [a.dest for a in parser._actions if not a.help]
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "(default:" in capsys.readouterr().out
+
+
 def test_error_types_share_one_base() -> None:
     from unetfamily.config import ConfigError
     from unetfamily.data.errors import DataConfigError

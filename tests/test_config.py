@@ -54,3 +54,11 @@ def test_bad_files_and_overrides(tmp_path: Path) -> None:
 def test_round_trip() -> None:
     cfg = load_config(None, ["train.epochs=2"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_removed_train_augment_is_refused_unless_null() -> None:
+    cfg = config_from_dict({"train": {"augment": None, "epochs": 2}})  # as configs saved by 0.1.0 hold it
+    assert cfg.train.epochs == 2 and "augment" not in cfg.to_dict()["train"]
+    with pytest.raises(ConfigError, match="train.augment is no longer a config key; augmentation is part of the data "
+                                          "config: data.augment"):
+        config_from_dict({"train": {"augment": "medical"}})

@@ -82,7 +82,6 @@ class TrainConfig:
     monitor: str = "dice"
     early_stop_patience: int | None = None
     nan_policy: Literal["stop", "skip"] = "stop"
-    augment: str | None = None
     tensorboard: bool = True
     progress: bool = True
 
@@ -175,9 +174,27 @@ def _check_size(data: Any) -> None:
             )
 
 
+#: Keys that configs saved by version 0.1.0 carry, always null, and that no longer exist; where to set the thing now.
+_REMOVED_KEYS = {("train", "augment"): "augmentation is part of the data config: data.augment"}
+
+
+def _drop_removed_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the null removed keys that 0.1.0 saved (so its run folders still resume); others refused."""
+    for (section, key), instead in _REMOVED_KEYS.items():
+        part = data.get(section)
+        if not isinstance(part, dict) or key not in part:
+            continue
+        if part[key] is not None:
+            raise ConfigError(f"{section}.{key} is no longer a config key; {instead}")
+        data = {**data, section: {k: v for k, v in part.items() if k != key}}
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A :class:`Config` from a nested mapping; missing keys take their defaults."""
     _check_size(data)
+    if isinstance(data, dict):
+        data = _drop_removed_keys(data)
     return dataclass_from_dict(Config, data, "")
 
 

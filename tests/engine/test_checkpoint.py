@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import unetfamily.engine.checkpoint as ckpt_mod
+from unetfamily import files
 from unetfamily import create_model
 from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 
@@ -47,19 +48,34 @@ def test_run_folder_resolves_best_then_last(tmp_path: Path) -> None:
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, opt = _trained()
     path = save_checkpoint(tmp_path / "last.safetensors", model, CONFIG, step=1, optimizer=opt)
-    real_save = ckpt_mod.save_file
 
-    def crash(tensors: dict, filename: str, metadata: dict) -> None:
-        real_save(tensors, filename, metadata)
-        with open(filename, "r+b") as f:  # half-written file, then the "disk" fails
-            f.truncate(100)
-        raise OSError(28, "No space left on device")
+    def crash(target: Path, data: bytes) -> Path:
+        def write(f) -> None:  # noqa: ANN001 - half of the file reaches the disk, then the disk fails
+            f.write(data[: len(data) // 2])
+            f.flush()
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt_mod, "save_file", crash)
+        return files.atomic_write(target, write)
+
+    monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", crash)
     with pytest.raises(CheckpointError, match="previous checkpoint is unchanged"):
         save_checkpoint(path, model, CONFIG, step=2, optimizer=opt)
     assert load_checkpoint(path).step == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temp file left behind
+
+
+def test_metadata_is_strict_json(tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    model, _ = _trained()
+    path = save_checkpoint(tmp_path / "c.safetensors", model, CONFIG, extra={"history": [{"hd95": float("nan")}]})
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    for key in ("config", "extra", "rng"):
+        json.loads(meta[key], parse_constant=lambda token: pytest.fail(f"{key} holds {token}"))
+    assert load_checkpoint(path).extra["history"] == [{"hd95": None}]
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])

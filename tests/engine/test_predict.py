@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from tests.engine.conftest import TINY, tiny_model
 from unetfamily.cli import main
-from unetfamily.engine.inference import sliding_window_inference, sliding_window_strips, tile_starts, window_weights
-from unetfamily.engine.predict import Predictor, palette
+from unetfamily.engine.inference import sliding_window_strips, tile_starts, window_weights
+from unetfamily.engine.predict import Predictor
+from unetfamily.overlay import overlay
 
 
 class Pointwise(nn.Module):
@@ -39,6 +40,11 @@ def naive_blend(fn, image: Tensor, roi: tuple[int, int], overlap: float, mode: s
             out[:, :, y : y + roi[0], x : x + roi[1]] += tile * weight
             count[y : y + roi[0], x : x + roi[1]] += weight
     return out / count
+
+
+def blended(fn, image: Tensor, roi: tuple[int, int], overlap: float = 0.25, **kwargs) -> Tensor:
+    """The whole (N, K, H, W) output: the strips of sliding_window_strips concatenated in order."""
+    return torch.cat([block for _, block in sliding_window_strips(fn, image, roi, overlap, **kwargs)], dim=2)
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -85,7 +91,7 @@ def test_tiled_equals_untiled_for_pointwise_model(shape, roi, overlap, mode, pad
         return model(tiles)
 
     with torch.no_grad():
-        tiled = sliding_window_inference(fn, image, roi, overlap, sw_batch_size=3, mode=mode, pad_mode=pad_mode)
+        tiled = blended(fn, image, roi, overlap, sw_batch_size=3, mode=mode, pad_mode=pad_mode)
         torch.testing.assert_close(tiled, model(image), atol=1e-5, rtol=1e-5)
     assert set(seen) == {roi}  # every tile, padded or not, has the ROI's size
 
@@ -98,7 +104,7 @@ def test_blending_matches_full_canvas_reference(overlap: float, mode: str) -> No
     image = torch.rand(2, 3, 45, 38)
     with torch.no_grad():
         expected = naive_blend(conv, image, (16, 12), overlap, mode)
-        actual = sliding_window_inference(conv, image, (16, 12), overlap, sw_batch_size=5, mode=mode)
+        actual = blended(conv, image, (16, 12), overlap, sw_batch_size=5, mode=mode)
         assert not torch.allclose(actual, conv(image), atol=1e-3)  # tiling does change a 3x3 conv's output
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
@@ -124,11 +130,11 @@ def test_tile_count_batches_and_strips() -> None:
 def test_sliding_window_rejects_bad_arguments() -> None:
     image = torch.rand(1, 3, 20, 20)
     with pytest.raises(ValueError, match="overlap"):
-        sliding_window_inference(lambda t: t, image, (8, 8), overlap=1.0)
+        blended(lambda t: t, image, (8, 8), overlap=1.0)
     with pytest.raises(ValueError, match="model_fn must map"):
-        sliding_window_inference(lambda t: t[..., :4, :4], image, (8, 8))
+        blended(lambda t: t[..., :4, :4], image, (8, 8))
     with pytest.raises(ValueError, match="reflect"):
-        sliding_window_inference(lambda t: t, torch.rand(1, 3, 4, 4), (16, 16), pad_mode="reflect")
+        blended(lambda t: t, torch.rand(1, 3, 4, 4), (16, 16), pad_mode="reflect")
 
 
 # ----------------------------------------------------------------------------- Predictor
@@ -266,20 +272,24 @@ def test_cli_predict_multiclass_png_probabilities(tmp_path, make_checkpoint) -> 
 def test_cli_predict_errors(tmp_path, make_checkpoint, capsys) -> None:
     img = tmp_path / "x.png"
     _save(img, np.zeros((8, 8, 3), dtype=np.uint8))
-    assert main(["predict", "--checkpoint", str(tmp_path / "nope.safetensors"), str(img), "--out", str(tmp_path / "o")]) == 1
-    assert "nope.safetensors" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "nope.safetensors"), str(img), "--out", str(tmp_path / "o")]) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "nope.safetensors" in err
     ckpt = make_checkpoint("unet", num_classes=2)
-    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2
     assert "missing.png" in capsys.readouterr().err
-    assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "o"), "--binary-255"]) == 1
+    assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "o"), "--binary-255"]) == 2
     assert "binary" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "o"), "--overlap", "1"]) == 2
+    assert "error: overlap=1.0 must be in [0, 1)" in capsys.readouterr().err
     (tmp_path / "bad.png").write_bytes(b"not a png")
     out = tmp_path / "o"
-    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "bad.png"), str(img), "--out", str(out)]) == 1
-    assert "1 failed" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "bad.png"), str(img), "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert "1 failed" in printed.out and "error: " in printed.err and "bad.png" in printed.err
+    assert "Traceback" not in printed.err
     assert sorted(p.name for p in out.iterdir()) == ["x.png"]  # the good image is still predicted
     limit = Image.MAX_IMAGE_PIXELS
-    assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(out), "--max-pixels", "50"]) == 1
+    assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(out), "--max-pixels", "50"]) == 2
     assert Image.MAX_IMAGE_PIXELS == limit  # restored after the command
 
 
@@ -293,6 +303,12 @@ def test_cli_predict_unet_plusplus_level(tmp_path, make_checkpoint) -> None:
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "x.png")), expected.mask.numpy())
 
 
-def test_palette_is_voc() -> None:
-    colors = palette(4)
-    assert colors.tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+def test_overlay_file_uses_the_shared_colours(tmp_path, make_checkpoint) -> None:
+    ckpt = make_checkpoint("unet", num_classes=3)
+    rgb = np.random.default_rng(3).integers(0, 256, (20, 17, 3), dtype=np.uint8)
+    _save(tmp_path / "x.png", rgb)
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"),
+                 "--overlay"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "o" / "x.png"))
+    expected = overlay(rgb.transpose(2, 0, 1), mask, ignore_index=None)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "x_overlay.png")), expected)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from unetfamily.engine.train import lr_at
+from unetfamily.engine.schedule import lr_at
 
 
 def test_warmup_then_cosine() -> None:

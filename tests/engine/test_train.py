@@ -45,18 +45,20 @@ def test_each_family_learns(tmp_path: Path, name: str) -> None:
     # 80 steps at 48 px. A constant "all foreground" prediction scores Dice ~0.33 on this data,
     # "all background" 0; every family reaches 0.67-0.85 here (FCN-8s, the coarsest, lowest).
     summary = fit(config_from_dict(_config(tmp_path, name)))
-    dice = [h["dice"] for h in summary["history"]]
-    assert summary["steps"] == 80 and len(dice) == 10
+    dice = [h["dice"] for h in summary.history]
+    assert summary.steps == 80 and len(dice) == 10
     assert dice[-1] > 0.55 and dice[-1] > dice[0] + 0.3, dice
-    assert summary["best"] == max(dice)
+    assert summary.best == max(dice)
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.extra["classes"] == ["background", "foreground"]
     assert ckpt.config["model"]["kwargs"]["in_channels"] == 1
 
 
 def test_run_folder_contents(tmp_path: Path) -> None:
-    fit(config_from_dict(_config(tmp_path, epochs=1, tensorboard=True, image_every=2, log_every=1)))
+    summary = fit(config_from_dict(_config(tmp_path, epochs=1, tensorboard=True, image_every=2, log_every=1)))
     run = tmp_path / "run"
+    assert summary.run_dir == run and summary.monitor == "dice" and not summary.interrupted
+    assert summary.metrics["step"] == 8 and summary.history[-1]["step"] == 8 and summary.seconds > 0
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["kwargs"]["num_classes"] == 1 and saved["train"]["epochs"] == 1
     assert "epoch 1 step 8" in (run / "train.log").read_text()
@@ -77,7 +79,7 @@ def test_nan_loss_stops_before_weights_change(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(TrainingError, match="step 0: non-finite loss"):
         fit(config_from_dict(_config(tmp_path, epochs=1)))
     summary = fit(config_from_dict(_config(tmp_path, epochs=1, nan_policy="skip")))
-    assert summary["skipped_steps"] == 8
+    assert summary.skipped_steps == 8
 
 
 def _train_cmd(config: Path, *extra: str) -> list[str]:
@@ -154,14 +156,19 @@ def test_early_stopping_sgd_poly(tmp_path: Path) -> None:
     cfg["optim"] = {"name": "sgd", "lr": 0.0, "momentum": 0.9}  # nothing changes, so nothing improves
     cfg["schedule"] = {"name": "poly", "power": 0.9}
     summary = fit(config_from_dict(cfg))
-    assert summary["steps"] == 16 and len(summary["history"]) == 2
+    assert summary.steps == 16 and len(summary.history) == 2
 
 
 def test_bf16_autocast_and_channels_last_on_cpu(tmp_path: Path) -> None:
     summary = fit(config_from_dict(_config(tmp_path, epochs=1, amp="bf16", channels_last=True)))
-    assert summary["steps"] == 8 and summary["skipped_steps"] == 0
+    assert summary.steps == 8 and summary.skipped_steps == 0
     weights = load_checkpoint(tmp_path / "run").model_state
     assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # master weights stay fp32
+
+
+def test_fit_takes_a_config_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"fit\(load_config\(path\)\)"):
+        fit(_config(tmp_path, epochs=1))  # type: ignore[arg-type]
 
 
 def test_fp16_on_cpu_is_refused(tmp_path: Path) -> None:

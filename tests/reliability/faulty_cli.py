@@ -51,10 +51,12 @@ def _block() -> None:
 
 def _install() -> None:
     import unetfamily.engine.checkpoint as checkpoint
+    import unetfamily.engine.loop as loop
     import unetfamily.engine.train as train
+    from unetfamily import files
     from unetfamily.losses import SegmentationCriterion
 
-    real_lr_at, real_forward, real_save_file = train.lr_at, SegmentationCriterion.forward, checkpoint.save_file
+    real_lr_at, real_forward, real_write = loop.lr_at, SegmentationCriterion.forward, checkpoint.atomic_write_bytes
     real_evaluate, real_update = train.evaluate, torch.optim.AdamW.step
 
     def lr_at(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the first call of every training step
@@ -83,15 +85,17 @@ def _install() -> None:
             _block()
         return real_evaluate(*args, **kwargs)
 
-    def save_file(tensors, filename, metadata=None):  # noqa: ANN001, ANN202
-        if ".last.safetensors" in Path(filename).name and _hit("save"):
-            real_save_file(tensors, filename, metadata=metadata)
-            data = Path(filename).read_bytes()
-            Path(filename).write_bytes(data[: len(data) // 2])
-            _block()
-        return real_save_file(tensors, filename, metadata=metadata)
+    def atomic_write_bytes(path, data):  # noqa: ANN001, ANN202
+        if Path(path).name == "last.safetensors" and _hit("save"):
+            def write_half(f):  # noqa: ANN001, ANN202 - the real temporary file, half written, then stuck
+                f.write(data[: len(data) // 2])
+                f.flush()
+                _block()
 
-    train.lr_at, train.evaluate, checkpoint.save_file = lr_at, evaluate, save_file
+            return files.atomic_write(path, write_half)
+        return real_write(path, data)
+
+    loop.lr_at, train.evaluate, checkpoint.atomic_write_bytes = lr_at, evaluate, atomic_write_bytes
     SegmentationCriterion.forward, torch.optim.AdamW.step = forward, update
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import unetfamily.engine.train as train_mod
+import unetfamily.engine.run_setup as run_setup
 from tests.reliability.conftest import tiny_config
 from unetfamily.config import config_from_dict
 from unetfamily.engine.checkpoint import load_checkpoint
-from unetfamily.engine.train import TrainingError, fit
+from unetfamily.engine.train import TrainingError, TrainSummary, fit
 from unetfamily.models.unet_plusplus import UNetPlusPlus
 
 BAD_STEP = 2  # 0-based: the third step of four
@@ -49,19 +49,19 @@ def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str
     return tensors
 
 
-def _train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, policy: str) -> tuple[dict, dict[int, dict]]:
+def _train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, policy: str) -> tuple[TrainSummary, dict[int, dict]]:
     """4 steps of a deep-supervised UNet++ with the fault in step BAD_STEP; (summary, state after each step)."""
     config = tiny_config(tmp_path / "run", epochs=1, checkpoint_every=1, nan_policy=policy)
     config["model"] = {"name": "unet_plusplus", "kwargs": {"channels": [4, 8, 16], "deep_supervision": True}}
     monkeypatch.setattr(UNetPlusPlus, "forward", _poison(kind))
     states: dict[int, dict] = {}
-    real_save = train_mod.save_checkpoint
+    real_save = run_setup.save_checkpoint
 
     def spy(path, model, config, step=0, epoch=0, optimizer=None, extra=None):  # noqa: ANN001, ANN202
         states[step] = _state(model, optimizer)
         return real_save(path, model, config, step=step, epoch=epoch, optimizer=optimizer, extra=extra)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", spy)
+    monkeypatch.setattr(run_setup, "save_checkpoint", spy)
     return fit(config_from_dict(config)), states
 
 
@@ -77,7 +77,7 @@ def test_skip_policy_leaves_the_state_of_the_step_before(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="unetfamily"):
         summary, states = _train(tmp_path, monkeypatch, kind, "skip")
-    assert summary["steps"] == 4 and summary["skipped_steps"] == 1
+    assert summary.steps == 4 and summary.skipped_steps == 1
     reports = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
     assert len(reports) == 1 and reports[0].endswith("step skipped (train.nan_policy='skip')")
     assert re.search(REPORTS[kind], reports[0]), reports[0]

@@ -18,7 +18,7 @@ import torch
 
 import unetfamily.engine.checkpoint as ckpt_mod
 from tests.reliability.conftest import tiny_config, write_config
-from unetfamily import create_model
+from unetfamily import create_model, files
 from unetfamily.cli import main
 from unetfamily.config import config_from_dict
 from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -29,16 +29,21 @@ FAILURES = {"disk_full": (errno.ENOSPC, "No space left on device"), "read_only":
 
 
 def _failing_save_file(monkeypatch: pytest.MonkeyPatch, code: int, message: str, after: int = 0) -> None:
-    """Make every checkpoint write after the first ``after`` fail as the file system would."""
-    real, calls = ckpt_mod.save_file, []
+    """Make every checkpoint write after the first ``after`` fail as the file system would, mid-file."""
+    real, calls = ckpt_mod.atomic_write_bytes, []
 
-    def save_file(tensors: dict, filename: str, metadata: dict | None = None) -> None:
-        calls.append(filename)
-        if len(calls) > after:
-            raise OSError(code, message, filename)
-        real(tensors, filename, metadata=metadata)
+    def atomic_write_bytes(path: Path, data: bytes) -> Path:
+        calls.append(path)
+        if len(calls) <= after:
+            return real(path, data)
 
-    monkeypatch.setattr(ckpt_mod, "save_file", save_file)
+        def write(f) -> None:  # noqa: ANN001 - part of the file reaches the temporary file, then the write fails
+            f.write(data[: len(data) // 3])
+            raise OSError(code, message, str(path))
+
+        return files.atomic_write(path, write)
+
+    monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", atomic_write_bytes)
 
 
 @pytest.mark.parametrize("failure", list(FAILURES))

@@ -1,6 +1,59 @@
-"""``unetfamily evaluate`` (transitional: delegates to unetfamily.engine.evaluate)."""
+"""``unetfamily eval``: score a checkpoint on a dataset split, print per-class scores, write them as JSON."""
 from __future__ import annotations
 
-from unetfamily.engine.evaluate import add_parser
+import argparse
+import math
+from pathlib import Path
+from typing import Any
 
-__all__ = ["add_parser"]
+from unetfamily.cli._common import EXIT_OK, command, out
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``unetfamily eval``."""
+    p = command(subparsers, "eval", run, help="evaluate a checkpoint on a dataset split")
+    p.add_argument("--checkpoint", required=True, help="run folder or .safetensors checkpoint")
+    p.add_argument("--data", help="dataset config (YAML path or dataset type name); none: the run's own data config")
+    p.add_argument("--split", default="val", help="dataset split to score")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument("--hd95", action="store_true", help="also compute HD95 (binary tasks)")
+    p.add_argument("--threshold", type=float, default=0.5, help="binary models: foreground probability threshold")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when available)")
+    p.add_argument("--out", type=Path, help="JSON file to write (none: eval_<split>.json in the checkpoint's run folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print a per-class table and the summary scores, write the JSON file."""
+    from unetfamily.engine.device import resolve_device
+    from unetfamily.engine.evaluate import evaluate_checkpoint
+    from unetfamily.errors import ConfigError
+    from unetfamily.files import write_json
+
+    result = evaluate_checkpoint(args.checkpoint, _data_spec(args.data), args.split, batch_size=args.batch_size,
+                                 hd95=args.hd95, threshold=args.threshold,
+                                 device=resolve_device(args.device, "--device"))
+    path = args.out or Path(result["checkpoint"]).parent.parent / f"eval_{args.split}.json"
+    try:
+        write_json(path, result, indent=2)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose another --out") from exc
+    out(f"{'class':<20}{'IoU':>8}{'Dice':>8}")
+    for name, iou, dice in zip(result["classes"], result["per_class_iou"], result["per_class_dice"]):
+        out(f"{name:<20}{_number(iou):>8}{_number(dice):>8}")
+    summary = ["dice", "iou", "miou", "pixel_accuracy"] + (["hd95"] if args.hd95 else [])
+    out("  ".join(f"{k}={_number(result[k])}" for k in summary))
+    out(f"wrote {path}")
+    return EXIT_OK
+
+
+def _data_spec(data: str | None) -> Any:
+    """``--data``: an existing file is a dataset config file, anything else a dataset type name."""
+    if not data:
+        return None
+    return data if Path(data).exists() else {"type": data}
+
+
+def _number(value: float | None) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

@@ -1,6 +1,35 @@
-"""``unetfamily export`` (transitional: delegates to unetfamily.engine.export)."""
+"""``unetfamily export``: a checkpoint's model as an ONNX or TorchScript file."""
 from __future__ import annotations
 
-from unetfamily.engine.export import add_parser
+import argparse
+from pathlib import Path
 
-__all__ = ["add_parser"]
+from unetfamily.cli._common import EXIT_OK, command, out
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``unetfamily export``."""
+    p = command(subparsers, "export", run, help="export a checkpoint's model to ONNX or TorchScript")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .safetensors file or run folder")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
+    p.add_argument("--out", required=True, type=Path, help="output file (.onnx / .pt)")
+    p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
+                   help="example input size; the only size a TorchScript file accepts")
+    p.add_argument("--opset", type=int, help="ONNX opset (none: the exporter's default)")
+    p.add_argument("--static", action="store_true", help="ONNX: fixed batch 1 and --size instead of dynamic axes")
+    p.add_argument("--level", type=int, help="UNet++: export the pruned depth-L network")
+    p.add_argument("--no-check", action="store_true", help="skip comparing the exported graph with PyTorch")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and print what the file takes and returns."""
+    from unetfamily.engine.export import export_model
+
+    path = export_model(args.checkpoint, args.out, args.format, tuple(args.size), args.opset,
+                        dynamic=not args.static, level=args.level, check=not args.no_check)
+    dynamic = args.format == "onnx" and not args.static
+    shape = "(N, C, H, W)" if dynamic else f"(1, C, {args.size[0]}, {args.size[1]})"
+    out(f"exported {path} ({args.format}): image {shape} -> logits")
+    return EXIT_OK

@@ -5,9 +5,9 @@ A checkpoint holds the model weights (``model.*`` tensors), the optimizer's tens
 torch RNG state, the step/epoch counters and the resolved run config (JSON). Nothing in it is
 pickled, so loading a file from anywhere never executes code.
 
-Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
-target: a crash at any point leaves either the previous checkpoint or the new one, never a
-half-written file.
+Writes go through :func:`unetfamily.files.atomic_write_bytes` (a temporary file in the same
+folder, fsynced, renamed over the target): a crash at any point leaves either the previous
+checkpoint or the new one, never a half-written file. Metadata is strict JSON (NaN as null).
 
 Layout of a run folder: ``config.yaml``, ``train.log``, ``checkpoints/last.safetensors``,
 ``checkpoints/best.safetensors``, ``tensorboard/``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize
 from torch import nn
 
 from unetfamily.errors import UnetFamilyError
+from unetfamily.files import atomic_write_bytes, dump_json
 
 log = logging.getLogger(__name__)
 
 FORMAT = "unetfamily-checkpoint-1"
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes"]
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
+           "restore_rng"]
 
 
 class CheckpointError(UnetFamilyError, RuntimeError):
@@ -51,36 +53,6 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (parent folders created) through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        _atomic_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -124,40 +96,25 @@ def save_checkpoint(
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta: dict[str, str] = {
         "format": FORMAT,
-        "config": json.dumps(config),
+        "config": dump_json(config, indent=None),
         "step": str(step),
         "epoch": str(epoch),
-        "extra": json.dumps(extra or {}),
-        "rng": json.dumps({"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state())}),
+        "extra": dump_json(extra or {}, indent=None),
+        "rng": dump_json({"python": random.getstate(), "numpy": np.random.get_state()}, indent=None),
     }
     tensors["rng.torch"] = torch.get_rng_state()
     if optimizer is not None:
         opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
         tensors.update(opt_tensors)
-        meta["optimizer"] = json.dumps(opt_meta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        meta["optimizer"] = dump_json(opt_meta, indent=None)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata=meta)
-        _atomic_replace(tmp, path)
+        atomic_write_bytes(path, serialize(tensors, metadata=meta))
     except OSError as exc:
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged. "
             f"Free disk space or choose a writable output_dir."
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, tuple):
-        return [_jsonable(o) for o in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def restore_rng(rng: dict[str, Any], torch_state: torch.Tensor | None) -> None:
@@ -243,13 +200,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     try:
         spec = ckpt.config["model"]
         with torch.device("meta"):  # shapes first: a damaged config must not allocate a huge model
-            expected = {k: tuple(v.shape) for k, v in create_model(spec["name"], **spec.get("kwargs", {})).state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in ckpt.model_state.items()}
+            skeleton = create_model(spec["name"], **spec.get("kwargs", {}))
+        upgrade = getattr(skeleton, "upgrade_state_dict", None)  # keys renamed since 0.1.0
+        state = upgrade(ckpt.model_state) if upgrade is not None else ckpt.model_state
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
         if expected != found:
             wrong = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
             raise ValueError(f"the weights do not fit the model in its config ({len(wrong)} tensors differ, e.g. {wrong[:3]})")
         model = create_model(spec["name"], **spec.get("kwargs", {}))
-        model.load_state_dict(ckpt.model_state)
+        model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{resolve_checkpoint(path)}: cannot rebuild the model from the checkpoint ({exc})") from exc
     return model.to(device).eval(), ckpt

@@ -1,15 +1,12 @@
-"""Evaluation: :func:`evaluate` over a loader and the ``unetfamily eval`` command.
+"""Evaluation: :func:`evaluate` over a loader, :func:`evaluate_checkpoint` for a saved model.
 
 Scores come from one confusion matrix accumulated over the whole split (and over all processes
 under DDP), see :mod:`unetfamily.metrics`; per-image scores are for finding where a model fails.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "add_parser"]
+__all__ = ["evaluate", "evaluate_checkpoint"]
 
 
 def _plain(value: torch.Tensor) -> Any:
@@ -73,46 +70,32 @@ def evaluate(
     return result
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``unetfamily eval``."""
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    p.add_argument("--checkpoint", required=True, help="run folder or .safetensors checkpoint")
-    p.add_argument("--data", help="dataset config (YAML path or named dataset); default: the run's own data config")
-    p.add_argument("--split", default="val")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--hd95", action="store_true", help="also compute HD95 (binary tasks)")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="JSON file to write (default: <run>/eval_<split>.json next to the checkpoint)")
-    p.set_defaults(func=_run)
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path | dict[str, Any] | None = None,
+    split: str = "val",
+    *,
+    batch_size: int = 4,
+    hd95: bool = False,
+    threshold: float = 0.5,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
+    """Scores of a checkpoint's model (file or run folder) on ``split`` of a dataset, per image too.
 
-
-def _run(args: argparse.Namespace) -> int:
+    ``data`` is a dataset config (mapping or YAML path, see :func:`unetfamily.data.build_dataset`);
+    None uses the data config the model was trained with. Returns :func:`evaluate`'s result with
+    ``per_image`` scores, plus ``classes``, ``split`` and ``checkpoint`` (the file that was read).
+    """
     from unetfamily.data import build_dataset, make_loader
-    from unetfamily.engine.checkpoint import atomic_write_bytes, load_model, resolve_checkpoint
+    from unetfamily.engine.checkpoint import load_model, resolve_checkpoint
+    from unetfamily.engine.device import resolve_device
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    model, ckpt = load_model(args.checkpoint, device)
-    data_cfg: Any = ckpt.config.get("data", {})
-    if args.data:
-        data_cfg = args.data if Path(args.data).exists() else {"type": args.data}
-    dataset = build_dataset(data_cfg, args.split)
-    loader = make_loader(dataset, args.batch_size, shuffle=False)
-    result = evaluate(model, loader, device, dataset.info.num_classes, dataset.info.ignore_index,
-                      hd95=args.hd95, per_image=True, threshold=args.threshold)
+    where = resolve_device(device)
+    model, ckpt = load_model(checkpoint, where)
+    dataset = build_dataset(ckpt.config.get("data", {}) if data is None else data, split)
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
+                      hd95=hd95, per_image=True, threshold=threshold)
     result["classes"] = list(dataset.info.classes)
-    result["split"], result["checkpoint"] = args.split, str(resolve_checkpoint(args.checkpoint))
-    out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).parent.parent / f"eval_{args.split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, json.dumps(result, indent=2, allow_nan=True).encode())
-    print(f"{'class':<20}{'IoU':>8}{'Dice':>8}")
-    for name, iou, dice in zip(result["classes"], result["per_class_iou"], result["per_class_dice"]):
-        print(f"{name:<20}{_f(iou):>8}{_f(dice):>8}")
-    summary = ["dice", "iou", "miou", "pixel_accuracy"] + (["hd95"] if args.hd95 else [])
-    print("  ".join(f"{k}={_f(result[k])}" for k in summary))
-    print(f"wrote {out}")
-    return 0
-
-
-def _f(value: float) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    result["split"], result["checkpoint"] = split, str(resolve_checkpoint(checkpoint))
+    return result

@@ -1,4 +1,4 @@
-"""Export a trained model to ONNX or TorchScript, and the ``export`` command.
+"""Export a trained model to ONNX or TorchScript.
 
 The exported graph maps an image batch ``image`` (N, in_channels, H, W), float in [0, 1], to the
 final logits ``logits`` (N, num_classes, H, W): deep-supervision lists and the UNet3+ CGM tuple
@@ -15,16 +15,15 @@ exported graph would then fail or crop wrongly on sizes that need padding).
 TorchScript uses ``torch.jit.trace`` (deprecated upstream in favour of ``torch.export``): sizes
 are frozen at trace time, so the file accepts only ``input_size`` (any batch).
 
-After writing, the file is loaded back and compared with PyTorch on random inputs (with
-onnxruntime for ONNX, when installed); a mismatch raises :class:`ExportError`.
+Before anything is written, the exported bytes are loaded back and compared with PyTorch on
+random inputs (with onnxruntime for ONNX, when installed); a mismatch raises
+:class:`ExportError`. The file is then written atomically (:func:`unetfamily.files.atomic_write_bytes`).
 """
 from __future__ import annotations
 
-import argparse
+import io
 import json
 import logging
-import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -33,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.errors import UnetFamilyError
+from unetfamily.errors import ConfigError, UnetFamilyError
+from unetfamily.files import atomic_write_bytes
 from unetfamily.models import SegmentationModel, UNetPlusPlus, final_output
 
-__all__ = ["ExportError", "ExportWrapper", "export_model", "add_parser"]
+__all__ = ["ExportError", "ExportWrapper", "export_model"]
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +93,21 @@ def export_model(
         opset: ONNX opset; None = the exporter's default.
         dynamic: ONNX only: dynamic batch, height and width (else everything fixed, batch 1).
         level: UNet++ only: export the pruned depth-``level`` network (smaller and faster).
-        check: reload the file and compare it with PyTorch (ONNX: needs onnxruntime).
+        check: load the exported graph back and compare it with PyTorch (ONNX: needs onnxruntime).
 
-    The file is written to a temporary name and renamed, so ``out_path`` is never half-written.
+    Nothing is written when the export or the check fails (:class:`ExportError`); unusable
+    options raise :class:`~unetfamily.errors.ConfigError`. The file is written atomically.
     """
     if format not in ("onnx", "torchscript"):
-        raise ValueError(f"format={format!r} is not valid; choose 'onnx' or 'torchscript'")
+        raise ConfigError(f"format={format!r} is not valid; choose 'onnx' or 'torchscript'")
     model, extra = _as_model(checkpoint_or_model)
     if not isinstance(model, SegmentationModel):
         raise TypeError(f"expected a unetfamily model, got {type(model).__name__}")
     if level is not None:
-        if not isinstance(model, UNetPlusPlus):
-            raise ValueError(f"level selects a pruned UNet++; this model is a {type(model).__name__}")
-        model = model.pruned(level)
+        model = _pruned(model, level)
     model = model.cpu().eval()
     height, width = (input_size, input_size) if isinstance(input_size, int) else map(int, input_size)
     wrapper = ExportWrapper(model).eval()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     meta = {
         "num_classes": str(model.num_classes),
         "in_channels": str(model.in_channels),
@@ -119,24 +115,33 @@ def export_model(
         "input": "float32 (N, in_channels, H, W) in [0, 1], no mean/std normalisation",
         "classes": json.dumps(extra.get("classes")),
     }
+    if format == "onnx":
+        data = _export_onnx(wrapper, (height, width), opset, dynamic, meta)
+        if check:
+            _check_onnx(wrapper, data, [(1, height, width)] + ([(2, height + 3, width + 5)] if dynamic else []))
+    else:
+        data = _export_torchscript(wrapper, (height, width), meta)
+        if check:
+            _check_torchscript(wrapper, data, [(1, height, width), (2, height, width)])
+    out_path = Path(out_path)
     try:
-        if format == "onnx":
-            _export_onnx(wrapper, tmp, (height, width), opset, dynamic, meta)
-            sizes = [(1, height, width)] + ([(2, height + 3, width + 5)] if dynamic else [])
-            if check:
-                _check_onnx(wrapper, tmp, sizes)
-        else:
-            _export_torchscript(wrapper, tmp, (height, width), meta)
-            if check:
-                _check_torchscript(wrapper, tmp, [(1, height, width), (2, height, width)])
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(out_path, data)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out_path}: {exc.strerror or exc}; choose another output path") from exc
     log.info("exported %s (%s) to %s", type(model).__name__, format, out_path)
     return out_path
 
 
-def _export_onnx(wrapper: ExportWrapper, path: Path, size: tuple[int, int], opset: int | None, dynamic: bool, meta: dict) -> None:
+def _pruned(model: SegmentationModel, level: int) -> SegmentationModel:
+    if not isinstance(model, UNetPlusPlus):
+        raise ConfigError(f"level selects a pruned UNet++; this model is a {type(model).__name__}")
+    try:
+        return model.pruned(level)
+    except ValueError as exc:  # a level the model does not have
+        raise ConfigError(str(exc)) from exc
+
+
+def _export_onnx(wrapper: ExportWrapper, size: tuple[int, int], opset: int | None, dynamic: bool, meta: dict) -> bytes:
     example = torch.rand(2 if dynamic else 1, wrapper.model.in_channels, *size)  # batch 2: a 1 would be specialised
     shapes = None
     if dynamic:
@@ -154,28 +159,30 @@ def _export_onnx(wrapper: ExportWrapper, path: Path, size: tuple[int, int], opse
         except Exception as exc:  # the exporter raises many types; name what was being exported
             raise ExportError(f"torch.onnx.export failed for {type(wrapper.model).__name__}: {exc}") from exc
     program.model.metadata_props.update(meta)
-    program.save(path, external_data=False)
+    return program.model_proto.SerializeToString()
 
 
-def _export_torchscript(wrapper: ExportWrapper, path: Path, size: tuple[int, int], meta: dict) -> None:
+def _export_torchscript(wrapper: ExportWrapper, size: tuple[int, int], meta: dict) -> bytes:
     example = torch.rand(1, wrapper.model.in_channels, *size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # jit.trace is deprecated; shape-to-bool warnings are expected (fixed size)
         traced = torch.jit.trace(wrapper, example)
-        torch.jit.save(traced, str(path), _extra_files={"unetfamily.json": json.dumps({**meta, "input_size": list(size)})})
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={"unetfamily.json": json.dumps({**meta, "input_size": list(size)})})
+    return buffer.getvalue()
 
 
 def _max_error(expected: Tensor, actual: Tensor) -> float:
     return float((expected - actual).abs().max() / expected.abs().max().clamp(min=1.0))
 
 
-def _check_onnx(wrapper: ExportWrapper, path: Path, sizes: list[tuple[int, int, int]]) -> None:
+def _check_onnx(wrapper: ExportWrapper, data: bytes, sizes: list[tuple[int, int, int]]) -> None:
     try:
         import onnxruntime as ort
     except ImportError:
-        log.warning("onnxruntime is not installed: %s was not checked against PyTorch", path)
+        log.warning("onnxruntime is not installed: the ONNX graph was not checked against PyTorch")
         return
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     for n, h, w in sizes:
         x = torch.rand(n, wrapper.model.in_channels, h, w)
         with torch.no_grad():
@@ -188,47 +195,13 @@ def _check_onnx(wrapper: ExportWrapper, path: Path, sizes: list[tuple[int, int, 
             raise ExportError(f"the ONNX graph does not reproduce PyTorch at input {tuple(x.shape)}; nothing written")
 
 
-def _check_torchscript(wrapper: ExportWrapper, path: Path, sizes: list[tuple[int, int, int]]) -> None:
+def _check_torchscript(wrapper: ExportWrapper, data: bytes, sizes: list[tuple[int, int, int]]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        loaded = torch.jit.load(str(path))
+        loaded = torch.jit.load(io.BytesIO(data))
     for n, h, w in sizes:
         x = torch.rand(n, wrapper.model.in_channels, h, w)
         with torch.no_grad():
             expected, actual = wrapper(x), loaded(x)
         if actual.shape != expected.shape or _max_error(expected, actual) > 1e-4:
             raise ExportError(f"the TorchScript module does not reproduce PyTorch at input {tuple(x.shape)}; nothing written")
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``unetfamily export``."""
-    p = subparsers.add_parser("export", help="export a checkpoint's model to ONNX or TorchScript")
-    p.add_argument("--checkpoint", required=True, help="checkpoint .safetensors file or run folder")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", required=True, type=Path, help="output file (.onnx / .pt)")
-    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
-                   help="example input size; the only size a TorchScript file accepts (256 256)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--static", action="store_true", help="ONNX: fixed batch 1 and --size instead of dynamic axes")
-    p.add_argument("--level", type=int, help="UNet++: export the pruned depth-L network")
-    p.add_argument("--no-check", action="store_true", help="skip comparing the file with PyTorch")
-    p.set_defaults(func=_run_export)
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    from unetfamily.engine.checkpoint import CheckpointError
-
-    try:
-        path = export_model(
-            args.checkpoint, args.out, args.format, tuple(args.size), args.opset,
-            dynamic=not args.static, level=args.level, check=not args.no_check,
-        )
-    except (CheckpointError, ExportError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    shape = "(N, C, H, W)" if args.format == "onnx" and not args.static else f"(1, C, {args.size[0]}, {args.size[1]})"
-    print(f"exported {path} ({args.format}): image {shape} -> logits")
-    return 0

@@ -1,6 +1,7 @@
 """Sliding-window inference: predict an image of any size from fixed-size tiles, with bounded memory.
 
-The behaviour follows MONAI's ``monai.inferers.sliding_window_inference`` (2-D only):
+:func:`sliding_window_strips` is the one entry point (:class:`unetfamily.engine.predict.Predictor`
+uses it). The behaviour follows MONAI's ``monai.inferers.sliding_window_inference`` (2-D only):
 
 - Tile starts along an axis of length ``size`` step by ``int(roi * (1 - overlap))`` (at least 1)
   and the last tile is moved back to end at the border, so tiles cover the image and never leave
@@ -20,8 +21,8 @@ Departures, all deliberate:
 - The output is produced in horizontal strips (:func:`sliding_window_strips`): the tiles of one
   tile row are run, and the rows that no later tile touches are finished, normalised and handed
   out. Memory is one ROI-high accumulator (N, K, roi_h, W) plus one batch of tiles, whatever the
-  image height; :func:`sliding_window_inference` collects the strips into the (N, K, H, W)
-  output. Accumulation is float32 on ``device`` (the CPU unless told otherwise).
+  image height; a caller that wants the whole (N, K, H, W) output concatenates the strips along
+  H. Accumulation is float32 on ``device`` (the CPU unless told otherwise).
 - The predictor's output must have the tile's size (no zoomed outputs, no dict/tuple outputs).
 
 What is blended is up to ``model_fn``: :class:`unetfamily.engine.predict.Predictor` blends
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["sliding_window_inference", "sliding_window_strips", "tile_starts", "window_weights"]
+__all__ = ["sliding_window_strips", "tile_starts", "window_weights"]
 
 BlendMode = Literal["gaussian", "constant"]
 PadMode = Literal["constant", "reflect", "replicate", "circular"]
@@ -88,6 +89,49 @@ def _axis_plan(size: int, roi: int, overlap: float) -> tuple[list[int], int, int
     return tile_starts(size, roi, overlap), 0, roi
 
 
+def _check_arguments(image: Tensor, roi_size: tuple[int, int], overlap: float, sw_batch_size: int) -> None:
+    if image.dim() != 4:
+        raise ValueError(f"image must be (N, C, H, W), got shape {tuple(image.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap={overlap} must be in [0, 1)")
+    if sw_batch_size < 1 or min(roi_size) < 1:
+        raise ValueError(f"sw_batch_size={sw_batch_size} and roi_size={tuple(roi_size)} must be positive")
+
+
+def _padding(size: tuple[int, int], roi: tuple[int, int], start: tuple[int, int], valid: tuple[int, int],
+             pad_mode: PadMode) -> tuple[int, int, int, int] | None:
+    """``F.pad`` amounts (left, right, top, bottom) that bring a tile to the ROI, or None when none is needed."""
+    (roi_h, roi_w), (top, left), (valid_h, valid_w) = roi, start, valid
+    if valid_h == roi_h and valid_w == roi_w:
+        return None
+    pad = (left, roi_w - valid_w - left, top, roi_h - valid_h - top)
+    if pad_mode == "reflect" and (valid_h <= max(pad[2:]) or valid_w <= max(pad[:2])):
+        raise ValueError(
+            f"pad_mode='reflect' cannot pad a {size[0]}x{size[1]} image to the ROI {roi_h}x{roi_w} "
+            f"(padding must be smaller than the image); use 'replicate' or 'constant'"
+        )
+    return pad
+
+
+def _coverage(starts: list[int], weights: Tensor, length: int) -> Tensor:
+    """(length,) sum of the 1-D tile weights over every tile along one axis: the blend's normaliser."""
+    total = torch.zeros(length, device=weights.device)
+    for start in starts:
+        total[start : start + len(weights)] += weights
+    return total
+
+
+def _run_tiles(model_fn: Callable[[Tensor], Tensor], tiles: Tensor, pad: tuple[int, int, int, int] | None,
+               pad_mode: PadMode, cval: float, roi: tuple[int, int]) -> Tensor:
+    """``model_fn`` on a batch of tiles (B, C, h, w) padded to the ROI; checks that it returns (B, K, *roi)."""
+    if pad is not None:
+        tiles = F.pad(tiles, pad, mode=pad_mode, value=cval if pad_mode == "constant" else None)
+    out = model_fn(tiles)
+    if out.dim() != 4 or out.shape[0] != len(tiles) or tuple(out.shape[-2:]) != roi:
+        raise ValueError(f"model_fn must map tiles {tuple(tiles.shape)} to (B, K, {roi[0]}, {roi[1]}), got {tuple(out.shape)}")
+    return out
+
+
 def sliding_window_strips(
     model_fn: Callable[[Tensor], Tensor],
     image: Tensor,
@@ -112,53 +156,31 @@ def sliding_window_strips(
         sw_batch_size: tiles per ``model_fn`` call (tiles of one tile row, over all N images).
         mode, sigma_scale: importance map (:func:`window_weights`).
         pad_mode, cval: how axes shorter than the ROI are padded (``torch.nn.functional.pad``).
-        sw_device: where tiles are sent (default: the image's device).
-        device: where outputs are accumulated, float32 (default: the image's device).
+        sw_device, device: where tiles are sent, and where outputs are accumulated in float32
+            (both default to the image's device).
 
-    Yields:
-        ``(row, block)``: ``block`` (N, K, rows, W) float32 holds output rows ``row .. row + rows``;
-        blocks come in order and together cover rows 0..H.
+    Yields ``(row, block)``: ``block`` (N, K, rows, W) float32 holds output rows ``row .. row + rows``;
+    blocks come in order and together cover rows 0..H.
     """
-    if image.dim() != 4:
-        raise ValueError(f"image must be (N, C, H, W), got shape {tuple(image.shape)}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap={overlap} must be in [0, 1)")
-    if sw_batch_size < 1 or min(roi_size) < 1:
-        raise ValueError(f"sw_batch_size={sw_batch_size} and roi_size={tuple(roi_size)} must be positive")
+    _check_arguments(image, roi_size, overlap, sw_batch_size)
     n, _, height, width = image.shape
     roi_h, roi_w = int(roi_size[0]), int(roi_size[1])
     sw_device = image.device if sw_device is None else torch.device(sw_device)
     device = image.device if device is None else torch.device(device)
     ys, top, valid_h = _axis_plan(height, roi_h, overlap)
     xs, left, valid_w = _axis_plan(width, roi_w, overlap)
-    pad = (left, roi_w - valid_w - left, top, roi_h - valid_h - top) if (valid_h < roi_h or valid_w < roi_w) else None
-    if pad is not None and pad_mode == "reflect" and (valid_h <= max(pad[2:]) or valid_w <= max(pad[:2])):
-        raise ValueError(
-            f"pad_mode='reflect' cannot pad a {height}x{width} image to the ROI {roi_h}x{roi_w} "
-            f"(padding must be smaller than the image); use 'replicate' or 'constant'"
-        )
+    pad = _padding((height, width), (roi_h, roi_w), (top, left), (valid_h, valid_w), pad_mode)
     wy, wx = window_weights((roi_h, roi_w), mode, sigma_scale, device)
     wy, wx = wy[top : top + valid_h], wx[left : left + valid_w]
     weight = wy[:, None] * wx[None, :]  # (valid_h, valid_w)
-    norm_y, norm_x = torch.zeros(height, device=device), torch.zeros(width, device=device)
-    for y in ys:
-        norm_y[y : y + valid_h] += wy
-    for x in xs:
-        norm_x[x : x + valid_w] += wx
-
+    norm_y, norm_x = _coverage(ys, wy, height), _coverage(xs, wx, width)
     acc: Tensor | None = None  # rows [ys[i], ys[i] + valid_h) of the output
+    jobs = [(b, x) for b in range(n) for x in xs]  # the tiles of one tile row
     for i, y in enumerate(ys):
-        jobs = [(b, x) for b in range(n) for x in xs]
         for start in range(0, len(jobs), sw_batch_size):
             chunk = jobs[start : start + sw_batch_size]
             tiles = torch.stack([image[b, :, y : y + valid_h, x : x + valid_w] for b, x in chunk]).to(sw_device)
-            if pad is not None:
-                tiles = F.pad(tiles, pad, mode=pad_mode, value=cval if pad_mode == "constant" else None)
-            out = model_fn(tiles)
-            if out.dim() != 4 or out.shape[0] != len(chunk) or tuple(out.shape[-2:]) != (roi_h, roi_w):
-                raise ValueError(
-                    f"model_fn must map tiles {tuple(tiles.shape)} to (B, K, {roi_h}, {roi_w}), got {tuple(out.shape)}"
-                )
+            out = _run_tiles(model_fn, tiles, pad, pad_mode, cval, (roi_h, roi_w))
             out = out[..., top : top + valid_h, left : left + valid_w].to(device=device, dtype=torch.float32)
             if acc is None:
                 acc = torch.zeros(n, out.shape[1], valid_h, width, device=device)
@@ -171,30 +193,3 @@ def sliding_window_strips(
             acc[:, :, : valid_h - done] = acc[:, :, done:].clone()
         acc[:, :, valid_h - done :] = 0
 
-
-def sliding_window_inference(
-    model_fn: Callable[[Tensor], Tensor],
-    image: Tensor,
-    roi_size: tuple[int, int],
-    overlap: float = 0.25,
-    sw_batch_size: int = 4,
-    mode: BlendMode = "gaussian",
-    sigma_scale: float = 0.125,
-    pad_mode: PadMode = "constant",
-    cval: float = 0.0,
-    sw_device: torch.device | str | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Blended tiled output (N, K, H, W) float32 of ``model_fn`` over ``image`` (N, C, H, W).
-
-    Arguments as :func:`sliding_window_strips`, which this collects into one tensor on ``device``.
-    """
-    out: Tensor | None = None
-    for row, block in sliding_window_strips(
-        model_fn, image, roi_size, overlap, sw_batch_size, mode, sigma_scale, pad_mode, cval, sw_device, device
-    ):
-        if out is None:
-            out = torch.empty(*block.shape[:2], image.shape[-2], image.shape[-1], device=block.device)
-        out[:, :, row : row + block.shape[2]] = block
-    assert out is not None
-    return out

@@ -1,4 +1,4 @@
-"""Prediction: probabilities and class masks for images of any size, and the ``predict`` command.
+"""Prediction: probabilities and class masks for images of any size, and their files.
 
 :class:`Predictor` wraps a model in eval mode. An image larger than ``tile_size`` is predicted
 tile by tile (:mod:`unetfamily.engine.inference`, Gaussian-weighted blending of overlapping
@@ -19,25 +19,26 @@ Multi-class: probabilities (K, H, W) = softmax, mask = argmax. Images are (C, H,
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import os
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from unetfamily.engine.inference import BlendMode, sliding_window_strips, tile_starts
+from unetfamily.errors import ConfigError
+from unetfamily.files import atomic_write
 from unetfamily.models import UNetPlusPlus, final_output
+from unetfamily.overlay import overlay
 
-__all__ = ["Prediction", "Predictor", "load_image", "overlay", "palette", "add_parser"]
+__all__ = ["Prediction", "Predictor", "PredictedFiles", "load_image", "write_outputs", "collect_inputs",
+           "output_stems", "predict_files"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Predictor:
             default the deepest). None (default) uses the model's final output.
         amp: run the model under bf16 autocast (outputs are converted to float32).
         device: where the model runs (default: where its parameters are).
+
+    Unusable options raise :class:`~unetfamily.errors.ConfigError` (a ValueError) naming them.
     """
 
     def __init__(
@@ -89,24 +92,7 @@ class Predictor:
         amp: bool = False,
         device: torch.device | str | None = None,
     ) -> None:
-        if (level is not None or mode is not None) and not isinstance(model, UNetPlusPlus):
-            raise ValueError(
-                f"level/mode select UNet++ heads; this model is a {type(model).__name__}. Leave them unset."
-            )
-        if mode not in (None, "accurate", "fast"):
-            raise ValueError(f"mode={mode!r} is not valid; choose 'accurate' or 'fast'")
-        if mode == "accurate" and level is not None:
-            raise ValueError("mode='accurate' averages every head; a level needs mode='fast' (or no mode)")
-        if isinstance(model, UNetPlusPlus) and level is not None:
-            model._check_level(level)  # fails now, naming the level, rather than on the first image
-        if tile_size is not None and tile_size < 1:
-            raise ValueError(f"tile_size={tile_size} must be positive (or None to never tile)")
-        if not 0 <= overlap < 1 or batch_size < 1:
-            raise ValueError(f"overlap={overlap} must be in [0, 1) and batch_size={batch_size} positive")
-        if blend not in ("gaussian", "constant"):
-            raise ValueError(f"blend={blend!r} is not valid; choose 'gaussian' or 'constant'")
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold={threshold} must be in [0, 1]")
+        _check_options(model, tile_size, overlap, batch_size, blend, threshold, level, mode)
         param = next(model.parameters(), None)
         self.device = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
         self.model = model.to(self.device).eval()
@@ -198,6 +184,30 @@ class Predictor:
         return Prediction(probs, mask)
 
 
+def _check_options(model: nn.Module, tile_size: int | None, overlap: float, batch_size: int, blend: str,
+                   threshold: float, level: int | None, mode: str | None) -> None:
+    """Refuse unusable :class:`Predictor` options with a :class:`~unetfamily.errors.ConfigError` naming them."""
+    if (level is not None or mode is not None) and not isinstance(model, UNetPlusPlus):
+        raise ConfigError(f"level/mode select UNet++ heads; this model is a {type(model).__name__}. Leave them unset.")
+    if mode not in (None, "accurate", "fast"):
+        raise ConfigError(f"mode={mode!r} is not valid; choose 'accurate' or 'fast'")
+    if mode == "accurate" and level is not None:
+        raise ConfigError("mode='accurate' averages every head; a level needs mode='fast' (or no mode)")
+    if isinstance(model, UNetPlusPlus) and level is not None:
+        try:
+            model._check_level(level)  # fails now, naming the level, rather than on the first image
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    if tile_size is not None and tile_size < 1:
+        raise ConfigError(f"tile_size={tile_size} must be positive (or None to never tile)")
+    if not 0 <= overlap < 1 or batch_size < 1:
+        raise ConfigError(f"overlap={overlap} must be in [0, 1) and batch_size={batch_size} positive")
+    if blend not in ("gaussian", "constant"):
+        raise ConfigError(f"blend={blend!r} is not valid; choose 'gaussian' or 'constant'")
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"threshold={threshold} must be in [0, 1]")
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -218,45 +228,10 @@ def load_image(path: str | Path, in_channels: int) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-def palette(num_colors: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: (num_colors, 3) uint8; class 0 black, 1 (128, 0, 0), 2 (0, 128, 0), ..."""
-    colors = np.zeros((num_colors, 3), dtype=np.uint8)
-    for i in range(num_colors):
-        c, rgb = i, [0, 0, 0]
-        for bit in range(8):
-            for ch in range(3):
-                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
-            c >>= 3
-        colors[i] = rgb
-    return colors
-
-
-def overlay(image: Tensor, mask: Tensor) -> np.ndarray:
-    """(H, W, 3) uint8: ``image`` (C, H, W) with every non-background pixel mixed 50/50 with its class colour."""
-    img = image if image.dtype == torch.uint8 else (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    img = img[:3] if img.shape[0] >= 3 else img[:1].expand(3, -1, -1)
-    rgb = img.permute(1, 2, 0).numpy()
-    m = mask.numpy()
-    colors = palette(max(int(m.max()) + 1, 2))[m]
-    mixed = ((rgb.astype(np.uint16) + colors) // 2).astype(np.uint8)
-    return np.where((m > 0)[..., None], mixed, rgb)
-
-
-def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a hidden temporary file renamed over it: never a half-written output."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    _write_atomic(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
 def write_outputs(
@@ -273,6 +248,7 @@ def write_outputs(
     Masks are 8-bit grayscale class indices (16-bit above 256 classes), or 0/255 with
     ``binary_255``. Probabilities: ``<stem>_prob.npy`` (K, H, W) float32, or 16-bit PNGs scaled
     to 0..65535: ``<stem>_prob.png`` for binary models, ``<stem>_prob_<k>.png`` per class otherwise.
+    The overlay tints ``image`` (C, H, W) with the class colours of :mod:`unetfamily.overlay`.
     """
     written = []
     mask = pred.mask.numpy()
@@ -285,14 +261,14 @@ def write_outputs(
         probs = pred.probabilities.numpy()
         if probabilities == "npy":
             written.append(out_dir / f"{stem}_prob.npy")
-            _write_atomic(written[-1], lambda f: np.save(f, probs))
+            atomic_write(written[-1], lambda f: np.save(f, probs))
         else:
             for k, p in enumerate(probs):
                 written.append(out_dir / (f"{stem}_prob.png" if len(probs) == 1 else f"{stem}_prob_{k}.png"))
                 _write_png(written[-1], np.round(p * 65535).astype(np.uint16))
     if with_overlay:
         written.append(out_dir / f"{stem}_overlay.png")
-        _write_png(written[-1], overlay(image, pred.mask))
+        _write_png(written[-1], overlay(image.numpy(), pred.mask.numpy(), ignore_index=None))
     return written
 
 
@@ -315,95 +291,67 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-# ----------------------------------------------------------------------------- command line
+def output_stems(files: Sequence[Path], out_dir: Path) -> list[str]:
+    """Output stems, refusing two inputs that would write the same file or an output over an input."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise ConfigError(
+                f"{seen[path.stem]} and {path} would both write {out_dir / (path.stem + '.png')}; "
+                f"predict them into separate output folders"
+            )
+        seen[path.stem] = path
+        if (out_dir / f"{path.stem}.png").resolve() == path.resolve():
+            raise ConfigError(f"{path}: its mask would overwrite it; choose another output folder")
+    return list(seen)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``unetfamily predict``."""
-    p = subparsers.add_parser("predict", help="predict masks for images with a trained checkpoint")
-    p.add_argument("--checkpoint", required=True, help="checkpoint .safetensors file or run folder")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--tile-size", type=int, default=256, help="tile images larger than this; 0 = never tile (256)")
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
-    p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian", help="tile weighting (gaussian)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (4)")
-    p.add_argument("--tta", action="store_true", help="average over h/v flips (4x the work)")
-    p.add_argument("--threshold", type=float, default=0.5, help="binary models: foreground probability threshold (0.5)")
-    p.add_argument("--level", type=int, help="UNet++: predict with the pruned depth-L sub-network")
-    p.add_argument("--mode", choices=["accurate", "fast"], help="UNet++: average all heads, or one head (fast)")
-    p.add_argument("--probabilities", nargs="?", const="npy", choices=["npy", "png"],
-                   help="also write probabilities: <stem>_prob.npy (default) or 16-bit PNG")
-    p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (image + class colours)")
-    p.add_argument("--binary-255", action="store_true", help="binary models: write masks as 0/255 instead of 0/1")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--max-pixels", type=int, help="accept images up to this many pixels (Pillow refuses more than "
-                   "~89M by default, its decompression-bomb guard); only for files you trust")
-    p.set_defaults(func=_run_predict)
+@dataclass
+class PredictedFiles:
+    """What :func:`predict_files` did: how many images it predicted, which failed and why, how long it took."""
+
+    predicted: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, what went wrong)
+    seconds: float = 0.0
 
 
-def _run_predict(args: argparse.Namespace) -> int:
-    from PIL import Image
+def predict_files(
+    predictor: Predictor,
+    files: Sequence[Path],
+    out_dir: Path,
+    binary_255: bool = False,
+    probabilities: Literal["npy", "png"] | None = None,
+    with_overlay: bool = False,
+) -> PredictedFiles:
+    """Predict every file into ``out_dir`` (see :func:`write_outputs`); an unreadable image is recorded and skipped.
 
-    limit = Image.MAX_IMAGE_PIXELS
-    if args.max_pixels is not None:
-        Image.MAX_IMAGE_PIXELS = args.max_pixels
-    try:
-        return _predict_files(args)
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-
-
-def _predict_files(args: argparse.Namespace) -> int:
+    Two inputs with the same stem, or an output that would overwrite its input, are refused
+    before anything runs (:class:`~unetfamily.errors.ConfigError`).
+    """
     from unetfamily.data.errors import DataError
-    from unetfamily.engine.checkpoint import CheckpointError
 
+    if binary_255 and predictor.num_classes != 1:
+        raise ConfigError(f"binary_255 needs a binary model (num_classes=1); this one has {predictor.num_classes} classes")
+    stems = output_stems(files, out_dir)
     try:
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-        files = collect_inputs(args.inputs)
-        predictor = Predictor.from_checkpoint(
-            args.checkpoint, args.device, tile_size=args.tile_size or None, overlap=args.overlap,
-            batch_size=args.batch_size, blend=args.blend, tta=args.tta, threshold=args.threshold,
-            level=args.level, mode=args.mode, amp=args.bf16,
-        )
-        if args.binary_255 and predictor.num_classes != 1:
-            raise ValueError(f"--binary-255 needs a binary model (num_classes=1); this one has {predictor.num_classes} classes")
-        stems = _output_stems(files, args.out)
-        args.out.mkdir(parents=True, exist_ok=True)
-    except (CheckpointError, DataError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    log.info("predicting %d image(s) with %s (classes: %s)", len(files), args.checkpoint, predictor.classes)
-    failed = 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror or exc}") from exc
+    log.info("predicting %d image(s) (classes: %s)", len(files), predictor.classes)
+    done = PredictedFiles()
     start = time.perf_counter()
     for path, stem in zip(files, stems):
         try:
             t0 = time.perf_counter()
             image = load_image(path, predictor.in_channels)
-            pred = predictor.predict(image, keep_probabilities=args.probabilities is not None)
-            write_outputs(pred, image, args.out, stem, args.binary_255, args.probabilities, args.overlay)
+            pred = predictor.predict(image, keep_probabilities=probabilities is not None)
+            write_outputs(pred, image, out_dir, stem, binary_255, probabilities, with_overlay)
             log.info("%s: %dx%d, %d tile(s), %.2fs", path, image.shape[1], image.shape[2],
                      predictor.num_tiles(*image.shape[1:]), time.perf_counter() - t0)
-        except (DataError, OSError) as exc:
-            failed += 1
-            log.error("%s", exc)
-    print(f"predicted {len(files) - failed}/{len(files)} image(s) into {args.out} in {time.perf_counter() - start:.1f}s"
-          + (f"; {failed} failed (see the log)" if failed else ""))
-    return 1 if failed else 0
-
-
-def _output_stems(files: list[Path], out_dir: Path) -> list[str]:
-    """Output stems, refusing two inputs that would write the same file or an output over an input."""
-    seen: dict[str, Path] = {}
-    for path in files:
-        if path.stem in seen:
-            raise ValueError(
-                f"{seen[path.stem]} and {path} would both write {out_dir / (path.stem + '.png')}; "
-                f"predict them into separate --out folders"
-            )
-        seen[path.stem] = path
-        if (out_dir / f"{path.stem}.png").resolve() == path.resolve():
-            raise ValueError(f"{path}: its mask would overwrite it; choose another --out folder")
-    return list(seen)
+            done.predicted += 1
+        except DataError as exc:
+            done.failed.append((path, str(exc)))
+        except OSError as exc:
+            done.failed.append((path, f"{path}: cannot write its outputs into {out_dir} ({exc.strerror or exc})"))
+    done.seconds = time.perf_counter() - start
+    return done

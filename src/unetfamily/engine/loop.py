@@ -1,0 +1,215 @@
+"""The training steps: :func:`train_one_epoch` and :func:`train_step`, and the :class:`StopFlag` signals set.
+
+Reproducibility: the data order and every sample's augmentation depend only on the seed and the
+epoch (:func:`unetfamily.data.make_loader`), and the global RNG (dropout) is reseeded from
+``(seed, step)`` before each step. A resumed run therefore replays the interrupted epoch from the
+checkpoint's step and reaches the same weights as an uninterrupted run (same device, same thread
+count).
+
+Under DDP every rank must take the same branch: a rank that skips its backward pass, or stops,
+while the others go on leaves them waiting in DDP's gradient all-reduce. So "the loss is not
+finite" and "a stop was requested" are decided by all ranks together before each backward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unetfamily.engine.run_setup import TrainingError, TrainRun
+from unetfamily.engine.schedule import lr_at
+from unetfamily.models import final_output
+from unetfamily.overlay import overlay
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StopFlag", "StopRequested", "StepResult", "train_one_epoch", "train_step"]
+
+
+class StopRequested(Exception):
+    """Raised after the step during which a stop was requested (on any rank)."""
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGINT/SIGTERM while :meth:`catching_signals` is active; the run stops after the current step."""
+
+    requested: bool = False
+
+    def request(self, *_: object) -> None:
+        self.requested = True
+
+    @contextlib.contextmanager
+    def catching_signals(self) -> Iterator[StopFlag]:
+        """SIGINT and SIGTERM set this flag instead of ending the process; the old handlers come back after."""
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield self
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self.request)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@dataclass
+class StepResult:
+    """What one training step reports: its loss terms, learning rate, and whether the ranks agreed to stop."""
+
+    terms: dict[str, torch.Tensor]
+    lr: float
+    stopping: bool
+
+
+def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = None) -> None:
+    """Train the steps of ``epoch`` from ``run.state.step`` on, up to ``run.total_steps``.
+
+    Batches of the epoch that a resumed run had already trained on are drawn again and dropped,
+    so the data order stays that of an uninterrupted run. ``progress`` is a tqdm bar or None.
+    Raises :class:`StopRequested` after the step during which ``stop`` was set.
+    """
+    run.train_loader.sampler.set_epoch(epoch)
+    run.train_model.train()
+    scaler = torch.amp.GradScaler("cuda") if run.cfg.train.amp == "fp16" else None  # fresh each epoch, as in 0.1.0
+    skip = run.state.step - epoch * run.steps_per_epoch
+    for index, batch in enumerate(run.train_loader):
+        if index < skip:
+            continue
+        if run.state.step >= run.total_steps:
+            break
+        result = train_step(run, batch, scaler, stop)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(result.terms['total']):.4f}", lr=f"{result.lr:.2e}")
+        if _checkpoint_due(run):
+            run.save(run.last_path, run.state.step // run.steps_per_epoch)
+        # Under DDP only the agreed flag counts, so that every rank stops after the same step.
+        if result.stopping or (stop.requested and not dist.is_initialized()):
+            raise StopRequested
+
+
+def _checkpoint_due(run: TrainRun) -> bool:
+    # Not at the end of an epoch: `last` is written there after validation, and one written
+    # before it would let a run killed during validation resume without that epoch's metrics.
+    step, every = run.state.step, run.cfg.train.checkpoint_every
+    return bool(every) and step % every == 0 and step % run.steps_per_epoch != 0 and step < run.total_steps
+
+
+def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag) -> StepResult:
+    """One optimiser step on ``batch`` (``image`` (N, C, H, W), ``mask`` (N, H, W)); advances ``run.state``.
+
+    A step whose loss or gradient norm is not finite either raises :class:`TrainingError`
+    (``nan_policy='stop'``) or changes nothing, BatchNorm statistics included (``'skip'``).
+    """
+    cfg, step = run.cfg, run.state.step
+    torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # dropout replays identically on resume
+    s = cfg.schedule
+    lr = lr_at(step, run.total_steps, cfg.optim.lr, s.name, s.warmup_steps, s.min_lr_ratio, s.power)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    images = batch["image"].to(run.device, non_blocking=True).contiguous(memory_format=memory_format)
+    masks = batch["mask"].to(run.device, non_blocking=True)
+    start = time.perf_counter()
+    buffers = list(run.train_model.buffers())  # BatchNorm statistics: a skipped step must not change them either
+    saved_buffers = [b.clone() for b in buffers]
+    with _autocast(run.device, cfg.train.amp):
+        output = run.train_model(images)
+    output = _to_float(output)
+    loss, terms = run.criterion(output, masks)
+    finite, stopping = _agree(loss, stop.requested)  # a stop requested now ends the run after this step
+    skipped = not finite and _nonfinite(step, "loss", terms, cfg.train.nan_policy)
+    run.optimizer.zero_grad(set_to_none=True)
+    if not skipped:
+        skipped = _apply_gradients(run, loss, terms, scaler, step)
+    if skipped:
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)
+    run.state.step = step + 1
+    run.state.skipped_steps += int(skipped)
+    if run.writer is not None and step % max(1, cfg.train.log_every) == 0:
+        _log_step(run, step, terms, lr, images.shape[0] / (time.perf_counter() - start))
+        if cfg.train.image_every and step % cfg.train.image_every == 0:
+            run.writer.add_image("train/overlay", _overlay_grid(images, masks, output), step)
+    return StepResult(terms, lr, stopping)
+
+
+def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.Tensor], scaler: Any, step: int) -> bool:
+    """Backward pass, clipping and optimiser step; True when the step is skipped for a non-finite gradient norm."""
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.unscale_(run.optimizer)
+    norm = nn.utils.clip_grad_norm_(run.train_model.parameters(), run.cfg.train.grad_clip or float("inf"))
+    if not torch.isfinite(norm) and scaler is None:  # the fp16 scaler skips such steps itself
+        return _nonfinite(step, "gradient norm", {**terms, "grad_norm": norm}, run.cfg.train.nan_policy)
+    if scaler:
+        scaler.step(run.optimizer)
+        scaler.update()
+    else:
+        run.optimizer.step()
+    return False
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _to_float(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    return type(output)(_to_float(o) for o in output)
+
+
+def _agree(loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
+    """(loss finite on every rank, a stop requested on any rank), decided by all ranks together."""
+    flags = torch.stack([~torch.isfinite(loss).all(), torch.tensor(stop_requested, device=loss.device)]).float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    nonfinite, stopping = flags.tolist()
+    return not nonfinite, bool(stopping)
+
+
+def _nonfinite(step: int, what: str, terms: dict[str, torch.Tensor], policy: str) -> bool:
+    """Report a non-finite ``what``: raise under ``policy='stop'``, else log it and return True (skip the step)."""
+    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+    detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+    where = f"non-finite terms: {', '.join(bad)}" if bad else "non-finite on another rank"
+    msg = f"step {step}: non-finite {what} ({where}; {detail})"
+    if policy == "stop":
+        raise TrainingError(msg + "; stopping before the weights are changed (train.nan_policy='skip' skips such steps)")
+    log.warning("%s; step skipped (train.nan_policy='skip')", msg)
+    return True
+
+
+def _log_step(run: TrainRun, step: int, terms: dict[str, torch.Tensor], lr: float, images_per_s: float) -> None:
+    for name, value in terms.items():
+        run.writer.add_scalar(f"train/loss/{name}", float(value), step)
+    run.writer.add_scalar("train/lr", lr, step)
+    run.writer.add_scalar("train/images_per_s", images_per_s, step)
+
+
+def _overlay_grid(images: torch.Tensor, masks: torch.Tensor, output: Any, n: int = 4) -> torch.Tensor:
+    """(3, n*H, 3*W) uint8 TensorBoard image: per sample the input, ground truth and prediction overlays."""
+    logits = final_output(output)[:n].detach().float()
+    preds = (logits.sigmoid()[:, 0] > 0.5).long() if logits.shape[1] == 1 else logits.argmax(1)
+    rows = []
+    for image, mask, pred in zip(images[:n].detach().float().cpu().numpy(), masks[:n].cpu().numpy(), preds.cpu().numpy()):
+        plain = overlay(image, np.zeros_like(mask))  # the input alone, as RGB
+        rows.append(np.concatenate([plain, overlay(image, mask), overlay(image, pred)], axis=1))
+    return torch.from_numpy(np.concatenate(rows, axis=0)).permute(2, 0, 1)

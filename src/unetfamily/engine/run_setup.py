@@ -1,0 +1,273 @@
+"""Everything a training run needs before its first step: :func:`setup_run` returns a :class:`TrainRun`.
+
+The order in which things are built is part of the reproducibility contract and must not change:
+datasets, then ``torch.manual_seed(train.seed)`` immediately followed by the model (its initial
+weights), the optimizer (and, on resume, the saved RNG state), the loss, the loaders. Every
+training step reseeds the global RNG from ``(seed, step)`` itself (see
+:mod:`unetfamily.engine.loop`).
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA, SyncBatchNorm only on CUDA), each rank reads
+its shard, and only rank 0 logs and writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from unetfamily.config import Config, ConfigError, config_from_dict
+from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from unetfamily.engine.device import resolve_device
+from unetfamily.errors import UnetFamilyError
+from unetfamily.files import atomic_write_bytes
+from unetfamily.models import SegmentationModel, create_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainingError", "RunState", "Distributed", "TrainRun", "setup_run"]
+
+
+class TrainingError(UnetFamilyError, RuntimeError):
+    """Training cannot go on (an unwritable run folder, a non-finite loss under nan_policy='stop', ...)."""
+
+
+@dataclass
+class RunState:
+    """How far a run is and how it went; every checkpoint carries it, and a resumed run starts from it."""
+
+    step: int = 0
+    best: float | None = None  # best value of train.monitor so far
+    bad_evals: int = 0  # evaluations since the best one (early stopping)
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry of scores per evaluation
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (nan_policy='skip')
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint) -> RunState:
+        extra = ckpt.extra
+        return cls(ckpt.step, extra.get("best"), extra.get("bad_evals", 0), extra.get("history", []),
+                   extra.get("skipped_steps", 0))
+
+    def to_extra(self) -> dict[str, Any]:
+        """What a checkpoint's ``extra`` holds besides the data's classes (``step`` is saved apart)."""
+        return {"best": self.best, "bad_evals": self.bad_evals, "history": self.history,
+                "skipped_steps": self.skipped_steps}
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that logs and writes files."""
+        return self.rank == 0
+
+
+@dataclass
+class TrainRun:
+    """A run ready to train: what :func:`setup_run` built, and the run state the loop advances."""
+
+    cfg: Config  # resolved: model.kwargs hold in_channels and num_classes; on resume, the checkpoint's
+    run_dir: Path  # the output_dir of the config passed in (also on resume)
+    dist: Distributed
+    device: torch.device
+    info: Any  # the training data's DatasetInfo (classes, ignore_index, in_channels)
+    model: nn.Module  # evaluated and saved
+    train_model: nn.Module  # what the steps call: the model, or its DDP / torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    train_loader: Any
+    val_loader: Any
+    total_steps: int
+    state: RunState
+    writer: Any = None  # a TensorBoard SummaryWriter (rank 0, train.tensorboard)
+    log_handler: logging.Handler | None = None  # writes train.log (rank 0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.safetensors"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.safetensors"
+
+    def save(self, path: Path, epoch: int) -> None:
+        """Checkpoint the model, optimizer and run state to ``path`` (rank 0 only)."""
+        if self.dist.main:
+            extra = {"classes": list(self.info.classes), "ignore_index": self.info.ignore_index, **self.state.to_extra()}
+            save_checkpoint(path, self.model, self.cfg.to_dict(), step=self.state.step, epoch=epoch,
+                            optimizer=self.optimizer, extra=extra)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer and stop writing train.log."""
+        if self.writer is not None:
+            self.writer.close()
+        if self.log_handler is not None:
+            logging.getLogger("unetfamily").removeHandler(self.log_handler)
+            self.log_handler.close()
+
+
+def setup_run(config: Config, resume: bool = False) -> TrainRun:
+    """Build data, model, optimizer, loss, loaders and run state for ``config``, in the fixed order.
+
+    With ``resume`` the run continues from ``<output_dir>/checkpoints/last.safetensors``, whose
+    resolved config then replaces ``config`` (the device is still ``config``'s).
+    """
+    from unetfamily.data import build_dataset
+
+    dist_info, device = _setup_distributed(config.train.device)
+    if config.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp='fp16' needs CUDA (loss scaling); use 'bf16' on CPU")
+    if not dist_info.main:  # rank-0-only logging: other ranks report only problems
+        logging.getLogger("unetfamily").setLevel(logging.WARNING)
+    run_dir = Path(config.output_dir)
+    resumed = load_checkpoint(run_dir / "checkpoints" / "last.safetensors") if resume else None
+    cfg = config
+    if resumed is not None:
+        cfg = config_from_dict(resumed.config)  # the interrupted run's resolved config wins
+        log.info("resuming %s from step %d", run_dir, resumed.step)
+    train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    cfg = _with_data_shapes(cfg, train_set.info)
+    if dist_info.main:
+        _write_run_config(run_dir, cfg)
+    model, train_model = _build_model(cfg, device, dist_info, resumed)
+    optimizer = _build_optimizer(model, cfg)
+    if resumed is not None and resumed.optimizer_state is not None:
+        optimizer.load_state_dict(resumed.optimizer_state)
+        restore_rng(resumed.rng, resumed.rng.get("torch"))
+    criterion = _build_criterion(cfg, train_set.info)
+    train_loader, val_loader = _build_loaders(cfg, train_set, val_set, dist_info)
+    steps = len(train_loader) * cfg.train.epochs
+    return TrainRun(
+        cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
+        train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
+        val_loader=val_loader, total_steps=min(cfg.train.max_steps or steps, steps),
+        state=RunState.from_checkpoint(resumed) if resumed is not None else RunState(),
+        log_handler=_file_log(run_dir) if dist_info.main else None,
+        writer=_writer(run_dir, cfg.train.tensorboard) if dist_info.main else None,
+    )
+
+
+def _setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name, "train.device")
+    if world <= 1:
+        return Distributed(), device
+    info = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def _with_data_shapes(cfg: Config, info: Any) -> Config:
+    """``cfg`` with in_channels and num_classes from the data filled in, so the saved config rebuilds the model."""
+    kwargs = {**cfg.model.kwargs}
+    kwargs.setdefault("in_channels", info.in_channels)
+    kwargs.setdefault("num_classes", info.num_model_outputs)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kwargs))
+
+
+def _write_run_config(run_dir: Path, cfg: Config) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write the run folder {run_dir}: {exc.strerror or exc}; choose a writable output_dir "
+            "or free disk space"
+        ) from exc
+
+
+def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
+                 resumed: Checkpoint | None) -> tuple[nn.Module, nn.Module]:
+    """(model, train_model): the seeded model on ``device``, and the DDP / compiled wrapper the steps call."""
+    torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    if resumed is not None:
+        model.load_state_dict(resumed.model_state)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if isinstance(model, SegmentationModel):
+        model.set_memory_saving(cfg.train.memory_saving)
+    train_model: nn.Module = model
+    if dist_info.world_size > 1:
+        if device.type == "cuda":
+            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+    return model, train_model
+
+
+def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _build_criterion(cfg: Config, info: Any) -> nn.Module:
+    from unetfamily.losses import SegmentationCriterion
+
+    return SegmentationCriterion(
+        cfg.loss.name, num_classes=info.num_classes, ds_weights=cfg.loss.ds_weights, cgm_weight=cfg.loss.cgm_weight,
+        ignore_index=info.ignore_index, **cfg.loss.kwargs,
+    )
+
+
+def _build_loaders(cfg: Config, train_set: Any, val_set: Any, dist_info: Distributed) -> tuple[Any, Any]:
+    from unetfamily.data import make_loader
+
+    shared = dict(num_workers=cfg.loader.num_workers, seed=cfg.train.seed, rank=dist_info.rank,
+                  world_size=dist_info.world_size)
+    batch = cfg.loader.batch_size
+    train_loader = make_loader(train_set, batch, shuffle=True, drop_last=len(train_set) > batch, **shared)
+    val_loader = make_loader(val_set, cfg.loader.val_batch_size or batch, shuffle=False, **shared)
+    return train_loader, val_loader
+
+
+def _file_log(run_dir: Path) -> logging.Handler:
+    try:
+        handler = logging.FileHandler(run_dir / "train.log")
+    except OSError as exc:
+        raise TrainingError(f"cannot write {run_dir / 'train.log'}: {exc.strerror or exc}; choose a writable output_dir") from exc
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("unetfamily")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def _writer(run_dir: Path, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed (pip install 'unetfamily[train]'); no TensorBoard logs")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
