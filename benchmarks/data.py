@@ -19,7 +19,6 @@ Falls back to the synthetic dataset when the real data is absent (say so in the 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 
 from unetfamily.data import DataError, SyntheticShapes, build_augmentation, build_dataset, make_loader
 from unetfamily.data.augment import PRESETS
+from unetfamily.files import write_json
 
 
 def rate(n: int, seconds: float) -> float:
@@ -104,8 +104,7 @@ def main() -> None:
     for key, value in results.items():
         print(f"{key:<34} {value:10.1f} samples/s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"dataset": name, "samples": n, "size": args.size, **results}, indent=2))
+        write_json(args.json, {"dataset": name, "samples": n, "size": args.size, **results}, indent=2)
 
 
 if __name__ == "__main__":

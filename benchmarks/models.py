@@ -10,12 +10,12 @@ the same run. ``--json FILE`` writes the rows.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 
 from unetfamily.bench import measure_isolated
+from unetfamily.files import write_json
 from unetfamily.models import family_kwargs
 
 DEFAULT_MODELS = "unet,fcn32s,fcn16s,fcn8s,unet_plusplus,unet_3plus"
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"model": name, **measure_isolated(name, kwargs, shape, args.device, args.repeats)})
         print_row(rows[-1], rows[0], header=len(rows) == 1)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "shape": shape, "width": args.width, "rows": rows}, f, indent=2)
+        write_json(args.json, {"device": args.device, "shape": shape, "width": args.width, "rows": rows}, indent=2)
     return 0
 
 

@@ -132,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['train_peak_bytes_vs_authors']:>6.2f}{row['forward_peak_bytes'] / 2**20:>9.0f}"
                   f"{row['train_gflops_per_s']:>8.0f}{100 * row['fraction_of_peak']:>6.0f}", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"shape": shape, "threads": args.threads, "torch": torch.__version__,
-                                               "peak_gflops": peak, "rows": rows}, indent=2))
+        from unetfamily.files import write_json
+
+        write_json(args.json, {"shape": shape, "threads": args.threads, "torch": torch.__version__,
+                               "peak_gflops": peak, "rows": rows}, indent=2)
     return 0
 
 

@@ -29,6 +29,7 @@ from unetfamily import create_model
 from unetfamily.bench import memory_env, peak_memory, time_call
 from unetfamily.models import family_kwargs
 from unetfamily.engine.predict import Predictor
+from unetfamily.files import write_json
 
 HUGE = 12000
 ROWS = {"untiled": (None, True), "tiled": (256, True), "tiled-mask": (256, False)}  # tile size, keep probabilities
@@ -103,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:<12}{size:>7}{row['tiles']:>7}{row['seconds']:>9.2f}{mb:>9.0f}{mb / (size * size / 1e6):>8.1f}",
               flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "args": vars(args), "rows": rows}, f, indent=2)
+        write_json(args.json, {"device": args.device, "args": vars(args), "rows": rows}, indent=2)
     return 0
 
 

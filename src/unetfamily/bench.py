@@ -19,14 +19,15 @@ project reports comes from one implementation.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelCost", "count_flops", "count_params", "count_train_flops", "peak_gflops", "measure", "measure_isolated", "peak_memory", "time_call"]
+from unetfamily.errors import UnetFamilyError, unknown_choice
+from unetfamily.files import write_json
+
+__all__ = ["AMP_CHOICES", "MeasurementError", "ModelCost", "count_flops", "count_params", "count_train_flops",
+           "memory_env", "peak_gflops", "measure", "measure_isolated", "peak_memory", "time_call"]
+
+#: Autocast dtypes a measurement can run under ("none": fp32).
+AMP_CHOICES = ("none", "bf16", "fp16")
+
+
+class MeasurementError(UnetFamilyError, RuntimeError):
+    """A model could not be measured (it failed to build or to run); the message holds the worker's error."""
 
 
 def count_params(model: nn.Module) -> int:
@@ -189,13 +201,13 @@ def measure(
     passes under autocast. Fields not measured (``train``, ``timing`` or ``memory`` False) are
     NaN for times and -1 for bytes.
     """
+    if amp not in AMP_CHOICES:
+        raise unknown_choice("amp", amp, AMP_CHOICES)
     device = torch.device(device)
     flops = count_flops(model, input_shape)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     x = torch.randn(input_shape, device=device).contiguous(memory_format=memory_format)
-    nan = float("nan")
-    forward_s, train_s, forward_peak, train_peak = nan, nan, -1, -1
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
 
@@ -203,38 +215,38 @@ def measure(
         with torch.no_grad(), autocast():
             model(x)
 
+    def probe(fn: Callable[[], object]) -> tuple[float, int]:
+        """(time in seconds or NaN, peak memory rise in bytes or -1) of ``fn``, as asked."""
+        peak = peak_memory(fn, device) if memory else -1
+        return (time_call(fn, device, repeats, warmup, stat) if timing else math.nan), peak
+
     model.eval()
     forward()  # first call: lazy initialisation (oneDNN primitives, allocator pools)
-    if memory:
-        forward_peak = peak_memory(forward, device)
-    if timing:
-        forward_s = time_call(forward, device, repeats, warmup, stat)
+    forward_s, forward_peak = probe(forward)
+    train_s, train_peak = math.nan, -1
     if train:
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                out = model(x)
-            loss = sum(t.float().mean() for t in _all_tensors(out))
-            loss.backward()
-            optimizer.step()
-
+        step = _train_step(model, x, autocast)
         step()  # creates the optimizer state: memory that stays, not a per-step peak
-        if memory:
-            train_peak = peak_memory(step, device)
-        if timing:
-            train_s = time_call(step, device, repeats, warmup, stat)
-    return ModelCost(
-        params=count_params(model),
-        flops=flops,
-        forward_s=forward_s,
-        train_step_s=train_s,
-        images_per_s=input_shape[0] / forward_s,
-        forward_peak_bytes=forward_peak,
-        train_peak_bytes=train_peak,
-    )
+        train_s, train_peak = probe(step)
+    return ModelCost(params=count_params(model), flops=flops, forward_s=forward_s, train_step_s=train_s,
+                     images_per_s=input_shape[0] / forward_s, forward_peak_bytes=forward_peak,
+                     train_peak_bytes=train_peak)
+
+
+def _train_step(model: nn.Module, x: Tensor, autocast: Callable[[], contextlib.AbstractContextManager]) -> Callable[[], None]:
+    """One training step of ``model`` on ``x`` (forward, a loss over every output, backward, Adam step)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            out = model(x)
+        loss = sum(t.float().mean() for t in _all_tensors(out))
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def measure_isolated(
@@ -253,22 +265,29 @@ def measure_isolated(
 
     One process times, another (with :func:`memory_env`) measures peak memory, so neither a
     previous model's cached memory nor the memory probe's settings distort the figures.
-    Returns :class:`ModelCost` fields as a dict.
+    Returns :class:`ModelCost` fields as a dict. Raises :class:`MeasurementError` with the
+    worker's error output when a measurement fails.
     """
-    spec = json.dumps({"name": name, "kwargs": kwargs, "shape": list(input_shape), "device": device,
-                       "repeats": repeats, "train": train, "stat": stat, "channels_last": channels_last,
-                       "amp": amp, "memory_saving": memory_saving})
+    if amp not in AMP_CHOICES:
+        raise unknown_choice("amp", amp, AMP_CHOICES)
+    spec = {"name": name, "kwargs": kwargs, "shape": list(input_shape), "device": device, "repeats": repeats,
+            "train": train, "stat": stat, "channels_last": channels_last, "amp": amp, "memory_saving": memory_saving}
     results = {}
-    for what, env in (("time", None), ("memory", memory_env())):
-        proc = subprocess.run([sys.executable, "-m", "unetfamily.bench", spec, what], capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"measuring {name} failed:\n{proc.stderr[-2000:]}")
-        results[what] = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="unetfamily-bench-") as folder:
+        for what, env in (("time", None), ("memory", memory_env())):
+            result = Path(folder) / f"{what}.json"
+            proc = subprocess.run([sys.executable, "-m", "unetfamily.bench", json.dumps(spec), what, str(result)],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0 or not result.is_file():
+                raise MeasurementError(f"measuring {name} failed:\n{proc.stderr[-2000:]}")
+            # Strict JSON has no NaN: a time that was not measured comes back as null.
+            results[what] = {k: math.nan if v is None else v for k, v in json.loads(result.read_text()).items()}
     return {**results["time"], "forward_peak_bytes": results["memory"]["forward_peak_bytes"],
             "train_peak_bytes": results["memory"]["train_peak_bytes"]}
 
 
-def _child(spec_json: str, what: str) -> int:
+def _worker(spec_json: str, what: str, result_path: str) -> None:
+    """The subprocess of :func:`measure_isolated`: measure ``what`` ("time" or "memory"), write the cost as JSON."""
     from unetfamily.models import create_model
 
     spec = json.loads(spec_json)
@@ -279,63 +298,8 @@ def _child(spec_json: str, what: str) -> int:
     cost = measure(model, tuple(spec["shape"]), spec["device"], spec["repeats"], warmup=1, train=spec["train"],
                    stat=spec["stat"], timing=what == "time", memory=what == "memory",
                    channels_last=spec["channels_last"], amp=spec["amp"])
-    print(json.dumps(cost.as_dict()))
-    return 0
+    write_json(result_path, cost.as_dict())
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``unetfamily bench``."""
-    p = subparsers.add_parser("bench", help="parameters, MACs, latency, throughput and peak memory of models")
-    p.add_argument("--models", default="fcn8s,unet,unet_plusplus,unet_3plus", help="comma-separated registry names")
-    p.add_argument("--size", type=int, nargs="+", default=[256], help="input side length(s)")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--width", default="16", help="base width (e.g. 16: U-Net 16..256) or 'paper'")
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=1)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-train", action="store_true", help="inference only")
-    p.add_argument("--amp", default="none", help="comma-separated autocast dtypes to measure: none (fp32), bf16, fp16")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
-    p.add_argument("--memory-saving", default="recompute", choices=["none", "recompute", "checkpoint"],
-                   help="training memory saving (identical results; see docs/speed.md)")
-    p.add_argument("--json", help="also write the rows to this JSON file")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from unetfamily.models import family_kwargs
-
-    width = None if args.width == "paper" else int(args.width)
-    rows = []
-    amps = args.amp.split(",")
-    for amp in amps:
-        if amp not in ("none", "bf16", "fp16"):
-            raise SystemExit(f"--amp {amp!r} is not one of none, bf16, fp16")
-    print(f"device={args.device} batch={args.batch} width={args.width} threads={torch.get_num_threads()} "
-          f"channels_last={args.channels_last} memory_saving={args.memory_saving}")
-    print(f"{'model':<24}{'size':>6}{'amp':>6}{'params':>12}{'GMACs/img':>10}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}"
-          f"{'train MB':>10}")
-    for size in args.size:
-        for name in args.models.split(","):
-            kwargs = {**family_kwargs(name, width), "in_channels": args.in_channels, "num_classes": args.num_classes}
-            shape = (args.batch, args.in_channels, size, size)
-            for amp in amps:
-                row = {"model": name, "size": size, "batch": args.batch, "amp": amp,
-                       **measure_isolated(name, kwargs, shape, args.device, args.repeats, train=not args.no_train,
-                                          channels_last=args.channels_last, amp=amp, memory_saving=args.memory_saving)}
-                row["macs_per_image"] = row["flops"] // 2 // args.batch
-                rows.append(row)
-                train_mb = row["train_peak_bytes"] / 2**20 if row["train_peak_bytes"] >= 0 else float("nan")
-                print(f"{name:<24}{size:>6}{amp:>6}{row['params']:>12,d}{row['macs_per_image'] / 1e9:>10.2f}"
-                      f"{row['forward_s'] * 1e3:>9.1f}{row['images_per_s']:>8.1f}{row['train_step_s'] * 1e3:>10.1f}"
-                      f"{train_mb:>10.0f}", flush=True)
-    if args.json:
-        from unetfamily.engine.checkpoint import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.json), json.dumps({"device": args.device, "rows": rows}, indent=2).encode())
-    return 0
-
-
-if __name__ == "__main__":  # the worker of measure_isolated
-    sys.exit(_child(sys.argv[1], sys.argv[2]))
+if __name__ == "__main__":  # the worker of measure_isolated: python -m unetfamily.bench SPEC WHAT RESULT
+    _worker(*sys.argv[1:4])

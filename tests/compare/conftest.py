@@ -1,4 +1,4 @@
-"""A realistic fake ``results`` dict (the runner's schema) with its artifacts, for the report tests.
+"""A realistic fake ``results`` dict (``results.json``'s schema) with its artifacts, for the report tests.
 
 Eval images are noisy discs (binary) or a disc and a bar (multi-class); each variant's seed-0
 predictions are the ground truth corrupted by seeded noise whose strength follows the variant's
@@ -7,7 +7,6 @@ numbers agree.
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.report import write_report
+from unetfamily.compare.results import CompareResults
 
 SIZE, N_IMAGES = 32, 8
 # id, label, model, family, ablation, params, macs, latency_ms
@@ -120,14 +121,17 @@ def build_results(root: Path, task: str = "binary", seeds: tuple[int, ...] = (0,
         np.savez_compressed(root / "artifacts" / "samples.npz", images=images, masks=masks, names=names)
         for vid, pred in preds.items():
             np.savez_compressed(root / "artifacts" / f"pred_{vid}.npz", pred=pred, names=names)
+    config = CompareConfig(
+        models=[row[2] for row in table if not row[4]], ablations=[] if multiclass else ["unet_depth"],
+        seeds=len(seeds), epochs=10, base_width=16, size=SIZE, batch_size=8, lr=0.001, augment="light",
+        command="unetfamily compare --data synthetic --models unet,unet_plusplus --ablations unet_depth --seeds 2",
+    )
     protocol = {
-        "data": {"type": "synthetic", "size": SIZE}, "data_name": "synthetic", "task": task, "classes": classes,
-        "splits": {"train": 64, "val": 16, "test": N_IMAGES}, "budget": {"epochs": 10, "steps": None, "seconds": None},
-        "seeds": list(seeds), "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
-        "schedule": {"name": "cosine", "warmup_steps": 10}, "loss": "dice_ce", "augment": "light", "widths": "small",
-        "input_size": [SIZE, SIZE], "batch_size": 8, "device": "cpu", "threads": 2, "eval_split": "test",
-        "version": "0.1.0", "created": "2025-01-01T00:00:00+00:00",
-        "command": "unetfamily compare --data synthetic --models unet,unet_plusplus --ablations unet_depth --seeds 2",
+        "config": config.to_dict(), "data": {"type": "synthetic", "size": SIZE, "augment": "light"},
+        "data_name": "synthetic", "task": task, "classes": classes, "splits": {"train": 64, "val": 16, "test": N_IMAGES},
+        "eval_split": "test", "input_size": [SIZE, SIZE], "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
+        "schedule": {"name": "cosine", "warmup_steps": 10}, "threads": 2, "version": "0.1.0",
+        "created": "2025-01-01T00:00:00+00:00",
     }
     return {"protocol": protocol, "variants": variants, "runs": runs,
             "artifacts": {"samples": "artifacts/samples.npz",
@@ -147,20 +151,20 @@ def make_results(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], Path]]:
     return make
 
 
-def _written(tmp_path_factory: pytest.TempPathFactory, task: str) -> tuple[dict[str, Any], dict[str, Path]]:
+def _written(tmp_path_factory: pytest.TempPathFactory, task: str) -> tuple[CompareResults, dict[str, Path]]:
     root = tmp_path_factory.mktemp(task)
-    results = build_results(root, task)
-    return results, write_report(copy.deepcopy(results), root)
+    results = CompareResults.from_dict(build_results(root, task))
+    return results, write_report(results, root)
 
 
 @pytest.fixture(scope="session")
-def binary_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Path]]:
+def binary_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompareResults, dict[str, Path]]:
     """(results, written paths) of the binary fixture: U-Net, UNet++ (DS) with levels, U-Net depth 2; 2 seeds."""
     return _written(tmp_path_factory, "binary")
 
 
 @pytest.fixture(scope="session")
-def multiclass_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Path]]:
+def multiclass_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompareResults, dict[str, Path]]:
     """(results, written paths) of the multi-class fixture: FCN-8s, U-Net, UNet3+ (DS); 2 seeds, 3 classes."""
     return _written(tmp_path_factory, "multiclass")
 

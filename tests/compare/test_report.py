@@ -16,14 +16,21 @@ import pytest
 
 from tests.compare.conftest import nan_to_none
 from unetfamily.compare.report import PLOTS, csv_columns, write_report
-from unetfamily.compare.verdict import compare, summarize, verdict, welch_t_test
+from unetfamily.compare.results import CompareResults
+from unetfamily.compare.summary import summarize
+from unetfamily.compare.verdict import compare_scores, verdict, welch_t_test
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "compare_report.md"
 CORE = ["report.md", "report.html", "results.json", "results.csv"]
 
 
 def _verdict(results: dict[str, Any]) -> str:
-    return "\n".join(verdict(results, summarize(results)))
+    typed = CompareResults.from_dict(results)
+    return "\n".join(verdict(typed, summarize(typed)))
+
+
+def _write(results: dict[str, Any], root: Path) -> dict[str, Path]:
+    return write_report(CompareResults.from_dict(results), root)
 
 
 def _csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -43,7 +50,7 @@ def test_binary_report_writes_every_file(binary_report: tuple) -> None:
 def test_csv_header_is_documented_and_rows_ranked(binary_report: tuple) -> None:
     results, paths = binary_report
     header, rows = _csv(paths["results.csv"])
-    assert header == csv_columns(results)
+    assert header == csv_columns(results, summarize(results))
     docs = DOCS.read_text()
     for column in header:
         assert f"`{column}`" in docs, f"column {column} is not documented in {DOCS.name}"
@@ -78,8 +85,10 @@ def test_results_json_round_trips_with_nan_as_null(make_results: Any) -> None:
     results["variants"][2]["peak_memory_mb"] = math.nan
     results["variants"][0]["kwargs"]["channels"] = (16, 32)  # a tuple becomes a list
     given = copy.deepcopy(results)
-    paths = write_report(results, root)
-    assert json.dumps(results) == json.dumps(given), "write_report changed its input"
+    typed = CompareResults.from_dict(results)
+    before = json.dumps(typed.to_dict())
+    paths = write_report(typed, root)
+    assert json.dumps(typed.to_dict()) == before, "write_report changed its input"
     text = paths["results.json"].read_text()
     assert "NaN" not in text and "null" in text
     expected = nan_to_none(json.loads(json.dumps(given)))  # JSON turns the tuple into a list
@@ -92,7 +101,7 @@ def test_results_json_round_trips_with_nan_as_null(make_results: Any) -> None:
 
 def test_single_seed_says_it_cannot_separate_models(make_results: Any) -> None:
     results, root = make_results(seeds=(0,))
-    paths = write_report(results, root)
+    paths = _write(results, root)
     _, rows = _csv(paths["results.csv"])
     assert all(r["dice_std"] == "" and r["n_seeds"] == "1" for r in rows)
     md = paths["report.md"].read_text()
@@ -144,7 +153,7 @@ def test_welch_t_test_matches_scipy() -> None:
         ref = stats.ttest_ind(a, b, equal_var=False)
         assert t == pytest.approx(ref.statistic, rel=1e-9) and p == pytest.approx(ref.pvalue, rel=1e-7)
     assert welch_t_test([1.0, 1.0], [1.0, 1.0])[2] == 1.0 and welch_t_test([1.0, 1.0], [2.0, 2.0])[2] == 0.0
-    assert compare([0.8], [0.7, 0.9]).within_noise is True and compare([0.8], [0.81]).within_noise is None
+    assert compare_scores([0.8], [0.7, 0.9]).within_noise is True and compare_scores([0.8], [0.81]).within_noise is None
     with pytest.raises(ValueError, match=">= 2 finite values"):
         welch_t_test([0.5, math.nan], [0.4, 0.5])
 
@@ -152,8 +161,9 @@ def test_welch_t_test_matches_scipy() -> None:
 def test_missing_optional_fields_and_nan_scores(make_results: Any) -> None:
     results, root = make_results(hd95=False, levels=False, artifacts=False)
     del results["artifacts"]
-    for key in ("command", "augment", "schedule", "threads"):
+    for key in ("schedule", "threads"):
         del results["protocol"][key]
+    del results["protocol"]["config"]["command"], results["protocol"]["data"]["augment"]
     for v in results["variants"]:
         for key in ("latency_ms", "peak_memory_mb", "throughput", "train_step_ms"):
             del v[key]
@@ -161,7 +171,7 @@ def test_missing_optional_fields_and_nan_scores(make_results: Any) -> None:
         del run["history"], run["per_image"], run["test"]["per_class_iou"]
     results["runs"][-1]["test"]["dice"] = results["runs"][-2]["test"]["dice"] = math.nan  # unet_d2: no score
     results["runs"].append({"variant": "not_a_variant", "seed": 0, "test": {"dice": 0.99}})
-    paths = write_report(results, root)
+    paths = _write(results, root)
     assert set(paths) == set(CORE) | {"plots/cost.png"}
     md = paths["report.md"].read_text()
     assert "HD95" not in md and "UNet++ pruning levels" not in md and "| 3 | U-Net depth 2 | 2 | \u2014 |" in md
@@ -172,10 +182,10 @@ def test_missing_optional_fields_and_nan_scores(make_results: Any) -> None:
 
 def test_rewrite_removes_stale_plots(make_results: Any) -> None:
     results, root = make_results()
-    assert "plots/pruning.png" in write_report(results, root)
+    assert "plots/pruning.png" in _write(results, root)
     for run in results["runs"]:
         run.pop("levels", None)
-    paths = write_report(results, root)
+    paths = _write(results, root)
     assert "plots/pruning.png" not in paths and not (root / "plots" / "pruning.png").exists()
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
 
@@ -185,7 +195,8 @@ def test_report_states_the_protocol(binary_report: tuple) -> None:
     md = paths["report.md"].read_text()
     for text in ("## Verdict", "## Results", "## Is the difference real?", "## Protocol", "train 64, val 16, test 8",
                  "epochs=10", "name=adamw, lr=0.001", "name=cosine", "dice_ce", "| Augmentation | light |",
-                 "| Widths | small |", "cpu, 2 threads", results["protocol"]["command"]):
+                 "| Widths | small, base width 16 |", "| Models | unet, unet_plusplus; ablations: unet_depth |",
+                 "cpu, 2 threads", results.protocol.config.command):
         assert text in md, text
     for name in PLOTS:
         assert f"](plots/{name})" in md

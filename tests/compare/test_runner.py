@@ -12,7 +12,9 @@ import yaml
 import unetfamily.engine.train as train_mod
 from unetfamily import create_model
 from unetfamily.cli import main
-from unetfamily.compare.variants import build_variants, family_kwargs, matched_width
+from unetfamily.compare.variants import build_variants, matched_width
+from unetfamily.errors import ConfigError
+from unetfamily.models import family_kwargs
 
 ARGS = ["compare", "--data", "synthetic", "--models", "unet,unet_plusplus", "--seeds", "2", "--steps", "6",
         "--size", "32", "--batch-size", "16", "--base-width", "4", "--lr", "0.005"]
@@ -33,7 +35,9 @@ def test_every_report_file_is_written(report: Path) -> None:
     assert [v["id"] for v in results["variants"]] == ["unet", "unet_plusplus"]
     assert {(r["variant"], r["seed"]) for r in results["runs"]} == {(v, s) for v in ("unet", "unet_plusplus") for s in (0, 1)}
     assert all(r["steps"] == 6 for r in results["runs"])
-    assert results["protocol"]["eval_split"] == "test" and results["protocol"]["seeds"] == [0, 1]
+    assert results["protocol"]["eval_split"] == "test" and results["protocol"]["config"]["seeds"] == 2
+    assert results["protocol"]["config"]["models"] == ["unet", "unet_plusplus"]  # the CompareConfig is saved
+    assert results["protocol"]["splits"] == {"train": 256, "val": 64, "test": 64}
     pp = next(r for r in results["runs"] if r["variant"] == "unet_plusplus")
     assert sorted(pp["levels"]) == ["1", "2", "3", "4"]
     assert pp["levels"]["1"]["macs"] < pp["levels"]["4"]["macs"]
@@ -88,7 +92,7 @@ def test_variants_and_ablations() -> None:
     assert by_id["unet_3plus_cgm"].kwargs["cgm"]
     multi = build_variants(["unet_3plus"], ["unet3p"], "small", 8, in_channels=3, num_classes=4)
     assert "unet_3plus_cgm" not in [v.id for v in multi]  # CGM is binary-only
-    with pytest.raises(ValueError, match="unknown ablation"):
+    with pytest.raises(ConfigError, match="ablation: unknown value 'depth'"):
         build_variants(["unet"], ["depth"], "small", 8, 1, 1)
 
 

@@ -2,7 +2,8 @@
 
 Each ``*_png`` function returns PNG bytes, or ``None`` when its data is absent; :func:`make_plots`
 draws every figure the results allow. Scores are drawn in points (x 100); the qualitative figures
-use the seed-0 predictions saved by the runner (``artifacts``), matched to the eval images by name.
+use the seed-0 predictions saved by the runner (``artifacts``), matched to the eval images by name,
+and tint classes with :func:`unetfamily.overlay.overlay`.
 """
 from __future__ import annotations
 
@@ -15,34 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from unetfamily.compare.verdict import LABELS, VariantSummary, as_float
+from unetfamily.compare.results import CompareResults
+from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float
+from unetfamily.overlay import IGNORE_INDEX, overlay
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_artifacts", "make_plots", "overlay"]
+__all__ = ["load_artifacts", "make_plots"]
 
-# Class colours for overlays (class 0 = background is never drawn): distinct and visible on grey.
-CLASS_COLORS = np.array([
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128),
-], dtype=np.float32)
-IGNORE = 255
 CELL = 1.7  # inches per image in the image grids
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """(H, W, 3) uint8: ``image`` (C, H, W) uint8 with class pixels of ``mask`` (H, W) tinted by class colour.
-
-    Ignored pixels (255) are greyed out.
-    """
-    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
-    rgb = rgb.transpose(1, 2, 0).astype(np.float32)
-    m = mask.astype(np.int64)
-    fg = (m > 0) & (m != IGNORE)
-    colors = CLASS_COLORS[np.where(fg, (m - 1) % (len(CLASS_COLORS) - 1) + 1, 0)]
-    out = np.where(fg[..., None], (1 - alpha) * rgb + alpha * colors, rgb)
-    out = np.where((m == IGNORE)[..., None], 0.5 * out + 64, out)
-    return out.round().clip(0, 255).astype(np.uint8)
 
 
 def _png(fig: Any) -> bytes:
@@ -62,7 +44,7 @@ def _image_axis(ax: Any, picture: np.ndarray, title: str, outline: np.ndarray | 
     if outline is not None and (outline > 0).any() and not (outline > 0).all():
         from matplotlib.patheffects import withStroke
 
-        lines = ax.contour((outline > 0) & (outline != IGNORE), levels=[0.5], colors="white", linewidths=0.8)
+        lines = ax.contour((outline > 0) & (outline != IGNORE_INDEX), levels=[0.5], colors="white", linewidths=0.8)
         lines.set_path_effects([withStroke(linewidth=1.8, foreground="black")])
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
@@ -80,15 +62,15 @@ def _log_axis(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def curves_png(results: Mapping[str, Any], summaries: Sequence[VariantSummary], metric: str,
-               colors: Mapping[str, str]) -> bytes | None:
+def curves_png(results: CompareResults, summaries: Sequence[VariantSummary], colors: Mapping[str, str]) -> bytes | None:
     """Validation metric against step per variant: mean over seeds, shaded min..max."""
+    metric = results.primary_metric
     fig, drawn = _figure(7.5, 4.2), False
     ax = fig.subplots()
     for s in summaries:
         curves = []
-        for run in (r for r in results.get("runs", []) if r.get("variant") == s.id):
-            pts = [(as_float(h.get("step")), as_float(h.get(metric, h.get("dice")))) for h in run.get("history") or []]
+        for run in results.runs_of(s.id):
+            pts = [(as_float(h.get("step")), as_float(h.get(metric, h.get("dice")))) for h in run.history]
             pts = sorted((x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y))
             if pts:
                 curves.append(np.array(pts))
@@ -113,8 +95,8 @@ def curves_png(results: Mapping[str, Any], summaries: Sequence[VariantSummary], 
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"validation {LABELS.get(metric, metric)} (%)")
-    ax.set_title(f"Validation {LABELS.get(metric, metric)} during training (mean over seeds, min-max shaded)")
+    ax.set_ylabel(f"validation {METRIC_LABELS.get(metric, metric)} (%)")
+    ax.set_title(f"Validation {METRIC_LABELS.get(metric, metric)} during training (mean over seeds, min-max shaded)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
@@ -140,7 +122,7 @@ def cost_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[s
             ax.legend(fontsize=8, loc="lower right")
         _log_axis(ax)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"test {LABELS.get(metric, metric)} (%)")
+        ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} (%)")
         ax.grid(alpha=0.3, which="both")
         drawn = drawn or bool(pts)
     if not drawn:
@@ -166,7 +148,7 @@ def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mappin
                 err = np.array([[m - np.nanmin(v), np.nanmax(v) - m] if np.isfinite(v).any() else [0, 0]
                                 for m, v in zip(mean, vals, strict=True)]).T.clip(min=0)
             ax.errorbar(lvls, mean, yerr=err, marker="o", capsize=3, label=s.label, color=colors[s.id])
-    axes[0].set_ylabel(f"test {LABELS.get(key, key)} (%)")
+    axes[0].set_ylabel(f"test {METRIC_LABELS.get(key, key)} (%)")
     axes[1].set_ylabel("latency (ms, batch 1)")
     for ax in axes:
         ax.set_xlabel("pruning level L (the model cut after head L)")
@@ -177,19 +159,22 @@ def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mappin
     return _png(fig)
 
 
-def load_artifacts(results: Mapping[str, Any], report_dir: Path) -> tuple[dict[str, np.ndarray] | None,
-                                                                          dict[str, np.ndarray]]:
+def load_artifacts(results: CompareResults, report_dir: Path) -> tuple[dict[str, np.ndarray] | None,
+                                                                       dict[str, np.ndarray]]:
     """(samples, predictions per variant id in the samples' order); missing or mismatched files are logged."""
-    art = results.get("artifacts") or {}
+    art = results.artifacts
+    if art.samples is None:
+        log.warning("the results name no sample images: qualitative figures left out")
+        return None, {}
     try:
-        with np.load(report_dir / art["samples"], allow_pickle=False) as f:
+        with np.load(report_dir / art.samples, allow_pickle=False) as f:
             samples = {k: f[k] for k in ("images", "masks", "names")}
-    except (KeyError, TypeError, OSError, ValueError) as err:
+    except (KeyError, OSError, ValueError) as err:
         log.warning("no sample images for the report (%s): qualitative figures left out", err)
         return None, {}
     index = {str(n): i for i, n in enumerate(samples["names"])}
     preds = {}
-    for vid, rel in (art.get("predictions") or {}).items():
+    for vid, rel in art.predictions.items():
         try:
             with np.load(report_dir / rel, allow_pickle=False) as f:
                 pred, names = f["pred"], [str(n) for n in f["names"]]
@@ -204,12 +189,12 @@ def load_artifacts(results: Mapping[str, Any], report_dir: Path) -> tuple[dict[s
     return samples, preds
 
 
-def _per_image(results: Mapping[str, Any], vid: str) -> dict[str, float]:
+def _per_image(results: CompareResults, vid: str) -> dict[str, float]:
     """Per-image Dice of the variant's first-seed run (the run whose predictions are saved)."""
-    runs = [r for r in results.get("runs", []) if r.get("variant") == vid]
-    seeds = (results.get("protocol") or {}).get("seeds") or []
-    run = next((r for r in runs if seeds and r.get("seed") == seeds[0]), runs[0] if runs else {})
-    return {str(p.get("name")): as_float(p.get("dice")) for p in run.get("per_image") or []}
+    runs = results.runs_of(vid)
+    seeds = results.protocol.seeds
+    run = next((r for r in runs if seeds and r.seed == seeds[0]), runs[0] if runs else None)
+    return {str(p.get("name")): as_float(p.get("dice")) for p in (run.per_image if run else [])}
 
 
 def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
@@ -281,18 +266,21 @@ def per_image_png(scores: Mapping[str, Mapping[str, float]], labels: Mapping[str
     return _png(fig)
 
 
-def make_plots(results: Mapping[str, Any], summaries: Sequence[VariantSummary], metric: str,
-               report_dir: Path) -> dict[str, bytes]:
-    """Every figure the results allow, as ``{file name: PNG bytes}`` in report order."""
+def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], report_dir: Path) -> dict[str, bytes]:
+    """Every figure the results allow, as ``{file name: PNG bytes}`` in report order.
+
+    ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first).
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         log.warning("matplotlib is not installed: the report has no plots (pip install 'unetfamily[report]')")
         return {}
+    metric = results.primary_metric
     labels = {s.id: s.label for s in summaries}
     colors = {s.id: f"C{i % 10}" for i, s in enumerate(summaries)}  # one colour per variant in every figure
     figures = {
-        "curves.png": curves_png(results, summaries, metric, colors),
+        "curves.png": curves_png(results, summaries, colors),
         "cost.png": cost_png(summaries, metric, colors),
         "pruning.png": pruning_png(summaries, metric, colors),
     }

@@ -1,11 +1,11 @@
-"""The ``compare`` report: turn the runner's ``results`` dict into a folder a person can read.
+"""The ``compare`` report: turn :class:`~unetfamily.compare.results.CompareResults` into a folder a person can read.
 
 :func:`write_report` writes ``report.md``, ``report.html`` (one self-contained file: inline CSS,
-plots as base64 data URIs, no external requests), ``results.json`` (the dict as given, NaN as
-null), ``results.csv`` (one row per variant) and ``plots/*.png``, each through a temporary file
-renamed over the target. The report is built once as a list of blocks and rendered to both
-Markdown and HTML, so the two always say the same thing. ``docs/compare_report.md`` documents
-every file, column and plot.
+plots as base64 data URIs, no external requests), ``results.json`` (the results, NaN as null),
+``results.csv`` (one row per variant) and ``plots/*.png``, each atomically
+(:func:`unetfamily.files.atomic_write_bytes`). The variants are summarised once; the report is
+built once as a list of blocks and rendered to both Markdown and HTML, so the two always say the
+same thing. ``docs/compare_report.md`` documents every file, column and plot.
 """
 from __future__ import annotations
 
@@ -14,22 +14,20 @@ import csv
 import html
 import importlib.util
 import io
-import json
 import logging
 import math
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.plots import make_plots
-from unetfamily.compare.verdict import (
-    LABELS, VariantSummary, compare, finite_mean, format_p, primary_metric, summarize, verdict,
-)
+from unetfamily.compare.results import CompareResults
+from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite_mean, summarize
+from unetfamily.compare.verdict import compare_scores, format_p, verdict
+from unetfamily.files import atomic_write_bytes, dump_json
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +51,6 @@ DASH = "\u2014"  # the cell of a missing value
 NUMERIC = re.compile(r"^(\*\*)?[\u2212+\-<]?\s?\d")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temporary file renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` with NaN/inf as None and numpy values, tuples and paths as plain JSON types."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj) if isinstance(obj, Path) else obj
-
-
 def _slug(name: str, i: int, seen: set[str]) -> str:
     slug = re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_") or f"class{i}"
     slug = slug if slug not in seen else f"{slug}_{i}"
@@ -83,29 +58,29 @@ def _slug(name: str, i: int, seen: set[str]) -> str:
     return slug
 
 
-def _class_slugs(results: Mapping[str, Any], summaries: Sequence[VariantSummary]) -> list[str]:
+def _class_slugs(results: CompareResults, summaries: Sequence[VariantSummary]) -> list[str]:
     """Column slugs of the classes (multi-class only): ``iou_<slug>_mean`` in the CSV."""
-    if primary_metric(results) != "miou":
+    if results.primary_metric != "miou":
         return []
-    classes = list(results.get("protocol", {}).get("classes") or [])
+    classes = results.protocol.classes
     k = max([len(classes)] + [sum(key.startswith("class_iou:") for key in s.scores) for s in summaries])
     seen: set[str] = set()
     return [_slug(classes[i] if i < len(classes) else f"class{i}", i, seen) for i in range(k)]
 
 
-def csv_columns(results: Mapping[str, Any]) -> list[str]:
-    """The header of ``results.csv`` for these results (per-class columns for multi-class tasks)."""
-    slugs = _class_slugs(results, summarize(results))
+def csv_columns(results: CompareResults, summaries: Sequence[VariantSummary]) -> list[str]:
+    """The header of ``results.csv`` (per-class columns for multi-class tasks); ``summaries`` = ``summarize(results)``."""
+    slugs = _class_slugs(results, summaries)
     return (["rank", "id", "label", "model", "family", "ablation", "n_seeds"]
             + [f"{m}_{s}" for m in SCORE_COLUMNS for s in ("mean", "std")]
             + [f"iou_{c}_{s}" for c in slugs for s in ("mean", "std")] + list(COST_COLUMNS))
 
 
-def _csv(results: Mapping[str, Any], summaries: Sequence[VariantSummary]) -> bytes:
+def _csv(results: CompareResults, summaries: Sequence[VariantSummary]) -> bytes:
     slugs = _class_slugs(results, summaries)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_columns(results))
+    writer.writerow(csv_columns(results, summaries))
 
     def num(x: float) -> str:
         return "" if not math.isfinite(x) else str(int(x)) if float(x).is_integer() and abs(x) >= 1e3 else f"{x:.6g}"
@@ -146,16 +121,16 @@ def _cost_column(header: str, key: str, scale: float) -> _Column:
     return _Column(header, value, lambda s: f"{value(s) * scale:.3g}" if math.isfinite(value(s)) else DASH, False)
 
 
-def _results_table(results: Mapping[str, Any], summaries: Sequence[VariantSummary]) -> Block:
+def _results_table(results: CompareResults, summaries: Sequence[VariantSummary]) -> Block:
     """Main table, best first, with the best value of each score and cost column in bold."""
-    proto = results.get("protocol", {})
-    h, w = (list(proto.get("input_size") or []) + ["?", "?"])[:2]
-    if primary_metric(results) == "dice":
+    proto = results.protocol
+    h, w = (list(proto.input_size) + ["?", "?"])[:2]
+    if results.primary_metric == "dice":
         cols = [_score_column("Dice (%)", "dice", 100.0), _score_column("IoU (%)", "iou", 100.0)]
         if any(math.isfinite(s.mean("hd95")) for s in summaries):
             cols.append(_score_column("HD95 (px)", "hd95", 1.0, higher_is_better=False))
     else:
-        classes = list(proto.get("classes") or [])
+        classes = proto.classes
         cols = [_score_column("mIoU (%)", "miou", 100.0)] + [
             _score_column(f"IoU {classes[i] if i < len(classes) else f'class {i}'} (%)", f"class_iou:{i}", 100.0)
             for i in range(len(_class_slugs(results, summaries)))
@@ -176,8 +151,8 @@ def _results_table(results: Mapping[str, Any], summaries: Sequence[VariantSummar
     return ("table", ["#", "Model", "Seeds"] + [c.header for c in cols], rows)
 
 
-def _significance(results: Mapping[str, Any], summaries: Sequence[VariantSummary]) -> list[Block]:
-    metric = primary_metric(results)
+def _significance(results: CompareResults, summaries: Sequence[VariantSummary]) -> list[Block]:
+    metric = results.primary_metric
     ranked = [s for s in summaries if math.isfinite(s.mean(metric))]
     if len(ranked) < 2:
         return []
@@ -185,7 +160,7 @@ def _significance(results: Mapping[str, Any], summaries: Sequence[VariantSummary
     methods = {"welch": "Welch's t-test", "range": "seed range", "single": "single seed", "none": DASH}
     rows = []
     for s in ranked[1:]:
-        c = compare(s.scores[metric], top.scores[metric])
+        c = compare_scores(s.scores[metric], top.scores[metric])
         p = DASH if c.p is None else format_p(c.p)
         noise = {True: "yes", False: "no", None: "cannot tell"}[c.within_noise]
         rows.append([s.label, f"{100 * c.diff:+.2f}".replace("-", "\u2212"), methods[c.method], p, noise])
@@ -193,11 +168,11 @@ def _significance(results: Mapping[str, Any], summaries: Sequence[VariantSummary
         note = ("Every model was trained with a single seed, so seed-to-seed noise is unknown and a single seed "
                 "cannot separate models: rerun with `--seeds 3` (or more) before acting on small differences.")
     else:
-        note = (f"Differences are against {top.label}, in {LABELS[metric]} points. Welch's t-test (two-sided, "
+        note = (f"Differences are against {top.label}, in {METRIC_LABELS[metric]} points. Welch's t-test (two-sided, "
                 "unequal variances) needs at least two seeds per model; p >= 0.05 counts as within noise. "
                 "p-values are not corrected for multiple comparisons, and with 2-3 seeds the test has little "
                 "power: a 'no' is strong evidence, a 'yes' only says the seeds could not tell.")
-    header = ["Model", f"\u0394 {LABELS[metric]} vs {top.label} (points)", "test", "p", "within noise?"]
+    header = ["Model", f"\u0394 {METRIC_LABELS[metric]} vs {top.label} (points)", "test", "p", "within noise?"]
     return [("h2", "Is the difference real?"), ("table", header, rows), ("p", note)]
 
 
@@ -211,7 +186,7 @@ def _pruning_table(summaries: Sequence[VariantSummary], metric: str) -> list[Blo
         fm, fl = finite_mean(full[key]), finite_mean(full["latency_ms"])
         for lvl, vals in s.levels.items():
             m, lat, macs = (finite_mean(vals[k]) for k in (key, "latency_ms", "macs"))
-            rows.append([s.label, f"L{lvl}", LABELS[key], _num(100 * m, ".2f"), _num(lat), _num(macs / 1e9),
+            rows.append([s.label, f"L{lvl}", METRIC_LABELS[key], _num(100 * m, ".2f"), _num(lat), _num(macs / 1e9),
                          _num(m / fm, ".1%") if fm > 0 else DASH, _num(lat / fl, ".0%") if fl > 0 else DASH])
     if not rows:
         return []
@@ -237,48 +212,53 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _protocol(results: Mapping[str, Any]) -> list[Block]:
-    p = results.get("protocol", {})
-    splits = p.get("splits") or {}
+def _widths(config: CompareConfig) -> str:
+    return "paper" if config.widths == "paper" else f"{config.widths}, base width {config.base_width}"
+
+
+def _protocol(results: CompareResults) -> list[Block]:
+    p, config = results.protocol, results.protocol.config
     rows = [
-        ("Data", f"{p.get('data_name', '?')} ({_fmt(p.get('data', {}))})"),
-        ("Task", f"{p.get('task', '?')}; classes: {_fmt(p.get('classes') or [])}"),
-        ("Splits", ", ".join(f"{k} {v}" for k, v in splits.items()) + f"; evaluated on {p.get('eval_split', 'test')}"),
-        ("Budget", _fmt(p.get("budget"))), ("Seeds", _fmt(p.get("seeds"))),
-        ("Optimiser", _fmt(p.get("optimizer"))), ("Schedule", _fmt(p.get("schedule"))), ("Loss", _fmt(p.get("loss"))),
-        ("Augmentation", _fmt(p.get("augment"))), ("Widths", _fmt(p.get("widths"))),
-        ("Input size", "\u00d7".join(str(x) for x in p.get("input_size") or []) or "?"),
-        ("Batch size", _fmt(p.get("batch_size"))),
-        ("Device", f"{_fmt(p.get('device'))}, {_fmt(p.get('threads'))} threads"),
-        ("Version", f"unetfamily {_fmt(p.get('version'))}, created {_fmt(p.get('created'))}"),
+        ("Data", f"{p.data_name} ({_fmt(p.data)})"),
+        ("Task", f"{p.task}; classes: {_fmt(p.classes)}"),
+        ("Splits", ", ".join(f"{k} {v}" for k, v in p.splits.items()) + f"; evaluated on {p.eval_split}"),
+        ("Models", _fmt(config.models) + (f"; ablations: {_fmt(config.ablations)}" if config.ablations else "")),
+        ("Budget", _fmt(p.budget)), ("Seeds", _fmt(p.seeds)),
+        ("Optimiser", _fmt(p.optimizer)), ("Schedule", _fmt(p.schedule)), ("Loss", _fmt(config.loss)),
+        ("Augmentation", _fmt(p.augment)), ("Widths", _widths(config)),
+        ("Input size", "\u00d7".join(str(x) for x in p.input_size) or "?"),
+        ("Batch size", _fmt(config.batch_size)),
+        ("Device", f"{_fmt(config.device)}, {_fmt(p.threads)} threads"),
+        ("Version", f"unetfamily {_fmt(p.version)}, created {_fmt(p.created)}"),
     ]
     blocks: list[Block] = [("h2", "Protocol"), ("p", "Every model was trained and evaluated under the same protocol: "
                                                      "the same data, split, budget, seeds, optimiser and loss.")]
     blocks.append(("table", ["Setting", "Value"], [[k, v] for k, v in rows]))
-    if p.get("command"):
-        blocks += [("p", "Command:"), ("code", str(p["command"]))]
+    if config.command:
+        blocks += [("p", "Command:"), ("code", config.command)]
     return blocks
 
 
-def _blocks(results: Mapping[str, Any], summaries: Sequence[VariantSummary], plots: Mapping[str, bytes]) -> list[Block]:
-    proto = results.get("protocol", {})
-    metric = primary_metric(results)
-    n_seeds = max([s.n_seeds for s in summaries] + [0])
+def _units(metric: str, summaries: Sequence[VariantSummary]) -> str:
     if metric == "miou":
-        units = "mIoU and per-class IoU in percent"
-    elif any(math.isfinite(s.mean("hd95")) for s in summaries):
-        units = "Dice and IoU in percent, HD95 in pixels (lower is better)"
-    else:
-        units = "Dice and IoU in percent"
+        return "mIoU and per-class IoU in percent"
+    if any(math.isfinite(s.mean("hd95")) for s in summaries):
+        return "Dice and IoU in percent, HD95 in pixels (lower is better)"
+    return "Dice and IoU in percent"
+
+
+def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], plots: Mapping[str, bytes]) -> list[Block]:
+    proto, metric = results.protocol, results.primary_metric
+    n_seeds = max([s.n_seeds for s in summaries] + [0])
     blocks: list[Block] = [
-        ("h1", f"unetfamily compare: {proto.get('data_name', 'results')}"),
-        ("p", f"{len(summaries)} models, up to {n_seeds} seed{'s' * (n_seeds != 1)} each, {proto.get('task', '?')} "
-              f"task, evaluated on the {proto.get('eval_split', 'test')} split. Primary metric: {LABELS[metric]}."),
+        ("h1", f"unetfamily compare: {proto.data_name}"),
+        ("p", f"{len(summaries)} models, up to {n_seeds} seed{'s' * (n_seeds != 1)} each, {proto.task} "
+              f"task, evaluated on the {proto.eval_split} split. Primary metric: {METRIC_LABELS[metric]}."),
         ("h2", "Verdict"), *(("p", text) for text in verdict(results, summaries)),
         ("h2", "Results"), _results_table(results, summaries),
-        ("p", f"Mean \u00b1 sample std over seeds (std left out with one seed); {units}; sorted by "
-              f"{LABELS[metric]}; the best value of each column in bold. Costs are per image at the evaluated size: "
-              "MACs = multiply-accumulates, latency = batch-1 eval forward, peak memory = one training step, "
+        ("p", f"Mean \u00b1 sample std over seeds (std left out with one seed); {_units(metric, summaries)}; sorted by "
+              f"{METRIC_LABELS[metric]}; the best value of each column in bold. Costs are per image at the evaluated "
+              "size: MACs = multiply-accumulates, latency = batch-1 eval forward, peak memory = one training step, "
               "train = wall-clock seconds per run."),
         *_significance(results, summaries), *_pruning_table(summaries, metric),
     ]
@@ -370,36 +350,32 @@ def _html(blocks: Sequence[Block], title: str) -> str:
             + "\n".join(out) + "\n</body></html>\n")
 
 
-def write_report(results: dict[str, Any], report_dir: Path) -> dict[str, Path]:
+def write_report(results: CompareResults, report_dir: str | Path) -> dict[str, Path]:
     """Write the report files into ``report_dir`` and return ``{relative name: path}``.
 
     Names: ``report.md``, ``report.html``, ``results.json``, ``results.csv`` and
     ``plots/<name>.png`` for each figure the results allow (see :data:`PLOTS`). Artifacts are
-    read from ``report_dir`` (``results["artifacts"]``); missing ones only drop figures.
+    read from ``report_dir`` (``results.artifacts``); missing ones only drop figures.
     Figures of an earlier report that these results do not allow are removed.
     """
     report_dir = Path(report_dir)
-    (report_dir / "plots").mkdir(parents=True, exist_ok=True)
     summaries = summarize(results)
-    plots = make_plots(results, summaries, primary_metric(results), report_dir)
+    plots = make_plots(results, summaries, report_dir)
     written: dict[str, Path] = {}
     for name in PLOTS:
         path = report_dir / "plots" / name
         if name in plots:
-            _write_atomic(path, plots[name])
-            written[f"plots/{name}"] = path
+            written[f"plots/{name}"] = atomic_write_bytes(path, plots[name])
         elif path.exists():
             path.unlink()
     blocks = _blocks(results, summaries, plots)
-    title = f"unetfamily compare: {results.get('protocol', {}).get('data_name', 'results')}"
     files = {
         "report.md": _markdown(blocks).encode(),
-        "report.html": _html(blocks, title).encode(),
-        "results.json": (json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n").encode(),
+        "report.html": _html(blocks, f"unetfamily compare: {results.protocol.data_name}").encode(),
+        "results.json": (dump_json(results.to_dict(), indent=2) + "\n").encode(),
         "results.csv": _csv(results, summaries),
     }
     for name, data in files.items():
-        _write_atomic(report_dir / name, data)
-        written[name] = report_dir / name
+        written[name] = atomic_write_bytes(report_dir / name, data)
     log.info("compare report written to %s", report_dir / "report.html")
     return dict(sorted(written.items()))

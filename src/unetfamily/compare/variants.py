@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from unetfamily.compare.config import ABLATIONS
+from unetfamily.errors import ConfigError, unknown_choice
 from unetfamily.models import create_model, family_kwargs, family_of, model_label
 
-__all__ = ["Variant", "family_of", "family_kwargs", "matched_width", "build_variants", "ABLATIONS"]
-
-ABLATIONS = ("unet_depth", "unetpp_ds", "unet3p")
+__all__ = ["Variant", "matched_width", "build_variants", "ABLATIONS"]
 
 
 @dataclass
@@ -59,7 +59,7 @@ def build_variants(
     """
     unknown = sorted(set(ablations) - set(ABLATIONS))
     if unknown:
-        raise ValueError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
+        raise unknown_choice("ablation", unknown[0], ABLATIONS)
     width = None if widths == "paper" else base_width
     target = _params("unet", family_kwargs("unet", width), in_channels, num_classes) if widths == "matched" else None
 
@@ -92,6 +92,6 @@ def build_variants(
     seen: set[str] = set()
     for v in variants:
         if v.id in seen:
-            raise ValueError(f"variant {v.id!r} is requested twice")
+            raise ConfigError(f"variant {v.id!r} is requested twice; name each model once in --models")
         seen.add(v.id)
     return variants

@@ -1,37 +1,31 @@
-"""The numbers behind the ``compare`` report: per-variant summaries over seeds, Welch's t-test, and
-a verdict written from them.
+"""The verdict of the ``compare`` report: whether two variants differ beyond seed noise, and
+paragraphs saying which model to use, written from the per-variant summaries.
 
 Conventions (``docs/compare_report.md`` has the full list):
 
 - Scores are fractions (0..1) as the runner writes them; sentences quote Dice/IoU/mIoU in points
   (x 100). HD95 is in pixels, lower is better.
-- Mean over seeds ignores NaN seeds; std is the sample std (ddof=1) and NaN with fewer than 2
-  finite seeds.
 - "Within noise" between two variants: Welch's t-test p >= ``ALPHA`` when both have >= 2 finite
   seeds; when only one side has, the single value lies inside the other's [min, max]; with one
   seed on both sides it cannot be told (``None``) and the verdict falls back to a stated
   heuristic (within ``SINGLE_SEED_TOLERANCE``).
 - A cheaper model replaces the winner in the recommendation only when it is within noise AND
   at most ``PRACTICAL_MARGIN`` (2 points) behind.
-- The primary metric is Dice for binary tasks and mIoU (background included) for multi-class.
+- Variants are judged on the primary metric (:func:`unetfamily.compare.results.primary_metric`).
 """
 from __future__ import annotations
 
-import logging
 import math
-from collections import defaultdict
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
+from unetfamily.compare.results import CompareResults
+from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean
+from unetfamily.errors import require
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "ALPHA", "Comparison", "VariantSummary", "compare", "finite_mean", "format_p", "primary_metric", "summarize",
-    "verdict", "welch_t_test",
-]
+__all__ = ["ALPHA", "Comparison", "compare_scores", "format_p", "times", "verdict", "welch_t_test"]
 
 ALPHA = 0.05
 SINGLE_SEED_TOLERANCE = 0.01  # 1 point: the near-tie heuristic used when no seed noise is known
@@ -39,149 +33,30 @@ SINGLE_SEED_TOLERANCE = 0.01  # 1 point: the near-tie heuristic used when no see
 # this far behind: with 2-3 seeds the t-test cannot call even large gaps, so "not significant"
 # alone must not turn a 20-point loss into a recommendation.
 PRACTICAL_MARGIN = 0.02  # 2 points
-METRICS = ("dice", "iou", "miou", "pixel_accuracy", "hd95")
-COSTS = ("params", "macs", "latency_ms", "train_step_ms", "peak_memory_mb", "throughput")
-LABELS = {"dice": "Dice", "iou": "IoU", "miou": "mIoU", "pixel_accuracy": "pixel accuracy", "hd95": "HD95"}
-
-
-def as_float(value: Any) -> float:
-    """``value`` as a float; NaN for None, missing or non-numeric values."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    return arr[np.isfinite(arr)]
-
-
-def finite_mean(values: Sequence[float] | np.ndarray) -> float:
-    """Mean of the finite values; NaN when there are none."""
-    vals = _finite(values)
-    return float(vals.mean()) if vals.size else math.nan
-
-
-def primary_metric(results: Mapping[str, Any]) -> str:
-    """``"miou"`` for multi-class tasks, else ``"dice"``."""
-    return "miou" if results.get("protocol", {}).get("task") == "multiclass" else "dice"
-
-
-@dataclass(eq=False)
-class VariantSummary:
-    """One variant's per-seed scores, costs and pruning levels, in the runner's units."""
-
-    id: str
-    label: str
-    model: str
-    family: str
-    ablation: str | None
-    seeds: list[int]
-    scores: dict[str, np.ndarray]  # metric (or "class_iou:<i>") -> one value per run, NaN if missing
-    costs: dict[str, float]  # COSTS + "train_seconds" (mean over runs)
-    levels: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # L -> metric -> per run
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.seeds)
-
-    def mean(self, key: str) -> float:
-        return finite_mean(self.scores.get(key, ()))
-
-    def std(self, key: str) -> float:
-        vals = _finite(self.scores.get(key, ()))
-        return float(vals.std(ddof=1)) if vals.size >= 2 else math.nan
-
-    def level_metric(self, metric: str) -> str:
-        """``metric`` when the pruning levels report it, else ``"dice"``."""
-        return metric if any(np.isfinite(lv[metric]).any() for lv in self.levels.values() if metric in lv) else "dice"
-
-    def cost_key(self) -> tuple[float, float]:
-        """Sort key for "cheapest": MACs, then latency; missing costs sort last."""
-        macs, lat = self.costs.get("macs", math.nan), self.costs.get("latency_ms", math.nan)
-        return (macs if math.isfinite(macs) else math.inf, lat if math.isfinite(lat) else math.inf)
-
-
-def summarize(results: Mapping[str, Any]) -> list[VariantSummary]:
-    """One :class:`VariantSummary` per variant, sorted by the primary metric (best first, NaN last)."""
-    variants = results.get("variants", [])
-    runs_by: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    known = {v["id"] for v in variants}
-    for run in results.get("runs", []):
-        if run.get("variant") in known:
-            runs_by[run["variant"]].append(run)
-        else:
-            log.warning("run of unknown variant %r ignored", run.get("variant"))
-    n_classes = len(results.get("protocol", {}).get("classes") or [])
-    out = []
-    for v in variants:
-        runs = runs_by[v["id"]]
-        tests = [r.get("test") or {} for r in runs]
-        scores = {m: np.array([as_float(t.get(m)) for t in tests]) for m in METRICS}
-        k = max([n_classes] + [len(t.get("per_class_iou") or []) for t in tests])
-        for i in range(k):
-            scores[f"class_iou:{i}"] = np.array([
-                as_float((t.get("per_class_iou") or [])[i]) if i < len(t.get("per_class_iou") or []) else math.nan
-                for t in tests
-            ])
-        costs = {c: as_float(v.get(c)) for c in COSTS}
-        costs["train_seconds"] = finite_mean([as_float(r.get("train_seconds")) for r in runs])
-        levels: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in runs:
-            for lvl, vals in (r.get("levels") or {}).items():
-                for key in ("dice", "iou", "miou", "latency_ms", "macs"):
-                    levels[int(lvl)][key].append(as_float(vals.get(key)))
-        out.append(VariantSummary(
-            id=v["id"], label=v.get("label") or v["id"], model=v.get("model", ""), family=v.get("family", ""),
-            ablation=v.get("ablation"), seeds=[r.get("seed") for r in runs], scores=scores, costs=costs,
-            levels={lvl: {k: np.array(x) for k, x in d.items()} for lvl, d in sorted(levels.items())},
-        ))
-    primary = primary_metric(results)
-    return sorted(out, key=lambda s: -s.mean(primary) if math.isfinite(s.mean(primary)) else math.inf)
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-14:
-            break
-    return front * h / a
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     """Welch's unequal-variance t-test: ``(t, df, two-sided p)`` for mean(a) - mean(b).
 
     NaNs are dropped; each side needs >= 2 values. Zero variance on both sides gives p = 1 for
-    equal means and p = 0 otherwise.
+    equal means and p = 0 otherwise (scipy returns NaN there). ``df`` is the Welch-Satterthwaite
+    degrees of freedom; t and p are scipy's ``ttest_ind(equal_var=False)``.
     """
-    x, y = _finite(a), _finite(b)
+    x, y = finite(a), finite(b)
     if x.size < 2 or y.size < 2:
         raise ValueError(f"Welch's t-test needs >= 2 finite values per side, got {x.size} and {y.size}")
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     diff = float(x.mean() - y.mean())
     if va + vb == 0.0:
         return (math.copysign(math.inf, diff) if diff else 0.0), math.nan, float(diff == 0.0)
-    t = diff / math.sqrt(va + vb)
+    stats = require("scipy.stats", "train", "the significance test of the compare report")
+    with warnings.catch_warnings():
+        # Seeds with equal scores on one side (a collapsed model) are common here and their zero
+        # variance is exact; scipy warns about "nearly identical" data for them.
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        test = stats.ttest_ind(x, y, equal_var=False)
     df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
-    return t, df, _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return float(test.statistic), float(df), float(test.pvalue)
 
 
 @dataclass(frozen=True)
@@ -202,9 +77,9 @@ class Comparison:
         return "one seed each, so noise unknown" if self.method == "single" else "no finite scores"
 
 
-def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
+def compare_scores(a: Sequence[float], b: Sequence[float]) -> Comparison:
     """Compare per-seed values ``a`` with ``b`` (see the module docstring for the noise rule)."""
-    x, y = _finite(a), _finite(b)
+    x, y = finite(a), finite(b)
     if not x.size or not y.size:
         return Comparison(math.nan, "none")
     diff = float(x.mean() - y.mean())
@@ -259,25 +134,28 @@ def _cost_clause(s: VariantSummary, ref: VariantSummary) -> str:
             f"{times(s.costs['latency_ms'], ref.costs['latency_ms'], 'latency')}")
 
 
-def verdict(results: Mapping[str, Any], summaries: Sequence[VariantSummary]) -> list[str]:
-    """Paragraphs (Markdown with ``**bold**``) saying which model to use on this data and why."""
-    metric = primary_metric(results)
-    name = LABELS[metric]
+def verdict(results: CompareResults, summaries: Sequence[VariantSummary]) -> list[str]:
+    """Paragraphs (Markdown with ``**bold**``) saying which model to use on this data and why.
+
+    ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first).
+    """
+    metric = results.primary_metric
+    name = METRIC_LABELS[metric]
     ranked = [s for s in summaries if math.isfinite(s.mean(metric))]
     if not ranked:
         return [f"No variant has a finite {name} score: nothing to recommend. Check the training logs."]
-    proto = results.get("protocol", {})
+    proto = results.protocol
     win = ranked[0]
-    split = proto.get("eval_split", "test")
-    n_eval = (proto.get("splits") or {}).get(split)
-    where = f"{proto.get('data_name', 'this data')} ({split} split" + (f", {n_eval} images)" if n_eval else ")")
+    split = proto.eval_split
+    n_eval = proto.splits.get(split)
+    where = f"{proto.data_name} ({split} split" + (f", {n_eval} images)" if n_eval else ")")
     spread = f" \u00b1 {_pts(win.std(metric))}" if math.isfinite(win.std(metric)) else ""
     out = [f"On {where}, **{win.label}** has the highest {name}: {_pts(win.mean(metric))}{spread} "
            f"over {win.n_seeds} seed{'s' * (win.n_seeds != 1)}."]
     if len(ranked) == 1:
         out[0] += " It is the only model with a finite score."
         return out + _ablations(summaries, metric) + _pruning(summaries, metric)
-    comps = {s.id: compare(win.scores[metric], s.scores[metric]) for s in ranked[1:]}
+    comps = {s.id: compare_scores(win.scores[metric], s.scores[metric]) for s in ranked[1:]}
     out += _lead(ranked, comps) + _recommendation(ranked, comps, metric)
     weakest = _weakest_class(results, win)
     return out + ([weakest] if weakest else []) + _ablations(summaries, metric) + _pruning(summaries, metric)
@@ -334,11 +212,11 @@ def _recommendation(ranked: Sequence[VariantSummary], comps: Mapping[str, Compar
     return out
 
 
-def _weakest_class(results: Mapping[str, Any], s: VariantSummary) -> str | None:
+def _weakest_class(results: CompareResults, s: VariantSummary) -> str | None:
     """Multi-class only: the winner's weakest foreground class by IoU."""
-    if primary_metric(results) != "miou":
+    if results.primary_metric != "miou":
         return None
-    classes = list(results.get("protocol", {}).get("classes") or [])
+    classes = results.protocol.classes
     ious = {i: s.mean(k) for k in s.scores if k.startswith("class_iou:") and (i := int(k.split(":")[1])) > 0}
     ious = {i: v for i, v in ious.items() if math.isfinite(v)}
     if len(ious) < 2:
@@ -360,13 +238,13 @@ def _ablations(summaries: Sequence[VariantSummary], metric: str) -> list[str]:
         if not bases:
             continue
         base = bases[0]
-        c = compare(s.scores[metric], base.scores[metric])
+        c = compare_scores(s.scores[metric], base.scores[metric])
         if c.method == "none":
             continue
         if _near(c) and c.method != "single" and abs(c.diff) <= SINGLE_SEED_TOLERANCE:
-            what = f"is within {_pts(abs(c.diff))} {LABELS[metric]} points of {base.label} ({c.phrase()})"
+            what = f"is within {_pts(abs(c.diff))} {METRIC_LABELS[metric]} points of {base.label} ({c.phrase()})"
         else:
-            what = f"changes {LABELS[metric]} by {_pts(c.diff, True)} points against {base.label} ({c.phrase()})"
+            what = f"changes {METRIC_LABELS[metric]} by {_pts(c.diff, True)} points against {base.label} ({c.phrase()})"
         out.append(f"Ablation \u201c{s.ablation}\u201d: {s.label} {what} at {_cost_clause(s, base)}.")
     return out
 
@@ -380,7 +258,7 @@ def _pruning(summaries: Sequence[VariantSummary], metric: str) -> list[str]:
         key = s.level_metric(metric)
         top, lower = max(s.levels), sorted(s.levels)[:-1]
         full = s.levels[top]
-        comps = {lvl: compare(s.levels[lvl][key], full[key]) for lvl in lower}
+        comps = {lvl: compare_scores(s.levels[lvl][key], full[key]) for lvl in lower}
         ok = [lvl for lvl in lower if _near(comps[lvl]) or (comps[lvl].method == "single"
                                                             and comps[lvl].diff >= -SINGLE_SEED_TOLERANCE)]
         chosen = ok[0] if ok else lower[-1]
@@ -388,8 +266,8 @@ def _pruning(summaries: Sequence[VariantSummary], metric: str) -> list[str]:
         score, full_score = finite_mean(lv[key]), finite_mean(full[key])
         if not (math.isfinite(score) and full_score > 0):
             continue
-        keeps = (f"keeps {score / full_score:.1%} of its L{top} {LABELS[key]}" if score < full_score else
-                 f"scores at least as well as at L{top} on {LABELS[key]}")
+        keeps = (f"keeps {score / full_score:.1%} of its L{top} {METRIC_LABELS[key]}" if score < full_score else
+                 f"scores at least as well as at L{top} on {METRIC_LABELS[key]}")
         out.append(f"Pruned to L{chosen}, {s.label} {keeps} "
                    f"({_pts(score)} vs {_pts(full_score)}, {comps[chosen].phrase()}) at "
                    f"{times(finite_mean(lv['latency_ms']), finite_mean(full['latency_ms']), 'latency')} and "

@@ -1,0 +1,112 @@
+"""``CompareConfig``: everything a comparison is asked to do, typed and checked once.
+
+The command line builds one from its options; a script builds one directly or with
+:meth:`CompareConfig.from_dict` (the same strict loading as the training :class:`~unetfamily.config.Config`:
+unknown keys and wrong types are errors that name the key). Out-of-range values, unknown model,
+ablation, loss, augmentation and device names raise a :class:`~unetfamily.errors.ConfigError`
+naming the option and the close matches. Model names are resolved to their registry spelling
+(``unet++`` -> ``unet_plusplus``). The config is saved in ``results.json`` and shown in the report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from unetfamily.config import dataclass_from_dict
+from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
+
+__all__ = ["CompareConfig", "Widths", "ABLATIONS", "DEFAULT_MODELS", "AUGMENT_CHOICES"]
+
+Widths = Literal["small", "paper", "matched"]
+DEFAULT_MODELS = ("fcn8s", "unet", "unet_plusplus", "unet_3plus")
+#: The ablation studies ``--ablations`` accepts (:func:`~unetfamily.compare.variants.build_variants` says what each adds).
+ABLATIONS = ("unet_depth", "unetpp_ds", "unet3p")
+#: ``none`` switches off the data config's augmentation; unset keeps it.
+AUGMENT_CHOICES = ("light", "medical", "natural", "none")
+DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class CompareConfig:
+    """The options of one comparison (``unetfamily compare --help`` describes each).
+
+    ``epochs``, ``steps`` and ``seconds`` are all caps on each run's training: the run stops at the
+    first one reached. ``seeds`` runs per variant use seeds ``0 .. seeds-1``.
+    """
+
+    data: str = "synthetic"  # dataset config YAML, a folder with images/ and masks/, or a type name
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    ablations: list[str] = field(default_factory=list)  # of ABLATIONS, or ["all"]
+    seeds: int = 3
+    epochs: int = 10
+    steps: int | None = None
+    seconds: float | None = None
+    widths: Widths = "small"
+    base_width: int = 16
+    size: int | None = None  # images resized to size x size (synthetic data: generated at that size)
+    batch_size: int = 8
+    lr: float = 1e-3
+    loss: str = "dice_ce"
+    augment: str | None = None  # a preset, "none", or None for the data config's own
+    device: str = "cpu"
+    command: str = ""  # the command line that asked for it, recorded in the report
+
+    def __post_init__(self) -> None:
+        self.models = _models(self.models)
+        self.ablations = _ablations(self.ablations)
+        for name in ("seeds", "epochs", "base_width", "batch_size"):
+            _at_least_one(name, getattr(self, name))
+        for name in ("steps", "size"):
+            if getattr(self, name) is not None:
+                _at_least_one(name, getattr(self, name))
+        if self.seconds is not None:
+            if not (math.isfinite(self.seconds) and self.seconds > 0):
+                raise ConfigError(f"--minutes (seconds={self.seconds!r}) must be a positive number of minutes")
+            self.seconds = float(self.seconds)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
+        self.lr = float(self.lr)
+        if self.widths not in ("small", "paper", "matched"):
+            raise unknown_choice("--widths", self.widths, ("small", "paper", "matched"))
+        _check_loss(self.loss)
+        if self.augment is not None and self.augment not in AUGMENT_CHOICES:
+            raise unknown_choice("--augment", self.augment, AUGMENT_CHOICES, "unset keeps the data config's")
+        if not DEVICE.match(self.device):
+            raise unknown_choice("--device", self.device, ("cpu", "cuda", "mps"), "or cuda:N for GPU N")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
+        """A config from a mapping (e.g. a YAML file's); missing keys take their defaults."""
+        return dataclass_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+
+
+def _models(names: list[str]) -> list[str]:
+    from unetfamily.models import resolve_model_name
+
+    if not names:
+        raise ConfigError("--models is empty; name at least one model (`unetfamily models` lists them)")
+    return [resolve_model_name(name) for name in names]
+
+
+def _ablations(names: list[str]) -> list[str]:
+    if list(names) == ["all"]:
+        return list(ABLATIONS)
+    return [resolve_choice("--ablations", name, ABLATIONS, hint="or 'all'") for name in names]
+
+
+def _check_loss(name: str) -> None:
+    from unetfamily.losses import list_losses
+
+    if name not in list_losses():
+        raise unknown_choice("--loss", name, list_losses())

@@ -1,0 +1,181 @@
+"""What a comparison produces, as dataclasses: the protocol, each variant with its costs, each run.
+
+``results.json`` is :meth:`CompareResults.to_dict` written as strict JSON (NaN and missing values
+as ``null``); :meth:`CompareResults.from_dict` reads it back and tolerates missing optional fields
+(a report can be written from partial results). ``docs/compare_report.md`` documents the fields.
+
+The primary metric, the one score that ranks variants, is decided here and nowhere else:
+:func:`primary_metric`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from unetfamily.compare.config import CompareConfig
+
+__all__ = ["Task", "primary_metric", "Protocol", "Costs", "VariantResult", "RunResult", "Artifacts", "CompareResults"]
+
+Task = Literal["binary", "multiclass"]
+
+
+def primary_metric(task: str) -> str:
+    """The score that ranks variants: ``"miou"`` (background included) for multi-class tasks, else ``"dice"``."""
+    return "miou" if task == "multiclass" else "dice"
+
+
+@dataclass
+class Protocol:
+    """How every variant was trained and evaluated: the request and what it resolved to."""
+
+    config: CompareConfig
+    data: dict[str, Any]  # the resolved dataset config every run trains on
+    data_name: str
+    task: Task
+    classes: list[str]
+    splits: dict[str, int]  # split name -> number of images
+    eval_split: str  # "test" when the data has one, else "val"
+    input_size: list[int]  # (H, W) of the evaluated images
+    optimizer: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    threads: int | None = None
+    version: str = ""
+    created: str = ""
+
+    @property
+    def primary_metric(self) -> str:
+        return primary_metric(self.task)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of every variant's runs."""
+        return list(range(self.config.seeds))
+
+    @property
+    def budget(self) -> dict[str, float | None]:
+        return {"epochs": self.config.epochs, "steps": self.config.steps, "seconds": self.config.seconds}
+
+    @property
+    def augment(self) -> Any:
+        """The augmentation every run trains with (the data config's ``augment``)."""
+        return self.data.get("augment")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Protocol:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["config"] = CompareConfig.from_dict(dict(data.get("config") or {}))
+        return cls(**{"data": {}, "data_name": "results", "task": "binary", "classes": [], "splits": {},
+                      "eval_split": "test", "input_size": [], **values})
+
+
+@dataclass
+class Costs:
+    """What a variant costs at the evaluated input size on the comparison's device; None = not measured."""
+
+    params: int | None = None
+    macs: int | None = None  # multiply-accumulates per image
+    latency_ms: float | None = None  # batch-1 eval forward
+    throughput: float | None = None  # images per second at batch 1
+    train_step_ms: float | None = None  # forward + backward + optimiser step at the protocol's batch size
+    peak_memory_mb: float | None = None  # of one training step
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Costs:
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class VariantResult:
+    """One trained configuration (a family member, its widths, maybe an ablation) and its costs."""
+
+    id: str
+    label: str
+    model: str
+    family: str
+    ablation: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    costs: Costs = field(default_factory=Costs)
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "costs"}
+        return {**row, **dataclasses.asdict(self.costs)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariantResult:
+        return cls(id=data["id"], label=data.get("label") or data["id"], model=data.get("model", ""),
+                   family=data.get("family", ""), ablation=data.get("ablation"), kwargs=dict(data.get("kwargs") or {}),
+                   costs=Costs.from_dict(data))
+
+
+@dataclass
+class RunResult:
+    """One (variant, seed) run: its training and its scores on the evaluation split (fractions 0..1)."""
+
+    variant: str
+    seed: int
+    train_seconds: float = math.nan  # of the process that finished the run
+    steps: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry of validation scores per evaluation
+    test: dict[str, Any] = field(default_factory=dict)  # dice, iou, miou, ..., per_class_iou, per_class_dice
+    per_image: list[dict[str, Any]] = field(default_factory=list)  # {"name", "dice", "iou"} per eval image
+    levels: dict[int, dict[str, float]] = field(default_factory=dict)  # UNet++ pruning level -> scores and costs
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if self.levels:
+            out["levels"] = {str(level): scores for level, scores in self.levels.items()}
+        else:
+            del out["levels"]  # only variants evaluated at pruning levels have them
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        seconds = data.get("train_seconds")
+        return cls(variant=str(data.get("variant")), seed=data.get("seed", 0),
+                   train_seconds=math.nan if seconds is None else seconds, steps=data.get("steps") or 0,
+                   history=list(data.get("history") or []), test=dict(data.get("test") or {}),
+                   per_image=list(data.get("per_image") or []),
+                   levels={int(k): dict(v) for k, v in (data.get("levels") or {}).items()})
+
+
+@dataclass
+class Artifacts:
+    """Files under the report folder the figures read: eval images and seed-0 predictions."""
+
+    samples: str | None = None  # npz: images (N, C, H, W) uint8, masks (N, H, W) uint8, names (N,)
+    predictions: dict[str, str] = field(default_factory=dict)  # variant id -> npz: pred (N, H, W) uint8, names
+
+
+@dataclass
+class CompareResults:
+    """Everything ``results.json`` holds."""
+
+    protocol: Protocol
+    variants: list[VariantResult]
+    runs: list[RunResult]
+    artifacts: Artifacts = field(default_factory=Artifacts)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.protocol.primary_metric
+
+    def runs_of(self, variant: str) -> list[RunResult]:
+        return [run for run in self.runs if run.variant == variant]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol.to_dict(), "variants": [v.to_dict() for v in self.variants],
+                "runs": [r.to_dict() for r in self.runs], "artifacts": dataclasses.asdict(self.artifacts)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompareResults:
+        art = data.get("artifacts") or {}
+        return cls(protocol=Protocol.from_dict(dict(data.get("protocol") or {})),
+                   variants=[VariantResult.from_dict(v) for v in data.get("variants") or []],
+                   runs=[RunResult.from_dict(r) for r in data.get("runs") or []],
+                   artifacts=Artifacts(art.get("samples"), dict(art.get("predictions") or {})))

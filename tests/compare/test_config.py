@@ -1,0 +1,104 @@
+"""CompareConfig: checked once, loaded strictly, turned into each run's training Config without a dict round trip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unetfamily.cli import main
+from unetfamily.compare.config import ABLATIONS, CompareConfig
+from unetfamily.compare.results import CompareResults, Protocol, primary_metric
+from unetfamily.compare.run import run_config
+from unetfamily.compare.runner import base_config
+from unetfamily.compare.variants import build_variants
+from unetfamily.config import config_from_dict
+from unetfamily.errors import ConfigError
+
+
+def test_names_resolve_and_all_ablations_expand() -> None:
+    cfg = CompareConfig(models=["unet++", "UNet3+", "fcn8s"], ablations=["all"], lr=1, seconds=60)
+    assert cfg.models == ["unet_plusplus", "unet_3plus", "fcn8s"]
+    assert cfg.ablations == list(ABLATIONS)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.seconds, float)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"models": []}, "--models is empty"),
+    ({"models": ["unet+"]}, "'unet_plusplus'"),
+    ({"ablations": ["unet_dept"]}, "did you mean 'unet_depth'"),
+    ({"seeds": 0}, "--seeds must be at least 1"),
+    ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"steps": 0}, "--steps must be at least 1"),
+    ({"base_width": 0}, "--base-width must be at least 1"),
+    ({"batch_size": 0}, "--batch-size must be at least 1"),
+    ({"size": 0}, "--size must be at least 1"),
+    ({"lr": 0.0}, "--lr must be a positive number"),
+    ({"lr": float("nan")}, "--lr must be a positive number"),
+    ({"seconds": -5.0}, "--minutes"),
+    ({"widths": "tiny"}, "--widths: unknown value 'tiny'"),
+    ({"loss": "dice_cee"}, "did you mean 'dice_ce'"),
+    ({"augment": "medic"}, "did you mean 'medical'"),
+    ({"device": "gpu"}, "--device: unknown value 'gpu'"),
+])
+def test_bad_options_are_config_errors_naming_the_option(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CompareConfig(**options)
+
+
+def test_from_dict_is_strict_and_round_trips() -> None:
+    with pytest.raises(ConfigError, match="unknown config key seedz"):
+        CompareConfig.from_dict({"seedz": 2})
+    with pytest.raises(ConfigError, match="wrong type"):
+        CompareConfig.from_dict({"seeds": "two"})
+    cfg = CompareConfig(models=["unet"], seeds=2, steps=50, size=64, augment="none", command="unetfamily compare")
+    assert CompareConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_primary_metric_is_one_rule() -> None:
+    assert primary_metric("binary") == "dice" and primary_metric("multiclass") == "miou"
+    protocol = Protocol.from_dict({"config": {}, "task": "multiclass"})
+    assert CompareResults(protocol, [], []).primary_metric == "miou"
+
+
+def test_each_run_config_is_the_base_with_model_seed_and_folder(tmp_path: Path) -> None:
+    cfg = CompareConfig(models=["unet", "unet_plusplus"], seeds=2, steps=6, size=32, batch_size=16, base_width=4,
+                        lr=0.005, augment="none")
+    data = {"type": "synthetic", "size": 32, "augment": None}
+    base = base_config(cfg, data)
+    variant = build_variants(cfg.models, [], cfg.widths, cfg.base_width, 1, 1)[1]
+    run = run_config(base, variant, 1, tmp_path / "seed1")
+    # The protocol as the comparison has always written it, spelt out as a mapping.
+    expected = config_from_dict({
+        "data": data, "loader": {"batch_size": 16}, "loss": {"name": "dice_ce"},
+        "optim": {"name": "adamw", "lr": 0.005, "weight_decay": 1e-4}, "schedule": {"name": "cosine", "warmup_steps": 10},
+        "train": {"epochs": 10, "max_steps": 6, "max_seconds": None, "device": "cpu", "progress": False,
+                  "tensorboard": True, "eval_every": 1, "seed": 1},
+        "model": {"name": "unet_plusplus", "kwargs": dict(variant.kwargs)}, "output_dir": str(tmp_path / "seed1"),
+    })
+    assert run == expected
+    assert base.train.seed == 0 and base.model.name == "unet"  # the base is not changed by a run
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--models", "unet+"], "did you mean"),
+    (["--ablations", "depth"], "--ablations: unknown value 'depth'"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--loss", "dice_cee"], "'dice_ce'"),
+    (["--augment", "medic"], "'medical'"),
+    (["--device", "gpu"], "--device"),
+])
+def test_command_line_errors_are_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare", *argv, "--out", str(tmp_path / "report")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "report").exists()
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: synthetic)", "(default: 3)", "(default: 10)", "(default: small)", "(default: 16)",
+                    "(default: 0.001)", "(default: dice_ce)", "(default: cpu)", "(default: reports/compare)"):
+        assert default in text, default
