@@ -33,8 +33,10 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from unetfamily.losses._common import ModelOutput, check_target_range, unpack_output
+from unetfamily.metrics.distance import hd95, normalized_surface_dice
+from unetfamily.metrics.topology import cldice
 
-__all__ = ["SegmentationMetrics", "hd95", "logits_to_labels", "per_image_scores", "scores_from_confusion"]
+__all__ = ["SegmentationMetrics", "cldice", "hd95", "normalized_surface_dice", "logits_to_labels", "per_image_scores", "scores_from_confusion"]
 
 
 def _num_classes(num_classes: int) -> int:
@@ -123,38 +125,6 @@ def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def _surface(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1), border_value=0)
-
-
-def hd95(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
-    """95th-percentile symmetric Hausdorff distance, in pixels, between two binary masks (H, W).
-
-    ``max(P95 of d(pred surface -> target surface), P95 of d(target surface -> pred surface))``
-    over surface (boundary) pixels, as MONAI's ``compute_hausdorff_distance(percentile=95)``;
-    surfaces are the mask minus its 4-connected erosion, the image border counting as outside.
-    Both masks empty -> 0.0; exactly one empty -> NaN. Needs scipy.
-    """
-    try:
-        from scipy import ndimage
-    except ImportError as e:  # pragma: no cover - scipy is a dev/train dependency
-        raise ImportError("HD95 needs scipy: pip install scipy") from e
-    p = np.asarray(pred.cpu() if isinstance(pred, Tensor) else pred).astype(bool)
-    t = np.asarray(target.cpu() if isinstance(target, Tensor) else target).astype(bool)
-    if p.shape != t.shape or p.ndim != 2:
-        raise ValueError(f"hd95 takes two (H, W) masks, got {p.shape} and {t.shape}")
-    if not p.any() and not t.any():
-        return 0.0
-    if not p.any() or not t.any():
-        return math.nan
-    ps, ts = _surface(p), _surface(t)
-    to_t = ndimage.distance_transform_edt(~ts)[ps]
-    to_p = ndimage.distance_transform_edt(~ps)[ts]
-    return float(max(np.percentile(to_t, 95), np.percentile(to_p, 95)))
-
-
 def per_image_scores(
     output: ModelOutput,
     target: Tensor,
@@ -163,6 +133,8 @@ def per_image_scores(
     ignore_index: int = 255,
     threshold: float = 0.5,
     with_hd95: bool = False,
+    nsd_tolerance: float | None = None,
+    with_cldice: bool = False,
 ) -> dict[str, Tensor]:
     """Scores of each image, for evaluation reports.
 
@@ -171,6 +143,9 @@ def per_image_scores(
         target: (N, H, W) long class indices, ``ignore_index`` ignored.
         num_classes: classes including background (binary: 2).
         with_hd95: also return ``hd95`` (N,) (binary only; NaN where exactly one mask is empty).
+        nsd_tolerance: also return the normalised surface Dice at this tolerance in pixels:
+            ``per_class_nsd`` (N, K) and ``nsd`` (N,), the mean over foreground classes.
+        with_cldice: also return centreline Dice: ``per_class_cldice`` (N, K) and ``cldice`` (N,).
 
     Returns:
         ``per_class_dice``, ``per_class_iou`` (N, K) float64 (NaN where the class is absent from
@@ -185,7 +160,36 @@ def per_image_scores(
     out = {name: scores[name] for name in ("per_class_dice", "per_class_iou", "dice", "iou")}
     if with_hd95:
         out["hd95"] = torch.tensor(_hd95_batch(pred, target, k, ignore_index), dtype=torch.float64)
+    if nsd_tolerance is not None:
+        nsd = _per_class(pred, target, k, ignore_index, lambda p, t: normalized_surface_dice(p, t, nsd_tolerance))
+        out["per_class_nsd"], out["nsd"] = nsd, _foreground_mean(nsd)
+    if with_cldice:
+        cl = _per_class(pred, target, k, ignore_index, cldice)
+        out["per_class_cldice"], out["cldice"] = cl, _foreground_mean(cl)
     return out
+
+
+def _per_class(pred: Tensor, target: Tensor, k: int, ignore_index: int, score) -> Tensor:
+    """(N, K) float64: ``score(pred == c, target == c)`` per image and foreground class (class 0 NaN).
+
+    Ignored pixels count as neither class in both masks.
+    """
+    valid = (target != ignore_index).cpu().numpy()
+    p, t = pred.cpu().numpy(), target.cpu().numpy()
+    out = np.full((p.shape[0], k), np.nan)
+    for c in range(1, k):
+        for i in range(p.shape[0]):
+            out[i, c] = score((p[i] == c) & valid[i], (t[i] == c) & valid[i])
+    return torch.from_numpy(out)
+
+
+def _foreground_mean(per_class: Tensor) -> Tensor:
+    """(N,) mean over the foreground classes that are defined in each image (NaN if none is)."""
+    fg = per_class[:, 1:]
+    defined = ~fg.isnan()
+    total = torch.where(defined, fg, torch.zeros_like(fg)).sum(1)
+    count = defined.sum(1)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
 
 
 def _hd95_batch(pred: Tensor, target: Tensor, k: int, ignore_index: int) -> list[float]:

@@ -1,0 +1,109 @@
+"""Run identity: the fingerprint of everything that decides a run's result, and one writer per run.
+
+A finished run is reused only when its saved fingerprint equals the one the current command
+would write. The fingerprint holds the resolved training config (model and its arguments,
+optimiser, schedule, loss, budget, seed, input size, augmentation, device), the names and a
+content hash of every sample of every split the run reads, the fold, and the package version;
+fields that cannot change a result (output folder, progress bars, log intervals) are left out.
+
+Each run folder is guarded by a lock file (the ``filelock`` package: ``fcntl`` on POSIX, with
+Windows support), so two ``compare`` processes on one ``--out`` never train the same run: the
+second skips runs the first holds and reuses them once they are done.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetfamily import __version__
+from unetfamily.errors import UnetFamilyError
+
+__all__ = ["FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock"]
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+#: Config fields that do not change what a run learns or scores.
+NOT_FINGERPRINTED = ("output_dir", "train.progress", "train.tensorboard", "train.log_every", "train.image_every",
+                     "train.checkpoint_every", "loader.num_workers")
+
+
+class StaleRunError(UnetFamilyError, RuntimeError):
+    """A finished run in the output folder was made under other settings than the ones asked for."""
+
+
+def data_digest(dataset: Any) -> dict[str, Any]:
+    """``{"count", "names", "sha256"}`` of a dataset: its sample names and a hash of their decoded content.
+
+    The hash covers every image and mask array as decoded (dtype, shape and bytes, before any
+    resize or augmentation), so renamed copies of the same files match and an edited mask
+    does not. ``dataset`` is a :class:`~unetfamily.data.SegmentationDataset`.
+    """
+    digest = hashlib.sha256()
+    names = [dataset.sample_name(i) for i in range(len(dataset))]
+    for i, name in enumerate(names):
+        digest.update(name.encode() + b"\0")
+        for array in dataset.read(i):
+            a = np.ascontiguousarray(array)
+            digest.update(f"{a.dtype.str}{a.shape}".encode())
+            digest.update(a.tobytes())
+    return {"count": len(names), "names": names, "sha256": digest.hexdigest()}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def run_fingerprint(config: Mapping[str, Any], data: Mapping[str, Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The flat ``{field: value}`` fingerprint of one run.
+
+    ``config`` is the run's resolved training config as a dict, ``data`` the :func:`data_digest`
+    of each split it reads (``{"train": ..., "eval": ...}``), ``extra`` anything else that
+    decides the result (fold, input size, evaluation split).
+    """
+    flat = {k: v for k, v in _flatten(config).items() if not k.startswith(NOT_FINGERPRINTED)}
+    for split, digest in data.items():
+        flat[f"samples.{split}.count"] = digest["count"]
+        flat[f"samples.{split}.sha256"] = digest["sha256"]
+    flat.update({f"run.{k}": (list(v) if isinstance(v, tuple) else v) for k, v in extra.items()})
+    flat["version"] = __version__
+    return dict(sorted(flat.items()))
+
+
+def differing_fields(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The fields whose values differ between two fingerprints (including fields only one has)."""
+    return sorted(k for k in set(saved) | set(wanted) if saved.get(k, "<absent>") != wanted.get(k, "<absent>"))
+
+
+def describe_difference(run: str, fields: Iterable[str], saved: Mapping[str, Any], wanted: Mapping[str, Any],
+                        limit: int = 6) -> str:
+    """One line: which fields of ``run`` differ, with the saved and the wanted value of the first few."""
+    fields = list(fields)
+    shown = ", ".join(f"{f} ({_short(saved.get(f))} -> {_short(wanted.get(f))})" for f in fields[:limit])
+    more = f" and {len(fields) - limit} more" if len(fields) > limit else ""
+    return f"{run}: {shown}{more}"
+
+
+def _short(value: Any) -> str:
+    text = "absent" if value is None else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def run_lock(run_dir: Path) -> Any:
+    """A lock on ``run_dir`` (a ``filelock.FileLock`` on ``run_dir/run.lock``); use ``acquire(timeout=0)``."""
+    from filelock import FileLock
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(run_dir / "run.lock"))

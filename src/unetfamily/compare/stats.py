@@ -1,0 +1,139 @@
+"""Case-level statistics for a comparison, as challengeR and Metrics Reloaded recommend.
+
+The unit of evidence is the CASE (an evaluated image), not the seed: each variant's score per
+case is averaged over its seeds, and every question is asked of those case scores.
+
+- :func:`paired_tests`: every pair of variants, two-sided Wilcoxon signed-rank test on the
+  paired case scores (scipy.stats.wilcoxon), p-values Holm-adjusted over all pairs so that the
+  chance of any false "significant" among them stays below alpha.
+- :func:`bootstrap_ranks`: cases resampled with replacement (seeded), the variants ranked by
+  mean score in each resample: the rank distribution of each variant (a blob plot), the
+  probability that it ranks first, and 95% percentile intervals of each mean.
+
+Wiesenfarth et al., "Methods and open-source toolkit for analyzing and visualizing challenge
+results", Sci Rep 2021; Maier-Hein et al., "Metrics reloaded", Nat Methods 2024.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PairTest", "BootstrapRanks", "case_matrix", "holm", "paired_tests", "bootstrap_ranks"]
+
+
+def case_matrix(scores: np.ndarray, empty_is_perfect: bool, higher_is_better: bool = True) -> np.ndarray:
+    """(V, C) case scores with undefined (NaN) entries resolved the same way for every variant.
+
+    Overlap scores (Dice, IoU, NSD, clDice) are NaN only where prediction and reference are
+    both empty, which is a perfect answer: with ``empty_is_perfect`` NaN becomes 1.0. Distance
+    scores (HD95) are NaN where exactly one mask is empty, a failure: NaN becomes the worst
+    finite value in the matrix. Cases that are NaN for every variant carry no information and
+    are dropped.
+    """
+    m = np.array(scores, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"case scores must be (variants, cases), got shape {m.shape}")
+    m = m[:, ~np.isnan(m).all(axis=0)]
+    if empty_is_perfect:
+        return np.where(np.isnan(m), 1.0, m)
+    finite = m[np.isfinite(m)]
+    worst = (finite.min() if higher_is_better else finite.max()) if finite.size else 0.0
+    return np.where(np.isnan(m), worst, m)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down; monotone; capped at 1), in the input order."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """Paired comparison of variants ``a`` and ``b`` over the same cases."""
+
+    a: str
+    b: str
+    mean_diff: float      # mean over cases of a - b
+    median_diff: float    # median over cases of a - b
+    wins: int             # cases where a scores better than b (higher, or lower for HD95)
+    losses: int
+    statistic: float
+    p: float              # two-sided Wilcoxon signed-rank
+    p_adj: float          # Holm-adjusted over all pairs
+
+
+def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    if diff.size == 0 or not np.any(diff != 0):
+        return 0.0, 1.0  # identical on every case: no evidence of a difference
+    result = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
+    return float(result.statistic), float(result.pvalue)
+
+
+def paired_tests(names: Sequence[str], scores: np.ndarray, higher_is_better: bool = True) -> list[PairTest]:
+    """Wilcoxon signed-rank test of every pair of rows of ``scores`` (V, C), Holm-adjusted over all pairs."""
+    m = np.asarray(scores, dtype=np.float64)
+    if m.shape[0] != len(names):
+        raise ValueError(f"{len(names)} names for {m.shape[0]} rows of scores")
+    raw = []
+    for i, j in itertools.combinations(range(len(names)), 2):
+        diff = m[i] - m[j]
+        better = diff > 0 if higher_is_better else diff < 0
+        worse = diff < 0 if higher_is_better else diff > 0
+        stat, p = _wilcoxon(diff)
+        raw.append((names[i], names[j], float(diff.mean()) if diff.size else math.nan,
+                    float(np.median(diff)) if diff.size else math.nan, int(better.sum()), int(worse.sum()), stat, p))
+    adjusted = holm([r[-1] for r in raw]) if raw else np.array([])
+    return [PairTest(*r, p_adj=float(q)) for r, q in zip(raw, adjusted)]
+
+
+@dataclass(frozen=True)
+class BootstrapRanks:
+    """Rank statistics of V variants over ``samples`` bootstrap resamples of the cases."""
+
+    names: list[str]
+    means: np.ndarray        # (V,) mean case score
+    ci_low: np.ndarray       # (V,) 2.5th percentile of the resampled means
+    ci_high: np.ndarray      # (V,) 97.5th percentile
+    rank_probs: np.ndarray   # (V, V): [v, r] = P(variant v has rank r + 1); ties share the best rank
+    p_first: np.ndarray      # (V,) P(ranked first); a tie for first splits the credit equally
+    samples: int
+    seed: int
+
+    def first(self) -> str:
+        """The variant most often ranked first."""
+        return self.names[int(np.argmax(self.p_first))]
+
+
+def bootstrap_ranks(names: Sequence[str], scores: np.ndarray, samples: int = 1000, seed: int = 0,
+                    higher_is_better: bool = True) -> BootstrapRanks:
+    """Resample the C cases of ``scores`` (V, C) with replacement ``samples`` times and rank the variants.
+
+    The same resampled cases serve every variant (the scores stay paired), so the rank
+    distribution shows how stable the ranking is under a different draw of cases.
+    """
+    from scipy import stats
+
+    m = np.asarray(scores, dtype=np.float64)
+    v, c = m.shape
+    if c == 0:
+        raise ValueError("no cases to bootstrap")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, c, size=(samples, c))
+    means = m[:, idx].mean(axis=-1)  # (V, samples)
+    ranks = stats.rankdata(-means if higher_is_better else means, axis=0, method="min").astype(int)
+    rank_probs = np.stack([(ranks == r + 1).mean(axis=1) for r in range(v)], axis=1)
+    firsts = ranks == 1
+    p_first = (firsts / firsts.sum(axis=0, keepdims=True)).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5], axis=1)
+    return BootstrapRanks(list(names), m.mean(axis=1), low, high, rank_probs, p_first, samples, seed)
