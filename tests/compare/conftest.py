@@ -1,14 +1,18 @@
-"""A realistic fake ``results`` dict (``results.json``'s schema) with its artifacts, for the report tests.
+"""Fake comparison results for the report tests.
 
-Eval images are noisy discs (binary) or a disc and a bar (multi-class); each variant's seed-0
-predictions are the ground truth corrupted by seeded noise whose strength follows the variant's
-score, and the per-image Dice in ``results`` is computed from those predictions, so figures and
-numbers agree.
+:func:`build_results`: a realistic ``results`` dict (``results.json``'s schema) with its
+artifacts. Eval images are noisy discs (binary) or a disc and a bar (multi-class); each
+variant's seed-0 predictions are the ground truth corrupted by seeded noise whose strength
+follows the variant's score, and the per-image Dice in ``results`` is computed from those
+predictions, so figures and numbers agree.
+
+:func:`case_results`: a :class:`CompareResults` built directly from injected per-case scores
+(seed x case per variant), with K folds, for the case-level statistics and the verdict.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import pytest
 
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.report import write_report
-from unetfamily.compare.results import CompareResults
+from unetfamily.compare.results import Costs, CompareResults, Protocol, RunResult, VariantResult
 
 SIZE, N_IMAGES = 32, 8
 # id, label, model, family, ablation, params, macs, latency_ms
@@ -26,6 +30,7 @@ BINARY = [
     ("unet_plusplus", "UNet++ (DS)", "unet_plusplus", "unet_plusplus", None, 2_263_972, 2_750_000_000, 14.6),
     ("unet_d2", "U-Net depth 2", "unet", "unet", "depth 2", 118_801, 102_000_000, 3.2),
 ]
+RECEPTIVE_FIELD = {"unet": 140, "unet_plusplus": 140, "unet_d2": 44}  # binary variants only
 BINARY_DICE = {"unet": [0.842, 0.848], "unet_plusplus": [0.861, 0.857], "unet_d2": [0.839, 0.845]}
 MULTICLASS = [
     ("fcn8s", "FCN-8s", "fcn8s", "fcn", None, 3_100_000, 1_500_000_000, 6.0),
@@ -96,7 +101,8 @@ def build_results(root: Path, task: str = "binary", seeds: tuple[int, ...] = (0,
         variants.append({"id": vid, "label": label, "model": model, "family": family, "ablation": ablation,
                          "kwargs": {"channels": [16, 32, 64, 128, 256]}, "params": params, "macs": macs,
                          "latency_ms": latency, "train_step_ms": 10 * latency, "peak_memory_mb": 50 + params / 1e4,
-                         "throughput": 1000 / latency})
+                         "throughput": 1000 / latency, "lr": 0.001,
+                         "receptive_field": None if multiclass else RECEPTIVE_FIELD[vid]})
         preds[vid] = _corrupt(rng, masks, float(np.mean(scores[vid][: len(seeds)])), len(classes))
         if vid == table[1][0]:
             preds[vid][-1] = 0  # empty prediction on the empty image: per-image Dice NaN
@@ -107,9 +113,11 @@ def build_results(root: Path, task: str = "binary", seeds: tuple[int, ...] = (0,
                     "pixel_accuracy": 0.9 + score / 20, "per_class_iou": per_class, "per_class_dice": per_class}
             if hd95 and not multiclass:
                 test["hd95"] = 40 * (1 - score) + rng.normal(0, 0.3)
+            if not multiclass:
+                test["nsd"], test["cldice"] = score + 0.05, score - 0.1
             per_image = [{"name": str(n), "dice": _dice(preds[vid][i], masks[i]) + (0 if j == 0 else 0.01),
                           "iou": math.nan} for i, n in enumerate(names)]
-            run = {"variant": vid, "seed": seed, "train_seconds": 30 + macs / 1e8 + j, "steps": 100,
+            run = {"variant": vid, "seed": seed, "fold": 0, "train_seconds": 30 + macs / 1e8 + j, "steps": 100,
                    "history": _history(rng, score, metric, offset=5 * j), "test": test, "per_image": per_image}
             if levels and vid == "unet_plusplus":
                 run["levels"] = {str(lv): {"dice": score - 0.04 * (4 - lv) ** 1.5 + 0.001 * j, "iou": score - 0.1,
@@ -129,7 +137,8 @@ def build_results(root: Path, task: str = "binary", seeds: tuple[int, ...] = (0,
     protocol = {
         "config": config.to_dict(), "data": {"type": "synthetic", "size": SIZE, "augment": "light"},
         "data_name": "synthetic", "task": task, "classes": classes, "splits": {"train": 64, "val": 16, "test": N_IMAGES},
-        "eval_split": "test", "input_size": [SIZE, SIZE], "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
+        "eval_split": "test", "input_size": [SIZE, SIZE], "folds": 1, "cases": N_IMAGES,
+        "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
         "schedule": {"name": "cosine", "warmup_steps": 10}, "threads": 2, "version": "0.1.0",
         "created": "2025-01-01T00:00:00+00:00",
     }
@@ -176,3 +185,44 @@ def nan_to_none(obj: Any) -> Any:
     if isinstance(obj, list):
         return [nan_to_none(v) for v in obj]
     return None if isinstance(obj, float) and math.isnan(obj) else obj
+
+
+LABELS = {"unet": "U-Net", "unet_plusplus": "UNet++", "unet_3plus": "UNet3+", "fcn8s": "FCN-8s",
+          "unet_d0": "U-Net depth 0", "unet_d2": "U-Net depth 2"}
+
+
+def case_results(scores: Mapping[str, Any], metric: str = "dice", folds: int = 1,
+                 macs: Mapping[str, float] | None = None, receptive_field: Mapping[str, int] | None = None,
+                 ablation: Mapping[str, str] | None = None, names: list[str] | None = None) -> CompareResults:
+    """Results whose per-case ``metric`` is ``scores[variant]`` ((S, C): seed x case; NaN allowed).
+
+    Case c is named ``case_{c:03d}`` (or ``names[c]``) and held out by fold ``c % folds``: one run
+    per (variant, seed, fold) holds that fold's cases. A variant's MACs default to 1e9 x (its
+    position + 1), so earlier variants are cheaper.
+    """
+    first = np.atleast_2d(np.asarray(next(iter(scores.values())), dtype=float))
+    n_seeds, n_cases = first.shape
+    names = names or [f"case_{c:03d}" for c in range(n_cases)]
+    config = CompareConfig(models=[v for v in scores if v in LABELS and "_d" not in v] or ["unet"], seeds=n_seeds,
+                           folds=folds, primary=metric, command="unetfamily compare --data injected")
+    protocol = Protocol(config=config, data={"type": "injected"}, data_name="injected", task="binary",
+                        classes=["background", "foreground"], splits={"test": n_cases},
+                        eval_split="folds" if folds > 1 else "test", input_size=[32, 32], folds=folds,
+                        cases=n_cases, version="0.2.0", created="2025-01-01T00:00:00+00:00")
+    variants, runs = [], []
+    for i, (vid, values) in enumerate(scores.items()):
+        model = vid.split("_d")[0] if "_d" in vid else vid
+        variants.append(VariantResult(
+            id=vid, label=LABELS.get(vid, vid), model=model, family=model, ablation=(ablation or {}).get(vid),
+            costs=Costs(params=1_000_000 * (i + 1), macs=int((macs or {}).get(vid, 1e9 * (i + 1))),
+                        latency_ms=2.0 * (i + 1)),
+            receptive_field=(receptive_field or {}).get(vid)))
+        matrix = np.atleast_2d(np.asarray(values, dtype=float))
+        for seed in range(matrix.shape[0]):
+            for fold in range(folds):
+                cases = [c for c in range(n_cases) if c % folds == fold]
+                per_image = [{"name": names[c], metric: float(matrix[seed, c])} for c in cases]
+                mean = float(np.nanmean(matrix[seed, cases])) if np.isfinite(matrix[seed, cases]).any() else math.nan
+                runs.append(RunResult(variant=vid, seed=seed, fold=fold, train_seconds=10.0, steps=10,
+                                      test={metric: mean}, per_image=per_image))
+    return CompareResults(protocol=protocol, variants=variants, runs=runs)

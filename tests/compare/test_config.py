@@ -8,8 +8,7 @@ import pytest
 from unetfamily.cli import main
 from unetfamily.compare.config import ABLATIONS, CompareConfig
 from unetfamily.compare.results import CompareResults, Protocol, primary_metric
-from unetfamily.compare.run import run_config
-from unetfamily.compare.runner import base_config
+from unetfamily.compare.plan import base_config, run_config
 from unetfamily.compare.variants import build_variants
 from unetfamily.config import config_from_dict
 from unetfamily.errors import ConfigError
@@ -55,9 +54,25 @@ def test_from_dict_is_strict_and_round_trips() -> None:
 
 
 def test_primary_metric_is_one_rule() -> None:
-    assert primary_metric("binary") == "dice" and primary_metric("multiclass") == "miou"
-    protocol = Protocol.from_dict({"config": {}, "task": "multiclass"})
-    assert CompareResults(protocol, [], []).primary_metric == "miou"
+    # Dice by default for every task (for multi-class tasks: the mean over foreground classes)
+    assert primary_metric(CompareConfig()) == "dice" and primary_metric(CompareConfig(primary="nsd")) == "nsd"
+    protocol = Protocol.from_dict({"config": {"primary": "hd95"}, "task": "multiclass"})
+    assert CompareResults(protocol, [], []).primary_metric == "hd95"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"folds": 0}, "--folds must be between 1"), ({"folds": 99}, "--folds must be between 1"),
+    ({"primary": "dcie"}, "did you mean 'dice'"), ({"nsd_tolerance": -1.0}, "--nsd-tolerance"),
+    ({"lr_grid": [0.001]}, "at least two"), ({"lr_grid": [0.001, -1.0]}, "positive"),
+    ({"lr_grid": [0.001, 0.001]}, "twice"), ({"first_seed": -1}, "--first-seed"),
+])
+def test_issue12_options_are_range_checked(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CompareConfig(**options)
+
+
+def test_seeds_start_at_first_seed() -> None:
+    assert CompareConfig(seeds=3, first_seed=5).seed_list == [5, 6, 7]
 
 
 def test_each_run_config_is_the_base_with_model_seed_and_folder(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The ``compare`` report: files, CSV columns, JSON round trip, NaN handling, the verdict, the HTML."""
+"""The ``compare`` report: files, CSV columns, JSON round trip, NaN handling, the verdict, the case-level
+section, byte-identical rewrites, the HTML."""
 from __future__ import annotations
 
 import copy
@@ -14,18 +15,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.compare.conftest import nan_to_none
+from tests.compare.conftest import case_results, nan_to_none
+from unetfamily.compare.evidence import case_evidence
 from unetfamily.compare.report import PLOTS, csv_columns, write_report
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import summarize
-from unetfamily.compare.verdict import compare_scores, verdict, welch_t_test
+from unetfamily.compare.verdict import (compare_scores, format_p, format_share, p_adj_phrase, verdict,
+                                        welch_t_test)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "compare_report.md"
 CORE = ["report.md", "report.html", "results.json", "results.csv"]
 
 
-def _verdict(results: dict[str, Any]) -> str:
-    typed = CompareResults.from_dict(results)
+def _verdict(results: dict[str, Any] | CompareResults) -> str:
+    typed = results if isinstance(results, CompareResults) else CompareResults.from_dict(results)
     return "\n".join(verdict(typed, summarize(typed)))
 
 
@@ -63,19 +66,37 @@ def test_csv_header_is_documented_and_rows_ranked(binary_report: tuple) -> None:
     assert rows[0]["n_seeds"] == "2" and rows[2]["ablation"] == "depth 2"
     assert int(rows[0]["params"]) == 2_263_972 and int(rows[0]["macs"]) == 2_750_000_000
     assert float(rows[0]["hd95_mean"]) > 0
+    assert [r["receptive_field"] for r in rows] == ["140", "140", "44"] and rows[0]["lr"] == "0.001"
+    ev = case_evidence(results, [v.id for v in results.variants], "dice")
+    assert [r["id"] for r in rows] == ev.order()  # ranked by the mean per-case score
+    for r in rows:
+        i = ev.variants.index(r["id"])
+        assert float(r["case_mean"]) == pytest.approx(ev.mean(r["id"]), rel=1e-5)
+        assert float(r["case_ci_low"]) <= float(r["case_mean"]) <= float(r["case_ci_high"])
+        assert float(r["case_ci_low"]) == pytest.approx(ev.ranks.ci_low[i], rel=1e-5)
+        assert float(r["p_first"]) == pytest.approx(ev.p_first(r["id"]), rel=1e-5)
+        assert float(r["seed_std"]) == pytest.approx(ev.seed_std(r["id"]), rel=1e-5)
+    assert rows[0]["median_rank"] == "1"
 
 
-def test_multiclass_report_ranks_by_miou_with_per_class_columns(multiclass_report: tuple) -> None:
+def test_multiclass_report_ranks_by_foreground_dice_with_per_class_tables(multiclass_report: tuple) -> None:
     results, paths = multiclass_report
+    assert results.primary_metric == "dice"
     header, rows = _csv(paths["results.csv"])
     for name in ("background", "disc", "bar"):
-        assert f"iou_{name}_mean" in header and f"iou_{name}_std" in header
+        for metric in ("iou", "dice"):
+            assert f"{metric}_{name}_mean" in header and f"{metric}_{name}_std" in header
     assert [r["id"] for r in rows] == ["unet", "unet_3plus", "fcn8s"]
     assert rows[0]["hd95_mean"] == ""  # not measured for multi-class
+    assert float(rows[0]["iou_bar_mean"]) == pytest.approx(np.mean([0.74 - 0.02, 0.73 - 0.02]))
     assert "plots/pruning.png" not in paths
     md = paths["report.md"].read_text()
-    assert "mIoU (%)" in md and "IoU bar (%)" in md and "HD95" not in md
-    assert "**U-Net** has the highest mIoU" in md
+    assert "mIoU (%)" in md and "HD95" not in md
+    per_class = md.split("## Per-class scores")[1].split("## ")[0]
+    assert "IoU bar (%)" in per_class and "Dice disc (%)" in per_class
+    assert "| U-Net | **95.00 \u00b1 0.00**" in per_class
+    assert "**U-Net** has the highest mean Dice per case" in md
+    assert "Its weakest class is \u201cbar\u201d" in md
 
 
 def test_results_json_round_trips_with_nan_as_null(make_results: Any) -> None:
@@ -99,41 +120,62 @@ def test_results_json_round_trips_with_nan_as_null(make_results: Any) -> None:
     assert d2["peak_memory_mb"] == ""
 
 
-def test_single_seed_says_it_cannot_separate_models(make_results: Any) -> None:
+def test_single_seed_says_the_seed_spread_is_unknown(make_results: Any) -> None:
     results, root = make_results(seeds=(0,))
     paths = _write(results, root)
     _, rows = _csv(paths["results.csv"])
-    assert all(r["dice_std"] == "" and r["n_seeds"] == "1" for r in rows)
+    assert all(r["dice_std"] == "" and r["n_seeds"] == "1" and r["seed_std"] == "" for r in rows)
     md = paths["report.md"].read_text()
-    assert "single seed cannot separate models" in md and "--seeds 3" in md
+    assert "trained with a single seed, so the seed-to-seed spread is unknown" in md and "--seeds 3" in md
     assert "Welch" not in md.split("## Plots")[0]
-    table = [line for line in md.split("## Results")[1].split("## Is")[0].splitlines() if line.startswith("| ")]
+    table = [line for line in md.split("## Results")[1].split("## Case")[0].splitlines() if line.startswith("| ")]
     assert len(table) == 4 and not any("\u00b1" in line for line in table)  # no std with one seed
 
 
-def test_verdict_names_the_winner_and_follows_the_numbers(make_results: Any) -> None:
-    results, _ = make_results()
+def test_verdict_names_the_winner_and_follows_the_numbers() -> None:
+    rng = np.random.default_rng(7)
+    base = np.tile(rng.uniform(0.6, 0.9, 24), (2, 1))
+    # UNet++ leads by 0.05 points: wins and losses alternate with ever larger margins, so no pattern.
+    small = np.linspace(0.001, 0.024, 24) * np.where(np.arange(24) % 2 == 0, -1.0, 1.0)
+    scores = {"unet_plusplus": base + small, "unet": base, "unet_d2": base - 0.2 + rng.normal(0, 0.01, base.shape)}
+    results = case_results(scores, macs={"unet_plusplus": 2.75e9, "unet": 1.02e9, "unet_d2": 1.02e8})
+    ev = case_evidence(results, list(scores), "dice")
     text = _verdict(results)
-    assert text.startswith("On synthetic (test split, 8 images), **UNet++ (DS)** has the highest Dice: 85.90")
-    assert "within noise" in text
-    # The cheapest model within noise of the winner is recommended, with its cost ratio.
-    assert "**U-Net depth 2** is within noise and within 2.00 points of it" in text and "1/27 the MACs" in text
+    mean = 100 * ev.mean("unet_plusplus")
+    assert text.startswith(f"On injected (test split, 24 cases), **UNet++** has the highest mean Dice per case: "
+                           f"{mean:.2f} (95% CI ")
+    t = ev.pair("unet", "unet_plusplus")
+    assert "UNet++ and U-Net cannot be separated on this data (p_adj >= 0.05; UNet++ first in" in text
+    assert f"UNet++ is better than U-Net depth 2 ({p_adj_phrase(ev.pair('unet_plusplus', 'unet_d2').p_adj)})" in text
+    # The cheapest model inseparable from the winner and within the margin is recommended, with its cost ratio.
+    assert t.p_adj >= 0.05 and t.mean_diff == pytest.approx(-0.0005)
+    assert (f"**U-Net** cannot be separated from UNet++ and is within 2.00 points of it (\u22120.05 points, "
+            f"{p_adj_phrase(t.p_adj)}) at 1/3 the MACs") in text
+    assert "Use **U-Net** where compute matters; UNet++ only if its 0.05-point edge is worth the cost." in text
 
-    swapped, _ = make_results(scores={"unet": [0.905, 0.903], "unet_plusplus": [0.861, 0.857], "unet_d2": [0.70, 0.71]})
+    swapped = case_results({"unet": base + 0.045, "unet_plusplus": base + small, "unet_d2": scores["unet_d2"]},
+                           macs={"unet": 1.02e9, "unet_plusplus": 2.75e9, "unet_d2": 1.02e8})
+    ev = case_evidence(swapped, ["unet", "unet_plusplus", "unet_d2"], "dice")
     text = _verdict(swapped)
-    assert text.startswith("On synthetic (test split, 8 images), **U-Net** has the highest Dice: 90.40")
-    assert "UNet++ (DS) is 4.50 points: beyond noise" in text
-    assert "No cheaper model is within noise and within 2.00 points of it: use **U-Net**" in text
-    assert "The cheapest, U-Net depth 2, is 19.90 points behind" in text
-    assert "UNet++ (DS) costs 2.7\u00d7 the MACs of U-Net and scores 4.50 points lower" in text
-    assert "changes Dice by \u221219.90 points against U-Net (beyond noise" in text
+    assert "**U-Net** has the highest mean Dice per case" in text
+    p_adj = p_adj_phrase(ev.pair("unet", "unet_plusplus").p_adj)
+    assert (f"**U-Net** ranks first in {format_share(ev.p_first('unet'))} of bootstrap samples; U-Net vs UNet++: "
+            f"{p_adj} (better on 24 of 24 cases)") in text
+    assert "No cheaper model is both inseparable from it and within 2.00 points of it: use **U-Net**" in text
+    assert f"The cheapest, U-Net depth 2, is {100 * (ev.mean('unet') - ev.mean('unet_d2')):.2f} points behind" in text
+    assert f"UNet++ costs 2.7\u00d7 the MACs of U-Net and scores 4.45 points worse ({p_adj})" in text
 
 
 def test_verdict_reports_ablations_and_pruning(make_results: Any) -> None:
     results, _ = make_results()
+    typed = CompareResults.from_dict(results)
+    t = case_evidence(typed, [v.id for v in typed.variants], "dice").pair("unet_d2", "unet")  # Holm over all pairs
     text = _verdict(results)
-    assert "Ablation \u201cdepth 2\u201d: U-Net depth 2 is within 0.30 Dice points of U-Net" in text
-    assert "at 1/10 the MACs" in text
+    assert t.p_adj >= 0.05 and abs(t.mean_diff) <= 0.01
+    assert (f"Ablation \u201cdepth 2\u201d: U-Net depth 2 is within {100 * abs(t.mean_diff):.2f} Dice points of U-Net "
+            f"(cannot be separated: {p_adj_phrase(t.p_adj)}, better on {t.wins} and worse on {t.losses} cases)") \
+        in text
+    assert "at 1/10 the MACs" in text and "receptive field 44 vs 140 px" in text
     assert re.search(r"Pruned to L\d, UNet\+\+ \(DS\) keeps \d+\.\d% of its L4 Dice", text)
     no_levels, _ = make_results(levels=False)
     assert "Pruned" not in _verdict(no_levels)
@@ -193,10 +235,11 @@ def test_rewrite_removes_stale_plots(make_results: Any) -> None:
 def test_report_states_the_protocol(binary_report: tuple) -> None:
     results, paths = binary_report
     md = paths["report.md"].read_text()
-    for text in ("## Verdict", "## Results", "## Is the difference real?", "## Protocol", "train 64, val 16, test 8",
+    for text in ("## Verdict", "## Results", "## Case-level statistics", "## Protocol", "train 64, val 16, test 8",
                  "epochs=10", "name=adamw, lr=0.001", "name=cosine", "dice_ce", "| Augmentation | light |",
                  "| Widths | small, base width 16 |", "| Models | unet, unet_plusplus; ablations: unet_depth |",
-                 "cpu, 2 threads", results.protocol.config.command):
+                 "cpu, 2 threads", "evaluated on the test split (8 cases)", "| Primary metric | Dice per case; NSD "
+                 "tolerance 2 px |", results.protocol.config.command):
         assert text in md, text
     for name in PLOTS:
         assert f"](plots/{name})" in md
@@ -233,10 +276,84 @@ def test_html_renders_in_headless_chromium(binary_report: tuple, tmp_path: Path)
     assert (pixels[:300] < 100).mean() > 0.005, "no dark text at the top of the page"
 
 
-def test_large_gap_within_noise_is_not_recommended(make_results: Any) -> None:
-    # Two noisy seeds: the t-test cannot call a 20-point gap, but the verdict must not recommend it.
-    results, _ = make_results(scores={"unet": [0.905, 0.903], "unet_plusplus": [0.80, 0.60], "unet_d2": [0.88, 0.50]})
+def test_large_gap_that_cannot_be_tested_is_not_recommended() -> None:
+    # Few, noisy cases: the test cannot call a 20-point gap, but the verdict must not recommend it.
+    rng = np.random.default_rng(2)
+    base = np.tile(rng.uniform(0.5, 0.9, 6), (2, 1))
+    swing = np.array([0.6, -0.2, 0.6, -0.2, 0.6, -0.2]) + 0.0  # mean +0.2, three cases each way
+    results = case_results({"unet": base + swing, "unet_plusplus": base, "unet_d2": base - 0.01},
+                           macs={"unet": 3e9, "unet_plusplus": 2e9, "unet_d2": 1e9})
+    ev = case_evidence(results, ["unet", "unet_plusplus", "unet_d2"], "dice")
+    assert ev.pair("unet", "unet_plusplus").p_adj >= 0.05 and ev.pair("unet", "unet_d2").p_adj >= 0.05
     text = _verdict(results)
-    assert "**U-Net** has the highest Dice" in text
-    assert "Use **U-Net depth 2**" not in text and "Use **UNet++ (DS)**" not in text
-    assert "more seeds would likely show it is real" in text
+    assert "**U-Net** has the highest mean Dice per case" in text
+    assert "Use **U-Net depth 2**" not in text and "Use **UNet++**" not in text
+    assert "more cases (a larger test split or `--folds`) would likely show it is real" in text
+
+
+def test_case_level_section(binary_report: tuple) -> None:
+    results, paths = binary_report
+    md = paths["report.md"].read_text()
+    section = md.split("## Case-level statistics")[1].split("\n## ")[0]
+    assert ("| # | Model | Mean Dice per case (%) [95% CI] | P(first) | Median rank [95%] | Seed-to-seed std (%) "
+            "| Seeds |") in section
+    assert "| A | B | Mean \u0394 Dice A \u2212 B (points) | A better / worse (cases) | p | p_adj |" in section
+    ev = case_evidence(results, [v.id for v in results.variants], "dice")
+    i = ev.variants.index("unet_plusplus")
+    assert (f"| 1 | UNet++ (DS) | {100 * ev.mean('unet_plusplus'):.2f} [{100 * ev.ranks.ci_low[i]:.2f}, "
+            f"{100 * ev.ranks.ci_high[i]:.2f}] | {format_share(ev.p_first('unet_plusplus'))} |") in section
+    t = ev.pair("unet_plusplus", "unet")
+    assert f"| UNet++ (DS) | U-Net | +{100 * t.mean_diff:.2f} | {t.wins} / {t.losses} | {format_p(t.p)} |" in section
+    assert "](plots/ranks.png)" in section and "](plots/significance.png)" in section
+    assert "Pooled" not in md  # one fold: no per-fold table
+    assert "| RF (px) |" in md.split("## Results")[1].split("## ")[0]
+
+
+def test_per_fold_table_only_with_folds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    base = np.tile(rng.uniform(0.5, 0.9, 20), (2, 1))
+    scores = {"unet": base + 0.03, "unet_3plus": base}
+    md = write_report(case_results(scores, folds=5), tmp_path / "k5")["report.md"].read_text()
+    assert "| Model | Fold 0 | Fold 1 | Fold 2 | Fold 3 | Fold 4 | Pooled |" in md
+    assert "5-fold cross-validation" in md and "On injected (5-fold cross-validation, 20 cases)" in md
+    fold0 = 100 * (base[0, ::5].mean() + 0.03)
+    assert f"| U-Net | {fold0:.2f} |" in md
+    md = write_report(case_results(scores, folds=1), tmp_path / "k1")["report.md"].read_text()
+    assert "Pooled" not in md and "Fold 0" not in md
+
+
+def test_hd95_primary_ranks_lowest_first(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    base = np.tile(rng.uniform(2, 10, 16), (2, 1))
+    results = case_results({"unet": base + 3.0, "unet_plusplus": base}, metric="hd95")
+    paths = write_report(results, tmp_path)
+    _, rows = _csv(paths["results.csv"])
+    assert [r["id"] for r in rows] == ["unet_plusplus", "unet"]
+    md = paths["report.md"].read_text()
+    assert "**UNet++** has the lowest mean HD95 per case" in md and "Mean HD95 per case (px) [95% CI]" in md
+    assert "| UNet++ | U-Net | \u22123.00 | 16 / 0 |" in md  # fewer pixels is a win
+
+
+def test_report_is_byte_identical_when_written_twice(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    base = np.tile(rng.uniform(0.5, 0.9, 12), (2, 1))
+    scores = {"unet": base + rng.normal(0, 0.02, base.shape), "unet_plusplus": base, "unet_3plus": base - 0.01}
+    first = write_report(case_results(scores, folds=3), tmp_path / "a")
+    later = case_results(scores, folds=3)
+    later.protocol.created = "2031-06-30T12:00:00+00:00"
+    second = write_report(later, tmp_path / "b")
+    assert set(first) == set(second) and {"plots/ranks.png", "plots/significance.png"} <= set(first)
+    for name, path in first.items():
+        a = path.read_bytes()
+        b = second[name].read_bytes().replace(b"2031-06-30T12:00:00+00:00", b"2025-01-01T00:00:00+00:00")
+        assert a == b, f"{name} differs between two writes of the same results"
+
+
+def test_results_json_is_strict(binary_report: tuple) -> None:
+    _, paths = binary_report
+
+    def reject(token: str) -> None:
+        raise AssertionError(f"results.json holds {token}")
+
+    data = json.loads(paths["results.json"].read_text(), parse_constant=reject)
+    assert any(p["dice"] is None for run in data["runs"] for p in run["per_image"])  # NaN written as null

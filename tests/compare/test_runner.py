@@ -84,10 +84,11 @@ def test_variants_and_ablations() -> None:
     variants = build_variants(["fcn8s", "unet", "unet_plusplus", "unet_3plus"], ["unet_depth", "unetpp_ds", "unet3p"],
                               "small", 8, in_channels=1, num_classes=1)
     ids = [v.id for v in variants]
-    assert ids == ["fcn8s", "unet", "unet_plusplus", "unet_3plus", "unet_d1", "unet_d2", "unet_d3", "unet_d5",
+    assert ids == ["fcn8s", "unet", "unet_plusplus", "unet_3plus", "unet_d0", "unet_d1", "unet_d2", "unet_d3", "unet_d5",
                    "unet_plusplus_nods", "unet_3plus_nods", "unet_3plus_cgm"]
     by_id = {v.id: v for v in variants}
-    assert len(by_id["unet_d1"].kwargs["channels"]) == 2 and len(by_id["unet_d5"].kwargs["channels"]) == 6
+    assert len(by_id["unet_d0"].kwargs["channels"]) == 1 and len(by_id["unet_d1"].kwargs["channels"]) == 2
+    assert len(by_id["unet_d5"].kwargs["channels"]) == 6
     assert by_id["unet_plusplus"].levels and by_id["unet_plusplus"].kwargs["deep_supervision"]
     assert by_id["unet_3plus_cgm"].kwargs["cgm"]
     multi = build_variants(["unet_3plus"], ["unet3p"], "small", 8, in_channels=3, num_classes=4)

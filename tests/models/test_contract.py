@@ -117,7 +117,9 @@ def test_wrong_input_channels_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     "name,kwargs,match",
     [
-        ("unet", dict(channels=(8,)), "channels"),
+        ("unet", dict(channels=()), "channels"),
+        ("unet_plusplus", dict(channels=(8,)), "channels"),  # depth 0 is U-Net's alone
+        ("unet_3plus", dict(channels=(8,)), "channels"),
         ("unet", dict(channels=(4,) * 8), "channels"),
         ("unet", dict(norm="layer"), "norm: unknown value 'layer'"),
         ("unet", dict(upsample="nearest"), "upsample"),
@@ -130,11 +132,26 @@ def test_bad_constructor_arguments_name_the_argument(name: str, kwargs: dict, ma
         create_model(name, **kwargs)
 
 
-@pytest.mark.parametrize("depth", range(1, 7))
-def test_unet_depth_one_to_six(depth: int) -> None:
+@pytest.mark.parametrize("depth", range(0, 7))
+def test_unet_depth_zero_to_six(depth: int) -> None:
     model = create_model("unet", channels=tuple(4 * 2**i for i in range(depth + 1)), num_classes=2).eval()
     assert model.depth == depth and model.size_multiple == 2**depth
     assert model(torch.randn(1, 3, 35, 29)).shape == (1, 2, 35, 29)
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_unet_shallow_depths_train_and_export(depth: int) -> None:
+    """Depth 0 (no down-sampling: one DoubleConv at full resolution and the head) keeps the contract."""
+    model = create_model("unet", channels=tuple(4 * 2**i for i in range(depth + 1)), num_classes=2).train()
+    if depth == 0:
+        assert len(model.ups) == 0 and len(model.decoder) == 0
+        assert {name.split(".")[0] for name, _ in model.named_parameters()} == {"encoder", "head"}
+    _grad_check(model, model(torch.randn(2, 3, 21, 19)))
+    model.eval()
+    x = torch.randn(1, 3, 37, 50)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x))
 
 
 @pytest.mark.parametrize("upsample,kernel", [("transpose", 2), ("transpose", 4), ("bilinear", 2)])

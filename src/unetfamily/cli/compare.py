@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from unetfamily.cli._common import EXIT_INTERRUPTED, EXIT_OK, command, err, out, split_list
-from unetfamily.compare.config import ABLATIONS, AUGMENT_CHOICES, DEFAULT_MODELS, CompareConfig
+from unetfamily.compare.config import ABLATIONS, AUGMENT_CHOICES, DEFAULT_MODELS, PRIMARY_METRICS, CompareConfig
+from unetfamily.errors import ConfigError
 
 __all__ = ["add_parser", "run", "compare_config"]
 
@@ -38,7 +40,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", default="dice_ce", help="loss name (see docs/losses_metrics.md)")
     p.add_argument("--augment", help=f"augmentation preset ({', '.join(AUGMENT_CHOICES)}); none given: the data config's")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (training and cost measurement)")
-    p.add_argument("--out", default="reports/compare", help="report folder (re-running it resumes)")
+    p.add_argument("--folds", type=int, help="K-fold cross-validation over the train and val cases (each evaluated "
+                   "out of fold once per seed); 1: evaluate on the test split; none given: 5 without a test split, else 1")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST_SEED .. FIRST_SEED+SEEDS-1 (a disjoint "
+                   "set of seeds checks whether the verdict reproduces)")
+    p.add_argument("--primary", default="dice", help=f"the per-case score that ranks the models ({', '.join(PRIMARY_METRICS)}; "
+                   "multi-class: mean over foreground classes; hd95: lower is better)")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0,
+                   help="pixels of boundary disagreement the normalised surface Dice forgives")
+    p.add_argument("--lr-grid", help="comma-separated learning rates, e.g. 1e-3,3e-3,1e-2: each model picks its own on "
+                   "an inner split of its training cases (a quarter of the budget per try); none given: --lr for all")
+    p.add_argument("--no-costs", dest="costs", action="store_false",
+                   help="skip measuring each model's latency, throughput and training memory (fresh processes)")
+    p.add_argument("--out", default="reports/compare", help="report folder (re-running the same command resumes)")
+    p.add_argument("--rerun", action="store_true", help="retrain runs in --out that were made under other settings "
+                   "(without it, compare stops and names what differs)")
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
@@ -51,8 +67,23 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         data=args.data, models=split_list(args.models), ablations=split_list(args.ablations), seeds=args.seeds,
         epochs=epochs, steps=args.steps, seconds=seconds, widths=args.widths, base_width=args.base_width,
         size=args.size, batch_size=args.batch_size, lr=args.lr, loss=args.loss, augment=args.augment,
-        device=args.device, command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        device=args.device, folds=args.folds, first_seed=args.first_seed, primary=args.primary,
+        nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs,
+        command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
+
+
+def _floats(option: str, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in split_list(value)]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, e.g. 1e-3,3e-3,1e-2; got {value!r}") from None
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt("stopped by SIGTERM")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,11 +91,14 @@ def run(args: argparse.Namespace) -> int:
     from unetfamily.compare.runner import run_compare
     from unetfamily.compare.summary import summarize
 
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM outside training (evaluating) stops like Ctrl-C
     try:
-        results = run_compare(compare_config(args), args.out)
+        results = run_compare(compare_config(args), args.out, rerun=args.rerun)
     except KeyboardInterrupt as exc:  # a stopped run saved its checkpoint; finished runs are kept
         err(f"stopped: {exc or 'interrupted'}; run the same command again to continue")
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     best = summarize(results)[0]
     out(f"best: {best.label}  report: {(Path(args.out) / 'report.html').resolve()}")
     return EXIT_OK

@@ -18,9 +18,14 @@ from typing import Any, Literal
 from unetfamily.config import dataclass_from_dict
 from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
 
-__all__ = ["CompareConfig", "Widths", "ABLATIONS", "DEFAULT_MODELS", "AUGMENT_CHOICES"]
+__all__ = ["CompareConfig", "Widths", "Primary", "ABLATIONS", "DEFAULT_MODELS", "AUGMENT_CHOICES", "PRIMARY_METRICS"]
 
 Widths = Literal["small", "paper", "matched"]
+#: The per-case scores a comparison can rank on (HD95: lower is better).
+Primary = Literal["dice", "iou", "nsd", "cldice", "hd95"]
+PRIMARY_METRICS: tuple[str, ...] = ("dice", "iou", "nsd", "cldice", "hd95")
+#: Most folds a cross-validation may have (more is leave-few-out, rarely what a user means).
+MAX_FOLDS = 20
 DEFAULT_MODELS = ("fcn8s", "unet", "unet_plusplus", "unet_3plus")
 #: The ablation studies ``--ablations`` accepts (:func:`~unetfamily.compare.variants.build_variants` says what each adds).
 ABLATIONS = ("unet_depth", "unetpp_ds", "unet3p")
@@ -34,7 +39,11 @@ class CompareConfig:
     """The options of one comparison (``unetfamily compare --help`` describes each).
 
     ``epochs``, ``steps`` and ``seconds`` are all caps on each run's training: the run stops at the
-    first one reached. ``seeds`` runs per variant use seeds ``0 .. seeds-1``.
+    first one reached. ``seeds`` runs per variant use seeds ``first_seed .. first_seed + seeds - 1``.
+    ``folds``: K-fold cross-validation over the train and val cases (every case evaluated out of
+    fold once per seed); 1 trains on train and evaluates on the test split (val without one);
+    None picks 5 when the data has no test split, else 1. ``lr_grid``: each variant picks its
+    learning rate from these on an inner validation split carved from its training data.
     """
 
     data: str = "synthetic"  # dataset config YAML, a folder with images/ and masks/, or a type name
@@ -52,6 +61,12 @@ class CompareConfig:
     loss: str = "dice_ce"
     augment: str | None = None  # a preset, "none", or None for the data config's own
     device: str = "cpu"
+    folds: int | None = None
+    first_seed: int = 0
+    primary: Primary = "dice"  # the per-case score that ranks the variants
+    nsd_tolerance: float = 2.0  # pixels of boundary disagreement the normalised surface Dice forgives
+    lr_grid: list[float] | None = None
+    costs: bool = True  # measure parameters, MACs, latency and memory of each variant (fresh processes)
     command: str = ""  # the command line that asked for it, recorded in the report
 
     def __post_init__(self) -> None:
@@ -74,6 +89,17 @@ class CompareConfig:
         _check_loss(self.loss)
         if self.augment is not None and self.augment not in AUGMENT_CHOICES:
             raise unknown_choice("--augment", self.augment, AUGMENT_CHOICES, "unset keeps the data config's")
+        if self.folds is not None and not 1 <= self.folds <= MAX_FOLDS:
+            raise ConfigError(f"--folds must be between 1 and {MAX_FOLDS}, got {self.folds!r}")
+        if self.first_seed < 0:
+            raise ConfigError(f"--first-seed must be >= 0, got {self.first_seed!r}")
+        if self.primary not in PRIMARY_METRICS:
+            raise unknown_choice("--primary", self.primary, PRIMARY_METRICS)
+        if not (math.isfinite(self.nsd_tolerance) and self.nsd_tolerance >= 0):
+            raise ConfigError(f"--nsd-tolerance must be a number of pixels >= 0, got {self.nsd_tolerance!r}")
+        self.nsd_tolerance = float(self.nsd_tolerance)
+        if self.lr_grid is not None:
+            self.lr_grid = _lr_grid(self.lr_grid)
         if not DEVICE.match(self.device):
             raise unknown_choice("--device", self.device, ("cpu", "cuda", "mps"), "or cuda:N for GPU N")
 
@@ -84,6 +110,22 @@ class CompareConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every variant trains with."""
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+def _lr_grid(values: list[float]) -> list[float]:
+    grid = [float(v) for v in values]
+    if len(grid) < 2:
+        raise ConfigError(f"--lr-grid needs at least two learning rates to choose from, got {values!r}")
+    if not all(math.isfinite(v) and v > 0 for v in grid):
+        raise ConfigError(f"--lr-grid values must be positive numbers, got {values!r}")
+    if len(set(grid)) != len(grid):
+        raise ConfigError(f"--lr-grid lists a learning rate twice: {values!r}")
+    return grid
 
 
 def _at_least_one(name: str, value: int) -> None:

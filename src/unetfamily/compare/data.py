@@ -1,33 +1,46 @@
-"""The data of a comparison: the dataset config every run trains on, and the evaluation split.
+"""The data of a comparison: what every run trains on and the cases it is evaluated on.
 
-Each split is built once per comparison: ``train`` (for the classes and channels and its size),
-the evaluation split (``test`` when the data has one, else ``val``), which every run is
-evaluated on, and ``val`` only to count it when the evaluation split is ``test``. Each run's
-:func:`~unetfamily.engine.train.fit` builds the train and val splits it trains and validates on.
+Without cross-validation (one fold) every run trains on ``train``, validates on ``val`` and is
+evaluated on the held-out split (``test`` when the data has one, else ``val``). With K folds the
+``train`` and ``val`` cases are pooled and split into K folds, stratified by whether a case
+contains foreground; the run of fold k trains on the other folds and is evaluated on fold k, so
+every case is evaluated out of fold exactly once per seed (nnU-Net's protocol). The folds are the
+same for every variant and seed.
+
+Each split is built once per comparison, and every case is read once to fingerprint the data
+(:func:`unetfamily.compare.identity.data_digest`): a finished run is reused only on the same cases.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unetfamily.compare.config import CompareConfig
-from unetfamily.data import DataError, DatasetInfo, SegmentationDataset, build_dataset, load_data_config, make_loader
+from unetfamily.compare.identity import data_digest
+from unetfamily.data import (
+    DataError, DatasetInfo, SegmentationDataset, build_dataset, load_data_config, make_loader, stratified_folds,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalSplit", "ComparisonData", "load_comparison_data"]
+__all__ = ["EvalSplit", "Fold", "ComparisonData", "load_comparison_data", "fold_config", "data_config"]
+
+#: Folds when the data has no test split and --folds is not given (nnU-Net's choice).
+DEFAULT_FOLDS = 5
+#: Seed of the fold assignment: the same folds for every variant, seed and re-run.
+FOLD_SEED = 0
 
 
 @dataclass
 class EvalSplit:
-    """The held-out split every run is evaluated on (final weights, no model selection on it)."""
+    """The held-out cases a run is evaluated on (final weights, no model selection on them)."""
 
-    name: str  # "test" or "val"
+    name: str  # "test", "val" or "fold<k>"
     dataset: SegmentationDataset
     loader: Any  # batches of the dataset in order, at the protocol's batch size
-    image_shape: tuple[int, ...]  # (C, H, W) of its images
+    image_shape: tuple[int, ...]  # (C, H, W) of its first image
 
     @property
     def info(self) -> DatasetInfo:
@@ -35,14 +48,33 @@ class EvalSplit:
 
 
 @dataclass
-class ComparisonData:
-    """The resolved data config, its name in the report, the task's classes and the split sizes."""
+class Fold:
+    """One fold: the data config its runs train on, and the cases they are evaluated on."""
 
-    config: dict[str, Any]
+    index: int  # 0..K-1 (0 without cross-validation)
+    data: dict[str, Any]
+    eval: EvalSplit
+
+
+@dataclass
+class ComparisonData:
+    """The resolved data, its name in the report, the task's classes, the folds and the data's fingerprint."""
+
+    config: dict[str, Any]  # the resolved dataset config (before any fold split)
     name: str
     info: DatasetInfo  # of the train split
     splits: dict[str, int]  # split name -> number of images
-    eval: EvalSplit
+    eval_split: str  # "test", "val", or "folds" under cross-validation
+    folds: list[Fold]
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> data_digest
+
+    @property
+    def cases(self) -> int:
+        return sum(len(f.eval.dataset) for f in self.folds)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.folds[0].eval.image_shape
 
 
 def data_config(spec: str, size: int | None) -> tuple[dict[str, Any], str]:
@@ -65,26 +97,62 @@ def data_config(spec: str, size: int | None) -> tuple[dict[str, Any], str]:
     return cfg, name
 
 
-def _eval_dataset(config: dict[str, Any]) -> tuple[str, SegmentationDataset]:
-    """``("test", its dataset)`` when the data has a test split, else ``("val", ...)``."""
+def fold_config(base: dict[str, Any], assignment: dict[str, int], fold: int, pool: list[str]) -> dict[str, Any]:
+    """The data config of fold ``fold``: ``base``'s ``pool`` splits pooled, fold ``fold`` held out as ``val``.
+
+    The augmentation moves to the outer config, so that it applies to the fold's training cases only.
+    """
+    inner = {k: v for k, v in base.items() if k != "augment"}
+    outer = {"type": "cv_fold", "base": inner, "pool": list(pool), "assignment": dict(assignment), "fold": fold}
+    if base.get("augment") is not None:
+        outer["augment"] = base["augment"]
+    return outer
+
+
+def _split(config: dict[str, Any], split: str) -> SegmentationDataset | None:
     try:
-        return "test", build_dataset(config, "test")
-    except DataError as exc:  # the data defines no test split (isbi2012_em, kvasir_seg, a train/val split spec)
-        log.info("no test split (%s): evaluating on val", exc)
-        return "val", build_dataset(config, "val")
+        return build_dataset(config, split)
+    except DataError as exc:  # the data defines no such split (isbi2012_em has no test split, ...)
+        log.info("no %s split (%s)", split, exc)
+        return None
+
+
+def _eval_split(name: str, dataset: SegmentationDataset, batch_size: int) -> EvalSplit:
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    return EvalSplit(name, dataset, loader, tuple(dataset[0]["image"].shape))
+
+
+def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any]], k: int,
+                           batch_size: int) -> list[Fold]:
+    """K stratified folds over the cases of ``pool`` (split -> :func:`data_digest`)."""
+    names = [n for digest in pool.values() for n in digest["names"]]
+    strata = [fg for digest in pool.values() for fg in digest["foreground"]]
+    assignment = stratified_folds(names, strata, k, seed=FOLD_SEED)
+    folds = []
+    for index in range(k):
+        cfg = fold_config(config, assignment, index, list(pool))
+        folds.append(Fold(index, cfg, _eval_split(f"fold{index}", build_dataset(cfg, "val"), batch_size)))
+    return folds
 
 
 def load_comparison_data(cfg: CompareConfig) -> ComparisonData:
-    """Resolve ``cfg.data`` (with ``cfg.size`` and ``cfg.augment``) and build the splits a comparison needs once."""
+    """Resolve ``cfg.data`` (with ``cfg.size`` and ``cfg.augment``), fingerprint it and lay out its folds."""
     config, name = data_config(cfg.data, cfg.size)
     if cfg.augment is not None:
         config["augment"] = None if cfg.augment == "none" else cfg.augment
-    train_set = build_dataset(config, "train")
-    split, dataset = _eval_dataset(config)
-    splits = {"train": len(train_set)}
-    if split == "test":
-        splits["val"] = len(build_dataset(config, "val"))
-    splits[split] = len(dataset)
-    loader = make_loader(dataset, cfg.batch_size, shuffle=False)
-    evaluation = EvalSplit(split, dataset, loader, tuple(dataset[0]["image"].shape))
-    return ComparisonData(config, name, train_set.info, splits, evaluation)
+    sets = {"train": build_dataset(config, "train"), "val": _split(config, "val"), "test": _split(config, "test")}
+    sets = {split: ds for split, ds in sets.items() if ds is not None}
+    digests = {split: data_digest(ds) for split, ds in sets.items()}
+    k = cfg.folds if cfg.folds is not None else (1 if "test" in sets else DEFAULT_FOLDS)
+    if k == 1:
+        held_out = "test" if "test" in sets else "val"
+        if held_out not in sets:
+            raise DataError(f"{cfg.data}: the data has neither a test nor a val split to evaluate on; "
+                            "give it one, or use --folds K to cross-validate")
+        folds = [Fold(0, config, _eval_split(held_out, sets[held_out], cfg.batch_size))]
+    else:
+        pool = {split: digests[split] for split in ("train", "val") if split in digests}
+        folds = cross_validation_folds(config, pool, k, cfg.batch_size)
+        held_out = "folds"
+    splits = {split: digest["count"] for split, digest in digests.items()}
+    return ComparisonData(config, name, sets["train"].info, splits, held_out, folds, digests)

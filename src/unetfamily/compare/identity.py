@@ -38,21 +38,27 @@ class StaleRunError(UnetFamilyError, RuntimeError):
 
 
 def data_digest(dataset: Any) -> dict[str, Any]:
-    """``{"count", "names", "sha256"}`` of a dataset: its sample names and a hash of their decoded content.
+    """``{"count", "names", "sha256", "foreground"}`` of a dataset, reading every case once.
 
-    The hash covers every image and mask array as decoded (dtype, shape and bytes, before any
-    resize or augmentation), so renamed copies of the same files match and an edited mask
-    does not. ``dataset`` is a :class:`~unetfamily.data.SegmentationDataset`.
+    ``sha256`` covers the sample names and every image and mask array as decoded (dtype, shape
+    and bytes, before any resize or augmentation), so renamed copies of the same files match and
+    an edited mask does not. ``foreground[i]``: case i has a pixel of a class other than the
+    background (what cross-validation folds are stratified by). ``dataset`` is a
+    :class:`~unetfamily.data.SegmentationDataset`.
     """
     digest = hashlib.sha256()
     names = [dataset.sample_name(i) for i in range(len(dataset))]
+    ignore = dataset.info.ignore_index
+    foreground = []
     for i, name in enumerate(names):
         digest.update(name.encode() + b"\0")
-        for array in dataset.read(i):
+        image, mask = dataset.read(i)
+        for array in (image, mask):
             a = np.ascontiguousarray(array)
             digest.update(f"{a.dtype.str}{a.shape}".encode())
             digest.update(a.tobytes())
-    return {"count": len(names), "names": names, "sha256": digest.hexdigest()}
+        foreground.append(bool(((mask > 0) & (mask != ignore)).any()))
+    return {"count": len(names), "names": names, "sha256": digest.hexdigest(), "foreground": foreground}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

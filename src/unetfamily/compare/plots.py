@@ -1,13 +1,16 @@
 """The figures of the ``compare`` report, drawn with matplotlib's Agg canvas (no pyplot state).
 
 Each ``*_png`` function returns PNG bytes, or ``None`` when its data is absent; :func:`make_plots`
-draws every figure the results allow. Scores are drawn in points (x 100); the qualitative figures
-use the seed-0 predictions saved by the runner (``artifacts``), matched to the eval images by name,
-and tint classes with :func:`unetfamily.overlay.overlay`.
+draws every figure the results allow. Scores are drawn in points (x 100), HD95 in pixels; the
+qualitative figures use the seed-0 predictions saved by the runner (``artifacts``), matched to the
+eval images by name, and tint classes with :func:`unetfamily.overlay.overlay`. The case-level
+figures (the significance map and the rank blob plot, after challengeR: Wiesenfarth et al., Sci
+Rep 2021) are drawn from the report's :class:`~unetfamily.compare.evidence.CaseEvidence`.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -16,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from unetfamily.compare.results import CompareResults
-from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float
+from unetfamily.compare.evidence import ALPHA, CaseEvidence
+from unetfamily.compare.results import CompareResults, lower_is_better
+from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float, scale
 from unetfamily.overlay import IGNORE_INDEX, overlay
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 __all__ = ["load_artifacts", "make_plots"]
 
 CELL = 1.7  # inches per image in the image grids
+BETTER, WORSE, SAME = "#4daf4a", "#e41a1c", "#d9d9d9"  # significance map: row better, row worse, not separable
 
 
 def _png(fig: Any) -> bytes:
@@ -105,29 +110,31 @@ def curves_png(results: CompareResults, summaries: Sequence[VariantSummary], col
 def cost_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[str, str]) -> bytes | None:
     """Metric against MACs and against latency (log x), labelled points, Pareto front dashed."""
     panels = (("macs", 1e-9, "MACs per image (G, log)"), ("latency_ms", 1.0, "inference latency (ms, batch 1, log)"))
+    k, sign = scale(metric), (-1.0 if lower_is_better(metric) else 1.0)
     fig, drawn = _figure(11, 4.4), False
-    for ax, (key, scale, xlabel) in zip(fig.subplots(1, 2), panels, strict=True):
-        pts = [(s.costs[key] * scale, s.mean(metric), s.std(metric), s.label, colors[s.id]) for s in summaries]
+    for ax, (key, factor, xlabel) in zip(fig.subplots(1, 2), panels, strict=True):
+        pts = [(s.costs[key] * factor, s.mean(metric), s.std(metric), s.label, colors[s.id]) for s in summaries]
         pts = sorted(p for p in pts if math.isfinite(p[0]) and p[0] > 0 and math.isfinite(p[1]))
         for x, y, e, label, color in pts:
-            ax.errorbar(x, 100 * y, yerr=100 * e if math.isfinite(e) else None, fmt="o", capsize=3, color=color)
-            ax.annotate(label, (x, 100 * y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            ax.errorbar(x, k * y, yerr=k * e if math.isfinite(e) else None, fmt="o", capsize=3, color=color)
+            ax.annotate(label, (x, k * y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         front, best = [], -math.inf
         for x, y, *_ in pts:
-            if y > best:
-                front.append((x, 100 * y))
-                best = y
+            if sign * y > best:
+                front.append((x, k * y))
+                best = sign * y
         if len(front) > 1:
             ax.plot(*zip(*front, strict=True), "--", color="grey", linewidth=1, label="Pareto front")
             ax.legend(fontsize=8, loc="lower right")
         _log_axis(ax)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} (%)")
+        ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} ({'px' if metric == 'hd95' else '%'})")
         ax.grid(alpha=0.3, which="both")
         drawn = drawn or bool(pts)
     if not drawn:
         return None
-    fig.suptitle("Accuracy against cost (mean \u00b1 std over seeds; up and left is better)")
+    better = "down and left" if lower_is_better(metric) else "up and left"
+    fig.suptitle(f"Accuracy against cost (mean \u00b1 std over seeds; {better} is better)")
     return _png(fig)
 
 
@@ -141,8 +148,8 @@ def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mappin
     axes = fig.subplots(1, 2)
     for s in pruned:
         lvls = sorted(s.levels)
-        for ax, k, scale in ((axes[0], s.level_metric(metric), 100.0), (axes[1], "latency_ms", 1.0)):
-            vals = [np.asarray(s.levels[lv][k], dtype=float) * scale for lv in lvls]
+        for ax, k, factor in ((axes[0], s.level_metric(metric), 100.0), (axes[1], "latency_ms", 1.0)):
+            vals = [np.asarray(s.levels[lv][k], dtype=float) * factor for lv in lvls]
             with np.errstate(all="ignore"):
                 mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
                 err = np.array([[m - np.nanmin(v), np.nanmax(v) - m] if np.isfinite(v).any() else [0, 0]
@@ -190,11 +197,11 @@ def load_artifacts(results: CompareResults, report_dir: Path) -> tuple[dict[str,
 
 
 def _per_image(results: CompareResults, vid: str) -> dict[str, float]:
-    """Per-image Dice of the variant's first-seed run (the run whose predictions are saved)."""
+    """Per-image Dice of the variant's first-seed runs (every fold; the runs whose predictions are saved)."""
     runs = results.runs_of(vid)
     seeds = results.protocol.seeds
-    run = next((r for r in runs if seeds and r.seed == seeds[0]), runs[0] if runs else None)
-    return {str(p.get("name")): as_float(p.get("dice")) for p in (run.per_image if run else [])}
+    first = seeds[0] if seeds and any(r.seed == seeds[0] for r in runs) else (runs[0].seed if runs else None)
+    return {str(p.get("name")): as_float(p.get("dice")) for r in runs if r.seed == first for p in r.per_image}
 
 
 def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
@@ -247,12 +254,13 @@ def failures_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarr
 
 
 def per_image_png(scores: Mapping[str, Mapping[str, float]], labels: Mapping[str, str],
-                  colors: Mapping[str, str]) -> bytes | None:
-    """Box plot of per-image Dice per variant with every image as a jittered dot."""
-    data = {vid: np.array([d for d in s.values() if math.isfinite(d)]) * 100 for vid, s in scores.items()}
+                  colors: Mapping[str, str], metric: str = "dice", what: str = "seed 0") -> bytes | None:
+    """Box plot of a per-case score per variant with every case as a jittered dot."""
+    data = {vid: np.array([d for d in s.values() if math.isfinite(d)]) * scale(metric) for vid, s in scores.items()}
     data = {vid: d for vid, d in data.items() if d.size}
     if not data:
         return None
+    name = f"per-case {METRIC_LABELS.get(metric, metric)} ({'px' if metric == 'hd95' else '%'})"
     fig = _figure(max(5.0, 1.3 * len(data) + 2), 4.0)
     ax = fig.subplots()
     ax.boxplot(list(data.values()), showfliers=False, widths=0.5, medianprops={"color": "black"})
@@ -260,16 +268,85 @@ def per_image_png(scores: Mapping[str, Mapping[str, float]], labels: Mapping[str
     for j, (vid, d) in enumerate(data.items(), start=1):
         ax.scatter(j + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.7, color=colors[vid])
     ax.set_xticks(range(1, len(data) + 1), [labels[v] for v in data], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("per-image Dice (%)")
-    ax.set_title("Per-image Dice on the eval split (seed 0)")
+    ax.set_ylabel(name)
+    ax.set_title(f"{name[0].upper()}{name[1:]} on the evaluated cases ({what})")
     ax.grid(alpha=0.3, axis="y")
     return _png(fig)
 
 
-def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], report_dir: Path) -> dict[str, bytes]:
+def _p_text(p: float) -> str:
+    return "<.001" if p < 0.001 else f"{p:.2g}"
+
+
+def significance_png(evidence: CaseEvidence, labels: Mapping[str, str]) -> bytes | None:
+    """Variant x variant map of Holm-adjusted Wilcoxon p (row vs column), coloured by significance and direction."""
+    order = evidence.order()
+    v = len(order)
+    if v < 2 or evidence.ranks is None:
+        return None
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    image = np.ones((v, v, 3))
+    fig = _figure(1.2 + 0.75 * v, 0.9 + 0.6 * v)
+    ax = fig.subplots()
+    for (i, a), (j, b) in itertools.permutations(enumerate(order), 2):
+        t = evidence.pair(a, b)
+        if t is None:
+            continue
+        better = t.mean_diff > 0 if evidence.higher_is_better else t.mean_diff < 0
+        color = SAME if t.p_adj >= ALPHA else BETTER if better else WORSE
+        image[i, j] = to_rgb(color)
+        ax.text(j, i, _p_text(t.p_adj), ha="center", va="center", fontsize=8)
+    ax.imshow(image, interpolation="nearest")
+    names = [labels.get(vid, vid) for vid in order]
+    ax.set_xticks(range(v), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(v), names, fontsize=8)
+    ax.set_xticks(np.arange(v + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(v + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="minor", length=0)
+    ax.legend(handles=[Patch(color=BETTER, label="row better"), Patch(color=WORSE, label="row worse"),
+                       Patch(color=SAME, label=f"p_adj \u2265 {ALPHA:g}")],
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Holm-adjusted Wilcoxon p, row vs column", fontsize=9)
+    return _png(fig)
+
+
+def ranks_png(evidence: CaseEvidence, labels: Mapping[str, str], colors: Mapping[str, str]) -> bytes | None:
+    """Blob plot: x = variant, y = rank, circle area = P(rank); median rank bar and its 95% interval."""
+    ranks = evidence.ranks
+    if ranks is None:
+        return None
+    order = evidence.order()
+    v = len(order)
+    fig = _figure(max(4.0, 1.1 * v + 1.5), 0.7 * v + 2.0)
+    ax = fig.subplots()
+    for x, vid in enumerate(order):
+        probs = ranks.rank_probs[evidence.variants.index(vid)]
+        shown = probs > 0
+        ax.scatter(np.full(int(shown.sum()), x), np.arange(1, v + 1)[shown], s=900 * probs[shown],
+                   color=colors.get(vid, "C0"), alpha=0.75, edgecolors="none")
+        lo, med, hi = (evidence.rank_quantile(vid, q) for q in (0.025, 0.5, 0.975))
+        ax.plot([x, x], [lo, hi], color="black", linewidth=1)
+        ax.plot([x - 0.25, x + 0.25], [med, med], color="black", linewidth=2.5)
+    ax.set_xticks(range(v), [labels.get(vid, vid) for vid in order], rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(1, v + 1))
+    ax.set_ylim(v + 0.6, 0.4)  # rank 1 at the top
+    ax.set_xlim(-0.6, v - 0.4)
+    ax.set_ylabel("rank")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"Rank over {ranks.samples:,} bootstrap samples of {evidence.n_cases} cases "
+                 "(area = probability, bar = median)", fontsize=9)
+    return _png(fig)
+
+
+def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], report_dir: Path,
+               evidence: CaseEvidence | None = None) -> dict[str, bytes]:
     """Every figure the results allow, as ``{file name: PNG bytes}`` in report order.
 
-    ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first).
+    ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first);
+    ``evidence`` its :func:`~unetfamily.compare.evidence.case_evidence` on the primary metric.
     """
     try:
         import matplotlib  # noqa: F401
@@ -284,11 +361,19 @@ def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], rep
         "cost.png": cost_png(summaries, metric, colors),
         "pruning.png": pruning_png(summaries, metric, colors),
     }
+    if evidence is not None and evidence.ranks is not None:
+        figures["ranks.png"] = ranks_png(evidence, labels, colors)
+        figures["significance.png"] = significance_png(evidence, labels)
     scores = {s.id: _per_image(results, s.id) for s in summaries}
     samples, preds = load_artifacts(results, report_dir)
     if samples is not None:
         preds = {s.id: preds[s.id] for s in summaries if s.id in preds}
         figures["samples.png"] = samples_png(samples, preds, labels, scores)
         figures["failures.png"] = failures_png(samples, preds, labels, scores)
-    figures["per_image.png"] = per_image_png(scores, labels, colors)
+    if evidence is not None and evidence.n_cases:
+        rows = {vid: evidence.scores[evidence.variants.index(vid)].tolist() for vid in evidence.order()}
+        cases = {vid: dict(zip(evidence.cases, row, strict=True)) for vid, row in rows.items()}
+        figures["per_image.png"] = per_image_png(cases, labels, colors, metric, "mean over seeds")
+    else:
+        figures["per_image.png"] = per_image_png(scores, labels, colors)
     return {name: png for name, png in figures.items() if png is not None}

@@ -16,14 +16,22 @@ from typing import Any, Literal
 
 from unetfamily.compare.config import CompareConfig
 
-__all__ = ["Task", "primary_metric", "Protocol", "Costs", "VariantResult", "RunResult", "Artifacts", "CompareResults"]
+__all__ = ["Task", "primary_metric", "lower_is_better", "Protocol", "Costs", "VariantResult", "RunResult", "Artifacts", "CompareResults"]
 
 Task = Literal["binary", "multiclass"]
 
 
-def primary_metric(task: str) -> str:
-    """The score that ranks variants: ``"miou"`` (background included) for multi-class tasks, else ``"dice"``."""
-    return "miou" if task == "multiclass" else "dice"
+def primary_metric(config: CompareConfig) -> str:
+    """The per-case score that ranks variants: ``config.primary`` (Dice unless asked otherwise).
+
+    For multi-class tasks Dice, IoU, NSD and clDice are means over the FOREGROUND classes.
+    """
+    return config.primary
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for distances (HD95), False for every overlap score."""
+    return metric == "hd95"
 
 
 @dataclass
@@ -36,8 +44,10 @@ class Protocol:
     task: Task
     classes: list[str]
     splits: dict[str, int]  # split name -> number of images
-    eval_split: str  # "test" when the data has one, else "val"
+    eval_split: str  # "test" when the data has one, else "val"; "folds" under cross-validation
     input_size: list[int]  # (H, W) of the evaluated images
+    folds: int = 1  # K of K-fold cross-validation; 1 = one held-out split
+    cases: int = 0  # evaluated cases (under cross-validation: every train and val case, each out of fold)
     optimizer: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
     threads: int | None = None
@@ -46,12 +56,12 @@ class Protocol:
 
     @property
     def primary_metric(self) -> str:
-        return primary_metric(self.task)
+        return primary_metric(self.config)
 
     @property
     def seeds(self) -> list[int]:
         """The seeds of every variant's runs."""
-        return list(range(self.config.seeds))
+        return self.config.seed_list
 
     @property
     def budget(self) -> dict[str, float | None]:
@@ -101,6 +111,8 @@ class VariantResult:
     ablation: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     costs: Costs = field(default_factory=Costs)
+    receptive_field: int | None = None  # pixels, computed from the network (unetfamily.models.receptive_field)
+    lr: float | None = None  # the learning rate its runs trained with (chosen per variant with --lr-grid)
 
     def to_dict(self) -> dict[str, Any]:
         row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "costs"}
@@ -110,20 +122,21 @@ class VariantResult:
     def from_dict(cls, data: dict[str, Any]) -> VariantResult:
         return cls(id=data["id"], label=data.get("label") or data["id"], model=data.get("model", ""),
                    family=data.get("family", ""), ablation=data.get("ablation"), kwargs=dict(data.get("kwargs") or {}),
-                   costs=Costs.from_dict(data))
+                   costs=Costs.from_dict(data), receptive_field=data.get("receptive_field"), lr=data.get("lr"))
 
 
 @dataclass
 class RunResult:
-    """One (variant, seed) run: its training and its scores on the evaluation split (fractions 0..1)."""
+    """One (variant, seed, fold) run: its training and its scores on the cases it held out (fractions 0..1)."""
 
     variant: str
     seed: int
+    fold: int = 0  # the fold whose cases it was evaluated on (0 without cross-validation)
     train_seconds: float = math.nan  # of the process that finished the run
     steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one entry of validation scores per evaluation
     test: dict[str, Any] = field(default_factory=dict)  # dice, iou, miou, ..., per_class_iou, per_class_dice
-    per_image: list[dict[str, Any]] = field(default_factory=list)  # {"name", "dice", "iou"} per eval image
+    per_image: list[dict[str, Any]] = field(default_factory=list)  # {"name", "dice", "iou", "nsd", "cldice", ["hd95"]}
     levels: dict[int, dict[str, float]] = field(default_factory=dict)  # UNet++ pruning level -> scores and costs
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +150,7 @@ class RunResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         seconds = data.get("train_seconds")
-        return cls(variant=str(data.get("variant")), seed=data.get("seed", 0),
+        return cls(variant=str(data.get("variant")), seed=data.get("seed", 0), fold=data.get("fold") or 0,
                    train_seconds=math.nan if seconds is None else seconds, steps=data.get("steps") or 0,
                    history=list(data.get("history") or []), test=dict(data.get("test") or {}),
                    per_image=list(data.get("per_image") or []),

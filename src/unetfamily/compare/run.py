@@ -1,13 +1,14 @@
-"""One run of a comparison: train one variant with one seed (or resume it, or reuse it), then evaluate it.
+"""One run of a comparison: train one (variant, seed, fold) (or resume it, or reuse it), then evaluate it.
 
-A finished run writes ``runs/<variant>/seed<k>/result.json`` (atomically, strict JSON) and is
-reused next time; a run stopped mid-training resumes from ``checkpoints/last.safetensors``. The
-FINAL weights are evaluated on the comparison's evaluation split (built once, see
-:mod:`unetfamily.compare.data`); a deep-supervised UNet++ is also evaluated pruned to each level.
+A run folder (``runs/<variant>/seed<k>[/fold<f>]``) holds ``fingerprint.json`` (written before
+training: what decides the result, see :mod:`unetfamily.compare.identity`), the training run,
+and ``result.json`` once evaluated (atomically, strict JSON). A run stopped mid-training resumes
+from ``checkpoints/last.safetensors``. The FINAL weights are evaluated on the fold's held-out
+cases on the device the run trained on; a deep-supervised UNet++ is also evaluated pruned to
+each level.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -19,26 +20,22 @@ import torch
 from torch import nn
 
 from unetfamily.compare.data import EvalSplit
+from unetfamily.compare.identity import FINGERPRINT_FILE, StaleRunError, describe_difference, differing_fields
+from unetfamily.compare.plan import PlannedRun, saved_fingerprint
 from unetfamily.compare.results import RunResult
-from unetfamily.compare.variants import Variant
-from unetfamily.config import Config, ModelConfig
 from unetfamily.files import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_config", "train_and_evaluate", "save_npz"]
+__all__ = ["train_and_evaluate", "save_npz", "PREDICTIONS"]
 
 #: The scores of the evaluation split that a run's result keeps.
-KEPT_SCORES = ("dice", "iou", "miou", "mdice", "pixel_accuracy", "precision", "recall", "hd95", "per_class_iou",
-               "per_class_dice")
-
-
-def run_config(base: Config, variant: Variant, seed: int, run_dir: Path) -> Config:
-    """``base`` for one run: the variant's model, the seed and the run folder; everything else shared."""
-    return dataclasses.replace(
-        base, model=ModelConfig(name=variant.model, kwargs=dict(variant.kwargs)),
-        train=dataclasses.replace(base.train, seed=seed), output_dir=str(run_dir),
-    )
+KEPT_SCORES = ("dice", "iou", "miou", "mdice", "pixel_accuracy", "precision", "recall", "hd95", "nsd", "cldice",
+               "per_class_iou", "per_class_dice")
+#: The per-case scores a run keeps for the case-level statistics.
+CASE_SCORES = ("name", "dice", "iou", "nsd", "cldice", "hd95")
+#: Where a run keeps its predictions of its evaluation cases (first seed only), for the report's figures.
+PREDICTIONS = "predictions.npz"
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -59,75 +56,82 @@ class _PrunedLevel(nn.Module):
         return self.net.forward_level(x, self.level)
 
 
-def _levels(model: nn.Module, split: EvalSplit) -> dict[int, dict[str, float]]:
+def _levels(model: nn.Module, split: EvalSplit, device: torch.device) -> dict[int, dict[str, float]]:
     """Dice/IoU/mIoU, batch-1 latency and MACs of the trained UNet++ pruned to each level L = 1..depth."""
     from unetfamily.bench import count_flops, time_call
     from unetfamily.engine.evaluate import evaluate
 
     info, shape = split.info, (1, *split.image_shape)
     out = {}
-    x = torch.randn(shape)
+    x = torch.randn(shape, device=device)
     for level in range(1, model.depth + 1):
-        scores = evaluate(_PrunedLevel(model, level), split.loader, "cpu", info.num_classes, info.ignore_index)
+        scores = evaluate(_PrunedLevel(model, level), split.loader, device, info.num_classes, info.ignore_index)
         with torch.no_grad():
-            latency = time_call(lambda: model.forward_level(x, level), torch.device("cpu"), repeats=10, stat="min")
+            latency = time_call(lambda: model.forward_level(x, level), device, repeats=10, stat="min")
         out[level] = {"dice": scores["dice"], "iou": scores["iou"], "miou": scores["miou"],
                       "latency_ms": latency * 1e3, "macs": count_flops(model.pruned(level), shape) // 2}
     return out
 
 
-def _predictions(model: nn.Module, split: EvalSplit) -> np.ndarray:
+def _predictions(model: nn.Module, split: EvalSplit, device: torch.device) -> np.ndarray:
     """(N, H, W) uint8 class labels of the evaluation images, in the split's order."""
     from unetfamily.metrics import logits_to_labels
 
     preds = []
     with torch.no_grad():
         for batch in split.loader:
-            preds.append(logits_to_labels(model(batch["image"]), split.info.num_classes).to(torch.uint8).numpy())
+            labels = logits_to_labels(model(batch["image"].to(device)), split.info.num_classes)
+            preds.append(labels.to(torch.uint8).cpu().numpy())
     return np.concatenate(preds)
 
 
-def _evaluate(model: nn.Module, split: EvalSplit) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(kept scores, per-image {name, dice, iou}) of ``model`` on the evaluation split."""
+def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device,
+              nsd_tolerance: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(kept scores, per-case scores) of ``model`` on the evaluation split, on ``device``."""
     from unetfamily.engine.evaluate import evaluate
 
     info = split.info
-    scores = evaluate(model, split.loader, "cpu", info.num_classes, info.ignore_index, per_image=True,
-                      hd95=info.num_classes == 2)
-    per_image = [{k: r[k] for k in ("name", "dice", "iou") if k in r} for r in scores["per_image"]]
+    scores = evaluate(model, split.loader, device, info.num_classes, info.ignore_index, per_image=True,
+                      hd95=info.num_classes == 2, nsd_tolerance=nsd_tolerance, cldice=True)
+    per_image = [{k: r[k] for k in CASE_SCORES if k in r} for r in scores["per_image"]]
     return {k: scores[k] for k in KEPT_SCORES if k in scores}, per_image
 
 
-def train_and_evaluate(base: Config, variant: Variant, seed: int, out: Path, split: EvalSplit,
-                       save_predictions: bool) -> RunResult:
-    """Train (or resume, or reuse) one (variant, seed) run under ``out`` and evaluate it on ``split``.
+def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: float) -> RunResult:
+    """Train (or resume, or reuse) ``run`` and evaluate its final weights on its fold's cases, on ``device``.
 
-    With ``save_predictions`` the run's predictions are saved as ``artifacts/pred_<variant>.npz``
-    for the report's figures. Raises KeyboardInterrupt when a signal stopped the training (its
-    checkpoint is saved; running the comparison again resumes it).
+    The caller holds the run folder's lock. A finished run is reused only when its saved
+    fingerprint equals ``run.fingerprint``. Raises KeyboardInterrupt when a signal stopped the
+    training (its checkpoint is saved; running the comparison again resumes it).
     """
     from unetfamily.engine import train
     from unetfamily.engine.checkpoint import load_model
 
-    run_dir = out / "runs" / variant.id / f"seed{seed}"
-    done, last = run_dir / "result.json", run_dir / "checkpoints" / "last.safetensors"
+    done, last = run.dir / "result.json", run.dir / "checkpoints" / "last.safetensors"
+    saved = saved_fingerprint(run.dir)
+    if saved is not None and differing_fields(saved, run.fingerprint):
+        raise StaleRunError(f"{run.dir} was made under other settings by another compare on the same --out "
+                            f"({describe_difference(run.label, differing_fields(saved, run.fingerprint), saved, run.fingerprint)}); "
+                            "use a new --out")
     if done.is_file():
-        log.info("skip %s seed %d: already finished (%s)", variant.id, seed, done)
+        log.info("reuse %s: finished with the same settings (%s)", run.label, done)
         return RunResult.from_dict(json.loads(done.read_text()))
     resume = last.is_file()
-    log.info("%s %s seed %d", "resume" if resume else "train", variant.id, seed)
-    summary = train.fit(run_config(base, variant, seed, run_dir), resume=resume)
+    log.info("%s %s", "resume" if resume else "train", run.label)
+    write_json(run.dir / FINGERPRINT_FILE, run.fingerprint)
+    summary = train.fit(run.config, resume=resume)
     if summary.interrupted:
-        raise KeyboardInterrupt(f"compare interrupted during {variant.id} seed {seed}; run it again to continue")
-    model, checkpoint = load_model(last)
-    test, per_image = _evaluate(model, split)
+        raise KeyboardInterrupt(f"compare interrupted during {run.label}; run it again to continue")
+    model, checkpoint = load_model(last, device)
+    test, per_image = _evaluate(model, run.fold.eval, device, nsd_tolerance)
     result = RunResult(
-        variant=variant.id, seed=seed, train_seconds=summary.seconds,  # of this process only when resumed
+        variant=run.variant.id, seed=run.seed, fold=run.fold.index,
+        train_seconds=summary.seconds,  # of this process only when resumed
         steps=checkpoint.step, history=summary.history or checkpoint.extra.get("history", []),
-        test=test, per_image=per_image, levels=_levels(model, split) if variant.levels else {},
+        test=test, per_image=per_image, levels=_levels(model, run.fold.eval, device) if run.variant.levels else {},
     )
-    if save_predictions:
-        save_npz(out / "artifacts" / f"pred_{variant.id}.npz", pred=_predictions(model, split),
+    if run.save_predictions:
+        save_npz(run.dir / PREDICTIONS, pred=_predictions(model, run.fold.eval, device),
                  names=np.array([r["name"] for r in per_image]))
     write_json(done, result.to_dict())
     return result

@@ -1,15 +1,18 @@
 """``run_compare``: train family members under one protocol, evaluate, measure, report.
 
-Protocol (the same for every variant, recorded in the report): one data config and split, the
-same augmentation, optimiser, schedule, loss, batch size and budget (epochs, steps or seconds),
-the same seeds (so the same data order and augmentation per seed), evaluation of the FINAL
-weights on the held-out split (``test`` when the data has one, else ``val``; no model selection
-on that split). Costs (parameters, MACs, latency, throughput, peak training memory) come from
-:func:`unetfamily.bench.measure_isolated` at the evaluated input size on the comparison's device.
+Protocol (the same for every variant, recorded in the report): one data config and the same
+folds, the same augmentation, optimiser, schedule, loss, batch size and budget (epochs, steps or
+seconds), the same seeds (so the same data order and augmentation per seed), evaluation of the
+FINAL weights on held-out cases (the test split, or val, or out of fold under cross-validation;
+no model selection on them). Costs (parameters, MACs, latency, throughput, peak training memory)
+come from :func:`unetfamily.bench.measure_isolated` at the evaluated input size on the
+comparison's device; the receptive field is computed from each variant's network.
 
 Every run's training :class:`~unetfamily.config.Config` is one base config with the variant's
-model, the seed and the run folder replaced. Resumable: finished runs are reused, an interrupted
-run resumes from its last checkpoint, measured costs are kept in ``runs/<variant>/cost.json``.
+model, learning rate, the seed and the run folder replaced. Resumable and safe to re-run: finished
+runs are reused only when their fingerprint matches (:mod:`unetfamily.compare.plan`), an
+interrupted run resumes from its last checkpoint, measured costs are kept in
+``runs/<variant>/cost.json`` with the settings they were measured under.
 """
 from __future__ import annotations
 
@@ -24,55 +27,34 @@ import torch
 
 from unetfamily import __version__
 from unetfamily.compare.config import CompareConfig
-from unetfamily.compare.data import ComparisonData, EvalSplit, load_comparison_data
+from unetfamily.compare.data import ComparisonData, load_comparison_data
+from unetfamily.compare.lr_search import choose_learning_rates
+from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs
 from unetfamily.compare.report import write_report
-from unetfamily.compare.results import Artifacts, CompareResults, Costs, Protocol, VariantResult
-from unetfamily.compare.run import save_npz, train_and_evaluate
+from unetfamily.compare.results import Artifacts, CompareResults, Costs, Protocol, RunResult, VariantResult
+from unetfamily.compare.run import PREDICTIONS, save_npz, train_and_evaluate
 from unetfamily.compare.variants import Variant, build_variants
-from unetfamily.config import Config, LoaderConfig, LossConfig, OptimConfig, ScheduleConfig, TrainConfig
-from unetfamily.files import write_json
+from unetfamily.config import Config
+from unetfamily.files import to_jsonable, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_compare", "base_config"]
+__all__ = ["run_compare"]
 
 SAMPLES = "artifacts/samples.npz"
-
-
-def base_config(cfg: CompareConfig, data: dict[str, Any]) -> Config:
-    """The training config every run shares: data, loader, loss, optimiser, schedule and budget."""
-    return Config(
-        data=data,
-        loader=LoaderConfig(batch_size=cfg.batch_size),
-        loss=LossConfig(name=cfg.loss),
-        optim=OptimConfig(name="adamw", lr=cfg.lr, weight_decay=1e-4),
-        schedule=ScheduleConfig(name="cosine", warmup_steps=10),
-        train=TrainConfig(epochs=cfg.epochs, max_steps=cfg.steps, max_seconds=cfg.seconds, device=cfg.device,
-                          progress=False, tensorboard=True, eval_every=1),
-    )
 
 
 def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config) -> Protocol:
     info = data.info
     return Protocol(
         config=cfg, data=data.config, data_name=data.name, task="binary" if info.num_classes == 2 else "multiclass",
-        classes=list(info.classes), splits=data.splits, eval_split=data.eval.name,
-        input_size=list(data.eval.image_shape[-2:]),
+        classes=list(info.classes), splits=data.splits, eval_split=data.eval_split,
+        input_size=list(data.image_shape[-2:]), folds=len(data.folds), cases=data.cases,
         optimizer={"name": base.optim.name, "lr": base.optim.lr, "weight_decay": base.optim.weight_decay},
         schedule={"name": base.schedule.name, "warmup_steps": base.schedule.warmup_steps},
         threads=torch.get_num_threads(), version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
-
-
-def _save_samples(path: Path, split: EvalSplit) -> None:
-    """The evaluation images (uint8), masks and names, for the report's figures (once per report folder)."""
-    if path.is_file():
-        return
-    samples = [split.dataset[i] for i in range(len(split.dataset))]
-    save_npz(path, images=np.stack([(s["image"].numpy() * 255).round().astype(np.uint8) for s in samples]),
-             masks=np.stack([s["mask"].numpy().astype(np.uint8) for s in samples]),
-             names=np.array([split.dataset.sample_name(i) for i in range(len(samples))]))
 
 
 def _costs(variant: Variant, in_channels: int, num_classes: int, size: tuple[int, int], batch: int,
@@ -89,39 +71,81 @@ def _costs(variant: Variant, in_channels: int, num_classes: int, size: tuple[int
             "peak_memory_mb": trained["train_peak_bytes"] / 2**20}
 
 
-def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData) -> Costs:
+def _receptive_field(variant: Variant, in_channels: int, num_classes: int) -> int:
+    """The variant's receptive field in pixels, computed on a narrow copy (the field does not depend on widths)."""
+    from unetfamily.models import create_model, family_kwargs, receptive_field
+
+    depth = len(variant.kwargs.get("channels") or [0] * 5) - 1
+    narrow = {**variant.kwargs, **family_kwargs(variant.model, 2, depth)}
+    model = create_model(variant.model, in_channels=in_channels, num_classes=num_classes, **narrow)
+    return receptive_field(model, in_channels)
+
+
+def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData) -> tuple[Costs, int]:
+    """(costs, receptive field) of ``variant``, measured once per setting and kept in ``runs/<id>/cost.json``."""
     path = out / "runs" / variant.id / "cost.json"
-    if path.is_file():
-        return Costs.from_dict(json.loads(path.read_text()))
-    cost = _costs(variant, data.info.in_channels, data.info.num_model_outputs, data.eval.image_shape[-2:],
-                  cfg.batch_size, cfg.device)
-    write_json(path, cost, indent=None)
-    return Costs.from_dict(cost)
+    size, info = tuple(data.image_shape[-2:]), data.info
+    setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": cfg.batch_size,
+               "device": cfg.device, "in_channels": info.in_channels, "classes": info.num_model_outputs,
+               "version": __version__}
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if not cfg.costs:
+        return Costs(), saved.get("receptive_field") or _receptive_field(variant, info.in_channels, info.num_model_outputs)
+    if saved.get("setting") != to_jsonable(setting):
+        cost = _costs(variant, info.in_channels, info.num_model_outputs, size, cfg.batch_size, cfg.device)
+        rf = _receptive_field(variant, info.in_channels, info.num_model_outputs)
+        saved = {**cost, "receptive_field": rf, "setting": setting}
+        write_json(path, saved, indent=None)
+    return Costs.from_dict(saved), saved["receptive_field"]
 
 
-def run_compare(cfg: CompareConfig, out: str | Path) -> CompareResults:
-    """Train and evaluate every variant for every seed, measure costs and write the report into ``out``.
+def _save_artifacts(out: Path, data: ComparisonData, runs: list[PlannedRun]) -> Artifacts:
+    """The evaluated cases (in fold order) and each variant's first-seed predictions of them, for the figures."""
+    datasets = [fold.eval.dataset for fold in data.folds]
+    samples = [ds[i] for ds in datasets for i in range(len(ds))]
+    if len({tuple(s["image"].shape) for s in samples}) == 1:  # figures need one image size
+        save_npz(out / SAMPLES, images=np.stack([(s["image"].numpy() * 255).round().astype(np.uint8) for s in samples]),
+                 masks=np.stack([s["mask"].numpy().astype(np.uint8) for s in samples]),
+                 names=np.array([ds.sample_name(i) for ds in datasets for i in range(len(ds))]))
+    predictions = {}
+    for variant_id in dict.fromkeys(run.variant.id for run in runs):
+        files = [run.dir / PREDICTIONS for run in runs if run.variant.id == variant_id and run.save_predictions]
+        if files and all(f.is_file() for f in files):
+            parts = [np.load(f) for f in files]
+            name = f"artifacts/pred_{variant_id}.npz"
+            save_npz(out / name, pred=np.concatenate([p["pred"] for p in parts]),
+                     names=np.concatenate([p["names"] for p in parts]))
+            predictions[variant_id] = name
+    return Artifacts(SAMPLES, predictions)
 
-    Returns the results (see ``docs/compare_report.md``). Raises KeyboardInterrupt when a signal
-    stops a run (finished runs and the stopped run's checkpoint are kept: call it again to continue).
+
+def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False) -> CompareResults:
+    """Train and evaluate every variant for every seed and fold, measure costs and write the report into ``out``.
+
+    Raises :class:`~unetfamily.compare.identity.StaleRunError` before training anything when
+    ``out`` holds runs made under other settings (``rerun`` retrains them instead), and
+    KeyboardInterrupt when a signal stops a run (finished runs and the stopped run's checkpoint
+    are kept: call it again to continue). Returns the results (see ``docs/compare_report.md``).
     """
     from unetfamily.engine.device import resolve_device
 
-    resolve_device(cfg.device, "--device")  # a CUDA device this machine lacks fails here, not after the data
+    device = resolve_device(cfg.device, "--device")  # a CUDA device this machine lacks fails here, not after the data
     out = Path(out)
     data = load_comparison_data(cfg)
     variants = build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width, data.info.in_channels,
                               data.info.num_model_outputs)
-    base = base_config(cfg, data.config)
-    protocol = _protocol(cfg, data, base)
-    _save_samples(out / SAMPLES, data.eval)
-    runs, rows = [], []
+    base_of = lambda fold: base_config(cfg, fold.data)  # noqa: E731 - one base config per fold's data
+    lrs = choose_learning_rates(cfg, data, variants, out, device, rerun) if cfg.lr_grid else {}
+    runs = plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
+                     {"nsd_tolerance": cfg.nsd_tolerance})
+    check_stale(runs, out, rerun)
+    finished: list[RunResult] = execute_locked(runs, lambda run: train_and_evaluate(run, device, cfg.nsd_tolerance))
+    rows = []
     for variant in variants:
-        runs += [train_and_evaluate(base, variant, seed, out, data.eval, save_predictions=seed == 0)
-                 for seed in range(cfg.seeds)]
+        costs, rf = _cached_costs(variant, out, cfg, data)
         rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
-                                  dict(variant.kwargs), _cached_costs(variant, out, cfg, data)))
-    artifacts = Artifacts(SAMPLES, {v.id: f"artifacts/pred_{v.id}.npz" for v in variants})
-    results = CompareResults(protocol, rows, runs, artifacts)
+                                  dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
+    results = CompareResults(_protocol(cfg, data, base_of(data.folds[0])), rows, finished,
+                             _save_artifacts(out, data, runs))
     write_report(results, out)
     return results

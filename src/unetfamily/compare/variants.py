@@ -53,8 +53,8 @@ def build_variants(
     """Variants for the requested models and ablations.
 
     Main variants: the papers' full forms (UNet++ and UNet3+ with deep supervision; UNet++ also
-    evaluated at pruning levels L1..L4). Ablations: ``unet_depth`` (U-Net with 1..5
-    down-samplings), ``unetpp_ds`` (UNet++ without deep supervision), ``unet3p`` (UNet3+ without
+    evaluated at pruning levels L1..L4). Ablations: ``unet_depth`` (U-Net with 0..5
+    down-samplings; 0 = none: one conv block at full resolution), ``unetpp_ds`` (UNet++ without deep supervision), ``unet3p`` (UNet3+ without
     deep supervision, and with DS + CGM for binary tasks).
     """
     unknown = sorted(set(ablations) - set(ABLATIONS))
@@ -80,7 +80,7 @@ def build_variants(
         else:
             variants.append(make(name, name, {}, model_label(name)))
     if "unet_depth" in ablations:
-        for depth in (1, 2, 3, 5):
+        for depth in (0, 1, 2, 3, 5):
             variants.append(make(f"unet_d{depth}", "unet", {}, f"U-Net depth {depth}", f"depth {depth}", depth=depth))
     if "unetpp_ds" in ablations:
         variants.append(make("unet_plusplus_nods", "unet_plusplus", {}, "UNet++ (no DS)", "no DS"))

@@ -1,38 +1,46 @@
-"""The verdict of the ``compare`` report: whether two variants differ beyond seed noise, and
-paragraphs saying which model to use, written from the per-variant summaries.
+"""The verdict of the ``compare`` report: paragraphs saying which model to use and why, written
+from the case-level evidence (:mod:`unetfamily.compare.evidence`).
 
 Conventions (``docs/compare_report.md`` has the full list):
 
-- Scores are fractions (0..1) as the runner writes them; sentences quote Dice/IoU/mIoU in points
-  (x 100). HD95 is in pixels, lower is better.
-- "Within noise" between two variants: Welch's t-test p >= ``ALPHA`` when both have >= 2 finite
-  seeds; when only one side has, the single value lies inside the other's [min, max]; with one
-  seed on both sides it cannot be told (``None``) and the verdict falls back to a stated
-  heuristic (within ``SINGLE_SEED_TOLERANCE``).
-- A cheaper model replaces the winner in the recommendation only when it is within noise AND
-  at most ``PRACTICAL_MARGIN`` (2 points) behind.
-- Variants are judged on the primary metric (:func:`unetfamily.compare.results.primary_metric`).
+- Scores are fractions (0..1) as the runner writes them; sentences quote Dice/IoU/NSD/clDice in
+  points (x 100) and HD95 in pixels (lower is better).
+- The winner is the variant with the best mean per-case score; it is "separated" from another
+  variant when their paired Wilcoxon signed-rank test, Holm-adjusted over all pairs, gives
+  p_adj < ``ALPHA``; the bootstrap gives how often it ranks first.
+- A cheaper model replaces the winner in the recommendation only when it cannot be separated
+  from it AND is at most :func:`practical_margin` (2 points, or 2 px of HD95) behind.
+- With one case or one variant nothing can be tested, and the verdict says so. Pruning levels
+  have no per-case scores: they are compared over seeds (Welch's t-test, :func:`compare_scores`).
 """
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from unetfamily.compare.results import CompareResults
-from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean
+from unetfamily.compare.evidence import ALPHA, CaseEvidence, case_evidence
+from unetfamily.compare.results import CompareResults, lower_is_better
+from unetfamily.compare.stats import PairTest
+from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean, scale, unit
 from unetfamily.errors import require
 
-__all__ = ["ALPHA", "Comparison", "compare_scores", "format_p", "times", "verdict", "welch_t_test"]
+__all__ = ["ALPHA", "Comparison", "compare_scores", "format_p", "format_share", "p_adj_phrase", "practical_margin",
+           "times", "verdict", "welch_t_test"]
 
-ALPHA = 0.05
-SINGLE_SEED_TOLERANCE = 0.01  # 1 point: the near-tie heuristic used when no seed noise is known
-# A cheaper model is recommended in the winner's place only when it is within noise AND at most
-# this far behind: with 2-3 seeds the t-test cannot call even large gaps, so "not significant"
-# alone must not turn a 20-point loss into a recommendation.
+SINGLE_SEED_TOLERANCE = 0.01  # 1 point: the near-tie heuristic for pruning levels trained with one seed
+# A cheaper model is recommended in the winner's place only when it cannot be separated from it
+# AND is at most this far behind: with few cases the test cannot call even large gaps, so "not
+# significant" alone must not turn a 20-point loss into a recommendation.
 PRACTICAL_MARGIN = 0.02  # 2 points
+PRACTICAL_MARGIN_PX = 2.0  # the same for HD95, in pixels
+
+
+def practical_margin(metric: str) -> float:
+    """How far behind (runner's units) a cheaper model may be and still be recommended."""
+    return PRACTICAL_MARGIN_PX if metric == "hd95" else PRACTICAL_MARGIN
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
@@ -92,13 +100,22 @@ def compare_scores(a: Sequence[float], b: Sequence[float]) -> Comparison:
     return Comparison(diff, "single")
 
 
+def format_share(p: float) -> str:
+    """A probability as a percentage: ``41%``, ``< 1%`` and ``> 99%`` near the ends (never a rounded 0 or 100)."""
+    if not math.isfinite(p):
+        return "\u2014"
+    return "< 1%" if 0 < p < 0.005 else "> 99%" if 0.995 <= p < 1 else f"{p:.0%}"
+
+
 def format_p(p: float | None) -> str:
     """A p-value for people: two significant digits, ``< 0.001`` below that, ``n/a`` for None."""
     return "n/a" if p is None or math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
-def _pts(x: float, signed: bool = False) -> str:
-    return f"{100 * x:+.2f}".replace("-", "\u2212") if signed else f"{100 * x:.2f}"
+def _pts(x: float, signed: bool = False, metric: str = "dice") -> str:
+    """``x`` (runner's units) in the report's: points for fractions, pixels for HD95."""
+    v = scale(metric) * x
+    return f"{v:+.2f}".replace("-", "\u2212") if signed else f"{v:.2f}"
 
 
 def times(a: float, b: float, noun: str) -> str:
@@ -122,10 +139,10 @@ def _near(c: Comparison) -> bool:
 def _pair(a: VariantSummary, b: VariantSummary) -> str:
     """``2.1 vs 21 GMACs, 3.1 vs 7.8 ms`` (parts with a missing figure left out)."""
     parts = []
-    for key, scale, unit in (("macs", 1e-9, "GMACs"), ("latency_ms", 1.0, "ms")):
-        x, y = a.costs[key] * scale, b.costs[key] * scale
+    for key, factor, suffix in (("macs", 1e-9, "GMACs"), ("latency_ms", 1.0, "ms")):
+        x, y = a.costs[key] * factor, b.costs[key] * factor
         if math.isfinite(x) and math.isfinite(y):
-            parts.append(f"{x:.3g} vs {y:.3g} {unit}")
+            parts.append(f"{x:.3g} vs {y:.3g} {suffix}")
     return ", ".join(parts) or "costs not measured"
 
 
@@ -134,87 +151,157 @@ def _cost_clause(s: VariantSummary, ref: VariantSummary) -> str:
             f"{times(s.costs['latency_ms'], ref.costs['latency_ms'], 'latency')}")
 
 
-def verdict(results: CompareResults, summaries: Sequence[VariantSummary]) -> list[str]:
+def verdict(results: CompareResults, summaries: Sequence[VariantSummary],
+            evidence: CaseEvidence | None = None) -> list[str]:
     """Paragraphs (Markdown with ``**bold**``) saying which model to use on this data and why.
 
-    ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first).
+    ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first);
+    ``evidence`` is :func:`~unetfamily.compare.evidence.case_evidence` of them on the primary
+    metric (computed here when not given).
     """
     metric = results.primary_metric
-    name = METRIC_LABELS[metric]
+    if evidence is None:
+        evidence = case_evidence(results, [s.id for s in summaries], metric)
+    tail = _ablations(summaries, evidence, metric) + _pruning(summaries, metric)
+    if not evidence.n_cases:
+        return _without_cases(results, summaries, metric) + tail
+    by_id = {s.id: s for s in summaries}
+    order = [by_id[v] for v in evidence.order() if v in by_id]
+    win = order[0]
+    out = [_opening(results, evidence, win, metric)]
+    if len(order) == 1:
+        out.append("It is the only model with per-case scores: there is nothing to compare it with, so nothing "
+                   "can be tested.")
+    elif evidence.n_cases == 1:
+        out.append("With a single evaluated case nothing can be tested: one case cannot tell models apart. Evaluate "
+                   "on more cases (a larger test split, or `--folds 5` to score every case out of fold).")
+    else:
+        out += _separation(evidence, order, metric) + _recommendation(evidence, order, metric)
+    if max(s.n_seeds for s in order) < 2:
+        out.append("Every model was trained with a single seed, so the seed-to-seed spread is unknown: the tests "
+                   "speak for these cases, not for a retrain. Rerun with `--seeds 3` before trusting small gaps.")
+    weakest = _weakest_class(results, win)
+    return out + ([weakest] if weakest else []) + tail
+
+
+def _where(results: CompareResults, n_cases: int) -> str:
+    proto = results.protocol
+    if proto.folds > 1:
+        return f"{proto.data_name} ({proto.folds}-fold cross-validation, {n_cases} cases)"
+    return f"{proto.data_name} ({proto.eval_split} split, {n_cases} case{'s' * (n_cases != 1)})"
+
+
+def _opening(results: CompareResults, evidence: CaseEvidence, win: VariantSummary, metric: str) -> str:
+    """The winner, its mean per-case score with the bootstrap interval, and its seed spread."""
+    name = METRIC_LABELS.get(metric, metric)
+    best = "lowest" if lower_is_better(metric) else "highest"
+    ranks = evidence.ranks
+    i = evidence.variants.index(win.id)
+    text = (f"On {_where(results, evidence.n_cases)}, **{win.label}** has the {best} mean {name} per case: "
+            f"{_pts(evidence.mean(win.id), metric=metric)}")
+    if ranks is not None and evidence.n_cases > 1:
+        text += (f" (95% CI {_pts(ranks.ci_low[i], metric=metric)}\u2013{_pts(ranks.ci_high[i], metric=metric)} "
+                 f"over {ranks.samples:,} bootstrap samples of the cases)")
+    n = len(evidence.seeds[win.id])
+    std = evidence.seed_std(win.id)
+    spread = f", seed-to-seed std {_pts(std, metric=metric)} {unit(metric)}" if math.isfinite(std) else ""
+    return text + f", averaged over {n} seed{'s' * (n != 1)}{spread}."
+
+
+def _labels(names: Sequence[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _separation(evidence: CaseEvidence, order: Sequence[VariantSummary], metric: str) -> list[str]:
+    """Whether the winner is separated from every other model, with its P(first) and the decisive p_adj."""
+    win, others = order[0], order[1:]
+    tests = {s.id: evidence.pair(win.id, s.id) for s in others}
+    tied = [s for s in others if tests[s.id].p_adj >= ALPHA]
+    beaten = [s for s in others if s not in tied]
+    first = format_share(evidence.p_first(win.id))
+    t2 = tests[others[0].id]
+    if not tied:
+        text = (f"**{win.label}** ranks first in {first} of bootstrap samples; {win.label} vs {others[0].label}: "
+                f"{p_adj_phrase(t2.p_adj)} (better on {t2.wins} of {evidence.n_cases} cases).")
+        if len(others) > 1:
+            worst = max(tests[s.id].p_adj for s in others)
+            text += f" Every other model is worse on these cases (p_adj {_bound(worst, len(others))})."
+        return [text]
+    text = (f"{_labels([s.label for s in [win, *tied]])} cannot be separated on this data (p_adj >= {ALPHA:g}; "
+            f"{win.label} first in {first}).")
+    if beaten:
+        worst = max(tests[s.id].p_adj for s in beaten)
+        names = _labels([s.label for s in beaten])
+        text += f" {win.label} is better than {names} (p_adj {_bound(worst, len(beaten))})."
+    out = [text]
+    far = [s for s in tied if abs(tests[s.id].mean_diff) > practical_margin(metric)]
+    if far:
+        out.append(f"{_labels([s.label for s in far])} trail{'s' * (len(far) == 1)} by more than "
+                   f"{_pts(practical_margin(metric), metric=metric)} {unit(metric)}; {evidence.n_cases} cases are too "
+                   "few for the test to confirm such a gap, so more cases (a larger test split or `--folds`) would "
+                   "likely show it is real.")
+    return out
+
+
+def p_adj_phrase(p: float) -> str:
+    """``p_adj = 0.004`` or ``p_adj < 0.001``."""
+    return f"p_adj {'<' if p < 0.001 else '='} {format_p(p).removeprefix('< ')}"
+
+
+def _bound(p: float, n: int) -> str:
+    """``p_adj`` of one test (``= 0.004``) or the largest of ``n`` (``<= 0.004``)."""
+    return "< 0.001" if p < 0.001 else f"{'=' if n == 1 else '<='} {format_p(p)}"
+
+
+def _recommendation(evidence: CaseEvidence, order: Sequence[VariantSummary], metric: str) -> list[str]:
+    """The cheapest model inseparable from and near the winner (by MACs, then latency), and a costly loser if any."""
+    win, margin, u = order[0], practical_margin(metric), unit(metric)
+    tests = {s.id: evidence.pair(win.id, s.id) for s in order[1:]}
+    near = [win] + [s for s in order[1:] if tests[s.id].p_adj >= ALPHA and abs(tests[s.id].mean_diff) <= margin]
+    cheap = min(near, key=VariantSummary.cost_key)
+    how = f"cannot be separated from {win.label} and is within {_pts(margin, metric=metric)} {u} of it"
+    if cheap is not win:
+        t = tests[cheap.id]
+        out = [f"**{cheap.label}** {how} ({_pts(-t.mean_diff, True, metric)} {u}, {p_adj_phrase(t.p_adj)}) "
+               f"at {_cost_clause(cheap, win)} ({_pair(cheap, win)}). Use **{cheap.label}** where compute matters; "
+               f"{win.label} only if its {_pts(abs(t.mean_diff), metric=metric)}-{u[:-1] if u == 'points' else u} "
+               "edge is worth the cost."]
+    else:
+        cheapest = min(order, key=VariantSummary.cost_key)
+        text = (f"No cheaper model is both inseparable from it and within {_pts(margin, metric=metric)} {u} of it: "
+                f"use **{win.label}**.")
+        if cheapest is not win:
+            text += (f" The cheapest, {cheapest.label}, is {_pts(abs(tests[cheapest.id].mean_diff), metric=metric)} "
+                     f"{u} behind at {_cost_clause(cheapest, win)}.")
+        out = [text]
+    costly = max(order, key=VariantSummary.cost_key)
+    if costly is not win and costly not in near and costly.cost_key() > win.cost_key():
+        t = tests[costly.id]
+        out.append(f"{costly.label} costs {times(costly.costs['macs'], win.costs['macs'], 'MACs')} of "
+                   f"{win.label} and scores {_pts(abs(t.mean_diff), metric=metric)} {u} worse "
+                   f"({p_adj_phrase(t.p_adj)}).")
+    return out
+
+
+def _without_cases(results: CompareResults, summaries: Sequence[VariantSummary], metric: str) -> list[str]:
+    """No per-case scores: the seed-level winner, and a plain statement that nothing could be tested."""
+    name = METRIC_LABELS.get(metric, metric)
     ranked = [s for s in summaries if math.isfinite(s.mean(metric))]
     if not ranked:
         return [f"No variant has a finite {name} score: nothing to recommend. Check the training logs."]
-    proto = results.protocol
     win = ranked[0]
-    split = proto.eval_split
-    n_eval = proto.splits.get(split)
-    where = f"{proto.data_name} ({split} split" + (f", {n_eval} images)" if n_eval else ")")
-    spread = f" \u00b1 {_pts(win.std(metric))}" if math.isfinite(win.std(metric)) else ""
-    out = [f"On {where}, **{win.label}** has the highest {name}: {_pts(win.mean(metric))}{spread} "
-           f"over {win.n_seeds} seed{'s' * (win.n_seeds != 1)}."]
-    if len(ranked) == 1:
-        out[0] += " It is the only model with a finite score."
-        return out + _ablations(summaries, metric) + _pruning(summaries, metric)
-    comps = {s.id: compare_scores(win.scores[metric], s.scores[metric]) for s in ranked[1:]}
-    out += _lead(ranked, comps) + _recommendation(ranked, comps, metric)
-    weakest = _weakest_class(results, win)
-    return out + ([weakest] if weakest else []) + _ablations(summaries, metric) + _pruning(summaries, metric)
-
-
-def _lead(ranked: Sequence[VariantSummary], comps: Mapping[str, Comparison]) -> list[str]:
-    """The winner's lead over the runner-up, and which models are within noise of it."""
-    second = ranked[1]
-    c2 = comps[second.id]
-    if c2.method == "single":
-        return [f"It leads {second.label} by {_pts(c2.diff)} points, but a single seed cannot separate models: "
-                "rerun with `--seeds 3` before trusting this ranking."]
-    ties = [s.label for s in ranked[2:] if comps[s.id].within_noise]
-    if ties:
-        others = f" {'Also' if c2.within_noise else 'Yet'} within noise of it: {', '.join(ties)}."
-    else:
-        others = "" if len(ranked) == 2 else " The other models are beyond noise."
-    out = [f"Its lead over the runner-up {second.label} is {_pts(c2.diff)} points: {c2.phrase()}.{others}"]
-    far = [s for s in ranked[1:] if comps[s.id].within_noise and abs(comps[s.id].diff) > PRACTICAL_MARGIN]
-    if far:
-        out.append(f"{', '.join(s.label for s in far)} trail{'s' if len(far) == 1 else ''} by more than "
-                   f"{_pts(PRACTICAL_MARGIN)} points; the seeds are too few for the t-test to confirm such a gap, "
-                   "so more seeds would likely show it is real.")
-    elif len(ranked) > 2 and all(comps[s.id].within_noise for s in ranked[1:]):
-        out.append("Every model is within noise of the winner: the seeds disagree more than the models do, so "
-                   "this ranking is weak evidence; a longer budget or more seeds would sharpen it.")
-    return out
-
-
-def _recommendation(ranked: Sequence[VariantSummary], comps: Mapping[str, Comparison], metric: str) -> list[str]:
-    """The cheapest model within noise of the winner (by MACs, then latency), and a costly loser if any."""
-    win = ranked[0]
-    near = [win] + [s for s in ranked[1:] if _near(comps[s.id])]
-    cheap = min(near, key=VariantSummary.cost_key)
-    single = comps[(cheap if cheap is not win else ranked[1]).id].method == "single"
-    how = ("within 1 point of it on this single seed" if single
-           else f"within noise and within {_pts(PRACTICAL_MARGIN)} points of it")
-    if cheap is not win:
-        c = comps[cheap.id]
-        out = [f"**{cheap.label}** is {how} ({_pts(-c.diff, True)} points) at {_cost_clause(cheap, win)} "
-               f"({_pair(cheap, win)}). Use **{cheap.label}** where compute matters; {win.label} only if its "
-               f"{_pts(c.diff)}-point edge is worth the cost."]
-    else:
-        cheapest = min(ranked, key=VariantSummary.cost_key)
-        text = f"No cheaper model is {how}: use **{win.label}**."
-        if cheapest is not win:
-            text += (f" The cheapest, {cheapest.label}, is {_pts(win.mean(metric) - cheapest.mean(metric))} points "
-                     f"behind at {_cost_clause(cheapest, win)}.")
-        out = [text]
-    costly = max(ranked, key=VariantSummary.cost_key)
-    if costly is not win and costly not in near and costly.cost_key() > win.cost_key():
-        out.append(f"{costly.label} costs {times(costly.costs['macs'], win.costs['macs'], 'MACs')} of "
-                   f"{win.label} and scores {_pts(win.mean(metric) - costly.mean(metric))} points lower.")
-    return out
+    spread = f" \u00b1 {_pts(win.std(metric), metric=metric)}" if math.isfinite(win.std(metric)) else ""
+    return [f"On {results.protocol.data_name}, **{win.label}** has the "
+            f"{'lowest' if lower_is_better(metric) else 'highest'} {name}: {_pts(win.mean(metric), metric=metric)}"
+            f"{spread} over {win.n_seeds} seed{'s' * (win.n_seeds != 1)}.",
+            f"The results hold no per-case {name} scores, so nothing can be tested: the ranking may be chance. "
+            "Rerun the comparison with this version of unetfamily to get them."]
 
 
 def _weakest_class(results: CompareResults, s: VariantSummary) -> str | None:
     """Multi-class only: the winner's weakest foreground class by IoU."""
-    if results.primary_metric != "miou":
+    if results.protocol.task != "multiclass":
         return None
     classes = results.protocol.classes
     ious = {i: s.mean(k) for k in s.scores if k.startswith("class_iou:") and (i := int(k.split(":")[1])) > 0}
@@ -227,26 +314,38 @@ def _weakest_class(results: CompareResults, s: VariantSummary) -> str | None:
             f"(its foreground classes range {_pts(ious[i])}–{_pts(max(ious.values()))}).")
 
 
-def _ablations(summaries: Sequence[VariantSummary], metric: str) -> list[str]:
+def _ablations(summaries: Sequence[VariantSummary], evidence: CaseEvidence, metric: str) -> list[str]:
     """One sentence per ablated variant against its base (same model, else same family, no ablation)."""
     out = []
+    name = METRIC_LABELS.get(metric, metric)
     for s in summaries:
-        if not s.ablation:
-            continue
         bases = [b for b in summaries if not b.ablation and b.model == s.model] or \
                 [b for b in summaries if not b.ablation and b.family == s.family]
-        if not bases:
+        if not s.ablation or not bases:
             continue
         base = bases[0]
-        c = compare_scores(s.scores[metric], base.scores[metric])
-        if c.method == "none":
-            continue
-        if _near(c) and c.method != "single" and abs(c.diff) <= SINGLE_SEED_TOLERANCE:
-            what = f"is within {_pts(abs(c.diff))} {METRIC_LABELS[metric]} points of {base.label} ({c.phrase()})"
+        t = evidence.pair(s.id, base.id)
+        if t is None:
+            diff = s.mean(metric) - base.mean(metric)
+            if not math.isfinite(diff):
+                continue
+            what = (f"changes {name} by {_pts(diff, True, metric)} {unit(metric)} against {base.label} "
+                    "(no per-case scores to test it)")
+        elif t.p_adj >= ALPHA and abs(t.mean_diff) <= 1.0 / scale(metric):  # within 1 point (1 px of HD95)
+            what = (f"is within {_pts(abs(t.mean_diff), metric=metric)} {name} {unit(metric)} of {base.label} "
+                    f"({_test_phrase(t)})")
         else:
-            what = f"changes {METRIC_LABELS[metric]} by {_pts(c.diff, True)} points against {base.label} ({c.phrase()})"
-        out.append(f"Ablation \u201c{s.ablation}\u201d: {s.label} {what} at {_cost_clause(s, base)}.")
+            what = (f"changes {name} by {_pts(t.mean_diff, True, metric)} {unit(metric)} against {base.label} "
+                    f"({_test_phrase(t)})")
+        rf = (f"; receptive field {s.receptive_field} vs {base.receptive_field} px"
+              if s.receptive_field is not None and base.receptive_field is not None else "")
+        out.append(f"Ablation \u201c{s.ablation}\u201d: {s.label} {what} at {_cost_clause(s, base)}{rf}.")
     return out
+
+
+def _test_phrase(t: PairTest) -> str:
+    verdict_ = "cannot be separated" if t.p_adj >= ALPHA else "a real difference"
+    return f"{verdict_}: {p_adj_phrase(t.p_adj)}, better on {t.wins} and worse on {t.losses} cases"
 
 
 def _pruning(summaries: Sequence[VariantSummary], metric: str) -> list[str]:

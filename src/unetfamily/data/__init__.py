@@ -17,6 +17,7 @@ from unetfamily.data import named as _named  # noqa: F401  (registers the real d
 from unetfamily.data.augment import Augmentation, build_augmentation  # kornia is imported on use
 from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset, num_model_outputs
 from unetfamily.data.encodings import MaskEncoding, decode_mask
+from unetfamily.data.folds import FoldDataset, stratified_folds  # registers the cv_fold type
 from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.loader import SeededSampler, collate, make_loader
@@ -31,6 +32,7 @@ __all__ = [
     "DataError",
     "DatasetInfo",
     "DatasetStatistics",
+    "FoldDataset",
     "MaskEncoding",
     "PairedFilesDataset",
     "SamplePaths",
@@ -53,5 +55,6 @@ __all__ = [
     "random_split",
     "read_split_file",
     "register_dataset",
+    "stratified_folds",
     "voc_pairs",
 ]

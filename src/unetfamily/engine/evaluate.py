@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,17 @@ def evaluate(
     hd95: bool = False,
     per_image: bool = False,
     threshold: float = 0.5,
+    nsd_tolerance: float | None = None,
+    cldice: bool = False,
 ) -> dict[str, Any]:
     """Scores of ``model`` on every batch of ``loader`` (``{"image": (N,C,H,W), "mask": (N,H,W)}``).
 
     ``num_classes`` counts the background (binary = 2). Returns plain Python values: the scalar
     scores (``dice``, ``iou``, ``miou``, ``pixel_accuracy``, ...), ``per_class_*`` lists, the
     ``confusion_matrix`` (rows = target) and, with ``per_image``, a list of per-image scores.
-    The model is left in eval mode.
+    With ``per_image``, ``nsd_tolerance`` (pixels) adds the normalised surface Dice and ``cldice``
+    the centreline Dice of every image, and their means over the images where they are defined
+    (``nsd``, ``cldice``). The model is left in eval mode.
     """
     from unetfamily.metrics import SegmentationMetrics, per_image_scores  # torchmetrics: the 'train' extra
 
@@ -61,12 +66,16 @@ def evaluate(
         metrics.update(output, masks)
         if per_image:
             scores = per_image_scores(output, masks, num_classes, ignore_index=ignore_index, threshold=threshold,
-                                      with_hd95=hd95)
+                                      with_hd95=hd95, nsd_tolerance=nsd_tolerance, with_cldice=cldice)
             for i, name in enumerate(batch.get("name", [str(len(images_scores) + j) for j in range(len(images))])):
                 images_scores.append({"name": name, **{k: _plain(v[i]) for k, v in scores.items()}})
     result = {k: _plain(v) for k, v in metrics.compute().items()}
     if per_image:
         result["per_image"] = images_scores
+        for key in ("nsd", "cldice"):
+            values = [r[key] for r in images_scores if key in r and r[key] is not None and math.isfinite(r[key])]
+            if images_scores and key in images_scores[0]:
+                result[key] = sum(values) / len(values) if values else math.nan
     return result
 
 

@@ -11,6 +11,7 @@ from unetfamily.models.families import FAMILIES, Family, family_kwargs, family_o
 from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model, resolve_model_name
 from unetfamily.models.encoder import FeatureInfo, UNetEncoder
 from unetfamily.models.fcn import FCN
+from unetfamily.models.field import receptive_field
 from unetfamily.models.unet import UNet
 from unetfamily.models.unet_3plus import UNet3Plus
 from unetfamily.models.unet_plusplus import UNetPlusPlus
@@ -31,6 +32,7 @@ __all__ = [
     "family_kwargs",
     "family_of",
     "model_label",
+    "receptive_field",
     "final_output",
     "fold_batchnorm",
     "list_models",

@@ -52,17 +52,22 @@ class UNetEncoder(nn.Module):
 
     Args:
         in_channels: image channels.
-        channels: width per level, shallowest first; ``len(channels) - 1`` down-samplings (1..6).
+        channels: width per level, shallowest first; ``len(channels) - 1`` down-samplings
+            (``min_depth``..6).
         norm: normalisation after every conv ("batch", "instance", "group", "none").
+        min_depth: the fewest down-samplings allowed: 1 for the nested decoders (UNet++, UNet3+),
+            0 for U-Net, whose depth 0 is one DoubleConv at full resolution.
 
     ``feature_info`` lists, per level i, ``num_chs=channels[i]``, ``reduction=2**i`` and
     ``module="stages.i"``. Shapes: (N, in_channels, H, W) -> [(N, channels[i], H / 2**i, W / 2**i)]
     for H, W multiples of ``2**(len(channels) - 1)``.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], norm: Norm = "batch") -> None:
+    def __init__(
+        self, in_channels: int, channels: Sequence[int], norm: Norm = "batch", *, min_depth: int = 1
+    ) -> None:
         super().__init__()
-        channels = check_channels(channels, 2, 7)
+        channels = check_channels(channels, min_depth + 1, 7)
         self.stages = nn.ModuleList(
             DoubleConv(in_channels if i == 0 else channels[i - 1], c, norm) for i, c in enumerate(channels)
         )

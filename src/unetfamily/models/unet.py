@@ -12,7 +12,9 @@ Departures from the paper (all configurable where the paper's design allows):
   multiples of 2**depth are zero-padded bottom/right and the logits cropped back.
 - Optional normalisation (BatchNorm by default, as in every modern U-Net); ``norm="none"`` and
   ``decoder_norm="none"`` give the original's plain conv+ReLU.
-- Depth is ``len(channels) - 1`` down-samplings, 1 to 6; the paper's U-Net is depth 4.
+- Depth is ``len(channels) - 1`` down-samplings, 0 to 6; the paper's U-Net is depth 4. Depth 0
+  (``channels=(w,)``) has no down-sampling at all: one DoubleConv at full resolution and the
+  head, the "is down-sampling needed?" baseline of the ``unet_depth`` ablation.
 - Up-sampling is a transposed conv (kernel 2 as in the paper, or 4) or bilinear + 1x1 conv.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ class UNet(SegmentationModel):
     Args:
         in_channels: image channels.
         num_classes: output channels (1 for binary with a sigmoid, C for softmax).
-        channels: encoder width per resolution level, shallowest first; depth = len - 1 (1..6).
+        channels: encoder width per resolution level, shallowest first; depth = len - 1 (0..6).
         norm: normalisation in the encoder ("batch", "instance", "group", "none").
         decoder_norm: normalisation in the decoder; ``None`` means the same as ``norm``.
         upsample: "transpose" (up-convolution) or "bilinear" (bilinear x2 + 1x1 conv).
@@ -65,7 +67,7 @@ class UNet(SegmentationModel):
         super().__init__()
         check_choice("head_kernel_size", head_kernel_size, (1, 3))
         decoder_norm = norm if decoder_norm is None else decoder_norm
-        self.encoder = UNetEncoder(in_channels, channels, norm)
+        self.encoder = UNetEncoder(in_channels, channels, norm, min_depth=0)
         self.feature_info = self.encoder.feature_info.prefixed("encoder")
         widths = self.feature_info.channels()
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -75,6 +77,7 @@ class UNet(SegmentationModel):
             make_upsample(widths[i + 1], widths[i], upsample, up_kernel_size) for i in range(self.depth)
         )
         self.decoder = nn.ModuleList(DoubleConv(2 * widths[i], widths[i], decoder_norm) for i in range(self.depth))
+        # Depth 0 leaves ``ups`` and ``decoder`` empty: encoder level 0 feeds the head directly.
         self.head = nn.Conv2d(widths[0], num_classes, head_kernel_size, padding=head_kernel_size // 2)
 
     def forward_padded(self, x: Tensor) -> Tensor:

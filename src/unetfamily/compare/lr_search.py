@@ -1,0 +1,79 @@
+"""Equal tuning effort: each variant picks its learning rate from ``--lr-grid`` on an inner split.
+
+Architectures differ in the learning rate they train best with; one rate for all favours the
+variant it happens to suit. With a grid, each variant trains once per rate (first seed, a quarter
+of the budget) on an inner training split and is scored on an inner validation split, both
+carved (stratified, 80/20) from the training cases of the first fold, never from the cases the
+comparison evaluates on. The rate with the best primary score wins; the report lists the choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from unetfamily.compare.config import CompareConfig
+from unetfamily.compare.data import ComparisonData, EvalSplit, Fold, fold_config
+from unetfamily.compare.identity import data_digest
+from unetfamily.compare.plan import base_config, check_stale, execute_locked, plan_runs
+from unetfamily.compare.results import lower_is_better
+from unetfamily.compare.run import train_and_evaluate
+from unetfamily.compare.variants import Variant
+from unetfamily.config import Config
+from unetfamily.data import build_dataset, make_loader, stratified_folds
+
+log = logging.getLogger(__name__)
+
+__all__ = ["choose_learning_rates", "SEARCH_BUDGET", "INNER_FOLDS"]
+
+#: Fraction of each run's budget a search run trains for.
+SEARCH_BUDGET = 0.25
+#: The inner validation split is one of this many stratified parts of the training cases (20%).
+INNER_FOLDS = 5
+
+
+def _inner_fold(data: ComparisonData, batch_size: int) -> Fold:
+    """Fold 0's training cases split 80/20 (stratified by foreground) into inner train and inner val."""
+    outer = data.folds[0].data
+    digest = data_digest(build_dataset(outer, "train"))
+    assignment = stratified_folds(digest["names"], digest["foreground"], INNER_FOLDS, seed=0)
+    config = fold_config(outer, assignment, 0, ["train"])
+    dataset = build_dataset(config, "val")
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    return Fold(0, config, EvalSplit("inner_val", dataset, loader, tuple(dataset[0]["image"].shape)))
+
+
+def _short_budget(base: Config) -> Config:
+    t = base.train
+    return dataclasses.replace(base, train=dataclasses.replace(
+        t, epochs=max(1, math.ceil(t.epochs * SEARCH_BUDGET)),
+        max_steps=None if t.max_steps is None else max(1, int(t.max_steps * SEARCH_BUDGET)),
+        max_seconds=None if t.max_seconds is None else t.max_seconds * SEARCH_BUDGET))
+
+
+def choose_learning_rates(cfg: CompareConfig, data: ComparisonData, variants: list[Variant], out: Path,
+                          device: torch.device, rerun: bool) -> dict[str, float]:
+    """``{variant id: learning rate}`` chosen from ``cfg.lr_grid`` by the primary score on the inner split.
+
+    Search runs live under ``out/lr_search/lr<rate>/`` and follow the same reuse, fingerprint and
+    lock rules as the comparison's runs.
+    """
+    inner = dataclasses.replace(data, folds=[_inner_fold(data, cfg.batch_size)])
+    metric, sign = cfg.primary, (-1.0 if lower_is_better(cfg.primary) else 1.0)
+    scores: dict[str, dict[float, float]] = {v.id: {} for v in variants}
+    for lr in cfg.lr_grid or []:
+        runs = plan_runs(inner, variants, [cfg.first_seed], out / "lr_search" / f"lr{lr:g}",
+                         lambda fold: _short_budget(base_config(cfg, fold.data)), lambda v, lr=lr: lr,
+                         {"nsd_tolerance": cfg.nsd_tolerance, "search": "lr"})
+        check_stale(runs, out, rerun)
+        for run, result in zip(runs, execute_locked(runs, lambda r: train_and_evaluate(r, device, cfg.nsd_tolerance))):
+            value = result.test.get(metric)
+            scores[run.variant.id][lr] = sign * value if value is not None and math.isfinite(value) else -math.inf
+    chosen = {vid: max(by_lr, key=lambda lr: (by_lr[lr], -lr)) for vid, by_lr in scores.items()}
+    for vid, lr in chosen.items():
+        log.info("learning rate for %s: %g (%s on the inner split: %s)", vid, lr, metric,
+                 ", ".join(f"{k:g}: {sign * v:.4f}" for k, v in scores[vid].items()))
+    return chosen
