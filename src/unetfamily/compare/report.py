@@ -63,29 +63,6 @@ def _widths(config: CompareConfig) -> str:
     return "paper" if config.widths == "paper" else f"{config.widths}, base width {config.base_width}"
 
 
-def _protocol(results: CompareResults) -> list[Block]:
-    p, config = results.protocol, results.protocol.config
-    rows = [
-        ("Data", f"{p.data_name} ({_fmt(p.data)})"),
-        ("Task", f"{p.task}; classes: {_fmt(p.classes)}"),
-        ("Splits", ", ".join(f"{k} {v}" for k, v in p.splits.items()) + f"; evaluated on {p.eval_split}"),
-        ("Models", _fmt(config.models) + (f"; ablations: {_fmt(config.ablations)}" if config.ablations else "")),
-        ("Budget", _fmt(p.budget)), ("Seeds", _fmt(p.seeds)),
-        ("Optimiser", _fmt(p.optimizer)), ("Schedule", _fmt(p.schedule)), ("Loss", _fmt(config.loss)),
-        ("Augmentation", _fmt(p.augment)), ("Widths", _widths(config)),
-        ("Input size", "\u00d7".join(str(x) for x in p.input_size) or "?"),
-        ("Batch size", _fmt(config.batch_size)),
-        ("Device", f"{_fmt(config.device)}, {_fmt(p.threads)} threads"),
-        ("Version", f"unetfamily {_fmt(p.version)}, created {_fmt(p.created)}"),
-    ]
-    blocks: list[Block] = [("h2", "Protocol"), ("p", "Every model was trained and evaluated under the same protocol: "
-                                                     "the same data, split, budget, seeds, optimiser and loss.")]
-    blocks.append(("table", ["Setting", "Value"], [[k, v] for k, v in rows]))
-    if config.command:
-        blocks += [("p", "Command:"), ("code", config.command)]
-    return blocks
-
-
 def _evaluation(results: CompareResults) -> str:
     p = results.protocol
     cases = f" ({p.cases} cases)" if p.cases else ""
