@@ -25,7 +25,7 @@ from unetfamily.data import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalSplit", "Fold", "ComparisonData", "load_comparison_data", "fold_config", "data_config"]
+__all__ = ["EvalSplit", "eval_split", "Fold", "ComparisonData", "load_comparison_data", "fold_config", "data_config"]
 
 #: Folds when the data has no test split and --folds is not given (nnU-Net's choice).
 DEFAULT_FOLDS = 5
@@ -117,7 +117,8 @@ def _split(config: dict[str, Any], split: str) -> SegmentationDataset | None:
         return None
 
 
-def _eval_split(name: str, dataset: SegmentationDataset, batch_size: int) -> EvalSplit:
+def eval_split(name: str, dataset: SegmentationDataset, batch_size: int) -> EvalSplit:
+    """The held-out cases ``dataset`` as an :class:`EvalSplit`, batched in order at ``batch_size``."""
     loader = make_loader(dataset, batch_size, shuffle=False)
     return EvalSplit(name, dataset, loader, tuple(dataset[0]["image"].shape))
 
@@ -131,7 +132,7 @@ def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any
     folds = []
     for index in range(k):
         cfg = fold_config(config, assignment, index, list(pool))
-        folds.append(Fold(index, cfg, _eval_split(f"fold{index}", build_dataset(cfg, "val"), batch_size)))
+        folds.append(Fold(index, cfg, eval_split(f"fold{index}", build_dataset(cfg, "val"), batch_size)))
     return folds
 
 
@@ -149,7 +150,7 @@ def load_comparison_data(cfg: CompareConfig) -> ComparisonData:
         if held_out not in sets:
             raise DataError(f"{cfg.data}: the data has neither a test nor a val split to evaluate on; "
                             "give it one, or use --folds K to cross-validate")
-        folds = [Fold(0, config, _eval_split(held_out, sets[held_out], cfg.batch_size))]
+        folds = [Fold(0, config, eval_split(held_out, sets[held_out], cfg.batch_size))]
     else:
         pool = {split: digests[split] for split in ("train", "val") if split in digests}
         folds = cross_validation_folds(config, pool, k, cfg.batch_size)

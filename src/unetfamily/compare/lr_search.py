@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 
 from unetfamily.compare.config import CompareConfig
-from unetfamily.compare.data import ComparisonData, EvalSplit, Fold, fold_config
+from unetfamily.compare.data import ComparisonData, Fold, eval_split, fold_config
 from unetfamily.compare.identity import data_digest
 from unetfamily.compare.plan import base_config, check_stale, execute_locked, plan_runs
 from unetfamily.compare.results import lower_is_better
 from unetfamily.compare.run import train_and_evaluate
 from unetfamily.compare.variants import Variant
 from unetfamily.config import Config
-from unetfamily.data import build_dataset, make_loader, stratified_folds
+from unetfamily.data import build_dataset, stratified_folds
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ def _inner_fold(data: ComparisonData, batch_size: int) -> Fold:
     digest = data_digest(build_dataset(outer, "train"))
     assignment = stratified_folds(digest["names"], digest["foreground"], INNER_FOLDS, seed=0)
     config = fold_config(outer, assignment, 0, ["train"])
-    dataset = build_dataset(config, "val")
-    loader = make_loader(dataset, batch_size, shuffle=False)
-    return Fold(0, config, EvalSplit("inner_val", dataset, loader, tuple(dataset[0]["image"].shape)))
+    return Fold(0, config, eval_split("inner_val", build_dataset(config, "val"), batch_size))
 
 
 def _short_budget(base: Config) -> Config:
