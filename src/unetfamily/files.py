@@ -9,6 +9,8 @@ JSON is written by :func:`dump_json`, which turns NaN and infinities into ``null
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -18,7 +20,33 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_bytes", "to_jsonable", "dump_json", "write_json"]
+from unetfamily.errors import UnetFamilyError
+
+__all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "to_jsonable", "dump_json", "write_json"]
+
+_WHAT_TO_DO = {
+    errno.ENOSPC: "free disk space or choose a folder on another disk",
+    errno.EDQUOT: "free disk space (your quota is used up) or choose a folder on another disk",
+    errno.EROFS: "the file system is read-only; choose a writable folder",
+    errno.EACCES: "you may not write there; choose a writable folder",
+    errno.EPERM: "you may not write there; choose a writable folder",
+}
+
+
+class WriteError(UnetFamilyError, OSError):
+    """A file could not be written; the message names the target (never the temporary file) and what to do.
+
+    It is an :class:`OSError` too (``errno`` is kept), so code that catches ``OSError`` still does.
+    """
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        todo = _WHAT_TO_DO.get(cause.errno or 0, "check the folder and try again")
+        super().__init__(cause.errno, f"could not write {path}: {reason}; nothing was written there ({todo})")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -37,21 +65,28 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Create or replace ``path`` with what ``write(file)`` writes; parent folders are created.
 
-    The target appears only once the data is complete and on disk. Errors from ``write``
-    (including a full disk) propagate after the temporary file is removed; the target is untouched.
+    The target appears only once the data is complete and on disk. An :class:`OSError` on the
+    way (a full disk, a read-only folder) becomes a :class:`WriteError` naming ``path``; other
+    errors from ``write`` propagate as they are. Either way the temporary file is removed and the
+    target is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -75,3 +76,30 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A factory for real, tiny tmpfs file systems: ``small_disk(kib)`` mounts one and returns its folder.
+
+    A write past its size fails inside the kernel with ENOSPC, the way a full disk does, whichever
+    library does the writing (safetensors, Pillow, onnx, ...). Mounting needs root (CI's containers
+    run as root); elsewhere the test is skipped with that reason. Everything mounted is unmounted.
+    """
+    mounted: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("a real full disk needs a tmpfs mount, which needs root")
+        target = tmp_path / f"disk{len(mounted)}"
+        target.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(target)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
