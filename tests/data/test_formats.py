@@ -17,7 +17,10 @@ from .conftest import save, tiff_stack_config
 
 
 def test_folder_pairs_by_stem_with_suffix_over_mixed_formats(pairs_dir):
-    ds = build_dataset({"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask"}, split="all")
+    config = {"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask"}
+    with pytest.raises(DataError, match=r"1 gray \(e.g. .*s2.bmp\); 3 colour .*declare in_channels"):
+        build_dataset(config, split="all")  # gray among colour: the user chooses in_channels
+    ds = build_dataset({**config, "in_channels": 3}, split="all")
     assert ds.names == ["s0", "s1", "s2", "s3"]
     assert ds.info.in_channels == 3 and ds.info.classes == ["background", "foreground"]
     for i in range(4):
@@ -35,7 +38,7 @@ def test_in_channels_one_converts_rgb(pairs_dir):
 
 
 def test_resize_and_cache_give_identical_samples(pairs_dir):
-    config = {"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask", "resize": [16, 12]}
+    config = {"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask", "resize": [16, 12], "in_channels": 3}
     plain, cached = build_dataset(config, "all"), build_dataset({**config, "cache": True}, "all")
     for i in range(4):
         a, b, again = plain[i], cached[i], cached[i]
@@ -56,14 +59,17 @@ def test_missing_mask_is_an_error_or_a_counted_skip(pairs_dir, caplog):
 
 def test_size_mismatch_names_both_files(pairs_dir):
     save(pairs_dir / "masks" / "s0_mask.png", np.zeros((7, 7), np.uint8))
-    ds = build_dataset({"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask"}, "all")
+    ds = build_dataset({"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask", "in_channels": 3}, "all")
     with pytest.raises(DataError, match=r"s0.png is 24x20 \(WxH\) but its mask .*s0_mask.png is 7x7"):
         ds[0]
 
 
 def test_corrupt_image_in_a_dataset(pairs_dir):
     (pairs_dir / "images" / "s3.tif").write_bytes(b"not a tiff at all")
-    ds = build_dataset({"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask"}, "all")
+    config = {"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask"}
+    with pytest.raises(DataError, match="s3.tif: cannot read TIFF"):  # in_channels is read from every image's header
+        build_dataset(config, "all")
+    ds = build_dataset({**config, "in_channels": 3}, "all")
     with pytest.raises(DataError, match="s3.tif: cannot read TIFF"):
         ds[3]
 

@@ -68,7 +68,7 @@ def test_corrupt_truncated_and_missing_files_name_the_file(tmp_path, rng):
     with pytest.raises(DataError, match="broken.tif"):
         (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
         read_image(tmp_path / "broken.tif")
-    with pytest.raises(DataError, match="missing.png: file not found"):
+    with pytest.raises(DataError, match="missing.png: image not found"):
         read_mask(tmp_path / "missing.png")
 
 

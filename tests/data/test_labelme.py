@@ -41,7 +41,8 @@ def test_masks_match_labelme_own_rasterisation(tree, tmp_path, capsys):
 def test_converted_folder_loads_as_a_dataset(tree, tmp_path):
     out = tmp_path / "out"
     convert_labelme(tree, out, labels_file=tree / "labels.txt")
-    ds = build_dataset({"type": "folder", "root": str(out), "classes": str(out / "classes.txt")}, "all")
+    config = {"type": "folder", "root": str(out), "classes": str(out / "classes.txt")}
+    ds = build_dataset({**config, "in_channels": 3}, "all")  # c.png is gray among colour images
     assert ds.info.classes == ["background", "cat", "dog"] and ds.names == ["a", "b", "c"]
     assert ds[0]["mask"].unique().tolist() == [0, 1, 2, 255]  # __ignore__ polygon -> ignore_index
     assert ds[1]["image"].shape == (3, 32, 36)

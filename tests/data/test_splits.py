@@ -57,7 +57,7 @@ def test_select_split_from_lists_and_errors(tmp_path):
 
 
 def test_folder_config_splits(pairs_dir):
-    base = {"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask"}
+    base = {"type": "folder", "root": str(pairs_dir), "mask_suffix": "_mask", "in_channels": 3}
     kfold = {**base, "splits": {"folds": 2, "fold": 1, "seed": 0}}
     train, val = build_dataset(kfold, "train"), build_dataset(kfold, "val")
     assert sorted(train.names + val.names) == ["s0", "s1", "s2", "s3"] and len(val) == 2

@@ -66,7 +66,7 @@ def test_generation_is_fast():
 def test_config_type_and_errors():
     train = build_dataset({"type": "synthetic", "num_samples": {"train": 10, "val": 3}, "size": 32}, "train")
     assert len(train) == 10 and train[0]["image"].shape == (1, 32, 32)
-    with pytest.raises(DataConfigError, match="no sample count for split 'test'"):
+    with pytest.raises(DataConfigError, match="synthetic split: unknown value 'test'; choose one of train"):
         build_dataset({"type": "synthetic", "num_samples": {"train": 10}}, "test")
     with pytest.raises(DataConfigError, match="num_classes 2 or 4"):
         SyntheticShapes(4, num_classes=3)

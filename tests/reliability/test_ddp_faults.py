@@ -57,9 +57,15 @@ def test_one_worker_raising_ends_the_job_with_its_error(tmp_path: Path) -> None:
     victim = shards[1][4]  # rank 1's second batch of 4; rank 0 never reads it
     assert victim not in shards[0]
     bad = dataset.samples[victim].image
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature, then garbage
+    # Every file is checked before the first step, so the image breaks once training has begun: rank 1 is
+    # held at the start of its first step (its first batch read), the file is damaged, then rank 1 goes on.
     path = write_config(tmp_path / "c.yaml", config)
-    proc = start([*_torchrun(), "-m", "unetfamily", "train", "--config", str(path)])
+    marker, release = tmp_path / "reached", tmp_path / "release"
+    proc = start_faulty(["train", "--config", str(path)], "between:1", marker, release, launcher=_torchrun(),
+                        FAULT_RANK="1")
+    wait_for(marker, proc)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature, then garbage
+    release.touch()
     _, err = finish(proc, TIMEOUT_S)
     assert proc.returncode == 1
     assert f"error: {bad}: cannot read image" in err

@@ -20,7 +20,8 @@ from typing import Any
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.identity import data_digest
 from unetfamily.data import (
-    DataError, DatasetInfo, SegmentationDataset, build_dataset, load_data_config, make_loader, stratified_folds,
+    DatasetInfo, SegmentationDataset, UnknownSplitError, build_dataset, check_dataset, load_data_config, make_loader,
+    stratified_folds,
 )
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def fold_config(base: dict[str, Any], assignment: dict[str, int], fold: int, poo
 def _split(config: dict[str, Any], split: str) -> SegmentationDataset | None:
     try:
         return build_dataset(config, split)
-    except DataError as exc:  # the data defines no such split (isbi2012_em has no test split, ...)
+    except UnknownSplitError as exc:  # the data defines no such split (isbi2012_em has no test split, ...)
         log.info("no %s split (%s)", split, exc)
         return None
 
@@ -143,6 +144,8 @@ def load_comparison_data(cfg: CompareConfig) -> ComparisonData:
         config["augment"] = None if cfg.augment == "none" else cfg.augment
     sets = {"train": build_dataset(config, "train"), "val": _split(config, "val"), "test": _split(config, "test")}
     sets = {split: ds for split, ds in sets.items() if ds is not None}
+    # Every file of every split checked once, before any run trains (folds and lr search read the same files).
+    check_dataset(config, list(sets), optional=[], datasets=sets, batch_sizes={s: cfg.batch_size for s in sets})
     digests = {split: data_digest(ds) for split, ds in sets.items()}
     k = cfg.folds if cfg.folds is not None else (1 if "test" in sets else DEFAULT_FOLDS)
     if k == 1:

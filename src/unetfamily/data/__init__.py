@@ -3,6 +3,8 @@ loaders and (with the ``augment`` extra) joint image/mask augmentation.
 
 Samples are dicts ``{"image": float32 (C, H, W) in [0, 1], "mask": int64 (H, W), "name": str}``;
 mask pixels are class indices, or ``dataset.info.ignore_index`` where unlabelled.
+:func:`check_dataset` reads every split's files once before training (headers, integrity, mask
+values) and checks that the splits share one set of properties and do not overlap.
 
 >>> from unetfamily.data import build_dataset, make_loader
 >>> ds = build_dataset({"type": "synthetic", "num_samples": 8, "size": 64}, split="train")
@@ -16,9 +18,10 @@ from __future__ import annotations
 from unetfamily.data import named as _named  # noqa: F401  (registers the real datasets)
 from unetfamily.data.augment import Augmentation, build_augmentation  # kornia is imported on use
 from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset, num_model_outputs
+from unetfamily.data.check import DatasetCheck, check_dataset
 from unetfamily.data.encodings import MaskEncoding, decode_mask
 from unetfamily.data.folds import FoldDataset, stratified_folds  # registers the cv_fold type
-from unetfamily.data.errors import DataConfigError, DataError
+from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
 from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.loader import SeededSampler, collate, make_loader
 from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_data_config, register_dataset
@@ -30,6 +33,7 @@ __all__ = [
     "Augmentation",
     "DataConfigError",
     "DataError",
+    "DatasetCheck",
     "DatasetInfo",
     "DatasetStatistics",
     "FoldDataset",
@@ -40,8 +44,10 @@ __all__ = [
     "SegmentationDataset",
     "SyntheticShapes",
     "TiffStackDataset",
+    "UnknownSplitError",
     "build_augmentation",
     "build_dataset",
+    "check_dataset",
     "collate",
     "data_root",
     "dataset_statistics",

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from unetfamily.data import options
 from unetfamily.data.errors import unknown_choice
 from unetfamily.errors import require
 
@@ -42,16 +43,19 @@ class Augmentation(nn.Module):
     Args:
         *steps: kornia 2-D augmentation modules, applied in order.
         ignore_index: mask value written where a geometric step pads (and kept where it was).
+        crop_size: ``(H, W)`` of every output when a step crops to a fixed size, else ``None``
+            (output sizes vary with the input's); the data check reads it.
 
     ``forward`` takes a sample or batch dict and returns a new dict with the same keys:
     ``image`` float ``(C, H, W)`` or ``(N, C, H, W)`` clipped to [0, 1], ``mask`` int64
     ``(H, W)`` or ``(N, H, W)``; other keys (``name``) pass through.
     """
 
-    def __init__(self, *steps: nn.Module, ignore_index: int = 255) -> None:
+    def __init__(self, *steps: nn.Module, ignore_index: int = 255, crop_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         K = _kornia()
         self.ignore_index = ignore_index
+        self.crop_size = crop_size
         from kornia.constants import DataKey, Resample
 
         # kornia's default mask args leave align_corners=None, which grid_sample warns about;
@@ -98,8 +102,8 @@ def build_augmentation(
     """
     if preset not in PRESETS:
         raise unknown_choice("augment preset", preset, PRESETS)
+    size = options.size("augment crop_size", crop_size)
     K = _kornia()
-    size = None if crop_size is None else ((crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size))
     steps: list[nn.Module] = []
     if size is not None and preset != "natural":
         steps.append(K.RandomCrop(size, pad_if_needed=True, fill=0.0))
@@ -130,4 +134,4 @@ def build_augmentation(
             K.ColorJiggle(brightness=0.2, contrast=0.2, saturation=0.2 if in_channels == 3 else 0.0, p=0.8),
             K.RandomGaussianNoise(std=0.02, p=0.2),
         ]
-    return Augmentation(*steps, ignore_index=ignore_index)
+    return Augmentation(*steps, ignore_index=ignore_index, crop_size=size)

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from unetfamily.data import options
 from unetfamily.data.encodings import MaskEncoding, decode_mask
-from unetfamily.data.errors import DataError
+from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.io import image_to_float, read_image, read_mask, to_channels
+from unetfamily.data.probe import detect_channels
 
 __all__ = ["DatasetInfo", "PairedFilesDataset", "Sample", "SamplePaths", "SegmentationDataset", "num_model_outputs"]
 
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
+
+#: Largest ignore_index (masks are stored as uint8, or int16 past 255).
+MAX_MASK_VALUE = 32767
+#: Largest in_channels a dataset may declare (multi-sample TIFFs pass through unconverted).
+MAX_CHANNELS = 1024
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,22 @@ class DatasetInfo:
     classes: list[str]
     ignore_index: int = 255
     in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        classes = self.classes
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+            raise DataConfigError(f"classes={classes!r} is invalid; give two or more class names "
+                                  "(background first where the data has one)")
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise DataConfigError(f"classes: {twice} are listed twice; each class needs its own name")
+        options.integer("ignore_index", self.ignore_index, lo=0, hi=MAX_MASK_VALUE)
+        if self.ignore_index < len(classes):
+            raise DataConfigError(
+                f"ignore_index={self.ignore_index} is one of the classes 0..{len(classes) - 1} "
+                f"({classes[self.ignore_index]!r}); ignored pixels need a value outside the classes (e.g. 255)"
+            )
+        options.integer("in_channels", self.in_channels, lo=1, hi=MAX_CHANNELS)
 
     @property
     def num_classes(self) -> int:
@@ -62,12 +85,7 @@ def num_model_outputs(info: DatasetInfo | Dataset) -> int:
 
 
 def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return (size, size)
-    h, w = size
-    return (int(h), int(w))
+    return options.size("resize", size)
 
 
 class SegmentationDataset(Dataset):
@@ -89,7 +107,7 @@ class SegmentationDataset(Dataset):
     ) -> None:
         self.info = info
         self.resize = _as_size(resize)
-        self.cache = cache
+        self.cache = options.boolean("cache", cache)
         self.transform = transform
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -200,7 +218,8 @@ class PairedFilesDataset(SegmentationDataset):
         classes: class names, background first where the data has one.
         encoding: how mask values become class indices (see :mod:`unetfamily.data.encodings`).
         ignore_index: mask value for unlabelled pixels.
-        in_channels: 1 or 3 (images are converted); ``None`` reads it from the first image.
+        in_channels: 1 or 3 (images are converted); ``None`` decides it from every image's header
+            (:func:`~unetfamily.data.probe.detect_channels`).
         resize: ``(H, W)`` or an int for square outputs; ``None`` keeps each file's size.
         cache: keep decoded (and resized) samples in memory.
         transform: called on every sample dict (e.g. an augmentation).
@@ -222,9 +241,10 @@ class PairedFilesDataset(SegmentationDataset):
             raise DataError("no samples: the image list is empty")
         self.samples = list(samples)
         self.encoding = encoding or MaskEncoding()
-        self.encoding.check_classes(len(classes))
-        channels = in_channels or _detect_channels(self.samples[0].image)
-        info = DatasetInfo(list(classes), ignore_index, channels)
+        self.encoding.check_classes(len(classes), ignore_index)
+        if in_channels is None:
+            in_channels = detect_channels([s.image for s in self.samples])
+        info = DatasetInfo(list(classes), ignore_index, in_channels)
         super().__init__(info, resize=resize, cache=cache, transform=transform)
 
     def __len__(self) -> int:
@@ -244,10 +264,3 @@ class PairedFilesDataset(SegmentationDataset):
             )
         return image, mask
 
-
-def _detect_channels(path: Path) -> int:
-    image = read_image(path)
-    c = 1 if image.ndim == 2 else image.shape[-1]
-    channels = {1: 1, 2: 1, 3: 3, 4: 3}.get(c, c)
-    log.info("in_channels=%d detected from %s (declare in_channels to fix it)", channels, path)
-    return channels

@@ -28,10 +28,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from unetfamily.data import options
 from unetfamily.data.errors import DataConfigError, DataError, check_keys, unknown_choice
 from unetfamily.data.io import RawMask
 
-__all__ = ["MaskEncoding", "decode_mask"]
+__all__ = ["MaskEncoding", "ambiguous_reading", "decode_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ class MaskEncoding:
             raise DataConfigError("mask_encoding 'rgb' needs a 'colors' table mapping [r, g, b] to class indices")
         if self.kind == "map" and not self.values:
             raise DataConfigError("mask_encoding 'map' needs a 'values' table mapping raw values to class indices")
-        if self.threshold is not None and self.kind not in ("auto", "binary"):
-            raise DataConfigError(f"mask_encoding 'threshold' applies to binary masks, not to kind {self.kind!r}")
+        if self.threshold is not None:
+            if self.kind not in ("auto", "binary"):
+                raise DataConfigError(f"mask_encoding 'threshold' applies to binary masks, not to kind {self.kind!r}")
+            options.integer("mask_encoding threshold", self.threshold, lo=0)
 
     @classmethod
     def parse(cls, spec: str | Mapping[str, Any] | MaskEncoding | None) -> MaskEncoding:
@@ -67,33 +70,58 @@ class MaskEncoding:
             return spec
         if isinstance(spec, str):
             return cls(kind=spec)  # type: ignore[arg-type]
+        options.mapping("mask_encoding", spec, "give a kind name or {kind, threshold, colors, values}")
         check_keys("mask_encoding", spec, ("kind", "threshold", "colors", "values"))
         colors = spec.get("colors")
         if colors is not None:
             colors = _parse_colors(colors)
         values = spec.get("values")
         if values is not None:
-            values = {int(k): int(v) for k, v in values.items()}
+            values = _parse_values(values)
         return cls(kind=spec.get("kind", "auto"), threshold=spec.get("threshold"), colors=colors, values=values)
 
-    def check_classes(self, num_classes: int) -> None:
-        """Raise DataConfigError when this encoding cannot produce ``num_classes`` classes."""
+    def check_classes(self, num_classes: int, ignore_index: int = 255) -> None:
+        """Raise DataConfigError when this encoding cannot produce ``num_classes`` classes.
+
+        Every class a ``colors`` or ``values`` table maps to must be ``0..num_classes-1`` or ``ignore_index``.
+        """
         if self.kind in ("binary", "instance") and num_classes != 2:
-            raise DataConfigError(f"mask_encoding {self.kind!r} gives 2 classes, but the dataset declares {num_classes}")
+            raise DataConfigError(
+                f"mask_encoding {self.kind!r} gives 2 classes, but the dataset declares {num_classes}"
+            )
+        for key, table in (("colors", self.colors), ("values", self.values)):
+            wrong = sorted({c for c in (table or {}).values() if not (0 <= c < num_classes or c == ignore_index)})
+            if wrong:
+                raise DataConfigError(
+                    f"mask_encoding {key} maps to {wrong}, which are neither classes 0..{num_classes - 1} nor "
+                    f"ignore_index={ignore_index}; fix the table or the 'classes'"
+                )
 
 
 def _parse_colors(colors: Any) -> dict[tuple[int, int, int], int]:
-    """Accept ``{class: [r, g, b]}`` (YAML-friendly) or ``{(r, g, b): class}``."""
+    """Accept ``{class: [r, g, b]}`` (YAML-friendly) or ``{(r, g, b): class}``; each colour given once."""
+    options.mapping("mask_encoding colors", colors, "give {class_index: [r, g, b], ...}")
     out: dict[tuple[int, int, int], int] = {}
-    for key, value in dict(colors).items():
-        if isinstance(key, tuple):
-            rgb, cls = key, value
-        else:
-            rgb, cls = value, key
-        if len(rgb) != 3:
-            raise DataConfigError(f"mask_encoding colors: {rgb!r} is not an [r, g, b] triple")
-        out[tuple(int(c) for c in rgb)] = int(cls)  # type: ignore[assignment]
+    for key, value in colors.items():
+        rgb, cls = (key, value) if isinstance(key, tuple) else (value, key)
+        where = f"mask_encoding colors[{cls!r}]"
+        if not isinstance(rgb, (list, tuple)) or len(rgb) != 3:
+            raise DataConfigError(f"{where}={rgb!r} is not an [r, g, b] triple")
+        colour = tuple(options.integer(where, c, lo=0, hi=255) for c in rgb)
+        if colour in out:
+            raise DataConfigError(f"mask_encoding colors: {list(colour)} is given to classes {out[colour]} and {cls}; "
+                                  "a colour must mean one class")
+        out[colour] = options.integer(f"mask_encoding colors key {cls!r}", cls, lo=0)  # type: ignore[index]
     return out
+
+
+def _parse_values(values: Any) -> dict[int, int]:
+    """``{raw: class}`` with whole numbers >= 0 on both sides."""
+    options.mapping("mask_encoding values", values, "give {raw_value: class_index, ...}")
+    return {
+        options.integer("mask_encoding values key", k, lo=0): options.integer(f"mask_encoding values[{k!r}]", v, lo=0)
+        for k, v in values.items()
+    }
 
 
 def _values_str(values: np.ndarray, limit: int = 12) -> str:
@@ -141,6 +169,7 @@ def decode_mask(raw: RawMask, encoding: MaskEncoding, num_classes: int, ignore_i
     Raises DataError naming the file when a value is outside ``0..num_classes-1`` and
     ``ignore_index``, or when the file cannot be decoded with ``encoding``.
     """
+    raw = _whole_numbers(raw)
     kind = encoding.kind
     if kind == "auto":
         kind = _resolve_auto(raw, encoding, num_classes)
@@ -153,10 +182,50 @@ def decode_mask(raw: RawMask, encoding: MaskEncoding, num_classes: int, ignore_i
     if kind == "binary":
         return _decode_binary(gray, encoding.threshold, raw).astype(dtype)
     if kind == "instance":
+        if np.issubdtype(gray.dtype, np.signedinteger) and gray.size and gray.min() < 0:
+            raise DataError(f"{raw.path}: instance labels must be >= 0; found {_values_str(np.unique(gray[gray < 0]))}")
         return (gray > 0).astype(dtype)
     if kind == "map":
         return _check_index(_decode_map(gray, encoding.values or {}, raw), num_classes, ignore_index, raw).astype(dtype)
     return _check_index(gray, num_classes, ignore_index, raw).astype(dtype)
+
+
+def _whole_numbers(raw: RawMask) -> RawMask:
+    """``raw`` with float or bool values as integers; a DataError if a float value is not a whole number."""
+    v = raw.values
+    if v.dtype == bool:
+        return RawMask(v.astype(np.uint8), raw.palette, raw.lossy, raw.path)
+    if not np.issubdtype(v.dtype, np.floating):
+        return raw
+    found = np.unique(v)
+    bad = found[~np.isfinite(found) | (found != np.round(found))]
+    if bad.size:
+        raise DataError(
+            f"{raw.path}: float mask values {_values_str(bad)} are not whole numbers; a mask holds class "
+            "values (save it as 8/16-bit integers, or threshold it first)"
+        )
+    return RawMask(v.astype(np.int64), raw.palette, raw.lossy, raw.path)
+
+
+def ambiguous_reading(raw: RawMask, encoding: MaskEncoding, num_classes: int) -> str | None:
+    """How ``auto`` reads a two-class gray mask whose meaning depends on the dataset's other masks.
+
+    ``"index"`` for values in {0, 1} with a 1, ``"binary"`` for {0, 255} with a 255, ``"either"``
+    for an all-0 mask; ``None`` where the encoding decides by a fixed rule (declared kinds, palette,
+    threshold, more classes). A dataset whose masks read both ``"index"`` and ``"binary"`` uses 255
+    once as foreground and once as ignore: :func:`unetfamily.data.check.check_dataset` refuses it.
+    """
+    if encoding.kind != "auto" or encoding.threshold is not None or raw.palette or raw.lossy or num_classes != 2:
+        return None
+    try:
+        found = np.unique(_gray(_whole_numbers(raw), "auto"))
+    except DataError:  # not a gray mask of whole numbers: decode_mask reports it
+        return None
+    if np.isin(found, (0,)).all():
+        return "either"
+    if np.isin(found, (0, 1)).all():
+        return "index"
+    return "binary" if np.isin(found, (0, 255)).all() else None
 
 
 def _resolve_auto(raw: RawMask, encoding: MaskEncoding, num_classes: int) -> str:
@@ -216,6 +285,11 @@ def _decode_rgb(raw: RawMask, encoding: MaskEncoding, num_classes: int, ignore_i
             f"{raw.path}: JPEG colour mask: compression noise changes the colours; re-save the masks as PNG"
         )
     v = raw.values
+    if raw.palette:
+        raise DataError(
+            f"{raw.path}: a palette PNG, whose pixels are palette indices {_values_str(np.unique(v))}, not colours; "
+            "declare mask_encoding: index if the indices are the classes, or save the masks as RGB"
+        )
     if v.ndim != 3:
         raise DataError(f"{raw.path}: mask_encoding 'rgb' needs an RGB mask; this file has one channel")
     table = encoding.colors or {}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from unetfamily.data.base import SegmentationDataset, _as_size
-from unetfamily.data.errors import DataConfigError, DataError, unknown_choice
+from unetfamily.data.errors import DataConfigError, DataError, unknown_split
 from unetfamily.data.registry import build_dataset, load_data_config, register_dataset
 
 __all__ = ["FoldDataset", "cv_fold", "stratified_folds"]
@@ -91,7 +91,7 @@ class FoldDataset(SegmentationDataset):
         self, parts: Sequence[SegmentationDataset], assignment: Mapping[str, int], fold: int, split: str
     ) -> None:
         if split not in FOLD_SPLITS:
-            raise unknown_choice("cv_fold split", split, FOLD_SPLITS)
+            raise unknown_split("cv_fold split", split, FOLD_SPLITS)
         if not parts:
             raise DataConfigError("cv_fold: the pool is empty; give 'pool' one or more of the base's splits")
         first = parts[0]
@@ -118,6 +118,13 @@ class FoldDataset(SegmentationDataset):
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def sources(self) -> list[tuple[SegmentationDataset, list[int]]]:
+        """The pooled datasets this split reads from, each with the indices of its samples served here."""
+        by_part: dict[int, list[int]] = {}
+        for part, j in self._index:
+            by_part.setdefault(part, []).append(j)
+        return [(self._parts[part], indices) for part, indices in by_part.items()]
 
     def sample_name(self, index: int) -> str:
         part, j = self._index[index]
@@ -179,15 +186,16 @@ def cv_fold(
     pool: Sequence[str] = ("train", "val"),
     resize: int | Sequence[int] | None = None,
     cache: bool | None = None,
+    strict: bool = False,
 ) -> FoldDataset:
     """Fold ``fold`` of ``assignment`` over the ``pool`` splits of the ``base`` config; ``train`` or ``val``.
 
     ``base`` is a dataset config (mapping, YAML path or type name) without ``augment``: put that on
     this config, where it applies to the ``train`` split only. ``resize``/``cache`` given here are
-    moved into ``base`` (they must not contradict it).
+    moved into ``base`` (they must not contradict it); ``strict: true`` applies to the base's split lists.
     """
     if split not in FOLD_SPLITS:
-        raise unknown_choice("cv_fold split", split, FOLD_SPLITS)
+        raise unknown_split("cv_fold split", split, FOLD_SPLITS)
     base = load_data_config(base)
     if base.get("augment") is not None:
         raise DataConfigError(
@@ -195,6 +203,8 @@ def cv_fold(
             "fold's training samples only"
         )
     base.pop("augment", None)
+    if strict:
+        base["strict"] = True
     for key, value, same in (("resize", resize, _as_size), ("cache", cache, bool)):
         if value is not None:
             if key in base and base[key] is not None and same(base[key]) != same(value):

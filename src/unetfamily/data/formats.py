@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from unetfamily.data.base import DatasetInfo, SamplePaths, SegmentationDataset, Transform
 from unetfamily.data.encodings import MaskEncoding, decode_mask
-from unetfamily.data.errors import DataConfigError, DataError, unknown_choice
-from unetfamily.data.io import IMAGE_SUFFIXES, RawMask, natural_key, read_volume, to_channels
-from unetfamily.data.splits import read_split_file
+from unetfamily.data import options
+from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError, unknown_choice, unknown_split
+from unetfamily.data.io import IMAGE_SUFFIXES, RawMask, natural_key, read_volume, regular_file, to_channels
+from unetfamily.data.probe import dataset_channels
+from unetfamily.data.splits import check_listed, read_split_file
 
-__all__ = ["VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "voc_pairs"]
+__all__ = ["VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "stack_slices", "voc_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +28,27 @@ VOC_CLASSES = [
 ]  # fmt: skip
 
 
+#: Image formats a folder may hold that the folder readers skip (a WARNING counts them).
+UNREAD_SUFFIXES = (".gif", ".webp", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".tga", ".heic", ".avif", ".dcm")
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files (PNG/JPEG/TIFF/BMP, any case) directly inside ``folder``, hidden files skipped."""
+    """Image files (PNG/JPEG/TIFF/BMP, any case) directly inside ``folder``, hidden files skipped.
+
+    Every listed name must be a regular file (or a symlink to one): a directory, FIFO, socket or
+    device named like an image is a DataError naming it, raised without opening it. Images of
+    other formats (GIF, WebP, ...) are skipped with a WARNING that counts them.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    for p in files:
+        regular_file(p, "image")
+    unread = [p.name for p in entries if p.suffix.lower() in UNREAD_SUFFIXES]
+    if unread:
+        log.warning("%d image(s) in %s are skipped: only %s files are read, e.g. %s; convert them to PNG",
+                    len(unread), folder, ", ".join(IMAGE_SUFFIXES), unread[:3])
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -102,17 +121,21 @@ def voc_pairs(
     image_dir: str = "JPEGImages",
     mask_dir: str = "SegmentationClass",
     lists_dir: str = "ImageSets/Segmentation",
+    strict: bool = False,
 ) -> list[SamplePaths]:
-    """Pascal VOC layout: names from ``{lists_dir}/{split}.txt``, ``{image_dir}/NAME.jpg``, ``{mask_dir}/NAME.png``."""
+    """Pascal VOC layout: names from ``{lists_dir}/{split}.txt``, ``{image_dir}/NAME.jpg``, ``{mask_dir}/NAME.png``.
+
+    A name listed twice is a warning, or with ``strict`` an error (:func:`~unetfamily.data.splits.check_listed`).
+    """
     root = Path(root)
     list_file = root / lists_dir / f"{split}.txt"
-    if not list_file.is_file():
+    if not os.path.lexists(list_file):
         available = sorted(p.stem for p in (root / lists_dir).glob("*.txt"))
-        raise DataError(f"{list_file}: no such split list; available: {available or 'none'}")
+        raise UnknownSplitError(f"{list_file}: no such split list; available: {available or 'none'}")
     images = _by_stem(list_images(root / image_dir), "", root / image_dir)
     masks = _by_stem(list_images(root / mask_dir), "", root / mask_dir)
     pairs = []
-    for name in read_split_file(list_file):
+    for name in check_listed(read_split_file(list_file), list_file, strict):
         if name not in images:
             raise DataError(f"{list_file}: sample {name!r} has no image in {root / image_dir}")
         if name not in masks:
@@ -130,7 +153,9 @@ class TiffStackDataset(SegmentationDataset):
     Args:
         images, labels: the two TIFF stacks; their slice counts and sizes must match.
         classes, encoding, ignore_index: as in :class:`~unetfamily.data.base.PairedFilesDataset`.
-        slices: the slice indices this dataset serves (default: all).
+        slices: the slice indices this dataset serves (default: all), or a config's
+            ``{split: [start, stop], ...}`` together with ``split`` (see :func:`stack_slices`).
+        split: the split to serve from a ``slices`` mapping.
     """
 
     def __init__(
@@ -142,14 +167,15 @@ class TiffStackDataset(SegmentationDataset):
         encoding: MaskEncoding | None = None,
         ignore_index: int = 255,
         in_channels: int | None = None,
-        slices: Sequence[int] | None = None,
+        slices: Sequence[int] | Mapping[str, Any] | None = None,
+        split: str = "all",
         resize: int | Sequence[int] | None = None,
         cache: bool = False,
         transform: Transform | None = None,
     ) -> None:
         self.images_path, self.labels_path = Path(images), Path(labels)
         self.encoding = encoding or MaskEncoding()
-        self.encoding.check_classes(len(classes))
+        self.encoding.check_classes(len(classes), ignore_index)
         self._volumes: tuple[np.ndarray, np.ndarray] | None = None
         images_arr, labels_arr = self._read_volumes()
         n = images_arr.shape[0]
@@ -158,14 +184,20 @@ class TiffStackDataset(SegmentationDataset):
                 f"{self.images_path} has shape {images_arr.shape} but {self.labels_path} has {labels_arr.shape}; "
                 "the stacks must have the same slice count and slice size"
             )
+        if isinstance(slices, Mapping) or split != "all":
+            slices = stack_slices(split, slices, n)
         self.slices = list(range(n)) if slices is None else [int(i) for i in slices]
         bad = [i for i in self.slices if not 0 <= i < n]
         if bad:
             raise DataConfigError(f"slices {bad[:5]} are outside the {n} slices of {self.images_path}")
-        channels = in_channels or (1 if images_arr.ndim == 3 else images_arr.shape[-1])
+        channels = in_channels or dataset_channels(1 if images_arr.ndim == 3 else images_arr.shape[-1])
         super().__init__(
             DatasetInfo(list(classes), ignore_index, channels), resize=resize, cache=cache, transform=transform
         )
+
+    def volumes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image volume ``(N, H, W[, C])`` and the label volume ``(N, H, W)``, read once per process."""
+        return self._read_volumes()
 
     def _read_volumes(self) -> tuple[np.ndarray, np.ndarray]:
         if self._volumes is None:
@@ -189,3 +221,23 @@ class TiffStackDataset(SegmentationDataset):
         image = to_channels(images[i], self.info.in_channels, f"{self.images_path} slice {i}")
         raw = RawMask(labels[i], palette=False, lossy=False, path=Path(f"{self.labels_path} (slice {i})"))
         return image, decode_mask(raw, self.encoding, self.info.num_classes, self.info.ignore_index)
+
+
+def stack_slices(split: str, slices: Mapping[str, Any] | None, count: int) -> range | None:
+    """The slices of ``split`` under a ``tiff_stack`` config's ``slices: {split: [start, stop], ...}``.
+
+    Every split's range is checked (``0 <= start < stop <= count``), not only the one asked for, so
+    a malformed ``val`` range is refused when ``train`` is built. ``split="all"`` gives ``None`` (all slices).
+    """
+    form = "give {split: [start, stop], ...}, e.g. {train: [0, 24], val: [24, 30]}"
+    if slices is None:
+        if split == "all":
+            return None
+        raise UnknownSplitError(f"split {split!r}: the tiff_stack config has no 'slices'; {form}, or use split 'all'")
+    given = options.mapping("slices", slices, form)
+    ranges = {str(k): options.slice_range(f"slices.{k}", v, count) for k, v in given.items()}
+    if split == "all":
+        return None
+    if split not in ranges:
+        raise unknown_split("tiff_stack split", split, [*ranges, "all"], hint="add it to 'slices'")
+    return ranges[split]

@@ -10,8 +10,11 @@ the same limit is applied to TIFF pages.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +28,17 @@ from unetfamily.data.errors import DataError
 __all__ = [
     "IMAGE_SUFFIXES",
     "RawMask",
+    "convertible",
     "image_to_float",
+    "inspect_image",
+    "mask_from_image",
     "natural_key",
     "open_image",
     "read_image",
     "read_lines",
     "read_mask",
     "read_volume",
+    "regular_file",
     "to_channels",
 ]
 
@@ -67,8 +74,9 @@ def natural_key(text: str) -> tuple:
 
 def read_lines(path: Path, what: str) -> list[str]:
     """The non-blank lines of the text file ``path``, stripped; a DataError naming ``what`` if unreadable."""
+    path = regular_file(path, what)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not part of a name
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from e
     return [line.strip() for line in text.splitlines() if line.strip()]
@@ -89,20 +97,42 @@ def _check_pixels(path: Path, shape: tuple[int, ...]) -> None:
         raise DataError(_bomb_message(path, pixels))
 
 
-def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image.Image:
-    """Open and fully decode ``source`` (a path or a binary file object) with Pillow.
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
-    Every failure, the decompression-bomb guard included, becomes a DataError naming ``name``
-    (default: ``source``).
+
+def regular_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` if it is a regular file (a symlink to one is fine), checked with ``os.stat`` before any open.
+
+    Anything else is a DataError naming it: a missing file or broken symlink, a directory, and the
+    special files (FIFOs, sockets, devices) whose opening could block forever or read without end.
     """
-    name = name if name is not None else source
+    path = Path(path)
     try:
-        with Image.open(source, formats=PIL_FORMATS) as im:
-            # Pillow raises above 2x MAX_IMAGE_PIXELS and only warns between 1x and 2x; refuse both.
-            # (Checked here rather than with warnings.catch_warnings, which is not thread-safe.)
-            _check_pixels(Path(str(name)), (im.height, im.width))
-            im.load()
-            return im
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as e:
+        broken = " (a broken symbolic link)" if path.is_symlink() else ""
+        raise DataError(f"{path}: {what} not found{broken}") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot access {what} ({e.strerror or e})") from e
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
+        raise DataError(
+            f"{path}: is {kind}, not a regular file; the {what} must be a regular file (remove or rename it)"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _pil_errors(name: object) -> Iterator[None]:
+    """Turn anything Pillow raises while reading ``name`` into a :class:`DataError` naming it."""
+    try:
+        yield
     except DataError:
         raise
     except Image.DecompressionBombError as e:
@@ -113,6 +143,59 @@ def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image
         raise DataError(
             f"{name}: cannot read image ({type(e).__name__}: {e}); the file is corrupt or not an image"
         ) from e
+
+
+def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image.Image:
+    """Open and fully decode ``source`` (a path to a regular file, or a binary file object) with Pillow.
+
+    Every failure, the decompression-bomb guard included, becomes a DataError naming ``name``
+    (default: ``source``).
+    """
+    name = name if name is not None else source
+    if isinstance(source, (str, Path)):
+        source = regular_file(source, "image")
+    with _pil_errors(name):
+        with Image.open(source, formats=PIL_FORMATS) as im:
+            # Pillow raises above 2x MAX_IMAGE_PIXELS and only warns between 1x and 2x; refuse both.
+            # (Checked here rather than with warnings.catch_warnings, which is not thread-safe.)
+            _check_pixels(Path(str(name)), (im.height, im.width))
+            im.load()
+            return im
+
+
+def _mode_channels(im: Image.Image) -> int:
+    """The channel count :func:`read_image` returns for an image of this mode (before ``to_channels``)."""
+    if im.mode in ("P", "PA"):
+        return 4 if im.mode == "PA" or "transparency" in im.info else 3
+    if im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return 3
+    if im.mode == "LA":
+        return 1
+    return len(im.getbands())
+
+
+def inspect_image(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int]:
+    """``(height, width, channels)`` of the image file whose bytes are ``data``, and check its integrity cheaply.
+
+    Without decoding all pixels where the format allows: a PNG's chunks are read and their CRCs
+    verified (a truncated or altered file fails), a JPEG's compressed data is decoded at 1/8 scale
+    (a truncated file fails); other formats, and every format with ``full=True``, are decoded
+    completely. Failures are DataErrors naming ``name``.
+    """
+    with _pil_errors(name):
+        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
+            _check_pixels(Path(str(name)), (im.height, im.width))
+            shape = (im.height, im.width, _mode_channels(im))
+            if full:
+                _pil_to_array(im)
+            elif im.format == "PNG":
+                im.verify()
+            elif im.format in ("JPEG", "MPO"):
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+            else:
+                im.load()
+    return shape
 
 
 @contextlib.contextmanager
@@ -131,6 +214,7 @@ def _tiff_errors(path: Path, what: str) -> Iterator[None]:
 def _read_tiff_page(path: Path) -> np.ndarray:
     import tifffile
 
+    regular_file(path, "image")
     with _tiff_errors(path, "TIFF"):
         with tifffile.TiffFile(path) as tif:
             pages = len(tif.pages)
@@ -183,7 +267,11 @@ def read_mask(path: str | Path) -> RawMask:
     if path.suffix.lower() in TIFF_SUFFIXES:
         arr = _read_tiff_page(path)
         return RawMask(arr[..., :3] if arr.ndim == 3 else arr, palette=False, lossy=False, path=path)
-    im = open_image(path)
+    return mask_from_image(open_image(path), path)
+
+
+def mask_from_image(im: Image.Image, path: Path) -> RawMask:
+    """The :class:`RawMask` of a mask image decoded by :func:`open_image` (what :func:`read_mask` returns)."""
     lossy = im.format in ("JPEG", "MPO")
     if im.mode in ("P", "PA"):
         return RawMask(np.asarray(im.convert("P") if im.mode == "PA" else im), palette=True, lossy=lossy, path=path)
@@ -197,7 +285,7 @@ def read_volume(path: str | Path) -> np.ndarray:
     """Read a multi-page TIFF stack into ``(N, H, W)`` or ``(N, H, W, C)`` (one page per slice)."""
     import tifffile
 
-    path = Path(path)
+    path = regular_file(path, "TIFF stack")
     with _tiff_errors(path, "TIFF stack"):
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -213,6 +301,21 @@ def read_volume(path: str | Path) -> np.ndarray:
     return arr
 
 
+def _drop_alpha(channels: int, in_channels: int) -> int:
+    """The channel count left after :func:`to_channels` drops an alpha channel (RGBA -> RGB, gray+alpha -> gray)."""
+    if channels == 4 and in_channels != 4:
+        return 3
+    if channels == 2 and in_channels != 2:
+        return 1
+    return channels
+
+
+def convertible(channels: int, in_channels: int) -> bool:
+    """Whether :func:`to_channels` turns an image of ``channels`` channels into ``in_channels``."""
+    c = _drop_alpha(channels, in_channels)
+    return c == in_channels or (c, in_channels) in ((1, 3), (3, 1))
+
+
 def to_channels(arr: np.ndarray, in_channels: int, path: Path | str) -> np.ndarray:
     """Convert ``(H, W)`` or ``(H, W, C)`` pixels to ``(H, W, in_channels)``.
 
@@ -221,11 +324,8 @@ def to_channels(arr: np.ndarray, in_channels: int, path: Path | str) -> np.ndarr
     """
     if arr.ndim == 2:
         arr = arr[..., None]
-    c = arr.shape[-1]
-    if c == 4 and in_channels != 4:
-        arr, c = arr[..., :3], 3
-    elif c == 2 and in_channels != 2:  # gray + alpha
-        arr, c = arr[..., :1], 1
+    c = _drop_alpha(arr.shape[-1], in_channels)
+    arr = arr[..., :c]
     if c == in_channels:
         return arr
     if c == 1 and in_channels == 3:

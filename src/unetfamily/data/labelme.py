@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import glob
 import io
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,8 +35,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from unetfamily.data.errors import DataError
-from unetfamily.data.io import natural_key, open_image, read_lines
-from unetfamily.files import atomic_write, atomic_write_bytes
+from unetfamily.data.io import natural_key, open_image, read_lines, regular_file
+from unetfamily.files import WriteError, atomic_write_bytes
 from unetfamily.overlay import class_colors
 
 __all__ = ["LabelmeConversion", "LabelmeFile", "convert_labelme", "rasterize_shapes", "read_labelme"]
@@ -88,6 +92,7 @@ def _resolve_inside(root: Path, json_path: Path, image_path: str) -> Path:
 
 def _read_document(json_path: Path) -> dict:
     """The parsed JSON of a labelme file, checked to be an object whose ``shapes`` are objects."""
+    regular_file(json_path, "labelme file")
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -223,19 +228,31 @@ def convert_labelme(
     labels_file: str | Path | None = None,
     ignore_index: int = 255,
     root: str | Path | None = None,
+    overwrite: bool = False,
 ) -> LabelmeConversion:
     """Convert every ``*.json`` under ``source`` into ``out/images``, ``out/masks``, ``out/classes.txt``.
 
     Masks are palette PNGs whose indices are classes (``ignore_index`` for ``__ignore__``), so
     ``{type: folder, root: out, classes: out/classes.txt}`` loads the result. Images keep their file
     bytes and format. ``root`` (default: ``source``, or its folder for a single file) bounds where
-    ``imagePath`` may point. Every file is written atomically.
+    ``imagePath`` may point.
+
+    All or nothing: files that already exist where the dataset would go are refused before
+    anything is read (a :class:`DataError` naming one), unless ``overwrite``; every file is first
+    written (atomically) into a hidden folder inside ``out`` and moved into place only once all
+    are written, so a bad annotation or a full disk leaves ``out`` as it was.
     """
     source, out = Path(source), Path(out)
     files = [source] if source.is_file() else sorted(source.rglob("*.json"), key=lambda p: natural_key(str(p)))
     root = Path(root) if root is not None else (source.parent if source.is_file() else source)
     if not files:
         raise DataError(f"{source}: no labelme *.json files found")
+    stems = [f.stem for f in files]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise DataError(f"{source}: several JSON files share the name(s) {dupes[:5]}; output names must be unique")
+    if not overwrite:
+        _refuse_existing(out, stems)
     classes = _class_list(Path(labels_file) if labels_file else None, files)
     if not len(classes) <= ignore_index <= 255:
         raise DataError(
@@ -243,26 +260,80 @@ def convert_labelme(
             "the ignore index must lie between the number of classes and 255"
         )
     class_index = {name: i for i, name in enumerate(classes)} | {IGNORE_LABEL: ignore_index}
-    stems = [f.stem for f in files]
-    dupes = sorted({s for s in stems if stems.count(s) > 1})
-    if dupes:
-        raise DataError(f"{source}: several JSON files share the name(s) {dupes[:5]}; output names must be unique")
-    palette = _palette(ignore_index)
-    counts = np.zeros(256, np.int64)
-    for f in files:
-        ann = read_labelme(f, root)
-        mask = rasterize_shapes(ann.shapes, ann.image.height, ann.image.width, class_index, f)
-        counts += np.bincount(mask.ravel(), minlength=256)
-        atomic_write_bytes(out / "images" / f"{f.stem}{IMAGE_SUFFIX.get(ann.image_format, '.png')}", ann.image_bytes)
-        png = Image.fromarray(mask)
-        png.putpalette(palette)  # "L" -> "P", pixel values kept as palette indices
-        atomic_write(out / "masks" / f"{f.stem}.png", lambda file, png=png: png.save(file, format="PNG"))
     names = ["background", *classes[1:]]
-    atomic_write_bytes(out / "classes.txt", ("\n".join(names) + "\n").encode("utf-8"))
+    created = not out.exists()
+    stage = out / f".labelme-{os.getpid()}.tmp"
+    try:
+        counts, written = _write_staged(files, root, class_index, _palette(ignore_index), stage, out)
+        written.append(_staged(stage, out, "classes.txt", ("\n".join(names) + "\n").encode("utf-8")))
+        _publish(stage, out, written)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when nothing was published
     pixels = {name: int(counts[i]) for i, name in enumerate(names)}
     pixels["<ignore>"] = int(counts[ignore_index])
     log.info("converted %d labelme file(s) into %s with %d classes", len(files), out, len(classes))
     return LabelmeConversion(len(files), names, pixels)
+
+
+def _refuse_existing(out: Path, stems: list[str]) -> None:
+    """A DataError when ``out`` holds a file the conversion would replace (an image of any suffix counts)."""
+    images, masks = out / "images", out / "masks"
+    by_stem = {p.stem: p for p in sorted(images.iterdir())} if images.is_dir() else {}
+    existing = [out / "classes.txt"] if os.path.lexists(out / "classes.txt") else []
+    for stem in stems:
+        existing += [by_stem[stem]] if stem in by_stem else []
+        existing += [masks / f"{stem}.png"] if os.path.lexists(masks / f"{stem}.png") else []
+    if existing:
+        raise DataError(
+            f"{out} already holds {len(existing)} file(s) this conversion would replace (e.g. {existing[0]}); "
+            "nothing was written. Add --overwrite to replace them, or choose another --out"
+        )
+
+
+def _write_staged(files: list[Path], root: Path, class_index: Mapping[str, int], palette: list[int], stage: Path,
+                  out: Path) -> tuple[np.ndarray, list[str]]:
+    """Write every image and mask into ``stage``; (pixel counts per mask value, the files' paths relative to it)."""
+    counts = np.zeros(256, np.int64)
+    written = []
+    for f in files:
+        ann = read_labelme(f, root)
+        mask = rasterize_shapes(ann.shapes, ann.image.height, ann.image.width, class_index, f)
+        counts += np.bincount(mask.ravel(), minlength=256)
+        written.append(_staged(stage, out, f"images/{f.stem}{IMAGE_SUFFIX.get(ann.image_format, '.png')}",
+                               ann.image_bytes))
+        png = Image.fromarray(mask)
+        png.putpalette(palette)  # "L" -> "P", pixel values kept as palette indices
+        buffer = io.BytesIO()
+        png.save(buffer, format="PNG")
+        written.append(_staged(stage, out, f"masks/{f.stem}.png", buffer.getvalue()))
+    return counts, written
+
+
+def _staged(stage: Path, out: Path, name: str, data: bytes) -> str:
+    """Write ``data`` to ``stage/name``; a failure is a WriteError naming ``out/name``, where it was going."""
+    try:
+        atomic_write_bytes(stage / name, data)
+    except WriteError as exc:
+        raise WriteError(out / name, OSError(exc.errno, os.strerror(exc.errno) if exc.errno else "write failed")) from exc
+    return name
+
+
+def _publish(stage: Path, out: Path, names: list[str]) -> None:
+    """Move the staged files into ``out``; an image replaces the old image of its name whatever its suffix."""
+    for name in names:
+        target = out / name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if name.startswith("images/"):
+                for old in target.parent.glob(f"{glob.escape(target.stem)}.*"):
+                    if old.stem == target.stem and old.name != target.name:
+                        old.unlink()
+            os.replace(stage / name, target)
+        except OSError as exc:
+            raise WriteError(target, exc) from exc
 
 
 def _palette(ignore_index: int) -> list[int]:

@@ -23,10 +23,12 @@ from typing import Literal
 
 from unetfamily.data.base import PairedFilesDataset, SamplePaths
 from unetfamily.data.encodings import MaskEncoding
-from unetfamily.data.errors import DataError, unknown_choice
+from unetfamily.data import options
+from unetfamily.data.errors import DataError, unknown_choice, unknown_split
 from unetfamily.data.formats import pair_folder
+from unetfamily.data.io import regular_file
 from unetfamily.data.registry import named_root, register_dataset
-from unetfamily.data.splits import read_split_file, select_samples
+from unetfamily.data.splits import check_listed, read_split_file, select_samples
 
 __all__ = ["CAMVID_CLASSES", "camvid", "dsb2018_nuclei", "isbi2012_em", "kvasir_seg"]
 
@@ -55,9 +57,10 @@ def isbi2012_em(
         raise unknown_choice("isbi2012_em foreground", foreground, ("membrane", "cell"))
     pairs = pair_folder(root / "train" / "image", root / "train" / "label")
     n = len(pairs)
+    val_slices = options.integer("val_slices", val_slices, lo=1, hi=n - 1)
     parts = {"all": pairs, "train": pairs[: n - val_slices], "val": pairs[n - val_slices :]}
     if split not in parts:
-        raise unknown_choice("isbi2012_em split", split, parts, hint="the test slices have no labels")
+        raise unknown_split("isbi2012_em split", split, parts, hint="the test slices have no labels")
     values = {0: 1, 255: 0} if foreground == "membrane" else {0: 0, 255: 1}
     return PairedFilesDataset(
         parts[split],
@@ -78,6 +81,7 @@ def dsb2018_nuclei(
     splits: Mapping[str, object] | None = None,
     resize: int | Sequence[int] | None = None,
     cache: bool = False,
+    strict: bool = False,
 ) -> PairedFilesDataset:
     """2018 Data Science Bowl stage1_train (fixed): 664 RGBA images (alpha dropped), 9 sizes.
 
@@ -88,8 +92,8 @@ def dsb2018_nuclei(
     if masks not in ("masks", "instances"):
         raise unknown_choice("dsb2018_nuclei masks", masks, ("masks", "instances"))
     pairs = pair_folder(root / "images", root / masks)
-    spec = splits or {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}, "seed": 0}
-    chosen = select_samples(pairs, split, spec, root)
+    spec = {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}, "seed": 0} if splits is None else splits
+    chosen = select_samples(pairs, split, spec, root, strict=strict)
     encoding = MaskEncoding("binary" if masks == "masks" else "instance")
     return PairedFilesDataset(
         chosen, ["background", "nucleus"], encoding=encoding, in_channels=3, resize=resize, cache=cache
@@ -104,15 +108,17 @@ def kvasir_seg(
     threshold: int = 127,
     resize: int | Sequence[int] | None = None,
     cache: bool = False,
+    strict: bool = False,
 ) -> PairedFilesDataset:
     """Kvasir-SEG polyps: 1000 RGB JPEGs with JPEG masks (gray > ``threshold`` is polyp).
 
     Splits are the official Medico 2020 lists: ``train`` 880, ``val`` 120.
     """
     root = named_root("kvasir_seg", root)
+    threshold = options.integer("threshold", threshold, lo=0, hi=254)
     pairs = pair_folder(root / "images", root / "masks")
     lists = {"train": "splits_medico2020/train.txt", "val": "splits_medico2020/val.txt"}
-    chosen = select_samples(pairs, split, lists, root)
+    chosen = select_samples(pairs, split, lists, root, strict=strict)
     return PairedFilesDataset(
         chosen,
         ["background", "polyp"],
@@ -130,6 +136,7 @@ def camvid(
     root: str | Path | None = None,
     resize: int | Sequence[int] | None = None,
     cache: bool = False,
+    strict: bool = False,
 ) -> PairedFilesDataset:
     """CamVid (SegNet version, subset): 480x360 RGB, 11 classes, void (11) is ``ignore_index``.
 
@@ -139,13 +146,17 @@ def camvid(
     root = named_root("camvid", root)
     splits = ("train", "val", "test") if split == "all" else (split,)
     if any(s not in ("train", "val", "test") for s in splits):
-        raise unknown_choice("camvid split", split, ("train", "val", "test", "all"))
+        raise unknown_split("camvid split", split, ("train", "val", "test", "all"))
     pairs = []
     for s in splits:
-        for name in read_split_file(root / f"{s}.txt"):
+        listed = root / f"{s}.txt"
+        for name in check_listed(read_split_file(listed), listed, strict):
             image, mask = root / s / f"{name}.png", root / f"{s}annot" / f"{name}.png"
-            if not image.is_file() or not mask.is_file():
-                raise DataError(f"{root / f'{s}.txt'}: sample {name!r} lacks {image} or {mask}")
+            try:
+                regular_file(image, "image")
+                regular_file(mask, "mask")
+            except DataError as e:
+                raise DataError(f"{listed}: sample {name!r}: {e}") from e
             pairs.append(SamplePaths(name, image, mask))
     return PairedFilesDataset(
         pairs,

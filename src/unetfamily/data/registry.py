@@ -26,11 +26,15 @@ from typing import Any, Literal
 
 import yaml
 
+from unetfamily.data import options
 from unetfamily.data.base import PairedFilesDataset, SegmentationDataset
 from unetfamily.data.encodings import MaskEncoding
-from unetfamily.data.errors import DataConfigError, DataError, check_keys, unknown_choice
+from unetfamily.data.errors import (
+    DataConfigError, DataError, UnknownSplitError, check_keys, unknown_choice, unknown_split,
+)
 from unetfamily.data.formats import VOC_CLASSES, TiffStackDataset, pair_folder, voc_pairs
-from unetfamily.data.io import read_lines
+from unetfamily.data.io import read_lines, regular_file
+from unetfamily.data.probe import detect_channels
 from unetfamily.data.splits import select_samples
 from unetfamily.data.synthetic import SyntheticShapes
 
@@ -39,7 +43,7 @@ __all__ = ["build_dataset", "data_root", "list_datasets", "load_data_config", "r
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, Callable[..., SegmentationDataset]] = {}
-_COMMON_KEYS = ("type", "augment")
+_COMMON_KEYS = ("type", "augment", "strict")
 
 
 def register_dataset(fn: Callable[..., SegmentationDataset]) -> Callable[..., SegmentationDataset]:
@@ -82,6 +86,7 @@ def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     if not path.exists() and not path.suffix and len(path.parts) == 1:  # a bare word: a mistyped type name
         raise unknown_choice("dataset", str(path), list_datasets(), hint="or give a YAML config path")
+    regular_file(path, "dataset config")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -106,13 +111,20 @@ def build_dataset(
     if builder is None:
         raise unknown_choice("dataset type", kind, list_datasets())
     augment = config.pop("augment", None)
+    strict = options.boolean("strict", config.pop("strict", False))
     params = inspect.signature(builder).parameters
-    valid = [p for p in params if p != "split"]
+    valid = [p for p in params if p not in ("split", "strict")]
     for key in config:
-        if key not in params or key == "split":
+        if key not in valid:
             raise DataConfigError(
                 f"unknown key {key!r} for dataset type {kind!r}; valid keys: {', '.join(_COMMON_KEYS + tuple(valid))}"
             )
+    required = [p.name for p in params.values() if p.default is p.empty and p.name not in ("split", "strict")]
+    missing = [key for key in required if key not in config]
+    if missing:
+        raise DataConfigError(f"dataset type {kind!r} needs {', '.join(repr(m) for m in missing)}")
+    if "strict" in params:  # types that read split lists check them; for the others splits cannot overlap
+        config["strict"] = strict
     dataset = builder(split, **config)
     if augment and split == "train":
         dataset.transform = _build_augment(augment, dataset)
@@ -123,9 +135,11 @@ def build_dataset(
 def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) -> Callable:
     from unetfamily.data.augment import build_augmentation
 
-    options = {"preset": spec} if isinstance(spec, str) else dict(spec)
-    check_keys("augment", options, ("preset", "crop_size"))
-    return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **options)
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    spec = dict(options.mapping("augment", spec, "give a preset name or {preset, crop_size}"))
+    check_keys("augment", spec, ("preset", "crop_size"))
+    return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **spec)
 
 
 def _path(value: str | Path) -> Path:
@@ -138,6 +152,8 @@ def _classes(classes: Sequence[str] | str | None, default: Sequence[str]) -> lis
         return list(default)
     if isinstance(classes, str):
         return read_lines(_path(classes), "class list")
+    if not isinstance(classes, Sequence):
+        raise DataConfigError(f"classes={classes!r} is invalid; give a list of class names or a text file of them")
     return [str(c) for c in classes]
 
 
@@ -158,19 +174,34 @@ def folder(
     on_missing: Literal["error", "skip"] = "error",
     resize: int | Sequence[int] | None = None,
     cache: bool = False,
+    strict: bool = False,
 ) -> PairedFilesDataset:
-    """Image/mask folder pairs under ``root``; ``images``/``masks`` may contain ``{split}``."""
+    """Image/mask folder pairs under ``root``; ``images``/``masks`` may contain ``{split}``.
+
+    Without ``in_channels`` it is decided once from every image of every split (not per split).
+    """
     root = _path(root)
+    images, masks = options.placeholders("images", images, ("split",)), options.placeholders("masks", masks, ("split",))
+    image_suffix, mask_suffix = options.text("image_suffix", image_suffix), options.text("mask_suffix", mask_suffix)
     per_split = "{split}" in images or "{split}" in masks
+    if per_split and splits is not None:
+        raise DataConfigError("give either 'splits' or a {split} folder layout in 'images'/'masks', not both")
+    if per_split and split == "all":
+        raise UnknownSplitError("split 'all' needs one folder of images; with a {split} layout name a split")
+    image_dir, mask_dir = root / images.format(split=split), root / masks.format(split=split)
+    if per_split and not image_dir.exists() and not mask_dir.exists():  # the layout has no such split
+        raise UnknownSplitError(f"split {split!r}: neither {image_dir} nor {mask_dir} exists")
     pairs = pair_folder(
-        root / images.format(split=split),
-        root / masks.format(split=split),
+        image_dir,
+        mask_dir,
         image_suffix=image_suffix,
         mask_suffix=mask_suffix,
         on_missing=on_missing,
     )
+    if in_channels is None:
+        in_channels = detect_channels([p.image for p in pairs])
     if not per_split:
-        pairs = select_samples(pairs, split, splits, root)
+        pairs = select_samples(pairs, split, splits, root, strict=strict)
     return PairedFilesDataset(
         pairs,
         _classes(classes, ["background", "foreground"]),
@@ -194,9 +225,12 @@ def voc(
     lists_dir: str = "ImageSets/Segmentation",
     resize: int | Sequence[int] | None = None,
     cache: bool = False,
+    strict: bool = False,
 ) -> PairedFilesDataset:
     """Pascal VOC layout: palette PNG masks whose indices are classes, 255 = ignore (border)."""
-    pairs = voc_pairs(_path(root), split, image_dir=image_dir, mask_dir=mask_dir, lists_dir=lists_dir)
+    for key, value in (("image_dir", image_dir), ("mask_dir", mask_dir), ("lists_dir", lists_dir)):
+        options.text(key, value)
+    pairs = voc_pairs(_path(root), split, image_dir=image_dir, mask_dir=mask_dir, lists_dir=lists_dir, strict=strict)
     return PairedFilesDataset(
         pairs,
         _classes(classes, VOC_CLASSES),
@@ -222,13 +256,9 @@ def tiff_stack(
     resize: int | Sequence[int] | None = None,
     cache: bool = True,
 ) -> TiffStackDataset:
-    """A multi-page image stack and its label stack; ``slices: {train: [0, 24], val: [24, 30]}``."""
-    chosen = None
-    if split != "all":
-        if not slices or split not in slices:
-            raise DataConfigError(f"split {split!r}: give 'slices' as {{{split}: [start, stop]}} or use split 'all'")
-        start, stop = slices[split]
-        chosen = range(int(start), int(stop))
+    """A multi-page image stack and its label stack; ``slices: {train: [0, 24], val: [24, 30]}`` (stop excluded)."""
+    if slices is not None:  # a list would be read as slice indices by TiffStackDataset
+        options.mapping("slices", slices, "give {split: [start, stop], ...}, e.g. {train: [0, 24], val: [24, 30]}")
     return TiffStackDataset(
         _path(images),
         _path(labels),
@@ -236,7 +266,8 @@ def tiff_stack(
         encoding=MaskEncoding.parse(mask_encoding),
         ignore_index=ignore_index,
         in_channels=in_channels,
-        slices=chosen,
+        slices=slices,
+        split=split,
         resize=resize,
         cache=cache,
     )
@@ -255,12 +286,17 @@ def synthetic(
     """SyntheticShapes; ``num_samples`` is one count or ``{train: 256, val: 64, test: 64}`` (the default)."""
     counts = {"train": 256, "val": 64, "test": 64} if num_samples is None else num_samples
     if isinstance(counts, Mapping):
+        counts = {str(k): options.integer(f"num_samples.{k}", v, lo=1, hi=10**7) for k, v in counts.items()}
         if split not in counts:
-            raise DataConfigError(f"synthetic: no sample count for split {split!r}; num_samples has {sorted(counts)}")
+            raise unknown_split("synthetic split", split, counts, hint="num_samples gives a count per split")
         count = counts[split]
     else:
-        count = counts
-    return SyntheticShapes(int(count), size, num_classes, seed, in_channels=in_channels, split=split)
+        count = options.integer("num_samples", counts, lo=1, hi=10**7)
+    size = options.integer("size", size, lo=16, hi=4096)
+    num_classes = options.integer("num_classes", num_classes)
+    seed = options.integer("seed", seed, lo=0)
+    return SyntheticShapes(count, size, num_classes, seed, in_channels=options.integer("in_channels", in_channels),
+                           split=split)
 
 
 def named_root(name: str, root: str | Path | None) -> Path:

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from unetfamily.data.base import SamplePaths
-from unetfamily.data.errors import DataConfigError, DataError, check_keys, unknown_choice
+from unetfamily.data import options
+from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError, check_keys, unknown_split
 from unetfamily.data.io import IMAGE_SUFFIXES, read_lines
 
-__all__ = ["kfold_split", "random_split", "read_split_file", "select_samples", "select_split"]
+__all__ = ["check_listed", "kfold_split", "random_split", "read_split_file", "select_samples", "select_split"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,32 @@ def read_split_file(path: str | Path) -> list[str]:
     return names
 
 
+def check_listed(names: list[str], path: Path, strict: bool = False) -> list[str]:
+    """``names`` read from the split list ``path``; a name listed twice is logged, or with ``strict`` refused.
+
+    A sample listed twice is served twice (it weighs double in training and evaluation), which is
+    rarely intended: a WARNING names the list and the repeated names; ``strict: true`` makes it a DataError.
+    """
+    seen: set[str] = set()
+    twice = sorted({n for n in names if n in seen or seen.add(n)})
+    if twice:
+        text = f"{path}: {len(twice)} sample(s) are listed more than once, e.g. {twice[:5]}"
+        if strict:
+            raise DataError(f"{text}; list each sample once (strict: true)")
+        log.warning("%s; they are served as often as listed (strict: true refuses this)", text)
+    return names
+
+
 def random_split(names: Sequence[str], fractions: Mapping[str, float], seed: int = 0) -> dict[str, list[str]]:
     """Shuffle sorted ``names`` with ``seed`` and cut them by ``fractions`` (which must sum to 1).
 
     Counts are rounded down and the remainder goes to the first split, so every name lands in
     exactly one split.
     """
+    options.mapping("splits.fractions", fractions, "give {split: fraction, ...} summing to 1, e.g. {train: 0.8}")
+    fractions = {str(k): options.number(f"splits.fractions.{k}", f, lo=0.0, hi=1.0) for k, f in fractions.items()}
     total = sum(fractions.values())
-    if abs(total - 1.0) > 1e-6 or any(f < 0 for f in fractions.values()):
+    if not fractions or abs(total - 1.0) > 1e-6:
         raise DataConfigError(f"split fractions {dict(fractions)} must be non-negative and sum to 1 (sum is {total:g})")
     order = sorted(names)
     perm = np.random.default_rng(seed).permutation(len(order))
@@ -70,6 +89,7 @@ def random_split(names: Sequence[str], fractions: Mapping[str, float], seed: int
 
 def kfold_split(names: Sequence[str], folds: int, fold: int, seed: int = 0) -> dict[str, list[str]]:
     """k-fold cross-validation: ``val`` is fold ``fold`` of a seeded shuffle, ``train`` the others."""
+    folds, fold = options.integer("splits.folds", folds), options.integer("splits.fold", fold)
     if folds < 2 or not 0 <= fold < folds:
         raise DataConfigError(f"k-fold split needs folds >= 2 and 0 <= fold < folds; got folds={folds}, fold={fold}")
     order = sorted(names)
@@ -83,37 +103,57 @@ def kfold_split(names: Sequence[str], folds: int, fold: int, seed: int = 0) -> d
     }
 
 
+def _seeded_split(names: Sequence[str], split: str, spec: Mapping[str, Any]) -> list[str]:
+    check_keys("splits", spec, ("fractions", "folds", "fold", "seed"))
+    if ("fractions" in spec) == ("folds" in spec) or ("fold" in spec and "folds" not in spec):
+        raise DataConfigError(
+            f"splits={dict(spec)} is invalid; give either {{fractions: {{...}}, seed}} or {{folds, fold, seed}}, "
+            "not a mix"
+        )
+    seed = options.integer("splits.seed", spec.get("seed", 0), lo=0)
+    if "folds" in spec:
+        parts = kfold_split(names, spec["folds"], spec.get("fold", 0), seed)
+    else:
+        parts = random_split(names, spec["fractions"], seed)
+    empty = [name for name, part in parts.items() if not part]
+    if empty:  # every split is checked, so an empty 'val' is refused when 'train' is built
+        raise DataConfigError(
+            f"split {empty[0]!r} gets none of the {len(names)} samples with splits {dict(spec)}; "
+            "raise its fraction, drop it, or add samples"
+        )
+    if split not in parts:
+        raise unknown_split("split", split, parts)
+    return parts[split]
+
+
 def select_split(
-    names: Sequence[str], split: str, spec: Mapping[str, Any] | None, root: Path | None = None
+    names: Sequence[str], split: str, spec: Mapping[str, Any] | None, root: Path | None = None, *, strict: bool = False
 ) -> list[str]:
     """The names of ``split`` under a config's ``splits`` spec (see the module docstring).
 
-    ``split="all"`` returns every name. List files are resolved against ``root``; a listed name
-    missing from ``names`` is a DataError naming the list file.
+    ``split="all"`` returns every name. List files are resolved against ``root``; a declared list
+    that is missing, empty or unreadable, or names a sample missing from ``names``, is a DataError
+    naming the list file (never a fallback to another split). A split the spec does not define is
+    an :class:`~unetfamily.data.errors.UnknownSplitError`. Names listed twice: :func:`check_listed`.
     """
     if split == "all":
         return list(names)
     if not spec:
-        raise DataConfigError(
+        raise UnknownSplitError(
             f"split {split!r} requested but the dataset defines no 'splits'; use split 'all' or add splits"
         )
-    spec = dict(spec)
+    form = "give {split: list_file, ...}, {fractions: {...}, seed}, or {folds, fold, seed}"
+    spec = dict(options.mapping("splits", spec, form))
     if "fractions" in spec or "folds" in spec:
-        check_keys("splits", spec, ("fractions", "folds", "fold", "seed"))
-        seed = int(spec.get("seed", 0))
-        if "folds" in spec:
-            parts = kfold_split(names, int(spec["folds"]), int(spec.get("fold", 0)), seed)
-        else:
-            parts = random_split(names, spec["fractions"], seed)
-        if split not in parts:
-            raise unknown_choice("split", split, parts)
-        return parts[split]
+        return _seeded_split(names, split, spec)
+    for key, value in spec.items():
+        options.text(f"splits.{key}", value, "give the path of a list file (one sample name per line)")
     if split not in spec:
-        raise unknown_choice("split", split, spec, hint="another split needs a list file in the dataset's 'splits'")
+        raise unknown_split("split", split, spec, hint="another split needs a list file in the dataset's 'splits'")
     path = Path(spec[split])
     if root is not None and not path.is_absolute():
         path = root / path
-    listed = read_split_file(path)
+    listed = check_listed(read_split_file(path), path, strict)
     known = set(names)
     missing = [n for n in listed if n not in known]
     if missing:
@@ -122,8 +162,13 @@ def select_split(
 
 
 def select_samples(
-    samples: Sequence[SamplePaths], split: str, spec: Mapping[str, Any] | None, root: Path | None = None
+    samples: Sequence[SamplePaths],
+    split: str,
+    spec: Mapping[str, Any] | None,
+    root: Path | None = None,
+    *,
+    strict: bool = False,
 ) -> list[SamplePaths]:
     """The image/mask pairs of ``split``, chosen by :func:`select_split` from their names."""
     by_name = {s.name: s for s in samples}
-    return [by_name[n] for n in select_split(list(by_name), split, spec, root)]
+    return [by_name[n] for n in select_split(list(by_name), split, spec, root, strict=strict)]
