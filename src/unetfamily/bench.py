@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from unetfamily.config import Range
 from unetfamily.errors import UnetFamilyError, unknown_choice
 from unetfamily.files import write_json
 
@@ -201,8 +202,8 @@ def measure(
     passes under autocast. Fields not measured (``train``, ``timing`` or ``memory`` False) are
     NaN for times and -1 for bytes.
     """
-    if amp not in AMP_CHOICES:
-        raise unknown_choice("amp", amp, AMP_CHOICES)
+    _check_measurement(input_shape, repeats, amp)
+    Range(ge=0, integer=True)("warmup", warmup)
     device = torch.device(device)
     flops = count_flops(model, input_shape)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -232,6 +233,15 @@ def measure(
     return ModelCost(params=count_params(model), flops=flops, forward_s=forward_s, train_step_s=train_s,
                      images_per_s=input_shape[0] / forward_s, forward_peak_bytes=forward_peak,
                      train_peak_bytes=train_peak)
+
+
+def _check_measurement(input_shape: tuple[int, ...], repeats: int, amp: str) -> None:
+    """Refuse what cannot be measured: a shape with a side below 1, fewer than one repeat, an unknown dtype."""
+    if amp not in AMP_CHOICES:
+        raise unknown_choice("amp", amp, AMP_CHOICES)
+    for side in input_shape:
+        Range(ge=1, integer=True)(f"input_shape {tuple(input_shape)}: each size", side)
+    Range(ge=1, integer=True)("repeats", repeats)
 
 
 def _train_step(model: nn.Module, x: Tensor, autocast: Callable[[], contextlib.AbstractContextManager]) -> Callable[[], None]:
@@ -268,8 +278,7 @@ def measure_isolated(
     Returns :class:`ModelCost` fields as a dict. Raises :class:`MeasurementError` with the
     worker's error output when a measurement fails.
     """
-    if amp not in AMP_CHOICES:
-        raise unknown_choice("amp", amp, AMP_CHOICES)
+    _check_measurement(input_shape, repeats, amp)
     spec = {"name": name, "kwargs": kwargs, "shape": list(input_shape), "device": device, "repeats": repeats,
             "train": train, "stat": stat, "channels_last": channels_last, "amp": amp, "memory_saving": memory_saving}
     results = {}

@@ -2,8 +2,11 @@
 
 A config is a tree of dataclasses; loading is strict (an unknown key is an error that names it
 and lists the valid ones), and the resolved config is what runs save beside their checkpoints.
-Free-form sections (``model.kwargs``, ``data``) are checked by the code that consumes them
-(:func:`unetfamily.create_model`, :func:`unetfamily.data.build_dataset`).
+Every number's valid range is declared next to its field (:func:`integer`, :func:`number`) and
+checked whenever a section is built (file, override or Python); :func:`check_config` checks a
+whole config again before a run. Free-form sections (``model.kwargs``, ``data``) are checked by
+their consumers (:func:`unetfamily.create_model`, :func:`unetfamily.data.build_dataset`); no
+value anywhere may be NaN or infinite.
 
     cfg = load_config("configs/unet_synthetic.yaml", ["train.epochs=3", "optim.lr=3e-4"])
 """
@@ -12,76 +15,134 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
+import os
+import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from unetfamily.errors import ConfigError
+from unetfamily.errors import ConfigError, Range, show_value as _show
 
-__all__ = ["ConfigError", "Config", "load_config", "config_from_dict", "apply_overrides", "dataclass_from_dict"]
+__all__ = ["ConfigError", "Config", "Range", "integer", "number", "check_fields", "check_config", "load_config",
+           "read_config_file", "config_from_dict", "apply_overrides", "dataclass_from_dict"]
+
+
+def integer(default: int | None, **rule: Any) -> Any:
+    """A dataclass field holding a whole number in ``Range(**rule)`` (checked by :func:`check_fields`)."""
+    return field(default=default, metadata={"check": Range(integer=True, **rule)})
+
+
+def number(default: float | None, **rule: Any) -> Any:
+    """A dataclass field holding a finite number in ``Range(**rule)`` (checked by :func:`check_fields`)."""
+    return field(default=default, metadata={"check": Range(**rule)})
+
+
+def check_fields(obj: Any, name: Callable[[str], str] = str) -> None:
+    """Check every field of dataclass ``obj`` that declares a ``check`` (a :class:`Range` or a function).
+
+    ``name(field_name)`` is how errors name the field (``"train.lr"``, ``"--lr"``).
+    """
+    for f in dataclasses.fields(obj):
+        check = f.metadata.get("check")
+        if check is not None:
+            check(name(f.name), getattr(obj, f.name))
+
+
+def _weights(what: str, value: list[float] | None) -> None:
+    """Deep-supervision weights: null (every head 1) or finite numbers >= 0, not all zero."""
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{what} must be a non-empty list of weights, one per output head (or null for 1 each)")
+    for i, weight in enumerate(value):
+        Range(ge=0)(f"{what}[{i}]", weight)
+    if not any(value):
+        raise ConfigError(f"{what}={list(value)} weighs every output head 0, so nothing would be trained; "
+                          "give one head at least a positive weight")
+
+
+class _Section:
+    """Base of the config sections: each checks its fields when built, errors naming ``<section>.<key>``."""
+
+    section = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self, lambda key: f"{self.section}.{key}")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
+    section = "model"
     name: str = "unet"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class LoaderConfig:
-    batch_size: int = 8
-    val_batch_size: int | None = None
-    num_workers: int = 0
+class LoaderConfig(_Section):
+    section = "loader"
+    batch_size: int = integer(8, ge=1)
+    val_batch_size: int | None = integer(None, ge=1, null="use loader.batch_size")
+    num_workers: int = integer(0, ge=0)
 
 
 @dataclass
-class LossConfig:
+class LossConfig(_Section):
+    section = "loss"
     name: str = "dice_ce"
-    ds_weights: list[float] | None = None
-    cgm_weight: float = 1.0
+    # One weight per deep-supervision head, final head first (null: 1 each); needs model.kwargs.deep_supervision.
+    ds_weights: list[float] | None = field(default=None, metadata={"check": _weights})
+    # Weight of the UNet3+ classification-guided module's loss; needs model.kwargs.cgm.
+    cgm_weight: float = number(1.0, ge=0)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(_Section):
+    section = "optim"
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
+    lr: float = number(1e-3, gt=0)
+    weight_decay: float = number(1e-4, ge=0)
+    momentum: float = number(0.9, ge=0, lt=1)  # sgd only
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(_Section):
+    section = "schedule"
     name: Literal["cosine", "poly", "constant"] = "cosine"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    power: float = 0.9
+    warmup_steps: int = integer(0, ge=0)
+    min_lr_ratio: float = number(0.0, ge=0, le=1)  # cosine and poly: the lr decays to min_lr_ratio * lr
+    power: float = number(0.9, gt=0)  # poly only
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 10
-    max_steps: int | None = None
-    max_seconds: float | None = None
-    grad_clip: float | None = 1.0
+class TrainConfig(_Section):
+    section = "train"
+    epochs: int = integer(10, ge=1)
+    max_steps: int | None = integer(None, ge=1, null="train all the epochs")
+    max_seconds: float | None = number(None, gt=0, null="set no time limit")
+    grad_clip: float | None = number(1.0, gt=0, null="turn clipping off")
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     # How the model trades compute for memory while training ("recompute": cheap tensors rebuilt
     # in backward, bit-identical; "checkpoint": less memory still; see set_memory_saving).
     memory_saving: Literal["none", "recompute", "checkpoint"] = "recompute"
     compile: bool = False
-    seed: int = 0
+    seed: int = integer(0, ge=0, le=2**32 - 1)
     device: str = "auto"
-    eval_every: int = 1
-    log_every: int = 10
-    image_every: int = 0
-    checkpoint_every: int = 0
+    eval_every: int = integer(1, ge=1)  # epochs
+    log_every: int = integer(10, ge=1)  # steps, to TensorBoard
+    image_every: int = integer(0, ge=0)  # steps, to TensorBoard; 0: never
+    checkpoint_every: int = integer(0, ge=0)  # steps inside an epoch; 0: at epoch ends only
     monitor: str = "dice"
-    early_stop_patience: int | None = None
+    early_stop_patience: int | None = integer(None, ge=1, null="never stop early")
     nan_policy: Literal["stop", "skip"] = "stop"
+    # nan_policy='skip': the run fails once more than this fraction of its steps so far were skipped.
+    max_skipped_fraction: float = number(0.1, ge=0, le=1)
     tensorboard: bool = True
     progress: bool = True
 
@@ -97,11 +158,39 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/unetfamily"
 
+    def __post_init__(self) -> None:
+        if not str(self.output_dir).strip():
+            raise ConfigError("output_dir is empty; name the folder the run writes to, e.g. output_dir=runs/my_run")
+        _check_combinations(self)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _check_combinations(cfg: Config) -> None:
+    """Refuse a key set away from its default where it would have no effect (silently ignored otherwise)."""
+    train, kwargs = cfg.train, cfg.model.kwargs
+    unused = {
+        "optim.momentum": (cfg.optim.name != "sgd", "applies to optim.name=sgd only"),
+        "schedule.power": (cfg.schedule.name != "poly", "applies to schedule.name=poly only"),
+        "schedule.min_lr_ratio": (cfg.schedule.name == "constant", "applies to the cosine and poly schedules only"),
+        "train.max_skipped_fraction": (train.nan_policy != "skip", "applies to train.nan_policy=skip only"),
+        "train.log_every": (not train.tensorboard, "paces TensorBoard logging, and train.tensorboard is false"),
+        "train.image_every": (not train.tensorboard, "paces TensorBoard images, and train.tensorboard is false"),
+        "loss.cgm_weight": (not kwargs.get("cgm"), "weighs the UNet3+ classification-guided module, which needs "
+                            "model.kwargs.cgm=true"),
+        "loss.ds_weights": (not kwargs.get("deep_supervision"), "weighs deep-supervision heads, which need "
+                            "model.kwargs.deep_supervision=true"),
+    }
+    for key, (ignored, why) in unused.items():
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        if ignored and getattr(part, name) != getattr(type(part)(), name):
+            raise ConfigError(f"{key}={_show(getattr(part, name))} would have no effect: it {why}; remove it or "
+                              "change that")
 
 
 def _check_value(path: str, value: Any, hint: Any) -> Any:
@@ -124,9 +213,13 @@ def _check_value(path: str, value: Any, hint: Any) -> Any:
                 return float(value)
         if base is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if base in (str, bool, dict, list) and isinstance(value, base):
+        if base is list and isinstance(value, (list, tuple)):
+            item = (get_args(t) or (Any,))[0]
+            return [v if item is Any else _check_value(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
+        if base in (str, bool, dict) and isinstance(value, base):
             return value
-    raise ConfigError(f"{path}={value!r} has the wrong type; expected {hint}")
+    expected = getattr(hint, "__name__", None) if get_origin(hint) is None else None
+    raise ConfigError(f"{path}={value!r} has the wrong type; expected {expected or hint}")
 
 
 def dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -157,21 +250,30 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> An
 MAX_VALUES = 100_000
 
 
-def _check_size(data: Any) -> None:
-    """Refuse trees of more than MAX_VALUES values: YAML aliases can nest into billions, or loop."""
-    stack, count = [data], 0
+def _check_tree(data: Any) -> None:
+    """Refuse trees of more than MAX_VALUES values (YAML aliases can nest into billions, or loop) and NaN/infinity."""
+    stack, count = [(None, data)], 0  # (where: a (parent's where, key) chain, built in O(1); node)
     while stack:
-        node = stack.pop()
+        where, node = stack.pop()
         if isinstance(node, dict):
-            stack.extend(node.values())
+            stack.extend(((where, f".{k}" if where else str(k)), v) for k, v in node.items())
         elif isinstance(node, (list, tuple)):
-            stack.extend(node)
+            stack.extend(((where, f"[{i}]"), v) for i, v in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{_path(where)}={node} is not a finite number; NaN and infinity are not valid config "
+                              "values")
         count += 1
         if count > MAX_VALUES:
-            raise ConfigError(
-                f"the config holds more than {MAX_VALUES:,d} values (YAML aliases that expand or refer to themselves?); "
-                "write it out plainly"
-            )
+            raise ConfigError(f"the config holds more than {MAX_VALUES:,d} values (YAML aliases that expand or refer "
+                              "to themselves?); write it out plainly")
+
+
+def _path(where: tuple | None) -> str:
+    parts = []
+    while where is not None:
+        where, key = where
+        parts.append(key)
+    return "".join(reversed(parts))
 
 
 #: Keys that configs saved by version 0.1.0 carry, always null, and that no longer exist; where to set the thing now.
@@ -192,23 +294,52 @@ def _drop_removed_keys(data: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A :class:`Config` from a nested mapping; missing keys take their defaults."""
-    _check_size(data)
+    _check_tree(data)
     if isinstance(data, dict):
         data = _drop_removed_keys(data)
     return dataclass_from_dict(Config, data, "")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def check_config(config: Config) -> Config:
+    """``config`` checked again as a whole, as a file would be: also catches fields changed after it was built.
+
+    Returns the checked copy (e.g. 1 -> 1.0 for a float key); raises :class:`ConfigError` naming the key.
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"expected a unetfamily.config.Config, got {type(config).__name__}")
+    return config_from_dict(config.to_dict())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping a YAML/TOML config file holds ({} when empty); a ConfigError naming the file otherwise."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise ConfigError(f"config file {path} is not a regular file; give a YAML or TOML file")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc})") from exc
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, Loader=_StrictLoader)  # noqa: S506
     except (yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # PyYAML's message spans lines (with a caret); one error line
+        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
+                          f"{reason}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -238,5 +369,5 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML/TOML config (or the defaults when ``path`` is None) and apply overrides."""
-    data = _read(Path(path)) if path is not None else {}
+    data = read_config_file(Path(path)) if path is not None else {}
     return config_from_dict(apply_overrides(data, list(overrides or [])))

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "unknown_choice", "resolve_choice", "require"]
+__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "Range", "show_value", "unknown_choice",
+           "resolve_choice", "require"]
 
 
 class UnetFamilyError(Exception):
@@ -82,3 +86,56 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
         raise MissingExtraError(
             f"{purpose} needs the '{module}' package, which is not installed: pip install 'unetfamily[{extra}]'"
         ) from exc
+
+
+def show_value(value: Any) -> str:
+    """A number or name as messages show it: ``0.001``, ``'adamw'``, ``3``."""
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: bounds (``gt``/``ge`` below, ``lt``/``le`` above), whole numbers or not.
+
+    ``null`` says what null (None) means where it is allowed ("turn clipping off"); None is refused otherwise.
+    Non-finite values (NaN, infinity) and booleans are always refused.
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    integer: bool = False
+    null: str | None = None
+
+    def describe(self) -> str:
+        """The rule in words: ``"at least 1"``, ``"a positive number"``, ``"between 1 and 20"``, ``"in [0, 1)"``."""
+        low, high = self.gt if self.gt is not None else self.ge, self.lt if self.lt is not None else self.le
+        if self.ge is not None and self.le is not None:
+            return f"between {show_value(low)} and {show_value(high)}"
+        if low is not None and high is not None:
+            left, right = "(" if self.gt is not None else "[", ")" if self.lt is not None else "]"
+            return f"in {left}{show_value(low)}, {show_value(high)}{right}"
+        if self.gt == 0 and high is None:
+            return "a positive number"
+        if low is not None:
+            return f"{'at least' if self.gt is None else 'greater than'} {show_value(low)}"
+        return f"{'at most' if self.lt is None else 'less than'} {show_value(high)}" if high is not None else "a finite number"
+
+    def __call__(self, what: str, value: Any) -> None:
+        """Raise :class:`ConfigError` naming ``what`` unless ``value`` is in range."""
+        unset = "leave it out" if what.startswith("-") else "null"  # a command-line option, or a config key
+        rule = self.describe() + (f" (or {unset} to {self.null})" if self.null else "")
+        if value is None:
+            if self.null is None:
+                raise ConfigError(f"{what} must not be null; it must be {rule}")
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{what}={value!r} is not a number; it must be {rule}")
+        if self.integer and not isinstance(value, int):
+            raise ConfigError(f"{what} must be a whole number, got {show_value(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{what} must be {rule}, got {show_value(value)} (not a finite number)")
+        if ((self.gt is not None and not value > self.gt) or (self.ge is not None and not value >= self.ge)
+                or (self.lt is not None and not value < self.lt) or (self.le is not None and not value <= self.le)):
+            raise ConfigError(f"{what} must be {rule}, got {show_value(value)}")

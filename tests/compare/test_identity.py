@@ -32,9 +32,9 @@ def spy_fit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     trained: list[str] = []
     real = train_mod.fit
 
-    def spy(cfg, resume=False):  # noqa: ANN001, ANN202
+    def spy(cfg, resume=False, overwrite=False):  # noqa: ANN001, ANN202
         trained.append(cfg.output_dir)
-        return real(cfg, resume=resume)
+        return real(cfg, resume=resume, overwrite=overwrite)
 
     monkeypatch.setattr(train_mod, "fit", spy)
     return trained
@@ -125,7 +125,8 @@ def test_k_fold_evaluates_every_case_once_per_seed(tmp_path: Path) -> None:
 
 def test_lr_grid_picks_a_rate_per_variant_on_training_cases_only(tmp_path: Path, spy_fit: list[str]) -> None:
     data, out = _data(tmp_path, SMALL), tmp_path / "out"
-    assert main([*BASE, "--data", data, "--models", "unet,fcn8s", "--lr-grid", "0.001,0.02", "--out", str(out)]) == 0
+    base = [a for i, a in enumerate(BASE) if "--lr" not in (a, BASE[i - 1])]  # --lr and --lr-grid exclude each other
+    assert main([*base, "--data", data, "--models", "unet,fcn8s", "--lr-grid", "0.001,0.02", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert {v["id"]: v["lr"] in (0.001, 0.02) for v in results["variants"]} == {"unet": True, "fcn8s": True}
     assert results["protocol"]["config"]["lr_grid"] == [0.001, 0.02]

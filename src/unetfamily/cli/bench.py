@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from unetfamily.cli._common import EXIT_OK, command, out, split_list
+from unetfamily.cli._common import (
+    AT_LEAST_ONE, EXIT_OK, check_options, command, out, refuse_existing_output, split_names,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -28,9 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-train", action="store_true", help="inference only")
     p.add_argument("--amp", default="none", help="comma-separated autocast dtypes to measure: none (fp32), bf16, fp16")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
-    p.add_argument("--memory-saving", default="recompute", choices=["none", "recompute", "checkpoint"],
-                   help="training memory saving (identical results; see docs/speed.md)")
+    p.add_argument("--memory-saving", choices=["none", "recompute", "checkpoint"],
+                   help="training memory saving (identical results; see docs/speed.md); none given: recompute "
+                        "(refused with --no-train, which measures no training)")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
 def _width(value: str) -> int | None:
@@ -52,15 +56,23 @@ def _checked(args: argparse.Namespace) -> tuple[list[str], list[str], int | None
     """(model names, amp dtypes, base width, device) from the options; a bad one raises ConfigError."""
     from unetfamily.bench import AMP_CHOICES
     from unetfamily.engine.device import resolve_device
-    from unetfamily.errors import unknown_choice
+    from unetfamily.errors import ConfigError, unknown_choice
     from unetfamily.models import resolve_model_name
 
-    amps = split_list(args.amp)
+    check_options(args, size=AT_LEAST_ONE, batch=AT_LEAST_ONE, in_channels=AT_LEAST_ONE, num_classes=AT_LEAST_ONE,
+                  repeats=AT_LEAST_ONE)
+    if args.no_train and args.memory_saving is not None:
+        raise ConfigError("--memory-saving applies to training, and --no-train measures none: leave one of them out")
+    amps = split_names("--amp", args.amp)
     for amp in amps:
         if amp not in AMP_CHOICES:
             raise unknown_choice("--amp", amp, AMP_CHOICES)
+    models = [resolve_model_name(m) for m in split_names("--models", args.models)]
     device = str(resolve_device(args.device or "auto", "--device"))
-    return [resolve_model_name(m) for m in split_list(args.models)], amps, _width(args.width), device
+    refuse_existing_output("--json", args.json, args.overwrite)
+    if args.json is not None and not args.json.parent.is_dir():  # found out now, not after measuring
+        raise ConfigError(f"--json {args.json}: folder {args.json.parent} does not exist; create it or choose another")
+    return models, amps, _width(args.width), device
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -75,12 +87,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from unetfamily.bench import measure_isolated
+    from unetfamily.errors import ConfigError
     from unetfamily.files import write_json
     from unetfamily.models import family_kwargs
 
     models, amps, width, device = _checked(args)
+    memory_saving = args.memory_saving or "recompute"
     out(f"device={device} batch={args.batch} width={args.width} threads={torch.get_num_threads()} "
-        f"channels_last={args.channels_last} memory_saving={args.memory_saving}")
+        f"channels_last={args.channels_last} memory_saving={'-' if args.no_train else memory_saving}")
     out(f"{'model':<24}{'size':>6}{'amp':>6}{'params':>12}{'GMACs/img':>10}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}"
         f"{'train MB':>10}")
     rows = []
@@ -91,10 +105,14 @@ def run(args: argparse.Namespace) -> int:
             for amp in amps:
                 row = {"model": name, "size": size, "batch": args.batch, "amp": amp,
                        **measure_isolated(name, kwargs, shape, device, args.repeats, train=not args.no_train,
-                                          channels_last=args.channels_last, amp=amp, memory_saving=args.memory_saving)}
+                                          channels_last=args.channels_last, amp=amp, memory_saving=memory_saving)}
                 row["macs_per_image"] = row["flops"] // 2 // args.batch
                 rows.append(row)
                 out(_row_line(row))
     if args.json:
-        write_json(args.json, {"device": device, "rows": rows}, indent=2)
+        try:
+            write_json(args.json, {"device": device, "rows": rows}, indent=2)
+        except OSError as exc:
+            raise ConfigError(f"cannot write --json {args.json}: {exc.strerror or exc} (the rows are printed above)") \
+                from exc
     return EXIT_OK

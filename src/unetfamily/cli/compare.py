@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import signal
 import sys
 from pathlib import Path
 
-from unetfamily.cli._common import EXIT_INTERRUPTED, EXIT_OK, command, err, out, split_list
+from unetfamily.cli._common import (EXIT_INTERRUPTED, EXIT_OK, POSITIVE, check_data_option, check_options, command,
+                                    err, out, split_list)
 from unetfamily.compare.config import ABLATIONS, AUGMENT_CHOICES, DEFAULT_MODELS, PRIMARY_METRICS, CompareConfig
 from unetfamily.errors import ConfigError
 
@@ -58,7 +60,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
-    """The :class:`CompareConfig` the options ask for (the chosen budget option is the one that binds)."""
+    """The :class:`CompareConfig` the options ask for (the chosen budget option is the one that binds).
+
+    Out-of-range values are refused by :class:`CompareConfig`, naming the option; so is an option
+    that another one makes unused (``--base-width`` with ``--widths paper``, ``--lr`` with ``--lr-grid``).
+    """
+    check_options(args, minutes=POSITIVE)
+    check_data_option("--data", args.data)
+    _refuse_unused(args)
     epochs = args.epochs if args.steps is None else max(1, args.steps)  # a step needs at most one epoch
     seconds = args.minutes * 60 if args.minutes is not None else None
     if seconds is not None:
@@ -73,6 +82,17 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
     )
 
 
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """Refuse an option set away from its default where another option makes it unused."""
+    default = CompareConfig()
+    if args.widths == "paper" and args.base_width != default.base_width:
+        raise ConfigError("--base-width has no effect with --widths paper (each model at its paper's widths): "
+                          "leave --base-width out, or use --widths small or matched")
+    if args.lr_grid is not None and args.lr != default.lr:
+        raise ConfigError("--lr has no effect with --lr-grid (each model picks its learning rate from the grid): "
+                          "leave one of them out")
+
+
 def _floats(option: str, value: str | None) -> list[float] | None:
     if value is None:
         return None
@@ -80,6 +100,15 @@ def _floats(option: str, value: str | None) -> list[float] | None:
         return [float(v) for v in split_list(value)]
     except ValueError:
         raise ConfigError(f"{option} takes comma-separated numbers, e.g. 1e-3,3e-3,1e-2; got {value!r}") from None
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse an --out that is a file, or a folder holding other things than a comparison (never mixed into)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the report (a new one, or an earlier --out)")
+    if out.is_dir() and any(out.iterdir()) and not ((out / "runs").is_dir() or (out / "results.json").is_file()):
+        raise ConfigError(f"--out {out} holds other files and no comparison; give a new or empty folder, or the "
+                          "--out of an earlier comparison to resume it")
 
 
 def _interrupt(*_: object) -> None:
@@ -91,14 +120,21 @@ def run(args: argparse.Namespace) -> int:
     from unetfamily.compare.runner import run_compare
     from unetfamily.compare.summary import summarize
 
+    _check_out_folder(Path(args.out))
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM outside training (evaluating) stops like Ctrl-C
     try:
         results = run_compare(compare_config(args), args.out, rerun=args.rerun)
     except KeyboardInterrupt as exc:  # a stopped run saved its checkpoint; finished runs are kept
-        err(f"stopped: {exc or 'interrupted'}; run the same command again to continue")
+        reason = str(exc) or "interrupted"
+        err(f"stopped: {reason}" if "again" in reason else f"stopped: {reason}; run the same command again to continue")
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
     best = summarize(results)[0]
-    out(f"best: {best.label}  report: {(Path(args.out) / 'report.html').resolve()}")
+    report = (Path(args.out) / "report.html").resolve()
+    metric = results.primary_metric
+    if not math.isfinite(best.mean(metric)):  # as the report says: nothing to recommend
+        out(f"best: none (no model has a finite {metric} score; see the training logs)  report: {report}")
+    else:
+        out(f"best: {best.label}  report: {report}")
     return EXIT_OK

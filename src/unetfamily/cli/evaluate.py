@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from unetfamily.cli._common import EXIT_OK, command, out
+from unetfamily.cli._common import (AT_LEAST_ONE, EXIT_OK, PROBABILITY, check_data_option, check_options, command,
+                                    option_name, out, refuse_existing_output)
 
 __all__ = ["add_parser", "run"]
 
@@ -18,10 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset config (YAML path or dataset type name); none: the run's own data config")
     p.add_argument("--split", default="val", help="dataset split to score")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    p.add_argument("--hd95", action="store_true", help="also compute HD95 (binary tasks)")
-    p.add_argument("--threshold", type=float, default=0.5, help="binary models: foreground probability threshold")
+    p.add_argument("--hd95", action="store_true", help="also compute HD95 (binary tasks only)")
+    p.add_argument("--threshold", type=float, help="binary models: foreground probability threshold, in (0, 1); "
+                   "none given: 0.5 (refused for multi-class models, which are scored by argmax)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when available)")
     p.add_argument("--out", type=Path, help="JSON file to write (none: eval_<split>.json in the checkpoint's run folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
     from unetfamily.errors import ConfigError
     from unetfamily.files import write_json
 
+    check_options(args, batch_size=AT_LEAST_ONE, threshold=PROBABILITY)
+    refuse_existing_output("--out", args.out, args.overwrite)
     result = evaluate_checkpoint(args.checkpoint, _data_spec(args.data), args.split, batch_size=args.batch_size,
                                  hd95=args.hd95, threshold=args.threshold,
-                                 device=resolve_device(args.device, "--device"))
+                                 device=resolve_device(args.device, "--device"),
+                                 names={k: option_name(k) for k in ("threshold", "hd95", "batch_size", "data")})
     path = args.out or Path(result["checkpoint"]).parent.parent / f"eval_{args.split}.json"
     try:
         write_json(path, result, indent=2)
@@ -49,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _data_spec(data: str | None) -> Any:
-    """``--data``: an existing file is a dataset config file, anything else a dataset type name."""
+    """``--data``: an existing file is a dataset config file, a bare word a type name; a missing path is refused."""
     if not data:
         return None
+    check_data_option("--data", data)
     return data if Path(data).exists() else {"type": data}
 
 

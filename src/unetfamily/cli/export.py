@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unetfamily.cli._common import EXIT_OK, command, out
+from unetfamily.cli._common import AT_LEAST_ONE, EXIT_OK, check_options, command, out, refuse_existing_output
+from unetfamily.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -17,18 +18,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output file (.onnx / .pt)")
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
                    help="example input size; the only size a TorchScript file accepts")
-    p.add_argument("--opset", type=int, help="ONNX opset (none: the exporter's default)")
-    p.add_argument("--static", action="store_true", help="ONNX: fixed batch 1 and --size instead of dynamic axes")
-    p.add_argument("--level", type=int, help="UNet++: export the pruned depth-L network")
+    p.add_argument("--opset", type=int, help="ONNX opset; the file has exactly this one or nothing is written (none: "
+                   "the exporter's default; an opset it cannot write is refused, naming the ones it can)")
+    p.add_argument("--static", action="store_true", help="ONNX: fixed batch 1 and --size instead of dynamic axes "
+                   "(TorchScript files are always fixed to --size)")
+    p.add_argument("--level", type=int, help="UNet++: export the pruned depth-L network (refused for other models)")
     p.add_argument("--no-check", action="store_true", help="skip comparing the exported graph with PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and print what the file takes and returns."""
     from unetfamily.engine.export import export_model
 
+    check_options(args, size=AT_LEAST_ONE)
+    refuse_existing_output("--out", args.out, args.overwrite)
+    if args.format == "torchscript" and args.static:
+        raise ConfigError("--static applies to ONNX files; a TorchScript file is always fixed to --size: "
+                          "leave --static out")
     path = export_model(args.checkpoint, args.out, args.format, tuple(args.size), args.opset,
-                        dynamic=not args.static, level=args.level, check=not args.no_check)
+                        dynamic=not args.static, level=args.level, check=not args.no_check,
+                        names={"format": "--format", "input_size": "--size", "opset": "--opset", "level": "--level"})
     dynamic = args.format == "onnx" and not args.static
     shape = "(N, C, H, W)" if dynamic else f"(1, C, {args.size[0]}, {args.size[1]})"
     out(f"exported {path} ({args.format}): image {shape} -> logits")

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
             with torch.device("meta"):  # counts paper-width models without allocating them
                 model = create_model(name)
             line += f"\t{sum(p.numel() for p in model.parameters()):>13,d} parameters"
-        if args.forward and not name.endswith(("_voc", "_huang2020", "_zhou2018")):
+        if args.forward and name.endswith(("_voc", "_huang2020", "_zhou2018")):
+            line += "\tforward: not run (a paper's exact configuration; the plain model of its family is)"
+        elif args.forward:
             model = create_model(name, **family_kwargs(name, 8)).eval()
             with torch.no_grad():
                 output = final_output(model(torch.randn(1, model.in_channels, 64, 64)))

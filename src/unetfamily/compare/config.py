@@ -10,12 +10,11 @@ naming the option and the close matches. Model names are resolved to their regis
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from unetfamily.config import dataclass_from_dict
+from unetfamily.config import Range, check_fields, dataclass_from_dict, integer, number
 from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
 
 __all__ = ["CompareConfig", "Widths", "Primary", "ABLATIONS", "DEFAULT_MODELS", "AUGMENT_CHOICES", "PRIMARY_METRICS"]
@@ -49,57 +48,42 @@ class CompareConfig:
     data: str = "synthetic"  # dataset config YAML, a folder with images/ and masks/, or a type name
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     ablations: list[str] = field(default_factory=list)  # of ABLATIONS, or ["all"]
-    seeds: int = 3
-    epochs: int = 10
-    steps: int | None = None
-    seconds: float | None = None
+    seeds: int = integer(3, ge=1)
+    epochs: int = integer(10, ge=1)
+    steps: int | None = integer(None, ge=1, null="train by epochs")
+    seconds: float | None = number(None, gt=0, null="set no time budget")
     widths: Widths = "small"
-    base_width: int = 16
-    size: int | None = None  # images resized to size x size (synthetic data: generated at that size)
-    batch_size: int = 8
-    lr: float = 1e-3
+    base_width: int = integer(16, ge=1)
+    size: int | None = integer(None, ge=16, null="keep the images' own size")  # images resized to size x size
+    batch_size: int = integer(8, ge=1)
+    lr: float = number(1e-3, gt=0)
     loss: str = "dice_ce"
     augment: str | None = None  # a preset, "none", or None for the data config's own
     device: str = "cpu"
-    folds: int | None = None
-    first_seed: int = 0
+    folds: int | None = integer(None, ge=1, le=MAX_FOLDS, null="pick 5 without a test split, else 1")
+    first_seed: int = integer(0, ge=0, le=2**32 - 1)
     primary: Primary = "dice"  # the per-case score that ranks the variants
-    nsd_tolerance: float = 2.0  # pixels of boundary disagreement the normalised surface Dice forgives
-    lr_grid: list[float] | None = None
+    nsd_tolerance: float = number(2.0, ge=0)  # pixels of boundary disagreement the normalised surface Dice forgives
+    lr_grid: list[float] | None = field(default=None, metadata={"check": lambda what, grid: _lr_grid(grid)})
     costs: bool = True  # measure parameters, MACs, latency and memory of each variant (fresh processes)
     command: str = ""  # the command line that asked for it, recorded in the report
 
     def __post_init__(self) -> None:
         self.models = _models(self.models)
         self.ablations = _ablations(self.ablations)
-        for name in ("seeds", "epochs", "base_width", "batch_size"):
-            _at_least_one(name, getattr(self, name))
-        for name in ("steps", "size"):
-            if getattr(self, name) is not None:
-                _at_least_one(name, getattr(self, name))
-        if self.seconds is not None:
-            if not (math.isfinite(self.seconds) and self.seconds > 0):
-                raise ConfigError(f"--minutes (seconds={self.seconds!r}) must be a positive number of minutes")
-            self.seconds = float(self.seconds)
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
+        check_fields(self, _option)  # ranges, declared with each field above
         self.lr = float(self.lr)
+        self.seconds = None if self.seconds is None else float(self.seconds)
+        self.nsd_tolerance = float(self.nsd_tolerance)
+        if self.lr_grid is not None:
+            self.lr_grid = [float(v) for v in self.lr_grid]
         if self.widths not in ("small", "paper", "matched"):
             raise unknown_choice("--widths", self.widths, ("small", "paper", "matched"))
         _check_loss(self.loss)
         if self.augment is not None and self.augment not in AUGMENT_CHOICES:
             raise unknown_choice("--augment", self.augment, AUGMENT_CHOICES, "unset keeps the data config's")
-        if self.folds is not None and not 1 <= self.folds <= MAX_FOLDS:
-            raise ConfigError(f"--folds must be between 1 and {MAX_FOLDS}, got {self.folds!r}")
-        if self.first_seed < 0:
-            raise ConfigError(f"--first-seed must be >= 0, got {self.first_seed!r}")
         if self.primary not in PRIMARY_METRICS:
             raise unknown_choice("--primary", self.primary, PRIMARY_METRICS)
-        if not (math.isfinite(self.nsd_tolerance) and self.nsd_tolerance >= 0):
-            raise ConfigError(f"--nsd-tolerance must be a number of pixels >= 0, got {self.nsd_tolerance!r}")
-        self.nsd_tolerance = float(self.nsd_tolerance)
-        if self.lr_grid is not None:
-            self.lr_grid = _lr_grid(self.lr_grid)
         if not DEVICE.match(self.device):
             raise unknown_choice("--device", self.device, ("cpu", "cuda", "mps"), "or cuda:N for GPU N")
 
@@ -117,20 +101,20 @@ class CompareConfig:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
 
-def _lr_grid(values: list[float]) -> list[float]:
-    grid = [float(v) for v in values]
-    if len(grid) < 2:
+def _option(name: str) -> str:
+    """The command-line option a field is set by, as errors name it."""
+    return "--minutes (in seconds)" if name == "seconds" else f"--{name.replace('_', '-')}"
+
+
+def _lr_grid(values: list[float] | None) -> None:
+    if values is None:
+        return
+    if not isinstance(values, (list, tuple)) or len(values) < 2:
         raise ConfigError(f"--lr-grid needs at least two learning rates to choose from, got {values!r}")
-    if not all(math.isfinite(v) and v > 0 for v in grid):
-        raise ConfigError(f"--lr-grid values must be positive numbers, got {values!r}")
-    if len(set(grid)) != len(grid):
-        raise ConfigError(f"--lr-grid lists a learning rate twice: {values!r}")
-    return grid
-
-
-def _at_least_one(name: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+    for value in values:
+        Range(gt=0)("each --lr-grid value", value)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--lr-grid lists a learning rate twice: {list(values)!r}")
 
 
 def _models(names: list[str]) -> list[str]:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from unetfamily.config import Range
+from unetfamily.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +90,51 @@ def evaluate_checkpoint(
     *,
     batch_size: int = 4,
     hd95: bool = False,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     device: str | torch.device = "auto",
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Scores of a checkpoint's model (file or run folder) on ``split`` of a dataset, per image too.
 
     ``data`` is a dataset config (mapping or YAML path, see :func:`unetfamily.data.build_dataset`);
-    None uses the data config the model was trained with. Returns :func:`evaluate`'s result with
+    None uses the data config the model was trained with. ``threshold`` (in (0, 1), None: 0.5) is
+    for binary (1-output) models; ``hd95`` for binary tasks. Options a model or dataset cannot use
+    (a threshold for a multi-class model, data of other classes or channels) raise a
+    :class:`~unetfamily.errors.ConfigError`; ``names`` maps option names to how errors show them
+    (the CLI passes ``{"threshold": "--threshold", ...}``). Returns :func:`evaluate`'s result with
     ``per_image`` scores, plus ``classes``, ``split`` and ``checkpoint`` (the file that was read).
     """
     from unetfamily.data import build_dataset, make_loader
     from unetfamily.engine.checkpoint import load_model, resolve_checkpoint
     from unetfamily.engine.device import resolve_device
 
+    name = {**{k: k for k in ("threshold", "hd95", "batch_size", "data")}, **(names or {})}
+    Range(ge=1, integer=True)(name["batch_size"], batch_size)
+    Range(gt=0, lt=1, null="use 0.5")(name["threshold"], threshold)
     where = resolve_device(device)
     model, ckpt = load_model(checkpoint, where)
     dataset = build_dataset(ckpt.config.get("data", {}) if data is None else data, split)
+    _check_fit(model, dataset.info, hd95, threshold, name)
     loader = make_loader(dataset, batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
-                      hd95=hd95, per_image=True, threshold=threshold)
+                      hd95=hd95, per_image=True, threshold=0.5 if threshold is None else threshold)
     result["classes"] = list(dataset.info.classes)
     result["split"], result["checkpoint"] = split, str(resolve_checkpoint(checkpoint))
     return result
+
+
+def _check_fit(model: nn.Module, info: Any, hd95: bool, threshold: float | None, name: Mapping[str, str]) -> None:
+    """Refuse data the model cannot be scored on and options that would have no effect on it."""
+    outputs, classes = getattr(model, "num_classes", None), info.num_classes
+    if outputs is not None and max(outputs, 2) != classes:
+        raise ConfigError(f"{name['data']}: the dataset has {classes} classes ({', '.join(info.classes)}) but the model "
+                          f"predicts {max(outputs, 2)}; score it on data with the classes it was trained on")
+    channels = getattr(model, "in_channels", None)
+    if channels is not None and channels != info.in_channels:
+        raise ConfigError(f"{name['data']}: the dataset's images have {info.in_channels} channel(s) but the model "
+                          f"takes {channels}; score it on data like the data it was trained on")
+    if threshold is not None and outputs != 1:
+        raise ConfigError(f"{name['threshold']} applies to binary models (one sigmoid output); this model has "
+                          f"{outputs} outputs and is scored by argmax: leave {name['threshold']} out")
+    if hd95 and classes != 2:
+        raise ConfigError(f"{name['hd95']} is computed for binary tasks only; this dataset has {classes} classes")

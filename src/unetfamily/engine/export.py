@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -32,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unetfamily.config import Range
 from unetfamily.errors import ConfigError, UnetFamilyError
 from unetfamily.files import atomic_write_bytes
 from unetfamily.models import SegmentationModel, UNetPlusPlus, final_output
 
-__all__ = ["ExportError", "ExportWrapper", "export_model"]
+__all__ = ["ExportError", "ExportWrapper", "export_model", "supported_opsets"]
 
 log = logging.getLogger(__name__)
 
@@ -84,29 +86,31 @@ def export_model(
     dynamic: bool = True,
     level: int | None = None,
     check: bool = True,
+    names: Mapping[str, str] | None = None,
 ) -> Path:
     """Export a model (or the model of a checkpoint file / run folder) to ``out_path``; returns it.
 
     Args:
         format: "onnx" or "torchscript".
         input_size: (H, W) (or one int) of the example input; the only size TorchScript accepts.
-        opset: ONNX opset; None = the exporter's default.
+        opset: ONNX opset, one of :func:`supported_opsets`; None = the exporter's default. The
+            written file has exactly this opset, or nothing is written.
         dynamic: ONNX only: dynamic batch, height and width (else everything fixed, batch 1).
         level: UNet++ only: export the pruned depth-``level`` network (smaller and faster).
         check: load the exported graph back and compare it with PyTorch (ONNX: needs onnxruntime).
+        names: how errors name the options (the CLI passes ``{"opset": "--opset", ...}``).
 
     Nothing is written when the export or the check fails (:class:`ExportError`); unusable
     options raise :class:`~unetfamily.errors.ConfigError`. The file is written atomically.
     """
-    if format not in ("onnx", "torchscript"):
-        raise ConfigError(f"format={format!r} is not valid; choose 'onnx' or 'torchscript'")
+    name = {**{k: k for k in ("format", "input_size", "opset", "level")}, **(names or {})}
+    height, width = _checked_options(format, input_size, opset, name)
     model, extra = _as_model(checkpoint_or_model)
     if not isinstance(model, SegmentationModel):
         raise TypeError(f"expected a unetfamily model, got {type(model).__name__}")
     if level is not None:
-        model = _pruned(model, level)
+        model = _pruned(model, level, name["level"])
     model = model.cpu().eval()
-    height, width = (input_size, input_size) if isinstance(input_size, int) else map(int, input_size)
     wrapper = ExportWrapper(model).eval()
     meta = {
         "num_classes": str(model.num_classes),
@@ -117,6 +121,9 @@ def export_model(
     }
     if format == "onnx":
         data = _export_onnx(wrapper, (height, width), opset, dynamic, meta)
+        if opset is not None and _written_opset(data) != opset:
+            raise ExportError(f"the exporter wrote opset {_written_opset(data)}, not the {name['opset']}={opset} asked "
+                              "for; nothing written")
         if check:
             _check_onnx(wrapper, data, [(1, height, width)] + ([(2, height + 3, width + 5)] if dynamic else []))
     else:
@@ -132,13 +139,58 @@ def export_model(
     return out_path
 
 
-def _pruned(model: SegmentationModel, level: int) -> SegmentationModel:
+def _checked_options(format: str, input_size: int | tuple[int, int], opset: int | None,
+                     name: Mapping[str, str]) -> tuple[int, int]:
+    """(height, width) of the example input, once the format, size and opset are known to be usable."""
+    if format not in ("onnx", "torchscript"):
+        raise ConfigError(f"{name['format']}={format!r} is not valid; choose 'onnx' or 'torchscript'")
+    height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    for side in (height, width):
+        Range(ge=1, integer=True)(name["input_size"], side)
+    if opset is not None:
+        _check_opset(opset, format, name["opset"])
+    return height, width
+
+
+def _pruned(model: SegmentationModel, level: int, option: str) -> SegmentationModel:
     if not isinstance(model, UNetPlusPlus):
-        raise ConfigError(f"level selects a pruned UNet++; this model is a {type(model).__name__}")
+        raise ConfigError(f"level selects a pruned UNet++; this model is a {type(model).__name__}: leave {option} out")
     try:
         return model.pruned(level)
     except ValueError as exc:  # a level the model does not have
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(f"{option}={level}: {exc}") from exc
+
+
+def supported_opsets() -> tuple[int, int]:
+    """(lowest, highest) ONNX opset this installation can export: torch's exporter's base opset to onnx's newest."""
+    try:
+        from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET as lowest
+    except ImportError:  # the private constant moved: the exporter's documented minimum
+        lowest = 18
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs onnx and onnxscript: pip install 'unetfamily[export]' ({exc})") from exc
+    return int(lowest), int(onnx.defs.onnx_opset_version())
+
+
+def _check_opset(opset: int, format: str, option: str) -> None:
+    """Refuse an opset for TorchScript, and one the exporter cannot write (it would silently write another)."""
+    if format != "onnx":
+        raise ConfigError(f"{option} applies to ONNX files; a {format} file has no opset: leave {option} out")
+    lowest, highest = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset <= highest:
+        raise ConfigError(f"{option}={opset!r} cannot be exported: torch {torch.__version__.split('+')[0]} with this "
+                          f"onnx writes opsets {lowest} to {highest}; choose one of them, or leave {option} out for "
+                          "the exporter's default")
+
+
+def _written_opset(data: bytes) -> int:
+    """The default-domain opset of a serialised ONNX model."""
+    import onnx
+
+    proto = onnx.load_model_from_string(data)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _export_onnx(wrapper: ExportWrapper, size: tuple[int, int], opset: int | None, dynamic: bool, meta: dict) -> bytes:

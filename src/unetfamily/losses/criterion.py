@@ -12,13 +12,13 @@
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unetfamily.errors import unknown_choice
 from unetfamily.losses._common import ModelOutput, has_foreground, unpack_output
 from unetfamily.losses.pixel import CrossEntropyLoss, FocalLoss, Weights
 from unetfamily.losses.region import DiceLoss, IoULoss
@@ -145,9 +145,7 @@ def build_loss(name: str, **kwargs: object) -> nn.Module:
     Keyword arguments whose value is ``None`` are dropped so the loss's defaults apply.
     """
     if name not in _LOSSES:
-        close = difflib.get_close_matches(name, list(_LOSSES), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown loss {name!r}.{hint} Valid names: {', '.join(list_losses())}")
+        raise unknown_choice("loss.name", name, list_losses())
     return _LOSSES[name](**{k: v for k, v in kwargs.items() if v is not None})
 
 

@@ -3,16 +3,23 @@
 Every model file ends with small factory functions decorated with :func:`register_model`;
 :func:`create_model` looks them up by name, drops ``None`` keyword arguments so callers can
 forward optional CLI/config values blindly, resolves spelling variants (``unet++``, ``UNet3+``,
-``u-net``) and fails with close matches on a typo.
+``u-net``) and fails with close matches on a typo. Before building, it checks the keyword
+arguments against the constructor the factory returns (its return annotation): unknown names,
+wrong types and out-of-range sizes are :class:`~unetfamily.errors.ConfigError` s naming them.
 """
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, TypeVar
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from unetfamily.errors import resolve_choice
+from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "resolve_model_name"]
 
@@ -31,6 +38,11 @@ _ALIASES = {
     "fcn-8s": "fcn8s",
     "fcn-16s": "fcn16s",
     "fcn-32s": "fcn32s",
+}
+#: Keyword arguments with the same valid range in every model that takes them: (rule in words, test).
+_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{k: ("at least 1", lambda v: v >= 1) for k in ("in_channels", "num_classes", "cat_channels", "fc_channels")},
+    "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
 }
 
 
@@ -72,4 +84,48 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     Every model maps an image batch (N, in_channels, H, W) to logits (N, num_classes, H, W).
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return model_entrypoint(name)(**kwargs)
+    name = resolve_model_name(name)
+    factory = _MODEL_ENTRYPOINTS[name]
+    _check_kwargs(name, factory, kwargs)
+    return factory(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(factory: Callable[..., nn.Module]) -> dict[str, Any] | None:
+    """{keyword: type hint} of the constructor ``factory`` returns, or None when it cannot be known."""
+    try:
+        cls = typing.get_type_hints(factory).get("return")
+        if not isinstance(cls, type):
+            return None
+        params = inspect.signature(cls.__init__).parameters
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError, ValueError):  # annotations that do not resolve: leave the checks to the model
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {k: hints.get(k, Any) for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL}
+
+
+def _check_kwargs(name: str, factory: Callable[..., nn.Module], kwargs: dict[str, object]) -> None:
+    """Refuse keyword arguments ``name``'s constructor does not take, of the wrong type, or sizes below 1."""
+    params = _parameters(factory)
+    if params is None:
+        return
+    for key, value in kwargs.items():
+        if key not in params:
+            raise unknown_choice(f"model {name!r}: keyword argument", key, params, hint="model.kwargs in a config")
+        what = f"model {name!r}: {key}={value!r}"
+        hint = params[key]
+        if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or (hint is int and not isinstance(value, int))):
+            raise ConfigError(f"{what} must be {'a whole number' if hint is int else 'a number'}")
+        if hint is float and not math.isfinite(value):
+            raise ConfigError(f"{what} must be a finite number")
+        if hint is bool and not isinstance(value, bool):
+            raise ConfigError(f"{what} must be true or false")
+        if typing.get_origin(hint) is Sequence and (
+                isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(f"{what} must be a list of whole numbers")
+        if key in _RANGES and not _RANGES[key][1](value):
+            raise ConfigError(f"{what} must be {_RANGES[key][0]}")
