@@ -24,6 +24,7 @@ import numpy as np
 
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.stats import BootstrapRanks, PairTest, bootstrap_ranks, case_matrix, paired_tests
+from unetfamily.engine.score_order import order_key
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,8 @@ class CaseScores:
         return float(values.std(ddof=1)) if values.size >= 2 else math.nan
 
     def order(self) -> list[str]:
-        """The variants best first by mean case score (input order breaks ties)."""
-        sign = -1.0 if self.higher_is_better else 1.0
-        return sorted(self.variants, key=lambda v: sign * self.mean(v) if math.isfinite(self.mean(v)) else math.inf)
+        """The variants best first by mean case score (input order breaks ties; a NaN mean ranks last)."""
+        return sorted(self.variants, key=lambda v: order_key(self.mean(v), not self.higher_is_better))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Architectures differ in the learning rate they train best with; one rate for all
 variant it happens to suit. With a grid, each variant trains once per rate (first seed, a quarter
 of the budget) on an inner training split and is scored on an inner validation split, both
 carved (stratified, 80/20) from the training cases of the first fold, never from the cases the
-comparison evaluates on. The rate with the best primary score wins; the report lists the choices.
+comparison evaluates on. The rate with the best primary score wins (the smaller rate on a tie; a
+NaN score never wins, and when no rate scores a number the smallest is kept, with a warning);
+the report lists the choices.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from unetfamily.compare.data import ComparisonData, Fold, eval_split, fold_confi
 from unetfamily.compare.identity import data_digest
 from unetfamily.compare.plan import base_config, check_stale, execute_locked, plan_runs
 from unetfamily.compare.results import lower_is_better
+from unetfamily.engine.score_order import finite_score, order_key
 from unetfamily.compare.run import train_and_evaluate
 from unetfamily.compare.variants import Variant
 from unetfamily.config import Config
@@ -27,7 +30,7 @@ from unetfamily.data import build_dataset, stratified_folds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["choose_learning_rates", "SEARCH_BUDGET", "INNER_FOLDS"]
+__all__ = ["choose_learning_rates", "pick_rate", "SEARCH_BUDGET", "INNER_FOLDS"]
 
 #: Fraction of each run's budget a search run trains for.
 SEARCH_BUDGET = 0.25
@@ -52,6 +55,11 @@ def _short_budget(base: Config) -> Config:
         max_seconds=None if t.max_seconds is None else t.max_seconds * SEARCH_BUDGET))
 
 
+def pick_rate(scores: dict[float, float], lower: bool = False) -> float:
+    """The learning rate with the best score (the smaller on a tie; NaN never best; all NaN: the smallest)."""
+    return min(scores, key=lambda lr: (order_key(scores[lr], lower), lr))
+
+
 def choose_learning_rates(cfg: CompareConfig, data: ComparisonData, variants: list[Variant], out: Path,
                           device: torch.device, rerun: bool) -> dict[str, float]:
     """``{variant id: learning rate}`` chosen from ``cfg.lr_grid`` by the primary score on the inner split.
@@ -60,7 +68,7 @@ def choose_learning_rates(cfg: CompareConfig, data: ComparisonData, variants: li
     lock rules as the comparison's runs.
     """
     inner = dataclasses.replace(data, folds=[_inner_fold(data, cfg.batch_size)])
-    metric, sign = cfg.primary, (-1.0 if lower_is_better(cfg.primary) else 1.0)
+    metric, lower = cfg.primary, lower_is_better(cfg.primary)
     scores: dict[str, dict[float, float]] = {v.id: {} for v in variants}
     for lr in cfg.lr_grid or []:
         runs = plan_runs(inner, variants, [cfg.first_seed], out / "lr_search" / f"lr{lr:g}",
@@ -68,10 +76,14 @@ def choose_learning_rates(cfg: CompareConfig, data: ComparisonData, variants: li
                          {"nsd_tolerance": cfg.nsd_tolerance, "search": "lr"})
         check_stale(runs, out, rerun)
         for run, result in zip(runs, execute_locked(runs, lambda r: train_and_evaluate(r, device, cfg.nsd_tolerance))):
-            value = result.test.get(metric)
-            scores[run.variant.id][lr] = sign * value if value is not None and math.isfinite(value) else -math.inf
-    chosen = {vid: max(by_lr, key=lambda lr: (by_lr[lr], -lr)) for vid, by_lr in scores.items()}
+            value = finite_score(result.test.get(metric))
+            scores[run.variant.id][lr] = math.nan if value is None else value
+    chosen = {vid: pick_rate(by_lr, lower) for vid, by_lr in scores.items()}
     for vid, lr in chosen.items():
-        log.info("learning rate for %s: %g (%s on the inner split: %s)", vid, lr, metric,
-                 ", ".join(f"{k:g}: {sign * v:.4f}" for k, v in scores[vid].items()))
+        tried = ", ".join(f"{k:g}: {v:.4f}" for k, v in scores[vid].items())
+        if finite_score(scores[vid][lr]) is None:
+            log.warning("no learning rate gave %s a finite %s on the inner split (%s); using the smallest, %g",
+                        vid, metric, tried, lr)
+        else:
+            log.info("learning rate for %s: %g (%s on the inner split: %s)", vid, lr, metric, tried)
     return chosen

@@ -17,6 +17,7 @@ from unetfamily.compare.evidence import CaseEvidence
 from unetfamily.compare.report_render import DASH, Block
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite_mean
+from unetfamily.engine.score_order import best_index, finite_score
 
 __all__ = ["SCORE_COLUMNS", "COST_COLUMNS", "csv_bytes", "csv_columns", "class_table", "pruning_table",
            "results_table"]
@@ -122,12 +123,13 @@ def _plain_column(header: str, get: Callable[[VariantSummary], float | None], sp
 
 def _table(summaries: Sequence[VariantSummary], cols: Sequence[_Column], lead: Sequence[str],
            lead_cells: Callable[[int, VariantSummary], list[str]]) -> Block:
-    """A table with the best value of each column in bold (when two or more values are finite)."""
+    """A table with the best value of each column in bold (when two or more values are finite; NaN never is)."""
     best = []
     for col in cols:
-        vals = [col.value(s) for s in summaries if math.isfinite(col.value(s))]
-        ok = col.higher_is_better is not None and len(vals) > 1
-        best.append((max(vals) if col.higher_is_better else min(vals)) if ok else None)
+        values = [col.value(s) for s in summaries]
+        ok = col.higher_is_better is not None and sum(finite_score(v) is not None for v in values) > 1
+        i = best_index(values, lower=not col.higher_is_better) if ok else None
+        best.append(values[i] if i is not None else None)
     rows = []
     for rank, s in enumerate(summaries, start=1):
         cells = [f"**{c.cell(s)}**" if b is not None and c.value(s) == b else c.cell(s)

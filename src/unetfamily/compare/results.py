@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from unetfamily.compare.config import CompareConfig
+from unetfamily.engine.score_order import lower_is_better
 
 __all__ = ["Task", "primary_metric", "lower_is_better", "Protocol", "Costs", "VariantResult", "RunResult", "Artifacts", "CompareResults"]
 
@@ -27,11 +28,6 @@ def primary_metric(config: CompareConfig) -> str:
     For multi-class tasks Dice, IoU, NSD and clDice are means over the FOREGROUND classes.
     """
     return config.primary
-
-
-def lower_is_better(metric: str) -> bool:
-    """True for distances (HD95), False for every overlap score."""
-    return metric == "hd95"
 
 
 @dataclass

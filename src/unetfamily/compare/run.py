@@ -119,7 +119,8 @@ def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: flo
     resume = last.is_file()
     log.info("%s %s", "resume" if resume else "train", run.label)
     write_json(run.dir / FINGERPRINT_FILE, run.fingerprint)
-    summary = train.fit(run.config, resume=resume)
+    # compare owns its run folders: a run killed before its first checkpoint is started again
+    summary = train.fit(run.config, resume=resume, overwrite=not resume)
     if summary.interrupted:
         raise KeyboardInterrupt(f"compare interrupted during {run.label}; run it again to continue")
     model, checkpoint = load_model(last, device)

@@ -10,6 +10,10 @@ case is averaged over its seeds, and every question is asked of those case score
   mean score in each resample: the rank distribution of each variant (a blob plot), the
   probability that it ranks first, and 95% percentile intervals of each mean.
 
+A NaN score (a hand-edited or damaged results file; :func:`case_matrix` resolves the undefined
+ones) is never taken for a number: a pair's test uses the cases both variants scored, a p-value
+that cannot be computed counts as 1 (no evidence), and in the bootstrap a NaN mean ranks last.
+
 Wiesenfarth et al., "Methods and open-source toolkit for analyzing and visualizing challenge
 results", Sci Rep 2021; Maier-Hein et al., "Metrics reloaded", Nat Methods 2024.
 """
@@ -46,8 +50,9 @@ def case_matrix(scores: np.ndarray, empty_is_perfect: bool, higher_is_better: bo
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down; monotone; capped at 1), in the input order."""
+    """Holm-Bonferroni adjusted p-values (step-down; monotone; capped at 1), in the input order; NaN counts as 1."""
     p = np.asarray(pvalues, dtype=np.float64)
+    p = np.where(np.isnan(p), 1.0, p)
     m = p.size
     order = np.argsort(p, kind="stable")
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
@@ -74,7 +79,7 @@ class PairTest:
 def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:
     from scipy import stats
 
-    if diff.size == 0 or not np.any(diff != 0):
+    if diff.size == 0 or not np.any(diff != 0):  # callers drop NaN differences
         return 0.0, 1.0  # identical on every case: no evidence of a difference
     nonzero = np.abs(diff[diff != 0])
     ties = np.unique(nonzero).size < nonzero.size or nonzero.size < diff.size
@@ -93,6 +98,7 @@ def paired_tests(names: Sequence[str], scores: np.ndarray, higher_is_better: boo
     raw = []
     for i, j in itertools.combinations(range(len(names)), 2):
         diff = m[i] - m[j]
+        diff = diff[~np.isnan(diff)]  # the cases both variants scored
         better = diff > 0 if higher_is_better else diff < 0
         worse = diff < 0 if higher_is_better else diff > 0
         stat, p = _wilcoxon(diff)
@@ -136,7 +142,8 @@ def bootstrap_ranks(names: Sequence[str], scores: np.ndarray, samples: int = 100
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, c, size=(samples, c))
     means = m[:, idx].mean(axis=-1)  # (V, samples)
-    ranks = stats.rankdata(-means if higher_is_better else means, axis=0, method="min").astype(int)
+    keyed = np.where(np.isfinite(means), -means if higher_is_better else means, np.inf)  # NaN ranks last
+    ranks = stats.rankdata(keyed, axis=0, method="min").astype(int)
     rank_probs = np.stack([(ranks == r + 1).mean(axis=1) for r in range(v)], axis=1)
     firsts = ranks == 1
     p_first = (firsts / firsts.sum(axis=0, keepdims=True)).mean(axis=1)

@@ -3,9 +3,10 @@
 :func:`summarize` runs once per report; its list is ranked by the primary metric
 (:func:`unetfamily.compare.results.primary_metric`), best first: by the mean per-case score
 (:mod:`unetfamily.compare.evidence`, the number the verdict's tests are about), and variants
-without per-case scores after them by their mean test score. A seed's test score is the mean of
-its runs' scores weighted by their number of cases (one run per fold). Mean over seeds ignores
-NaN seeds; std is the sample std (ddof=1) and NaN with fewer than 2 finite seeds.
+without per-case scores after them by their mean test score; a variant whose score is NaN
+ranks last (:mod:`unetfamily.engine.score_order`: NaN is worse than any number). A seed's test
+score is the mean of its runs' scores weighted by their number of cases (one run per fold).
+Mean over seeds ignores NaN seeds; std is the sample std (ddof=1) and NaN with fewer than 2 finite seeds.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from unetfamily.compare.evidence import CaseScores, case_scores
 from unetfamily.compare.results import CompareResults, RunResult, VariantResult, lower_is_better
+from unetfamily.engine.score_order import finite_score, order_key
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +175,13 @@ def summarize(results: CompareResults, cases: CaseScores | None = None) -> list[
     out = [_summary(v, results.runs_of(v.id), n_classes) for v in results.variants]
     metric = results.primary_metric
     cases = cases if cases is not None else case_scores(results, [v.id for v in results.variants], metric)
-    sign = 1.0 if lower_is_better(metric) else -1.0
+    lower = lower_is_better(metric)
     for s in out:
         s.case_mean = cases.mean(s.id)
 
-    def key(s: VariantSummary) -> tuple[int, float]:
-        if math.isfinite(s.case_mean):
-            return 0, sign * s.case_mean
-        return (1, sign * s.mean(metric)) if math.isfinite(s.mean(metric)) else (2, 0.0)
+    def key(s: VariantSummary) -> tuple[int, tuple[int, float]]:
+        if finite_score(s.case_mean) is not None:
+            return 0, order_key(s.case_mean, lower)
+        return 1, order_key(s.mean(metric), lower)  # a NaN mean sorts after every number
 
     return sorted(out, key=key)

@@ -25,6 +25,7 @@ from unetfamily.compare.evidence import ALPHA, CaseEvidence, case_evidence
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.stats import PairTest
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean, scale, unit
+from unetfamily.engine.score_order import finite_score
 from unetfamily.errors import require
 
 __all__ = ["ALPHA", "Comparison", "compare_scores", "format_p", "format_share", "p_adj_phrase", "practical_margin",
@@ -167,7 +168,10 @@ def verdict(results: CompareResults, summaries: Sequence[VariantSummary],
         return _without_cases(results, summaries, metric) + tail
     by_id = {s.id: s for s in summaries}
     order = [by_id[v] for v in evidence.order() if v in by_id]
-    win = order[0]
+    win = order[0]  # NaN means rank last, so a NaN here means no variant has a number
+    if finite_score(evidence.mean(win.id)) is None:
+        return [f"No model has a finite mean {METRIC_LABELS.get(metric, metric)} per case: nothing to recommend. "
+                "Check the training logs."] + tail
     out = [_opening(results, evidence, win, metric)]
     if len(order) == 1:
         out.append("It is the only model with per-case scores: there is nothing to compare it with, so nothing "

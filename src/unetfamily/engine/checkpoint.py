@@ -6,16 +6,22 @@ torch RNG state, the step/epoch counters and the resolved run config (JSON). Not
 pickled, so loading a file from anywhere never executes code.
 
 Writes go through :func:`unetfamily.files.atomic_write_bytes` (a temporary file in the same
-folder, fsynced, renamed over the target): a crash at any point leaves either the previous
-checkpoint or the new one, never a half-written file. Metadata is strict JSON (NaN as null).
+folder, fsynced, renamed over the target): a crash or a full disk at any point leaves either the
+previous checkpoint or the new one, never a half-written file. Metadata is strict JSON (NaN as null).
+
+Never a non-finite number: :func:`save_checkpoint` refuses to write a NaN or infinite weight,
+buffer or optimizer value, and :func:`load_checkpoint` (hence resume, eval, predict and export)
+refuses a file holding one, naming the tensor, as it refuses out-of-range counters.
 
 Layout of a run folder: ``config.yaml``, ``train.log``, ``checkpoints/last.safetensors``,
 ``checkpoints/best.safetensors``, ``tensorboard/``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +35,13 @@ from safetensors.torch import save as serialize
 from torch import nn
 
 from unetfamily.errors import UnetFamilyError
-from unetfamily.files import atomic_write_bytes, dump_json
+from unetfamily.files import WriteError, atomic_write_bytes, dump_json
 
 log = logging.getLogger(__name__)
 
 FORMAT = "unetfamily-checkpoint-1"
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
-           "restore_rng"]
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "copy_checkpoint", "load_checkpoint",
+           "resolve_checkpoint", "load_model", "restore_rng"]
 
 
 class CheckpointError(UnetFamilyError, RuntimeError):
@@ -88,7 +94,9 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write a checkpoint of ``model`` (and ``optimizer``) to ``path``; returns the path.
 
-    Raises :class:`CheckpointError` (the previous file at ``path`` untouched) when writing fails.
+    Raises :class:`CheckpointError` (the previous file at ``path`` untouched) when a tensor holds
+    a NaN or an infinity (named in the message; such a checkpoint would load as a broken model) or
+    when writing fails (a full disk, a read-only folder).
     """
     path = Path(path)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel / compile
@@ -107,14 +115,73 @@ def save_checkpoint(
         opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
         tensors.update(opt_tensors)
         meta["optimizer"] = dump_json(opt_meta, indent=None)
+    bad = _nonfinite_names(tensors)
+    if bad:
+        raise CheckpointError(
+            f"refusing to write checkpoint {path}: {_listed(bad)} non-finite (NaN or inf); the previous "
+            "checkpoint is unchanged. Training diverged: lower optim.lr, set train.grad_clip or use "
+            "train.nan_policy='stop' to stop at the first non-finite step"
+        )
     try:
         atomic_write_bytes(path, serialize(tensors, metadata=meta))
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
+        cause = exc.__cause__ if isinstance(exc, WriteError) and isinstance(exc.__cause__, OSError) else exc
+        reason = (cause.strerror if isinstance(cause, OSError) else None) or str(cause) or type(cause).__name__
         raise CheckpointError(
-            f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is unchanged. "
+            f"could not write checkpoint {path}: {reason}; the previous checkpoint is unchanged. "
             f"Free disk space or choose a writable output_dir."
         ) from exc
     return path
+
+
+def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Make ``target`` the same checkpoint as ``source``, atomically; returns ``target``.
+
+    A hard link where the file system allows it: no data is written, so a full disk cannot stop
+    it, and it stays valid when ``source`` is later replaced (every write replaces the file).
+    Elsewhere the bytes are copied through :func:`~unetfamily.files.atomic_write_bytes`.
+    Raises :class:`CheckpointError` (``target`` unchanged) when neither works.
+    """
+    source, target = Path(source), Path(target)
+    link = target.with_name(f".{target.name}.tmp-{os.getpid()}")  # the temporary name of atomic writes
+    try:
+        link.unlink(missing_ok=True)
+        os.link(source, link)
+        os.replace(link, target)
+        _fsync_folder(target.parent)
+        return target
+    except OSError:
+        with contextlib.suppress(OSError):
+            link.unlink(missing_ok=True)
+    try:
+        return atomic_write_bytes(target, source.read_bytes())
+    except OSError as exc:
+        cause = exc.__cause__ if isinstance(exc, WriteError) and isinstance(exc.__cause__, OSError) else exc
+        raise CheckpointError(
+            f"could not write checkpoint {target} (a copy of {source.name}): {cause.strerror or cause}; the "
+            "previous checkpoint is unchanged. Free disk space or choose a writable output_dir."
+        ) from exc
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform can open a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _nonfinite_names(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _listed(names: list[str]) -> str:
+    """``"tensor a holds"`` or ``"3 tensors hold values"``-style text naming at most five tensors."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"tensor {shown} holds" if len(names) == 1 else f"{len(names)} tensors ({shown}) hold"
 
 
 def restore_rng(rng: dict[str, Any], torch_state: torch.Tensor | None) -> None:
@@ -138,6 +205,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if candidate.is_file():
                 return candidate
         raise CheckpointError(f"no checkpoint in run folder {path} (expected checkpoints/best.safetensors or last.safetensors)")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a pipe, socket or device); pass a "
+                              ".safetensors file or a run folder")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run folder")
     return path
@@ -171,11 +241,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}); it may be truncated or corrupt") from exc
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a unetfamily checkpoint (format={meta.get('format')!r})")
+    bad = _nonfinite_names({k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))})
+    if bad:
+        raise CheckpointError(f"{path}: {_listed(bad)} non-finite (NaN or inf) values; a model from it would "
+                              "predict garbage, so it was not loaded. Use an earlier checkpoint of the run")
     try:
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         optimizer_state = _rebuild_optimizer_state(opt_tensors, json.loads(meta["optimizer"])) if "optimizer" in meta else None
-        return Checkpoint(
+        ckpt = Checkpoint(
             model_state=model_state,
             config=json.loads(meta["config"]),
             step=int(meta["step"]),
@@ -184,8 +258,33 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             rng={**json.loads(meta.get("rng", "{}")), "torch": tensors.get("rng.torch")},
             extra=json.loads(meta.get("extra", "{}")),
         )
+        _check_fields(ckpt)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: checkpoint metadata is damaged ({exc})") from exc
+    return ckpt
+
+
+def _check_fields(ckpt: Checkpoint) -> None:
+    """ValueError for counters and run-state fields out of their range (a hand-edited or damaged file)."""
+    if not ckpt.model_state:
+        raise ValueError("it holds no model weights")
+    if not isinstance(ckpt.config, dict) or not isinstance(ckpt.extra, dict):
+        raise ValueError("config and extra must be JSON objects")
+    if ckpt.step < 0 or ckpt.epoch < 0:
+        raise ValueError(f"step={ckpt.step} and epoch={ckpt.epoch} must be >= 0")
+    extra = ckpt.extra
+    for key in ("bad_evals", "skipped_steps"):
+        value = extra.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"extra.{key}={value!r} must be a count >= 0")
+    if extra.get("skipped_steps", 0) > ckpt.step:
+        raise ValueError(f"extra.skipped_steps={extra['skipped_steps']} exceeds step={ckpt.step}")
+    best = extra.get("best")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+        raise ValueError(f"extra.best={best!r} must be a number or null")
+    history = extra.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ValueError("extra.history must be a list of score objects")
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:

@@ -6,9 +6,22 @@ epoch (:func:`unetfamily.data.make_loader`), and the global RNG (dropout) is res
 checkpoint's step and reaches the same weights as an uninterrupted run (same device, same thread
 count).
 
+Non-finite values never enter the weights silently. A step is a *non-finite step* when its loss
+is not finite, when its forward pass left a buffer (BatchNorm statistics) non-finite (huge
+activations can overflow the batch variance while the normalised output, and so the loss, stay
+finite), when its gradient norm is not finite, or when its optimiser update left a weight
+non-finite (a huge learning rate can). Each check is one fused max-abs per device and rides on a sync the
+step makes anyway, except the last, which adds one. Under ``train.nan_policy='stop'`` such a step
+raises :class:`TrainingError` naming the step and the tensors; under ``'skip'`` it changes nothing
+(weights, buffers and optimizer state are put back as they were), and once more than
+``train.max_skipped_fraction`` of the steps so far (counted over at least
+:data:`MIN_STEPS_FOR_FRACTION`) were skipped, the run fails: it is diverging, not meeting a rare
+bad batch. ``'skip'`` keeps a copy of the weights and optimizer state during each step.
+
 Under DDP every rank must take the same branch: a rank that skips its backward pass, or stops,
-while the others go on leaves them waiting in DDP's gradient all-reduce. So "the loss is not
-finite" and "a stop was requested" are decided by all ranks together before each backward pass.
+while the others go on leaves them waiting in DDP's gradient all-reduce. So "the loss or a buffer
+is not finite", "a stop was requested" and "the update is not finite" are decided by all ranks
+together.
 """
 from __future__ import annotations
 
@@ -17,7 +30,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +46,11 @@ from unetfamily.overlay import overlay
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StopFlag", "StopRequested", "StepResult", "train_one_epoch", "train_step"]
+__all__ = ["StopFlag", "StopRequested", "StepResult", "train_one_epoch", "train_step", "MIN_STEPS_FOR_FRACTION"]
+
+#: train.max_skipped_fraction is a fraction of at least this many steps: in a run's first steps a
+#: few skipped steps are allowed (0.1 of 20 = 2), not a fraction of almost nothing.
+MIN_STEPS_FOR_FRACTION = 20
 
 
 class StopRequested(Exception):
@@ -111,8 +128,9 @@ def _checkpoint_due(run: TrainRun) -> bool:
 def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag) -> StepResult:
     """One optimiser step on ``batch`` (``image`` (N, C, H, W), ``mask`` (N, H, W)); advances ``run.state``.
 
-    A step whose loss or gradient norm is not finite either raises :class:`TrainingError`
-    (``nan_policy='stop'``) or changes nothing, BatchNorm statistics included (``'skip'``).
+    A non-finite step (see the module docstring) either raises :class:`TrainingError`
+    (``nan_policy='stop'``) or changes nothing, BatchNorm statistics and optimizer state included
+    (``'skip'``).
     """
     cfg, step = run.cfg, run.state.step
     torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # dropout replays identically on resume
@@ -124,23 +142,29 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     images = batch["image"].to(run.device, non_blocking=True).contiguous(memory_format=memory_format)
     masks = batch["mask"].to(run.device, non_blocking=True)
     start = time.perf_counter()
-    buffers = list(run.train_model.buffers())  # BatchNorm statistics: a skipped step must not change them either
-    saved_buffers = [b.clone() for b in buffers]
+    buffers = dict(run.model.named_buffers())  # BatchNorm statistics: a skipped step must not change them either
+    saved_buffers = [b.clone() for b in buffers.values()]
+    undo = _Undo(run.optimizer) if cfg.train.nan_policy == "skip" else None
     with _autocast(run.device, cfg.train.amp):
         output = run.train_model(images)
     output = _to_float(output)
     loss, terms = run.criterion(output, masks)
-    finite, stopping = _agree(loss, stop.requested)  # a stop requested now ends the run after this step
-    skipped = not finite and _nonfinite(step, "loss", terms, cfg.train.nan_policy)
+    # One sync for three questions; a stop requested now ends the run after this step.
+    bad_loss, bad_buffers, stopping = _any_rank(
+        [~torch.isfinite(loss).all(), _nonfinite_flag(buffers.values(), loss.device), stop.requested], loss.device)
+    skipped = bad_loss or bad_buffers
+    if skipped:
+        _report_forward(step, terms, buffers if bad_buffers and not bad_loss else None, cfg.train.nan_policy)
     run.optimizer.zero_grad(set_to_none=True)
     if not skipped:
-        skipped = _apply_gradients(run, loss, terms, scaler, step)
+        skipped = _apply_gradients(run, loss, terms, scaler, step) or _check_update(run, step, undo, terms)
     if skipped:
         with torch.no_grad():
-            for buffer, saved in zip(buffers, saved_buffers):
+            for buffer, saved in zip(buffers.values(), saved_buffers):
                 buffer.copy_(saved)
     run.state.step = step + 1
-    run.state.skipped_steps += int(skipped)
+    if skipped:
+        _count_skipped(run, step)
     if run.writer is not None and step % max(1, cfg.train.log_every) == 0:
         _log_step(run, step, terms, lr, images.shape[0] / (time.perf_counter() - start))
         if cfg.train.image_every and step % cfg.train.image_every == 0:
@@ -155,13 +179,84 @@ def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.T
         scaler.unscale_(run.optimizer)
     norm = nn.utils.clip_grad_norm_(run.train_model.parameters(), run.cfg.train.grad_clip or float("inf"))
     if not torch.isfinite(norm) and scaler is None:  # the fp16 scaler skips such steps itself
-        return _nonfinite(step, "gradient norm", {**terms, "grad_norm": norm}, run.cfg.train.nan_policy)
+        bad = _bad_terms({**terms, "grad_norm": norm})
+        return _nonfinite(step, "gradient norm", f"non-finite terms: {', '.join(bad)}" if bad else
+                          "non-finite on another rank", terms, run.cfg.train.nan_policy)
     if scaler:
         scaler.step(run.optimizer)
         scaler.update()
     else:
         run.optimizer.step()
     return False
+
+
+class _Undo:
+    """The weights and optimizer state before a step, put back when its update proves non-finite ('skip')."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.weights = [p.detach().clone() for p in self.params]
+        self.state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in optimizer.state[p].items()}
+                      for p in self.params if p in optimizer.state}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, weight in zip(self.params, self.weights):
+            p.copy_(weight)
+        for p in self.params:  # state the step created (the optimiser's first step) goes too
+            if p in self.state:
+                self.optimizer.state[p] = self.state[p]
+            else:
+                self.optimizer.state.pop(p, None)
+
+
+def _check_update(run: TrainRun, step: int, undo: _Undo | None, terms: dict[str, torch.Tensor]) -> bool:
+    """After the update: True (and the step undone) when it left a weight non-finite.
+
+    The weights only: with finite gradients the optimizer state stays finite (AdamW's moments are
+    running means of finite values, SGD's momentum a bounded sum), and a checkpoint refuses any
+    non-finite optimizer value anyway (:func:`~unetfamily.engine.checkpoint.save_checkpoint`).
+    """
+    weights = [p for group in run.optimizer.param_groups for p in group["params"]]
+    device = weights[0].device
+    (bad,) = _any_rank([_nonfinite_flag(weights, device)], device)
+    if not bad:
+        return False
+    names = [n for n, p in run.model.named_parameters() if not bool(torch.isfinite(p).all())]
+    where = f"non-finite: {_names(names)}" if names else "non-finite on another rank"
+    _nonfinite(step, "weights after the optimiser update", where, terms, run.cfg.train.nan_policy,
+               stopping="the loss and gradients were finite; stopping, the weights in memory are not saved and "
+                        "the checkpoints on disk hold finite ones")
+    if undo is not None:
+        undo.restore()
+    return True
+
+
+def _report_forward(step: int, terms: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None,
+                    policy: str) -> None:
+    """Report a non-finite loss, or (``buffers`` given) buffers the forward pass left non-finite."""
+    if buffers is None:
+        bad = _bad_terms(terms)
+        _nonfinite(step, "loss", f"non-finite terms: {', '.join(bad)}" if bad else "non-finite on another rank",
+                   terms, policy)
+        return
+    names = [n for n, b in buffers.items() if b.is_floating_point() and not bool(torch.isfinite(b).all())]
+    where = f"non-finite after the forward pass: {_names(names)}" if names else "non-finite on another rank"
+    _nonfinite(step, "buffers (BatchNorm statistics)", where, terms, policy)
+
+
+def _count_skipped(run: TrainRun, step: int) -> None:
+    """Count a skipped step; TrainingError once more than train.max_skipped_fraction of the steps were skipped."""
+    state, limit = run.state, run.cfg.train.max_skipped_fraction
+    state.skipped_steps += 1
+    if state.skipped_steps > limit * max(state.step, MIN_STEPS_FOR_FRACTION):
+        raise TrainingError(
+            f"step {step}: {state.skipped_steps} of the {state.step} steps so far were skipped for non-finite "
+            f"values, more than train.max_skipped_fraction={limit:g} of them (counted over at least "
+            f"{MIN_STEPS_FOR_FRACTION} steps): the run is diverging. Lower optim.lr, set train.grad_clip or check "
+            "the data; the checkpoints on disk hold the last finite state"
+        )
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -176,23 +271,42 @@ def _to_float(output: Any) -> Any:
     return type(output)(_to_float(o) for o in output)
 
 
-def _agree(loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
-    """(loss finite on every rank, a stop requested on any rank), decided by all ranks together."""
-    flags = torch.stack([~torch.isfinite(loss).all(), torch.tensor(stop_requested, device=loss.device)]).float()
+def _nonfinite_flag(tensors: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """A bool tensor on ``device``: any floating-point tensor holds a NaN or an inf (one fused max-abs per device)."""
+    groups: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        if t.is_floating_point() and t.numel():
+            groups.setdefault(t.device, []).append(t.detach())
+    flag = torch.zeros((), dtype=torch.bool, device=device)
+    for group in groups.values():
+        peaks = torch._foreach_norm(group, float("inf"))  # NaN propagates; finite values never overflow
+        flag = flag | ~torch.isfinite(torch.stack([p.float() for p in peaks])).all().to(device)
+    return flag
+
+
+def _any_rank(flags: list[torch.Tensor | bool], device: torch.device) -> list[bool]:
+    """Each flag OR-ed over all ranks, in one all-reduce and one sync: every rank takes the same branch."""
+    stacked = torch.stack([torch.as_tensor(f, device=device).float().reshape(()) for f in flags])
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    nonfinite, stopping = flags.tolist()
-    return not nonfinite, bool(stopping)
+        dist.all_reduce(stacked, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in stacked.tolist()]
 
 
-def _nonfinite(step: int, what: str, terms: dict[str, torch.Tensor], policy: str) -> bool:
+def _bad_terms(terms: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in terms.items() if not torch.isfinite(v).all()]
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _nonfinite(step: int, what: str, where: str, terms: dict[str, torch.Tensor], policy: str,
+               stopping: str = "stopping before the weights are changed") -> bool:
     """Report a non-finite ``what``: raise under ``policy='stop'``, else log it and return True (skip the step)."""
-    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
     detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-    where = f"non-finite terms: {', '.join(bad)}" if bad else "non-finite on another rank"
     msg = f"step {step}: non-finite {what} ({where}; {detail})"
     if policy == "stop":
-        raise TrainingError(msg + "; stopping before the weights are changed (train.nan_policy='skip' skips such steps)")
+        raise TrainingError(f"{msg}; {stopping} (train.nan_policy='skip' skips such steps)")
     log.warning("%s; step skipped (train.nan_policy='skip')", msg)
     return True
 
