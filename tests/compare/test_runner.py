@@ -67,9 +67,9 @@ def test_rerun_skips_finished_runs(report: Path, monkeypatch: pytest.MonkeyPatch
     trained = []
     real = train_mod.fit
 
-    def spy(cfg, resume=False):  # noqa: ANN001, ANN202
+    def spy(cfg, resume=False, overwrite=False):  # noqa: ANN001, ANN202
         trained.append((cfg.output_dir, resume))
-        return real(cfg, resume=resume)
+        return real(cfg, resume=resume, overwrite=overwrite)
 
     monkeypatch.setattr(train_mod, "fit", spy)
     assert main([*ARGS, "--out", str(report)]) == 0

@@ -78,7 +78,8 @@ def test_nan_loss_stops_before_weights_change(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(SegmentationCriterion, "forward", poisoned)
     with pytest.raises(TrainingError, match="step 0: non-finite loss"):
         fit(config_from_dict(_config(tmp_path, epochs=1)))
-    summary = fit(config_from_dict(_config(tmp_path, epochs=1, nan_policy="skip")))
+    summary = fit(config_from_dict(_config(tmp_path, epochs=1, nan_policy="skip", max_skipped_fraction=1.0)),
+                  overwrite=True)
     assert summary.skipped_steps == 8
 
 
@@ -153,7 +154,7 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_early_stopping_sgd_poly(tmp_path: Path) -> None:
     cfg = _config(tmp_path, epochs=5, early_stop_patience=1)
-    cfg["optim"] = {"name": "sgd", "lr": 0.0, "momentum": 0.9}  # nothing changes, so nothing improves
+    cfg["optim"] = {"name": "sgd", "lr": 1e-30, "momentum": 0.9}  # too small to change a weight: nothing improves
     cfg["schedule"] = {"name": "poly", "power": 0.9}
     summary = fit(config_from_dict(cfg))
     assert summary.steps == 16 and len(summary.history) == 2

@@ -36,9 +36,9 @@ def test_sigkilled_compare_resumes_without_duplicates(tmp_path: Path, monkeypatc
     trained = []
     real_fit = train_mod.fit
 
-    def spy(cfg, resume=False):  # noqa: ANN001, ANN202
+    def spy(cfg, resume=False, overwrite=False):  # noqa: ANN001, ANN202
         trained.append(Path(cfg.output_dir).relative_to(runs).as_posix())
-        return real_fit(cfg, resume=resume)
+        return real_fit(cfg, resume=resume, overwrite=overwrite)
 
     monkeypatch.setattr(train_mod, "fit", spy)
     cost = {"params": 1, "macs": 1, "latency_ms": 1.0, "throughput": 1.0, "train_step_ms": 1.0, "peak_memory_mb": 1.0}

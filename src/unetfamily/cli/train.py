@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unetfamily.cli._common import EXIT_INTERRUPTED, EXIT_OK, command, out
+
+if TYPE_CHECKING:
+    from unetfamily.config import Config
 
 __all__ = ["add_parser", "run"]
 
@@ -14,8 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = command(subparsers, "train", run, help="train a model from a config file",
                 description="Train a model. Overrides are dotted keys: train.epochs=3 optim.lr=3e-4")
     p.add_argument("--config", help="YAML or TOML config; built-in defaults apply to missing keys (none: all defaults)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in output_dir from its last checkpoint (its saved config wins)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="continue the run in output_dir from its last checkpoint, under its saved config with the "
+                               "--config keys and overrides given on top; these may change only the budget "
+                               "(train.epochs, train.max_steps, train.max_seconds, train.early_stop_patience) and "
+                               "run-time settings")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the run already in output_dir: delete its checkpoints, config.yaml, train.log and "
+                               "tensorboard/ (other files there are kept), then train")
     p.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides, e.g. train.epochs=3")
 
 
@@ -23,10 +35,9 @@ def run(args: argparse.Namespace) -> int:
     """Train; prints the run folder and best score (rank 0); exit 130 when a signal stopped the run."""
     import torch.distributed as dist
 
-    from unetfamily.config import load_config
     from unetfamily.engine.train import fit
 
-    summary = fit(load_config(args.config, args.overrides), resume=args.resume)
+    summary = fit(_config(args), resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary.best if summary.best is None else round(summary.best, 4)
         out(f"run folder: {summary.run_dir}  steps: {summary.steps}  best {summary.monitor}: {best}  "
@@ -35,3 +46,15 @@ def run(args: argparse.Namespace) -> int:
         dist.barrier()  # let every rank finish its last collective before the process group is torn down
         dist.destroy_process_group()
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The config file (or the defaults) with the overrides; with --resume, the run's saved config below them."""
+    from unetfamily.config import read_config_file
+    from unetfamily.config import apply_overrides, load_config
+    from unetfamily.engine.run_folder import config_for_resume
+
+    if not args.resume:
+        return load_config(args.config, args.overrides)
+    user = read_config_file(Path(args.config)) if args.config else {}
+    return config_for_resume(apply_overrides(user, list(args.overrides)))

@@ -20,6 +20,7 @@ Multi-class: probabilities (K, H, W) = softmax, mask = argmax. Images are (C, H,
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -32,13 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from unetfamily.engine.inference import BlendMode, sliding_window_strips, tile_starts
+from unetfamily.engine.predict_inputs import (
+    collect_inputs, output_files, output_stems, refuse_collisions, refuse_existing,
+)
 from unetfamily.errors import ConfigError
-from unetfamily.files import atomic_write
+from unetfamily.files import WriteError, atomic_write, atomic_write_bytes
 from unetfamily.models import UNetPlusPlus, final_output
 from unetfamily.overlay import overlay
 
-__all__ = ["Prediction", "Predictor", "PredictedFiles", "load_image", "write_outputs", "collect_inputs",
-           "output_stems", "predict_files"]
+__all__ = ["Prediction", "Predictor", "PredictedFiles", "load_image", "output_files", "write_outputs",
+           "collect_inputs", "output_stems", "predict_files"]
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +192,8 @@ def _check_options(model: nn.Module, tile_size: int | None, overlap: float, batc
                    threshold: float, level: int | None, mode: str | None) -> None:
     """Refuse unusable :class:`Predictor` options with a :class:`~unetfamily.errors.ConfigError` naming them."""
     if (level is not None or mode is not None) and not isinstance(model, UNetPlusPlus):
-        raise ConfigError(f"level/mode select UNet++ heads; this model is a {type(model).__name__}. Leave them unset.")
+        raise ConfigError(f"level/mode (--level/--mode) select UNet++ heads; this model is a {type(model).__name__}. "
+                          "Leave them unset.")
     if mode not in (None, "accurate", "fast"):
         raise ConfigError(f"mode={mode!r} is not valid; choose 'accurate' or 'fast'")
     if mode == "accurate" and level is not None:
@@ -228,6 +233,13 @@ def load_image(path: str | Path, in_channels: int) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as a .npy file's bytes: numpy writing into a file reports a full disk without its errno."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def _write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
@@ -249,61 +261,30 @@ def write_outputs(
     ``binary_255``. Probabilities: ``<stem>_prob.npy`` (K, H, W) float32, or 16-bit PNGs scaled
     to 0..65535: ``<stem>_prob.png`` for binary models, ``<stem>_prob_<k>.png`` per class otherwise.
     The overlay tints ``image`` (C, H, W) with the class colours of :mod:`unetfamily.overlay`.
+    All or none: when one file cannot be written, those already written for this image are deleted.
     """
-    written = []
+    if probabilities is not None and pred.probabilities is None:
+        raise ValueError("the prediction kept no probabilities; call predict(keep_probabilities=True)")
     mask = pred.mask.numpy()
     mask = (mask * 255).astype(np.uint8) if binary_255 else mask.astype(np.uint8 if mask.dtype == np.uint8 else np.uint16)
-    written.append(out_dir / f"{stem}.png")
-    _write_png(written[-1], mask)
-    if probabilities is not None:
-        if pred.probabilities is None:
-            raise ValueError("the prediction kept no probabilities; call predict(keep_probabilities=True)")
-        probs = pred.probabilities.numpy()
-        if probabilities == "npy":
-            written.append(out_dir / f"{stem}_prob.npy")
-            atomic_write(written[-1], lambda f: np.save(f, probs))
-        else:
-            for k, p in enumerate(probs):
-                written.append(out_dir / (f"{stem}_prob.png" if len(probs) == 1 else f"{stem}_prob_{k}.png"))
-                _write_png(written[-1], np.round(p * 65535).astype(np.uint16))
+    probs = pred.probabilities.numpy() if probabilities is not None and pred.probabilities is not None else None
+    paths = output_files(out_dir, stem, len(probs) if probs is not None else 1, probabilities, with_overlay)
+    writers = [lambda path: _write_png(path, mask)]
+    if probs is not None and probabilities == "npy":
+        writers.append(lambda path: atomic_write_bytes(path, _npy_bytes(probs)))
+    elif probs is not None:
+        writers += [lambda path, p=p: _write_png(path, np.round(p * 65535).astype(np.uint16)) for p in probs]
     if with_overlay:
-        written.append(out_dir / f"{stem}_overlay.png")
-        _write_png(written[-1], overlay(image.numpy(), pred.mask.numpy(), ignore_index=None))
-    return written
-
-
-def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files from file and folder arguments (folders: their images, not recursive, natural order)."""
-    from unetfamily.data.errors import DataError
-    from unetfamily.data.formats import list_images
-
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise DataError(f"{item}: folder holds no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp)")
-            files.extend(found)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise DataError(f"{item}: input not found; pass image files or folders of images")
-    return files
-
-
-def output_stems(files: Sequence[Path], out_dir: Path) -> list[str]:
-    """Output stems, refusing two inputs that would write the same file or an output over an input."""
-    seen: dict[str, Path] = {}
-    for path in files:
-        if path.stem in seen:
-            raise ConfigError(
-                f"{seen[path.stem]} and {path} would both write {out_dir / (path.stem + '.png')}; "
-                f"predict them into separate output folders"
-            )
-        seen[path.stem] = path
-        if (out_dir / f"{path.stem}.png").resolve() == path.resolve():
-            raise ConfigError(f"{path}: its mask would overwrite it; choose another output folder")
-    return list(seen)
+        writers.append(lambda path: _write_png(path, overlay(image.numpy(), pred.mask.numpy(), ignore_index=None)))
+    try:
+        for path, write in zip(paths, writers, strict=True):
+            write(path)
+    except BaseException:
+        for path in paths:  # none of this image's outputs rather than some, or a mix of new and old ones
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    return paths
 
 
 @dataclass
@@ -322,17 +303,25 @@ def predict_files(
     binary_255: bool = False,
     probabilities: Literal["npy", "png"] | None = None,
     with_overlay: bool = False,
+    overwrite: bool = False,
 ) -> PredictedFiles:
     """Predict every file into ``out_dir`` (see :func:`write_outputs`); an unreadable image is recorded and skipped.
 
-    Two inputs with the same stem, or an output that would overwrite its input, are refused
-    before anything runs (:class:`~unetfamily.errors.ConfigError`).
+    Refused before anything runs (:class:`~unetfamily.errors.ConfigError`): two inputs with the
+    same stem, an output that would overwrite its input, and, unless ``overwrite``, any output
+    file that already exists. A file that cannot be written (a full disk) stops the run with a
+    :class:`~unetfamily.files.WriteError` naming it; the images predicted before it keep all their
+    outputs, that image keeps none.
     """
     from unetfamily.data.errors import DataError
 
     if binary_255 and predictor.num_classes != 1:
         raise ConfigError(f"binary_255 needs a binary model (num_classes=1); this one has {predictor.num_classes} classes")
     stems = output_stems(files, out_dir)
+    refuse_collisions(files, [output_files(out_dir, st, predictor.num_classes, probabilities, with_overlay)
+                               for st in stems])
+    if not overwrite:
+        refuse_existing(out_dir, stems, predictor.num_classes, probabilities, with_overlay)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -351,7 +340,9 @@ def predict_files(
             done.predicted += 1
         except DataError as exc:
             done.failed.append((path, str(exc)))
-        except OSError as exc:
-            done.failed.append((path, f"{path}: cannot write its outputs into {out_dir} ({exc.strerror or exc})"))
+        except WriteError:
+            log.warning("stopped at %s: the %d image(s) before it are predicted into %s, it and the %d after it "
+                        "are not", path, done.predicted, out_dir, len(files) - done.predicted - len(done.failed) - 1)
+            raise
     done.seconds = time.perf_counter() - start
     return done

@@ -27,17 +27,13 @@ from torch import nn
 from unetfamily.config import Config, ConfigError, config_from_dict
 from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from unetfamily.engine.device import resolve_device
-from unetfamily.errors import UnetFamilyError
+from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
 from unetfamily.files import atomic_write_bytes
 from unetfamily.models import SegmentationModel, create_model
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainingError", "RunState", "Distributed", "TrainRun", "setup_run"]
-
-
-class TrainingError(UnetFamilyError, RuntimeError):
-    """Training cannot go on (an unwritable run folder, a non-finite loss under nan_policy='stop', ...)."""
 
 
 @dataclass
@@ -80,7 +76,7 @@ class Distributed:
 class TrainRun:
     """A run ready to train: what :func:`setup_run` built, and the run state the loop advances."""
 
-    cfg: Config  # resolved: model.kwargs hold in_channels and num_classes; on resume, the checkpoint's
+    cfg: Config  # resolved: model.kwargs hold in_channels and num_classes; on resume, the saved one + new budget
     run_dir: Path  # the output_dir of the config passed in (also on resume)
     dist: Distributed
     device: torch.device
@@ -124,45 +120,80 @@ class TrainRun:
             self.log_handler.close()
 
 
-def setup_run(config: Config, resume: bool = False) -> TrainRun:
+def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainRun:
     """Build data, model, optimizer, loss, loaders and run state for ``config``, in the fixed order.
 
-    With ``resume`` the run continues from ``<output_dir>/checkpoints/last.safetensors``, whose
-    resolved config then replaces ``config`` (the device is still ``config``'s).
+    First the run folder is checked (:func:`~unetfamily.engine.run_folder.prepare_run_folder`): a
+    folder holding a run is refused unless ``resume`` continues it or ``overwrite`` replaces it.
+    With ``resume`` the run continues from ``<output_dir>/checkpoints/last.safetensors`` under its
+    saved config, of which ``config`` may change only the budget and run-time settings
+    (:func:`~unetfamily.engine.run_folder.resumed_config`).
     """
-    from unetfamily.data import build_dataset
+    from unetfamily.data import build_dataset, check_dataset
 
+    run_dir = Path(config.output_dir)
+    prepare_run_folder(run_dir, resume, overwrite, main=int(os.environ.get("RANK", "0")) == 0)
     dist_info, device = _setup_distributed(config.train.device)
+    if dist_info.world_size > 1:
+        dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
     if config.train.amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp='fp16' needs CUDA (loss scaling); use 'bf16' on CPU")
     if not dist_info.main:  # rank-0-only logging: other ranks report only problems
         logging.getLogger("unetfamily").setLevel(logging.WARNING)
-    run_dir = Path(config.output_dir)
     resumed = load_checkpoint(run_dir / "checkpoints" / "last.safetensors") if resume else None
+    saved = config_from_dict(resumed.config) if resumed is not None else None
     cfg = config
-    if resumed is not None:
-        cfg = config_from_dict(resumed.config)  # the interrupted run's resolved config wins
+    if resumed is not None and saved is not None:
         log.info("resuming %s from step %d", run_dir, resumed.step)
+        cfg = resumed_config(saved, config, run_dir)
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    # Every file of both splits read once now, so no data error can surface after training started.
+    check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
+                  batch_sizes={"train": cfg.loader.batch_size, "val": cfg.loader.val_batch_size or cfg.loader.batch_size})
     cfg = _with_data_shapes(cfg, train_set.info)
-    if dist_info.main:
-        _write_run_config(run_dir, cfg)
     model, train_model = _build_model(cfg, device, dist_info, resumed)
     optimizer = _build_optimizer(model, cfg)
     if resumed is not None and resumed.optimizer_state is not None:
         optimizer.load_state_dict(resumed.optimizer_state)
         restore_rng(resumed.rng, resumed.rng.get("torch"))
     criterion = _build_criterion(cfg, train_set.info)
+    if dist_info.main:  # written once the model and loss accepted the config, so a refused one leaves no trace
+        _write_run_config(run_dir, cfg)
     train_loader, val_loader = _build_loaders(cfg, train_set, val_set, dist_info)
-    steps = len(train_loader) * cfg.train.epochs
+    total_steps = _total_steps(cfg, len(train_loader))
+    state = RunState.from_checkpoint(resumed) if resumed is not None else RunState()
+    if resumed is not None and saved is not None:
+        _log_resumed_budget(saved, cfg, len(train_loader), state, total_steps, run_dir)
     return TrainRun(
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
-        val_loader=val_loader, total_steps=min(cfg.train.max_steps or steps, steps),
-        state=RunState.from_checkpoint(resumed) if resumed is not None else RunState(),
+        val_loader=val_loader, total_steps=total_steps, state=state,
         log_handler=_file_log(run_dir) if dist_info.main else None,
         writer=_writer(run_dir, cfg.train.tensorboard) if dist_info.main else None,
     )
+
+
+def _total_steps(cfg: Config, steps_per_epoch: int) -> int:
+    steps = steps_per_epoch * cfg.train.epochs
+    return min(cfg.train.max_steps or steps, steps)
+
+
+def _log_resumed_budget(saved: Config, cfg: Config, steps_per_epoch: int, state: RunState, total: int,
+                        run_dir: Path) -> None:
+    """Say what a resumed run's budget means: nothing left to train, an early stop to come, a new LR curve."""
+    patience = cfg.train.early_stop_patience
+    if state.step >= total:
+        log.warning("%s is already at step %d of %d; nothing to train (raise train.epochs or train.max_steps "
+                    "to train longer)", run_dir, state.step, total)
+        return
+    if patience is not None and state.bad_evals >= patience:
+        log.warning("%s stopped early (%s did not improve for %d evaluations); it stops again after its next "
+                    "evaluation unless that one improves or train.early_stop_patience is raised",
+                    run_dir, cfg.train.monitor, state.bad_evals)
+    before = _total_steps(saved, steps_per_epoch)
+    if before != total and cfg.schedule.name != "constant":
+        log.info("the %s learning-rate schedule now spans %d steps instead of %d: from step %d on, the learning "
+                 "rate follows the new curve", cfg.schedule.name, total, before, state.step)
 
 
 def _setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unetfamily.config import Config, ConfigError
+from unetfamily.config import Config, check_config
+from unetfamily.engine.checkpoint import copy_checkpoint
 from unetfamily.engine.evaluate import evaluate
 from unetfamily.engine.loop import StopFlag, StopRequested, train_one_epoch
 from unetfamily.engine.run_setup import TrainingError, TrainRun, setup_run
+from unetfamily.engine.score_order import finite_score, is_better, lower_is_better
+from unetfamily.errors import unknown_choice
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,14 @@ class TrainSummary:
     skipped_steps: int  # steps skipped for non-finite values (train.nan_policy='skip')
 
 
-def fit(config: Config, resume: bool = False) -> TrainSummary:
-    """Train a model as ``config`` says; with ``resume``, continue from ``<output_dir>/checkpoints/last.safetensors``.
+def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainSummary:
+    """Train a model as ``config`` says into ``config.output_dir``.
+
+    An output_dir that already holds a run (a checkpoint, config.yaml, train.log or tensorboard/)
+    is refused with a :class:`TrainingError`, before anything is read or written, unless
+    ``resume`` continues it from ``checkpoints/last.safetensors`` (``config`` may then change only
+    the budget and run-time settings of the saved config, see :mod:`unetfamily.engine.run_folder`)
+    or ``overwrite`` deletes those files (and no others) and trains anew.
 
     Raises :class:`~unetfamily.config.ConfigError` for a config the data or model refuse,
     :class:`TrainingError` when training cannot go on, and
@@ -54,7 +63,8 @@ def fit(config: Config, resume: bool = False) -> TrainSummary:
     if not isinstance(config, Config):
         raise TypeError(f"fit takes a unetfamily.config.Config, not {type(config).__name__}; "
                         "use fit(load_config(path)) or fit(config_from_dict(mapping))")
-    run = setup_run(config, resume)
+    config = check_config(config)  # a Config built in Python gets the ranges a loaded one got
+    run = setup_run(config, resume, overwrite)
     state, stop, progress = run.state, StopFlag(), _progress(run)
     metrics: dict[str, Any] = {}
     interrupted = False
@@ -83,25 +93,58 @@ def fit(config: Config, resume: bool = False) -> TrainSummary:
 
 
 def _validate(run: TrainRun, epoch: int) -> dict[str, Any]:
-    """Score the model on the validation split, add the scores to the history, keep the best checkpoint."""
+    """Score the model on the validation split, add the scores to the history, keep the best checkpoint.
+
+    The best is judged by :func:`~unetfamily.engine.score_order.is_better` in the direction of
+    ``train.monitor``: a NaN score (e.g. precision before any positive prediction) is never the
+    best and counts as "not improved" for early stopping. A new best writes ``last`` first and
+    then makes ``best`` the same file (:func:`_keep_as_best`), so ``best`` is never newer than
+    ``last`` and a run stopped between the two (a full disk) resumes from ``last``.
+    """
     info, state, train = run.info, run.state, run.cfg.train
     metrics = evaluate(run.model, run.val_loader, run.device, info.num_classes, info.ignore_index, amp=train.amp)
+    score = _monitored(metrics, train.monitor)
     metrics["step"], metrics["epoch"] = state.step, epoch
     state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     if run.writer is not None:
         for k, v in metrics.items():
             if isinstance(v, float):
                 run.writer.add_scalar(f"val/{k}", v, state.step)
-    if train.monitor not in metrics:
-        raise ConfigError(f"train.monitor={train.monitor!r} is not a validation metric; "
-                          f"choose one of {', '.join(sorted(metrics))}")
     log.info("epoch %d step %d: %s", epoch, state.step, _scores_line(metrics))
-    if state.best is None or metrics[train.monitor] > state.best:
-        state.best, state.bad_evals = metrics[train.monitor], 0
-        run.save(run.best_path, epoch)
+    if is_better(score, state.best, lower_is_better(train.monitor)):
+        state.best, state.bad_evals = float(score), 0
+        _keep_as_best(run, epoch)
     else:
         state.bad_evals += 1
+        if finite_score(score) is None and run.dist.main:
+            log.warning("epoch %d: %s is %s, not a score; counted as not improved (best so far: %s)",
+                        epoch, train.monitor, score, state.best)
+    _warn_skipped(run)
     return metrics
+
+
+def _monitored(metrics: dict[str, Any], monitor: str) -> Any:
+    """The value of ``train.monitor`` in ``metrics``; a ConfigError when it is not a scalar validation score."""
+    scores = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if monitor not in scores:
+        raise unknown_choice("train.monitor", monitor, scores, hint="a scalar validation score")
+    return metrics[monitor]
+
+
+def _keep_as_best(run: TrainRun, epoch: int) -> None:
+    """Write ``last``, then make ``best`` the same checkpoint (a hard link where possible: no second write)."""
+    run.save(run.last_path, epoch)
+    if run.dist.main:
+        copy_checkpoint(run.last_path, run.best_path)
+
+
+def _warn_skipped(run: TrainRun) -> None:
+    """A warning line whenever steps were skipped for non-finite values, so a run never hides them."""
+    skipped, steps = run.state.skipped_steps, run.state.step
+    if skipped and run.dist.main:  # every rank skipped the same steps
+        log.warning("%d of %d steps so far were skipped for non-finite values (train.nan_policy='skip'; the run "
+                    "fails once more than train.max_skipped_fraction=%g of them are)", skipped, steps,
+                    run.cfg.train.max_skipped_fraction)
 
 
 def _out_of_time(run: TrainRun, started: float) -> bool:
