@@ -403,7 +403,7 @@ def test_criterion_checks_channels_and_build_loss_names():
     with pytest.raises(ValueError, match="num_classes=4"):
         SegmentationCriterion("ce", num_classes=4)(logits, target)
     SegmentationCriterion("ce", num_classes=2)(logits[:, :1], target.clamp(max=1))  # binary: 1 channel for 2 classes
-    with pytest.raises(ValueError, match="Valid names: bce_dice_unetpp, ce, dice"):
+    with pytest.raises(ValueError, match="loss.name: unknown value 'dice_bce'; did you mean 'dice_ce'"):
         build_loss("dice_bce")
     assert build_loss("focal", gamma=None).gamma == 2.0  # None kwargs are dropped
     with pytest.raises(ValueError, match="does not match logits"):

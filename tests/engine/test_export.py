@@ -82,7 +82,9 @@ def test_cli_export_onnx_and_errors(tmp_path, make_checkpoint, capsys) -> None:
     logits = run_onnx(out, torch.rand(1, 3, 20, 28))
     assert logits.shape == (1, 1, 20, 28) and np.isfinite(logits.numpy()).all()
 
-    assert main(["export", "--checkpoint", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert main(["export", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "e.onnx")]) == 2
     assert "error: " in (err := capsys.readouterr().err) and "none" in err
-    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--level", "1"]) == 2
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "e.onnx"), "--level", "1"]) == 2
     assert "error: level selects a pruned UNet++" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 2  # an existing file is not replaced
+    assert "--overwrite" in capsys.readouterr().err and [p.name for p in out.parent.iterdir()] == ["model.onnx"]

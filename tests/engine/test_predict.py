@@ -280,7 +280,7 @@ def test_cli_predict_errors(tmp_path, make_checkpoint, capsys) -> None:
     assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "o"), "--binary-255"]) == 2
     assert "binary" in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "o"), "--overlap", "1"]) == 2
-    assert "error: overlap=1.0 must be in [0, 1)" in capsys.readouterr().err
+    assert "error: --overlap must be in [0, 1), got 1" in capsys.readouterr().err
     (tmp_path / "bad.png").write_bytes(b"not a png")
     out = tmp_path / "o"
     assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "bad.png"), str(img), "--out", str(out)]) == 2

@@ -256,7 +256,7 @@ def convert_labelme(
     classes = _class_list(Path(labels_file) if labels_file else None, files)
     if not len(classes) <= ignore_index <= 255:
         raise DataError(
-            f"{len(classes)} classes do not fit an 8-bit PNG mask with ignore_index={ignore_index}; "
+            f"{len(classes)} classes do not fit an 8-bit PNG mask with ignore_index={ignore_index} (--ignore-index); "
             "the ignore index must lie between the number of classes and 255"
         )
     class_index = {name: i for i, name in enumerate(classes)} | {IGNORE_LABEL: ignore_index}
