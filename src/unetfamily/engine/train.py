@@ -75,9 +75,12 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
             while state.step < run.total_steps:
                 train_one_epoch(run, epoch, stop, progress)
                 epoch += 1
+                improved = False
                 if state.step >= run.total_steps or epoch % max(1, run.cfg.train.eval_every) == 0:
-                    metrics = _validate(run, epoch)
+                    metrics, improved = _validate(run, epoch)
                 run.save(run.last_path, epoch)
+                if improved and run.dist.main:  # best = the checkpoint just written (a hard link: no second write)
+                    copy_checkpoint(run.last_path, run.best_path)
                 if _out_of_time(run, started) or _out_of_patience(run):
                     break
         except StopRequested:
@@ -92,14 +95,14 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
                         time.perf_counter() - started, interrupted, state.skipped_steps)
 
 
-def _validate(run: TrainRun, epoch: int) -> dict[str, Any]:
-    """Score the model on the validation split, add the scores to the history, keep the best checkpoint.
+def _validate(run: TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
+    """Score the model on the validation split, add the scores to the history; return them and whether they improved.
 
     The best is judged by :func:`~unetfamily.engine.score_order.is_better` in the direction of
     ``train.monitor``: a NaN score (e.g. precision before any positive prediction) is never the
-    best and counts as "not improved" for early stopping. A new best writes ``last`` first and
-    then makes ``best`` the same file (:func:`_keep_as_best`), so ``best`` is never newer than
-    ``last`` and a run stopped between the two (a full disk) resumes from ``last``.
+    best and counts as "not improved" for early stopping. :func:`fit` then writes ``last`` and, on
+    an improvement, makes ``best`` the same file, so ``best`` is never newer than ``last`` and a
+    run stopped between the two (a full disk) resumes from ``last``.
     """
     info, state, train = run.info, run.state, run.cfg.train
     metrics = evaluate(run.model, run.val_loader, run.device, info.num_classes, info.ignore_index, amp=train.amp)
@@ -113,14 +116,15 @@ def _validate(run: TrainRun, epoch: int) -> dict[str, Any]:
     log.info("epoch %d step %d: %s", epoch, state.step, _scores_line(metrics))
     if is_better(score, state.best, lower_is_better(train.monitor)):
         state.best, state.bad_evals = float(score), 0
-        _keep_as_best(run, epoch)
+        improved = True
     else:
+        improved = False
         state.bad_evals += 1
         if finite_score(score) is None and run.dist.main:
             log.warning("epoch %d: %s is %s, not a score; counted as not improved (best so far: %s)",
                         epoch, train.monitor, score, state.best)
     _warn_skipped(run)
-    return metrics
+    return metrics, improved
 
 
 def _monitored(metrics: dict[str, Any], monitor: str) -> Any:
@@ -129,13 +133,6 @@ def _monitored(metrics: dict[str, Any], monitor: str) -> Any:
     if monitor not in scores:
         raise unknown_choice("train.monitor", monitor, scores, hint="a scalar validation score")
     return metrics[monitor]
-
-
-def _keep_as_best(run: TrainRun, epoch: int) -> None:
-    """Write ``last``, then make ``best`` the same checkpoint (a hard link where possible: no second write)."""
-    run.save(run.last_path, epoch)
-    if run.dist.main:
-        copy_checkpoint(run.last_path, run.best_path)
 
 
 def _warn_skipped(run: TrainRun) -> None:
