@@ -30,7 +30,7 @@ def test_unknown_command_exits_2() -> None:
 
 def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
-    assert "error: cannot read config file" in capsys.readouterr().err
+    assert "missing.yaml: config file not found" in capsys.readouterr().err
     assert main(["train", "train.epochz=3"]) == 2
     assert "unknown config key train.epochz" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path)]) == 2
@@ -64,3 +64,17 @@ def test_error_types_share_one_base() -> None:
     for cls in (ConfigError, DataConfigError, DataError, CheckpointError):
         assert issubclass(cls, UnetFamilyError)
     assert issubclass(DataConfigError, ConfigError) and issubclass(DataError, ValueError)
+
+
+def test_a_message_that_spans_lines_is_printed_as_one_error_line(monkeypatch, capsys) -> None:
+    # Third-party messages (tarfile's, PyYAML's) can span lines; the error line must stay the whole message.
+    from unetfamily.cli import dataset as dataset_cli
+    from unetfamily.errors import ConfigError
+
+    def fail(args):
+        raise ConfigError("a.tar: cannot open:\n- method gz: bad\n\n- method tar: 'invalid header'")
+
+    monkeypatch.setattr(dataset_cli, "run_info", fail)
+    assert main(["dataset", "info", "synthetic"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == "error: a.tar: cannot open: - method gz: bad - method tar: 'invalid header'"

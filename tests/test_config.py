@@ -41,7 +41,7 @@ def test_invalid_configs_name_the_key(data: dict, match: str) -> None:
 
 
 def test_bad_files_and_overrides(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")

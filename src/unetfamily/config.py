@@ -16,8 +16,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
-import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from unetfamily.errors import ConfigError, Range, show_value as _show
+from unetfamily.errors import ConfigError, Range, regular_file, show_value as _show
 
 __all__ = ["ConfigError", "Config", "Range", "integer", "number", "check_fields", "check_config", "load_config",
            "read_config_file", "config_from_dict", "apply_overrides", "dataclass_from_dict"]
@@ -326,9 +324,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping a YAML/TOML config file holds ({} when empty); a ConfigError naming the file otherwise."""
+    regular_file(path, "config file", ConfigError)  # a FIFO or device would block or never end
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
-            raise ConfigError(f"config file {path} is not a regular file; give a YAML or TOML file")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc

@@ -11,12 +11,16 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import numbers
+import os
+import stat
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "Range", "show_value", "unknown_choice",
+__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "Range", "regular_file", "show_value", "unknown_choice",
            "resolve_choice", "require"]
 
 
@@ -120,22 +124,53 @@ class Range:
             return "a positive number"
         if low is not None:
             return f"{'at least' if self.gt is None else 'greater than'} {show_value(low)}"
-        return f"{'at most' if self.lt is None else 'less than'} {show_value(high)}" if high is not None else "a finite number"
+        if high is not None:
+            return f"{'at most' if self.lt is None else 'less than'} {show_value(high)}"
+        return "a whole number" if self.integer else "a finite number"
 
-    def __call__(self, what: str, value: Any) -> None:
-        """Raise :class:`ConfigError` naming ``what`` unless ``value`` is in range."""
+    def __call__(self, what: str, value: Any, error: type[ConfigError] = ConfigError) -> None:
+        """Raise ``error`` (a :class:`ConfigError`) naming ``what`` unless ``value`` is in range."""
         unset = "leave it out" if what.startswith("-") else "null"  # a command-line option, or a config key
         rule = self.describe() + (f" (or {unset} to {self.null})" if self.null else "")
         if value is None:
             if self.null is None:
-                raise ConfigError(f"{what} must not be null; it must be {rule}")
+                raise error(f"{what} must not be null; it must be {rule}")
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{what}={value!r} is not a number; it must be {rule}")
-        if self.integer and not isinstance(value, int):
-            raise ConfigError(f"{what} must be a whole number, got {show_value(value)}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise error(f"{what}={value!r} is not a number; it must be {rule}")
+        if self.integer and not isinstance(value, numbers.Integral):
+            raise error(f"{what} must be a whole number, got {show_value(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{what} must be {rule}, got {show_value(value)} (not a finite number)")
+            raise error(f"{what} must be {rule}, got {show_value(value)} (not a finite number)")
         if ((self.gt is not None and not value > self.gt) or (self.ge is not None and not value >= self.ge)
                 or (self.lt is not None and not value < self.lt) or (self.le is not None and not value <= self.le)):
-            raise ConfigError(f"{what} must be {rule}, got {show_value(value)}")
+            raise error(f"{what} must be {rule}, got {show_value(value)}")
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def regular_file(path: str | Path, what: str = "file", error: type[UnetFamilyError] = UnetFamilyError) -> Path:
+    """``path`` if it is a regular file (a symlink to one is fine), checked with ``os.stat`` before any open.
+
+    Anything else raises ``error`` naming it: a missing file or broken symlink, a directory, and the
+    special files (FIFOs, sockets, devices) whose opening could block forever or read without end.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as e:
+        broken = " (a broken symbolic link)" if path.is_symlink() else ""
+        raise error(f"{path}: {what} not found{broken}") from e
+    except OSError as e:
+        raise error(f"{path}: cannot access {what} ({e.strerror or e})") from e
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
+        raise error(f"{path}: is {kind}, not a regular file; the {what} must be a regular file (remove or rename it)")
+    return path

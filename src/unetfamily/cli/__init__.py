@@ -48,11 +48,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UnetFamilyError as exc:  # bad input: the message says what to do, no traceback
         log.debug("error details", exc_info=True)
-        err(f"error: {exc}")
+        err(f"error: {one_line(str(exc))}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         err("stopped; what was saved can be resumed by running the same command again")
         return EXIT_INTERRUPTED
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a library or third-party message that spans lines (tarfile's, PyYAML's) joined
+    with spaces, so that ``error:`` is always the last line of stderr and the whole message."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover

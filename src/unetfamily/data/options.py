@@ -8,13 +8,13 @@ Booleans are not accepted as numbers (YAML turns ``yes`` into ``True``).
 
 from __future__ import annotations
 
-import math
 import string
 from collections.abc import Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 from unetfamily.data.errors import DataConfigError
+from unetfamily.errors import Range
 
 __all__ = ["boolean", "integer", "mapping", "number", "placeholders", "size", "slice_range", "text"]
 
@@ -23,29 +23,15 @@ def _refuse(key: str, value: object, valid: str) -> DataConfigError:
     return DataConfigError(f"{key}={value!r} is invalid; {valid}")
 
 
-def _bounds(lo: int | float | None, hi: int | float | None) -> str:
-    if lo is not None and hi is not None:
-        return f" from {lo} to {hi}"
-    if lo is not None:
-        return f" >= {lo}"
-    return f" <= {hi}" if hi is not None else ""
-
-
 def integer(key: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
     """``value`` as an int in ``[lo, hi]`` (either bound optional)."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise _refuse(key, value, f"give a whole number{_bounds(lo, hi)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise _refuse(key, value, f"give a whole number{_bounds(lo, hi)}")
+    Range(ge=lo, le=hi, integer=True)(key, value, error=DataConfigError)
     return int(value)
 
 
 def number(key: str, value: Any, *, lo: float | None = None, hi: float | None = None) -> float:
     """``value`` as a finite float in ``[lo, hi]``."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise _refuse(key, value, f"give a finite number{_bounds(lo, hi)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise _refuse(key, value, f"give a number{_bounds(lo, hi)}")
+    Range(ge=lo, le=hi)(key, value, error=DataConfigError)
     return float(value)
 
 

@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialize
 from torch import nn
 
-from unetfamily.errors import UnetFamilyError
+from unetfamily.errors import UnetFamilyError, regular_file
 from unetfamily.files import WriteError, atomic_write_bytes, dump_json
 
 log = logging.getLogger(__name__)
@@ -205,12 +205,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if candidate.is_file():
                 return candidate
         raise CheckpointError(f"no checkpoint in run folder {path} (expected checkpoints/best.safetensors or last.safetensors)")
-    if path.exists() and not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a regular file (a pipe, socket or device); pass a "
-                              ".safetensors file or a run folder")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run folder")
-    return path
+    return regular_file(path, "checkpoint (a .safetensors file or a run folder)", CheckpointError)
 
 
 def _looks_pickled(path: Path) -> bool:
