@@ -386,12 +386,12 @@ def test_criterion_gradients_reach_every_head_and_the_classifier():
 def test_cgm_label_and_loss():
     target = torch.zeros(3, 4, 4, dtype=torch.long)
     target[1, 0, 0] = 1
-    target[2] = 255  # only ignored pixels: no foreground
+    target[2] = 255  # only ignored pixels: no foreground, and left out of the CGM loss (nothing is known)
     assert has_foreground(target).tolist() == [False, True, False]
     assert cgm_loss(torch.zeros(3, 2), target).item() == pytest.approx(LN2)
     cls = torch.tensor([[0.0, LN3]] * 3)  # sigmoid -> [0.5, 0.75]
-    # per image: absent (labels [1, 0]) -> ln2 + ln4; present (labels [0, 1]) -> ln2 + ln(4/3)
-    expected = (2 * (LN2 + math.log(4)) + (LN2 + math.log(4 / 3))) / 6
+    # per image: absent (labels [1, 0]) -> ln2 + ln4; present (labels [0, 1]) -> ln2 + ln(4/3); image 2 left out
+    expected = ((LN2 + math.log(4)) + (LN2 + math.log(4 / 3))) / 4
     assert cgm_loss(cls, target).item() == pytest.approx(expected)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         cgm_loss(torch.zeros(3, 1), target)

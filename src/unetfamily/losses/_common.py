@@ -7,6 +7,11 @@ Task mode is read off the shapes, never passed as a flag (the models' contract f
 - ``"multilabel"``: logits (N, C, H, W), float target (N, C, H, W) in {0, 1}; an element equal
   to ``ignore_index`` is ignored (per pixel AND per label).
 
+Ignored pixels: before any loss is computed the logits there are replaced by 0 through
+:func:`neutralise` (``torch.where``, so no gradient flows back), and every reduction leaves them
+out; so whatever the logits hold there (garbage, +-inf, NaN) the loss and the gradient are the
+same, and the gradient at ignored pixels is exactly 0.
+
 Every loss is computed in float32 at least (float16/bfloat16 logits are up-cast), so losses are
 safe under autocast; float64 stays float64 (gradcheck).
 """
@@ -20,7 +25,7 @@ from torch import Tensor
 
 from unetfamily.models import ModelOutput
 
-__all__ = ["Mode", "encode_target", "has_foreground", "infer_mode", "probabilities", "unpack_output"]
+__all__ = ["Mode", "encode_target", "has_foreground", "infer_mode", "neutralise", "probabilities", "unpack_output"]
 
 Mode = Literal["binary", "multiclass", "multilabel"]
 
@@ -85,10 +90,20 @@ def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> T
     return valid
 
 
+def neutralise(logits: Tensor, valid: Tensor) -> Tensor:
+    """``logits`` (N, C, H, W) with 0 wherever the broadcastable bool ``valid`` is False.
+
+    A ``torch.where``, not a product: the gradient at those elements is exactly 0 and a NaN or an
+    infinity there cannot leak into the loss (``nan * 0`` is NaN).
+    """
+    return torch.where(valid, logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
+
+
 def encode_target(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Mode, Tensor, Tensor, Tensor]:
     """Targets in the logits' layout.
 
-    Returns ``(mode, logits, onehot, valid)``: logits up-cast to float32 if half precision;
+    Returns ``(mode, logits, onehot, valid)``: logits up-cast to float32 if half precision and
+    set to 0 at ignored elements (:func:`neutralise`);
     ``onehot`` (N, K, H, W) float in {0, 1} (K = 1 for binary: the foreground channel; K = C
     otherwise) with 0 at ignored pixels; ``valid`` float, (N, 1, H, W) for class-index targets or
     (N, C, H, W) for multi-label, 1 where the pixel counts and 0 where it is ignored.
@@ -99,12 +114,13 @@ def encode_target(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Mo
     dtype = logits.dtype
     if mode == "multilabel":
         valid = target != ignore_index
-        return mode, logits, torch.where(valid, target, 0.0).to(dtype), valid.to(dtype)
+        return mode, neutralise(logits, valid), torch.where(valid, target, 0.0).to(dtype), valid.to(dtype)
     num_classes = 2 if mode == "binary" else logits.shape[1]
     valid = check_target_range(target, num_classes, ignore_index)
     t = torch.where(valid, target, 0)
     onehot = t.unsqueeze(1) if mode == "binary" else F.one_hot(t, num_classes).permute(0, 3, 1, 2)
-    return mode, logits, onehot.to(dtype), valid.unsqueeze(1).to(dtype)
+    valid = valid.unsqueeze(1)
+    return mode, neutralise(logits, valid), onehot.to(dtype), valid.to(dtype)
 
 
 def probabilities(logits: Tensor, mode: Mode) -> Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetfamily.errors import unknown_choice
-from unetfamily.losses._common import ModelOutput, has_foreground, unpack_output
+from unetfamily.losses._common import ModelOutput, has_foreground, masked_mean, neutralise, unpack_output
 from unetfamily.losses.pixel import CrossEntropyLoss, FocalLoss, Weights
 from unetfamily.losses.region import DiceLoss, IoULoss
 from unetfamily.losses.ssim import MSSSIMLoss
@@ -220,7 +220,8 @@ def cgm_loss(cls_logits: Tensor, target: Tensor, ignore_index: int = 255) -> Ten
             non-ignored pixel has class >= 1 (see :func:`~unetfamily.losses.has_foreground`).
 
     Returns:
-        Scalar BCE averaged over the 2N logits.
+        Scalar BCE averaged over the 2N logits, leaving out images whose pixels are all ignored
+        (nothing is known about them; a batch of only such images gives 0 with zero gradient).
     """
     if cls_logits.ndim != 2 or cls_logits.shape != (target.shape[0], 2):
         raise ValueError(f"cls_logits must be (N, 2) = ({target.shape[0]}, 2), got {tuple(cls_logits.shape)}")
@@ -228,7 +229,9 @@ def cgm_loss(cls_logits: Tensor, target: Tensor, ignore_index: int = 255) -> Ten
         cls_logits = cls_logits.float()
     present = has_foreground(target, ignore_index).to(cls_logits.dtype)
     labels = torch.stack([1 - present, present], dim=1)
-    return F.binary_cross_entropy_with_logits(cls_logits, labels)
+    known = (target != ignore_index).flatten(1).any(dim=1, keepdim=True)  # (N, 1)
+    bce = F.binary_cross_entropy_with_logits(neutralise(cls_logits, known), labels, reduction="none")
+    return masked_mean(bce, known.to(bce.dtype))
 
 
 class SegmentationCriterion(nn.Module):

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetfamily.losses._common import check_target_range, encode_target, infer_mode, masked_mean, safe_div
+from unetfamily.losses._common import (
+    check_target_range,
+    encode_target,
+    infer_mode,
+    masked_mean,
+    neutralise,
+    safe_div,
+)
 
 __all__ = ["CrossEntropyLoss", "FocalLoss", "cross_entropy", "focal_loss"]
 
@@ -64,6 +71,7 @@ def cross_entropy(
             logits = logits.float()
         valid = check_target_range(target, logits.shape[1], ignore_index)
         t = torch.where(valid, target, 0)
+        logits = neutralise(logits, valid.unsqueeze(1))
         w = _as_tensor(weight, logits, "weight", logits.shape[1])
         nll = F.cross_entropy(logits, t, weight=w, reduction="none")  # already scaled by w[t]
         denom = (w[t] if w is not None else torch.ones_like(nll)) * valid

@@ -9,7 +9,8 @@ multi-label), with p the probabilities and y the one-hot target, both zeroed at 
 
 The sums run over the whole batch and the pixels (``per_image=False``, the UNet++ authors'
 ``dice_coef`` which flattens the batch) or over each image's pixels with the loss then averaged
-over images (``per_image=True``, the UNet3+ authors' IoU loss). ``smooth = 1`` (the UNet++
+over images (``per_image=True``, the UNet3+ authors' IoU loss; an image, or for multi-label an
+image-label, whose pixels are all ignored is left out of that mean). ``smooth = 1`` (the UNet++
 authors' value) keeps a class absent from both prediction and target at loss ~0 instead of 0/0;
 with ``smooth = 0`` the denominator is clamped to ``eps`` so such a class gives loss 1.
 
@@ -21,9 +22,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-from unetfamily.losses._common import encode_target, probabilities
+from unetfamily.losses._common import encode_target, probabilities, safe_div
 
 __all__ = ["DiceLoss", "IoULoss", "dice_loss", "iou_loss"]
 
@@ -50,9 +52,11 @@ def _soft_overlap(
     else:
         score = (inter + smooth) / (card - inter + smooth).clamp_min(_EPS)
     loss = 1 - score
+    # Per image, an image (a label, for multi-label) without a valid pixel has nothing to score.
+    counted = (valid.sum(dims) > 0).to(loss.dtype).expand_as(loss) if per_image else torch.ones_like(loss)
     if mode == "multiclass" and not include_background:
-        loss = loss[..., 1:]
-    return loss.mean()
+        loss, counted = loss[..., 1:], counted[..., 1:]
+    return safe_div((loss * counted).sum(), counted.sum())
 
 
 def dice_loss(

@@ -154,8 +154,14 @@ def ms_ssim_loss(
             class channel including background), multi-label (sigmoid per channel).
         target: (N, H, W) long class indices, or (N, C, H, W) float {0, 1} for multi-label.
         win_size, win_sigma, weights: as in :func:`ms_ssim`.
-        ignore_index: target value whose pixels are masked out (see ``mask`` in :func:`ms_ssim`);
-            an image-channel with no valid pixel is left out of the mean.
+        ignore_index: target value whose pixels are masked out. Definition for this windowed
+            loss: at ignored pixels the logits are replaced by 0 (no gradient flows there), then
+            the probability and the target are BOTH set to 0 before the window statistics (so an
+            ignored pixel adds no mismatch, only a flat patch shared by both images), and each
+            scale's SSIM map is averaged with the valid mask at the window centres as weights
+            (average-pooled at coarser scales), so windows centred on ignored pixels do not count
+            (see ``mask`` in :func:`ms_ssim`). An image-channel with no valid pixel is left out of
+            the mean; a batch of only ignored pixels gives 0 with a zero gradient.
 
     Returns:
         Scalar loss in [0, 1 - eps].

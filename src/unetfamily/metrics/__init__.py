@@ -22,6 +22,13 @@ Conventions (``docs/losses_metrics.md`` has the full list):
 - HD95 (binary only, ``hd95=True``), per image then averaged, in pixels: both prediction and
   target empty -> 0, counted in the mean; exactly one empty -> undefined, left out of the mean
   and counted in ``hd95_undefined``.
+- Ignored pixels (target == ``ignore_index``: outside a region of interest, or an ignore label)
+  count in no score: they are left out of the confusion matrix, removed from both masks before
+  the boundary and centreline metrics (:mod:`~unetfamily.metrics.distance`), and a label
+  prediction may hold any value there. So the prediction at ignored pixels changes nothing and a
+  prediction wrong only there scores perfectly; an image whose every pixel is ignored is scored
+  like an empty image with an empty prediction (Dice/NSD/clDice NaN, HD95 0), and adds no pixel
+  to the confusion matrix.
 """
 from __future__ import annotations
 
@@ -155,13 +162,14 @@ def per_image_scores(
     """
     _check_target(target)
     k = _num_classes(num_classes)
-    pred = logits_to_labels(output, k, threshold)
+    pred = _labels(output, target, k, threshold, ignore_index)
     scores = scores_from_confusion(_confusion(pred, target, k, ignore_index))
     out = {name: scores[name] for name in ("per_class_dice", "per_class_iou", "dice", "iou")}
     if with_hd95:
-        out["hd95"] = torch.tensor(_hd95_batch(pred, target, k, ignore_index), dtype=torch.float64)
+        out["hd95"] = _hd95_batch(pred, target, k, ignore_index)
     if nsd_tolerance is not None:
-        nsd = _per_class(pred, target, k, ignore_index, lambda p, t: normalized_surface_dice(p, t, nsd_tolerance))
+        nsd = _per_class(pred, target, k, ignore_index,
+                         lambda p, t, valid: normalized_surface_dice(p, t, nsd_tolerance, valid=valid))
         out["per_class_nsd"], out["nsd"] = nsd, _foreground_mean(nsd)
     if with_cldice:
         cl = _per_class(pred, target, k, ignore_index, cldice)
@@ -169,17 +177,25 @@ def per_image_scores(
     return out
 
 
-def _per_class(pred: Tensor, target: Tensor, k: int, ignore_index: int, score) -> Tensor:
-    """(N, K) float64: ``score(pred == c, target == c)`` per image and foreground class (class 0 NaN).
+def _labels(output: ModelOutput, target: Tensor, k: int, threshold: float, ignore_index: int) -> Tensor:
+    """:func:`logits_to_labels`; a label prediction (N, H, W) may hold anything at ignored pixels (set to 0)."""
+    if isinstance(output, Tensor) and output.ndim == 3 and not output.is_floating_point():
+        if output.shape == target.shape:
+            output = torch.where(target != ignore_index, output, torch.zeros_like(output))
+    return logits_to_labels(output, k, threshold)
 
-    Ignored pixels count as neither class in both masks.
+
+def _per_class(pred: Tensor, target: Tensor, k: int, ignore_index: int, score) -> Tensor:
+    """(N, K) float64: ``score(pred == c, target == c, valid=...)`` per image and foreground class (class 0 NaN).
+
+    ``valid`` is False at ignored pixels, which the mask metrics remove from both masks.
     """
     valid = (target != ignore_index).cpu().numpy()
     p, t = pred.cpu().numpy(), target.cpu().numpy()
     out = np.full((p.shape[0], k), np.nan)
     for c in range(1, k):
         for i in range(p.shape[0]):
-            out[i, c] = score((p[i] == c) & valid[i], (t[i] == c) & valid[i])
+            out[i, c] = score(p[i] == c, t[i] == c, valid=valid[i])
     return torch.from_numpy(out)
 
 
@@ -192,13 +208,11 @@ def _foreground_mean(per_class: Tensor) -> Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
 
 
-def _hd95_batch(pred: Tensor, target: Tensor, k: int, ignore_index: int) -> list[float]:
+def _hd95_batch(pred: Tensor, target: Tensor, k: int, ignore_index: int) -> Tensor:
+    """(N,) float64 HD95 of class 1 in each image (binary tasks only)."""
     if k != 2:
         raise ValueError(f"HD95 is implemented for binary tasks (num_classes=2), got num_classes={k}")
-    valid = target != ignore_index
-    p = ((pred == 1) & valid).cpu().numpy()
-    t = ((target == 1) & valid).cpu().numpy()
-    return [hd95(pi, ti) for pi, ti in zip(p, t)]
+    return _per_class(pred, target, k, ignore_index, hd95)[:, 1]
 
 
 class SegmentationMetrics(Metric):
@@ -241,10 +255,10 @@ class SegmentationMetrics(Metric):
     def update(self, output: ModelOutput, target: Tensor) -> None:
         """Accumulate one batch: raw model output (or (N, H, W) labels) and target (N, H, W) long."""
         _check_target(target)
-        pred = logits_to_labels(output, self.num_classes, self.threshold)
+        pred = _labels(output, target, self.num_classes, self.threshold, self.ignore_index)
         self.confmat += _confusion(pred, target, self.num_classes, self.ignore_index).sum(0)
         if self.hd95:
-            values = torch.tensor(_hd95_batch(pred, target, self.num_classes, self.ignore_index), dtype=torch.float64)
+            values = _hd95_batch(pred, target, self.num_classes, self.ignore_index)
             defined = ~values.isnan()
             self.hd95_sum += values[defined].sum().to(self.hd95_sum.device)
             self.hd95_count += int(defined.sum())

@@ -3,6 +3,12 @@
 Both compare the masks' surfaces (the mask minus its 4-connected erosion, the image border
 counting as outside, as MONAI does) through Euclidean distance transforms (scipy.ndimage).
 They are per-image scores in pixels (HD95) or in [0, 1] (NSD).
+
+Ignored pixels (``valid`` False: outside a region of interest, or an ignore label) are removed
+from the foreground of BOTH masks before the surfaces are extracted, so they count as outside,
+exactly like the image border: ignoring a frame around the image gives the same score as
+cropping it away, the prediction there changes nothing, and a prediction that equals the target
+on every valid pixel scores perfectly. An image with no valid pixel is scored as two empty masks.
 """
 from __future__ import annotations
 
@@ -15,12 +21,23 @@ from unetfamily.errors import require
 
 __all__ = ["hd95", "normalized_surface_dice", "surface"]
 
+Mask = Tensor | np.ndarray
 
-def _binary_pair(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(pred.cpu() if isinstance(pred, Tensor) else pred).astype(bool)
-    t = np.asarray(target.cpu() if isinstance(target, Tensor) else target).astype(bool)
+
+def _numpy(mask: Mask) -> np.ndarray:
+    return np.asarray(mask.detach().cpu() if isinstance(mask, Tensor) else mask)
+
+
+def _binary_pair(pred: Mask, target: Mask, what: str, valid: Mask | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as (H, W) bool, with the pixels where ``valid`` is False removed from each."""
+    p, t = _numpy(pred).astype(bool), _numpy(target).astype(bool)
     if p.shape != t.shape or p.ndim != 2:
         raise ValueError(f"{what} takes two (H, W) masks, got {p.shape} and {t.shape}")
+    if valid is not None:
+        v = _numpy(valid).astype(bool)
+        if v.shape != p.shape:
+            raise ValueError(f"{what}: the valid mask is {v.shape} but the masks are {p.shape}")
+        p, t = p & v, t & v
     return p, t
 
 
@@ -37,14 +54,15 @@ def _distances(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ndimage.distance_transform_edt(~ts)[ps], ndimage.distance_transform_edt(~ps)[ts]
 
 
-def hd95(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
+def hd95(pred: Mask, target: Mask, *, valid: Mask | None = None) -> float:
     """95th-percentile symmetric Hausdorff distance, in pixels, between two binary masks (H, W).
 
     ``max(P95 of d(pred surface -> target surface), P95 of d(target surface -> pred surface))``
     over surface pixels, as MONAI's ``compute_hausdorff_distance(percentile=95)``.
-    Both masks empty -> 0.0; exactly one empty -> NaN. Needs scipy.
+    ``valid`` (H, W) bool, optional: pixels where it is False are ignored (see the module doc).
+    Both masks empty (on the valid pixels) -> 0.0; exactly one empty -> NaN. Needs scipy.
     """
-    p, t = _binary_pair(pred, target, "hd95")
+    p, t = _binary_pair(pred, target, "hd95", valid)
     if not p.any() and not t.any():
         return 0.0
     if not p.any() or not t.any():
@@ -53,17 +71,19 @@ def hd95(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
     return float(max(np.percentile(to_t, 95), np.percentile(to_p, 95)))
 
 
-def normalized_surface_dice(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, tolerance: float = 2.0) -> float:
+def normalized_surface_dice(pred: Mask, target: Mask, tolerance: float = 2.0, *, valid: Mask | None = None) -> float:
     """Normalised surface Dice (Nikolov et al., JMIR 2021) of two binary masks (H, W), in [0, 1].
 
     The fraction of both surfaces lying within ``tolerance`` pixels of the other surface:
     ``(|S_p within tol of S_t| + |S_t within tol of S_p|) / (|S_p| + |S_t|)``. It forgives
     boundary disagreement up to the tolerance (annotation noise) and punishes it beyond.
-    Both masks empty -> NaN (nothing to score, like per-image Dice); exactly one empty -> 0.0.
+    ``valid`` (H, W) bool, optional: pixels where it is False are ignored (see the module doc).
+    Both masks empty (on the valid pixels) -> NaN (nothing to score, like per-image Dice);
+    exactly one empty -> 0.0.
     """
     if tolerance < 0:
         raise ValueError(f"the NSD tolerance must be >= 0 pixels, got {tolerance}")
-    p, t = _binary_pair(pred, target, "normalized_surface_dice")
+    p, t = _binary_pair(pred, target, "normalized_surface_dice", valid)
     if not p.any() and not t.any():
         return math.nan
     if not p.any() or not t.any():

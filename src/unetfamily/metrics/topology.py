@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from torch import Tensor
-
 from unetfamily.errors import require
-from unetfamily.metrics.distance import _binary_pair
+from unetfamily.metrics.distance import Mask, _binary_pair
 
 __all__ = ["cldice"]
 
 
-def cldice(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
+def cldice(pred: Mask, target: Mask, *, valid: Mask | None = None) -> float:
     """clDice of two binary masks (H, W), in [0, 1].
 
     ``Tprec = |skel(pred) & target| / |skel(pred)|`` (how much of the predicted centreline lies in
     the target), ``Tsens = |skel(target) & pred| / |skel(target)|`` (how much of the target's
     centreline is covered), clDice = their harmonic mean. Both masks empty -> NaN (nothing to
     score, like per-image Dice); exactly one empty, or no overlap -> 0.0.
+
+    ``valid`` (H, W) bool, optional: pixels where it is False are removed from both masks before
+    skeletonisation (as by :mod:`~unetfamily.metrics.distance`), so the prediction there changes
+    nothing and a prediction equal to the target on the valid pixels scores 1; a structure cut by
+    the region of interest is skeletonised as the part inside it.
     """
     morphology = require("skimage.morphology", "train", "clDice")
-    p, t = _binary_pair(pred, target, "cldice")
+    p, t = _binary_pair(pred, target, "cldice", valid)
     if not p.any() and not t.any():
         return math.nan
     if not p.any() or not t.any():
