@@ -132,5 +132,5 @@ def test_real_jpeg_mask_without_threshold_is_refused():
 
     real_dataset("kvasir_seg")
     ds = build_dataset({"type": "folder", "root": str(real_dataset("kvasir_seg"))}, "all")
-    with pytest.raises(DataError, match=r"masks/.*\.jpg: JPEG mask.*threshold: 127"):
+    with pytest.raises(DataError, match=r"masks/.*\.jpg: lossy \(JPEG or lossy WebP\) mask.*threshold: 127"):
         ds[0]

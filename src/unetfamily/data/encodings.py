@@ -157,7 +157,7 @@ def _check_index(mask: np.ndarray, num_classes: int, ignore_index: int, raw: Raw
 
 def _lossy_error(raw: RawMask) -> DataError:
     return DataError(
-        f"{raw.path}: JPEG mask: compression noise adds values that are not classes. For a binary mask "
+        f"{raw.path}: lossy (JPEG or lossy WebP) mask: compression noise adds values that are not classes. For a binary mask "
         "declare mask_encoding {kind: binary, threshold: 127} (value > 127 is foreground); for "
         "multi-class masks re-save them losslessly as PNG"
     )

@@ -1,10 +1,16 @@
-"""Readers for image and mask files: PNG, JPEG, BMP (Pillow) and TIFF (tifffile).
+"""Readers for image and mask files: PNG, JPEG, BMP, GIF, WebP (Pillow) and TIFF (:mod:`unetfamily.data.tiff`).
 
 Every failure to read a file becomes a :class:`~unetfamily.data.errors.DataError` that names
 the file. Pillow decodes only :data:`PIL_FORMATS`, whatever the file's name. Its
 decompression-bomb guard stays on: an image above ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with
 a :class:`DataError` (Pillow only warns between 1x and 2x the limit; here both are errors), and
 the same limit is applied to TIFF pages.
+
+Pixels come back as a viewer displays them: an EXIF Orientation tag 2..8 (cameras and phones write
+it into JPEG, TIFF, PNG and WebP files) is applied to images and masks alike, so a pair stays
+aligned, and :func:`inspect_image` reports the displayed size (orientations 5..8 swap height and
+width). A file of several frames (animated GIF, WebP or PNG; a multi-page TIFF) is refused, never
+read as its first frame; an MPO (a JPEG with extra pictures) is read as its primary picture.
 """
 
 from __future__ import annotations
@@ -14,42 +20,34 @@ import io
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
+from unetfamily import errors
 from unetfamily.data.errors import DataError
 
 __all__ = [
-    "IMAGE_SUFFIXES",
-    "RawMask",
-    "convertible",
-    "image_to_float",
-    "inspect_image",
-    "mask_from_image",
-    "natural_key",
-    "open_image",
-    "read_image",
-    "read_lines",
-    "read_mask",
-    "read_volume",
-    "regular_file",
-    "to_channels",
-]
+    "IMAGE_SUFFIXES", "RawMask", "check_pixels", "convertible", "exif_transpose", "image_to_float", "inspect_image",
+    "is_lossy", "mask_from_image", "natural_key", "open_image", "orientation", "palette_indices", "pil_errors",
+    "read_image", "read_lines", "read_mask", "read_volume", "regular_file", "to_channels",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Suffixes of the files read as images and masks (compared lower-case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: The only formats Pillow may decode, whatever a file's name says. Pillow identifies a file by its
 #: content among ~40 plugins, some of which hand the file to other programs (EPS to Ghostscript),
-#: which no untrusted file should reach. GIF and WebP are kept for labelme's imageData.
+#: which no untrusted file should reach.
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP")  # JPEG covers MPO
+#: Key of ``Image.info`` where :func:`open_image` records whether a WebP file is lossy (see :func:`is_lossy`).
+_LOSSY_INFO = "unetfamily.lossy"
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,8 @@ class RawMask:
 
     ``values`` is ``(H, W)`` (grayscale, 16-bit or palette indices) or ``(H, W, 3)`` (RGB).
     ``palette`` is True for palette ("P" mode) PNGs, whose ``values`` are the palette indices.
-    ``lossy`` is True for JPEG files, whose values carry compression noise.
+    ``lossy`` is True for lossily stored files (JPEG, lossy WebP, JPEG-compressed TIFF), whose values
+    carry compression noise.
     """
 
     values: np.ndarray
@@ -90,46 +89,21 @@ def _bomb_message(path: Path, pixels: int) -> str:
     )
 
 
-def _check_pixels(path: Path, shape: tuple[int, ...]) -> None:
+def check_pixels(path: Path, shape: tuple[int, ...]) -> None:
+    """A DataError naming ``path`` if an image of ``shape`` ``(H, W, ...)`` is above Pillow's bomb limit."""
     limit = Image.MAX_IMAGE_PIXELS
     pixels = int(shape[0]) * int(shape[1])
     if limit is not None and pixels > limit:
         raise DataError(_bomb_message(path, pixels))
 
 
-_SPECIAL_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
 def regular_file(path: str | Path, what: str = "file") -> Path:
-    """``path`` if it is a regular file (a symlink to one is fine), checked with ``os.stat`` before any open.
-
-    Anything else is a DataError naming it: a missing file or broken symlink, a directory, and the
-    special files (FIFOs, sockets, devices) whose opening could block forever or read without end.
-    """
-    path = Path(path)
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError as e:
-        broken = " (a broken symbolic link)" if path.is_symlink() else ""
-        raise DataError(f"{path}: {what} not found{broken}") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot access {what} ({e.strerror or e})") from e
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
-        raise DataError(
-            f"{path}: is {kind}, not a regular file; the {what} must be a regular file (remove or rename it)"
-        )
-    return path
+    """``path`` if it is a regular file (:func:`unetfamily.errors.regular_file`); a DataError naming it otherwise."""
+    return errors.regular_file(path, what, DataError)
 
 
 @contextlib.contextmanager
-def _pil_errors(name: object) -> Iterator[None]:
+def pil_errors(name: object) -> Iterator[None]:
     """Turn anything Pillow raises while reading ``name`` into a :class:`DataError` naming it."""
     try:
         yield
@@ -140,27 +114,79 @@ def _pil_errors(name: object) -> Iterator[None]:
     except FileNotFoundError as e:
         raise DataError(f"{name}: file not found") from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError ...
-        raise DataError(
-            f"{name}: cannot read image ({type(e).__name__}: {e}); the file is corrupt or not an image"
-        ) from e
+        why = re.sub(r" ?<_io\.\w+ object at 0x[0-9a-f]+>", "", f"{type(e).__name__}: {e}")  # Pillow's repr of a buffer
+        raise DataError(f"{name}: cannot read image ({why}); the file is corrupt or not an image") from e
+
+
+def _one_frame(im: Image.Image, name: object) -> None:
+    """A DataError naming ``name`` if ``im`` holds several frames (reading frame 0 would drop the rest)."""
+    frames = getattr(im, "n_frames", 1)
+    if frames <= 1 or im.format == "MPO":  # an MPO's first picture is its primary image
+        return
+    if im.format == "TIFF":
+        raise DataError(f"{name}: a TIFF with {frames} pages is a stack, not one image; "
+                        "load it with the 'tiff_stack' dataset type")
+    raise DataError(
+        f"{name}: an animated {im.format} with {frames} frames; only single-frame images are read (frame 0 is "
+        "never taken silently). Save the frame you mean as a PNG, or split the animation into one file per frame"
+    )
+
+
+def _webp_lossy(fp: BinaryIO) -> bool:
+    """Whether the WebP file ``fp`` holds lossy (VP8) rather than lossless (VP8L) data: its RIFF chunks are walked."""
+    fp.seek(12)  # "RIFF" size "WEBP"
+    while len(head := fp.read(8)) == 8:
+        fourcc, size = head[:4], int.from_bytes(head[4:], "little")
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc == b"VP8 "
+        fp.seek(size + (size & 1), os.SEEK_CUR)
+    return False
+
+
+def is_lossy(im: Image.Image) -> bool:
+    """Whether ``im`` (from :func:`open_image`) was stored lossily: JPEG, lossy WebP or JPEG-compressed TIFF."""
+    if im.format in ("JPEG", "MPO"):
+        return True
+    tiff_jpeg = im.format == "TIFF" and im.info.get("compression") in ("jpeg", "tiff_jpeg")
+    return tiff_jpeg or bool(im.info.get(_LOSSY_INFO))
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF Orientation (1..8) ``im`` is stored with; 1 (as stored) when absent or invalid."""
+    value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def exif_transpose(im: Image.Image) -> Image.Image:
+    """Turn the loaded ``im`` in place to its displayed orientation (``PIL.ImageOps.exif_transpose``); return it.
+
+    Mode, palette, ``format`` and ``info`` are kept; a second call changes nothing (the tag is dropped).
+    """
+    if orientation(im) != 1:
+        ImageOps.exif_transpose(im, in_place=True)
+    return im
 
 
 def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image.Image:
     """Open and fully decode ``source`` (a path to a regular file, or a binary file object) with Pillow.
 
-    Every failure, the decompression-bomb guard included, becomes a DataError naming ``name``
-    (default: ``source``).
+    The image comes back in its displayed orientation (:func:`exif_transpose`). A file of several
+    frames (animated GIF/WebP/PNG, multi-page TIFF) is refused. Every failure, the
+    decompression-bomb guard included, becomes a DataError naming ``name`` (default: ``source``).
     """
     name = name if name is not None else source
     if isinstance(source, (str, Path)):
         source = regular_file(source, "image")
-    with _pil_errors(name):
+    with pil_errors(name):
         with Image.open(source, formats=PIL_FORMATS) as im:
             # Pillow raises above 2x MAX_IMAGE_PIXELS and only warns between 1x and 2x; refuse both.
             # (Checked here rather than with warnings.catch_warnings, which is not thread-safe.)
-            _check_pixels(Path(str(name)), (im.height, im.width))
+            check_pixels(Path(str(name)), (im.height, im.width))
+            _one_frame(im, name)
+            if im.format == "WEBP" and im.fp is not None:
+                im.info[_LOSSY_INFO] = _webp_lossy(im.fp)
             im.load()
-            return im
+            return exif_transpose(im)
 
 
 def _mode_channels(im: Image.Image) -> int:
@@ -177,58 +203,34 @@ def _mode_channels(im: Image.Image) -> int:
 def inspect_image(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int]:
     """``(height, width, channels)`` of the image file whose bytes are ``data``, and check its integrity cheaply.
 
-    Without decoding all pixels where the format allows: a PNG's chunks are read and their CRCs
+    The size is the displayed one (EXIF orientations 5..8 swap height and width, as :func:`read_image`
+    does). Without decoding all pixels where the format allows: a PNG's chunks are read and their CRCs
     verified (a truncated or altered file fails), a JPEG's compressed data is decoded at 1/8 scale
     (a truncated file fails); other formats, and every format with ``full=True``, are decoded
-    completely. Failures are DataErrors naming ``name``.
+    completely. A file of several frames is refused. Failures are DataErrors naming ``name``.
     """
-    with _pil_errors(name):
+    with pil_errors(name):
         with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
-            _check_pixels(Path(str(name)), (im.height, im.width))
-            shape = (im.height, im.width, _mode_channels(im))
-            if full:
-                _pil_to_array(im)
-            elif im.format == "PNG":
+            check_pixels(Path(str(name)), (im.height, im.width))
+            _one_frame(im, name)
+            channels = _mode_channels(im)
+            # PNG and JPEG give size, orientation and integrity without a full decode; not a PNG whose
+            # eXIf chunk follows its pixels (Pillow sees it only on load)
+            cheap = im.format in ("JPEG", "MPO") or im.format == "PNG" and ("exif" in im.info or b"eXIf" not in data)
+            if full or not cheap:
+                im.load()
+                exif_transpose(im)
+                if full:
+                    _pil_to_array(im)
+                return im.height, im.width, channels
+            turned = (im.format != "PNG" or "exif" in im.info) and orientation(im) >= 5  # (a PNG's getexif loads it)
+            h, w = (im.width, im.height) if turned else (im.height, im.width)
+            if im.format == "PNG":
                 im.verify()
-            elif im.format in ("JPEG", "MPO"):
+            else:
                 im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
-            else:
-                im.load()
-    return shape
-
-
-@contextlib.contextmanager
-def _tiff_errors(path: Path, what: str) -> Iterator[None]:
-    """Turn anything tifffile raises while reading ``path`` into a :class:`DataError` naming it."""
-    try:
-        yield
-    except DataError:
-        raise
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except Exception as e:
-        raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e}); the file is corrupt or not a TIFF") from e
-
-
-def _read_tiff_page(path: Path) -> np.ndarray:
-    import tifffile
-
-    regular_file(path, "image")
-    with _tiff_errors(path, "TIFF"):
-        with tifffile.TiffFile(path) as tif:
-            pages = len(tif.pages)
-            if pages != 1:
-                raise DataError(
-                    f"{path}: a TIFF with {pages} pages is a stack, not one image; "
-                    "load it with the 'tiff_stack' dataset type"
-                )
-            page = tif.pages[0]
-            _check_pixels(path, (page.imagelength, page.imagewidth))
-            arr = page.asarray()
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # planar (S, H, W) -> (H, W, S)
-    return arr
+    return h, w, channels
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -247,34 +249,57 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file into an array of its native dtype (uint8, uint16 or float32).
+    """Read an image file into an array of its native dtype (uint8, uint16 or float32), as displayed.
 
-    Returns ``(H, W)`` for grayscale or ``(H, W, C)`` otherwise (C = 3 or 4 for PNG/JPEG/BMP;
-    any C for TIFF). Palette images are expanded to RGB.
+    Returns ``(H, W)`` for grayscale or ``(H, W, C)`` otherwise (C = 3 or 4 for PNG/JPEG/BMP/GIF/WebP;
+    any C for TIFF). Palette images are expanded to RGB. TIFFs are read by
+    :func:`unetfamily.data.tiff.read_tiff_page`.
     """
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return _read_tiff_page(path)
+        from unetfamily.data.tiff import read_tiff_page  # tiff builds on this module
+
+        return read_tiff_page(path)[0]
     return _pil_to_array(open_image(path))
 
 
 def read_mask(path: str | Path) -> RawMask:
     """Read a mask file without interpreting its values (see :mod:`unetfamily.data.encodings`).
 
-    Palette PNGs keep their palette indices; RGBA drops alpha; TIFF masks are read with tifffile.
+    Palette PNGs and GIFs keep their palette indices; RGBA drops alpha; TIFF masks are read as
+    :func:`read_image` reads TIFFs (palette TIFFs give their indices).
     """
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        arr = _read_tiff_page(path)
-        return RawMask(arr[..., :3] if arr.ndim == 3 else arr, palette=False, lossy=False, path=path)
+        from unetfamily.data.tiff import read_tiff_page
+
+        arr, lossy = read_tiff_page(path)
+        return RawMask(arr[..., :3] if arr.ndim == 3 else arr, palette=False, lossy=lossy, path=path)
     return mask_from_image(open_image(path), path)
+
+
+def palette_indices(im: Image.Image) -> bool:
+    """Whether a mask image's pixels are its palette indices: palette PNGs (VOC), and GIFs with colours.
+
+    A GIF whose used palette entries are all gray is read by its gray levels instead: GIF has no gray
+    mode, so a gray mask saved as GIF gets indices in any order (Pillow saves 0/255 as 0/1 or 1/0).
+    """
+    if im.mode not in ("P", "PA"):
+        return False
+    if im.format != "GIF":
+        return True
+    palette = np.asarray(im.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+    used = np.flatnonzero(im.histogram()[:256])
+    return bool(used.size and (used.max() >= len(palette) or (palette[used] != palette[used, :1]).any()))
 
 
 def mask_from_image(im: Image.Image, path: Path) -> RawMask:
     """The :class:`RawMask` of a mask image decoded by :func:`open_image` (what :func:`read_mask` returns)."""
-    lossy = im.format in ("JPEG", "MPO")
-    if im.mode in ("P", "PA"):
+    lossy = is_lossy(im)
+    if palette_indices(im):
         return RawMask(np.asarray(im.convert("P") if im.mode == "PA" else im), palette=True, lossy=lossy, path=path)
+    if im.mode in ("P", "PA"):  # a gray GIF: its gray levels
+        return RawMask(np.asarray(im.convert("L")), palette=False, lossy=lossy, path=path)
     arr = _pil_to_array(im)
     if arr.ndim == 3:
         arr = arr[..., :3]
@@ -282,23 +307,13 @@ def mask_from_image(im: Image.Image, path: Path) -> RawMask:
 
 
 def read_volume(path: str | Path) -> np.ndarray:
-    """Read a multi-page TIFF stack into ``(N, H, W)`` or ``(N, H, W, C)`` (one page per slice)."""
-    import tifffile
+    """Read a multi-page TIFF stack into ``(N, H, W)`` or ``(N, H, W, C)`` (one page per slice), as displayed.
 
-    path = regular_file(path, "TIFF stack")
-    with _tiff_errors(path, "TIFF stack"):
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            shape = series.shape
-            axes = series.axes
-            spatial = [shape[i] for i, a in enumerate(axes) if a in "YX"]
-            _check_pixels(path, tuple(spatial))
-            arr = series.asarray()
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim not in (3, 4):
-        raise DataError(f"{path}: expected a stack of 2-D pages (N, H, W[, C]); got shape {arr.shape} (axes {axes})")
-    return arr
+    See :func:`unetfamily.data.tiff.read_tiff_stack`.
+    """
+    from unetfamily.data.tiff import read_tiff_stack
+
+    return read_tiff_stack(path)
 
 
 def _drop_alpha(channels: int, in_channels: int) -> int:

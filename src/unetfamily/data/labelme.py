@@ -47,7 +47,8 @@ LINE_WIDTH, POINT_SIZE = 10, 5  # labelme.utils.shape_to_mask defaults
 MAX_COORDINATE = 1e6  # points farther out are corrupt, and drawing them (a circle of that radius) is slow
 IGNORE_LABEL, BACKGROUND_LABEL = "__ignore__", "_background_"
 #: Suffix of a copied image by its Pillow format (the bytes are copied, never re-encoded).
-IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif"}
+IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
+                "WEBP": ".webp"}
 
 
 @dataclass

@@ -22,8 +22,8 @@ from PIL import Image, ImageChops
 
 from unetfamily.data.errors import DataError
 from unetfamily.data.io import (
-    TIFF_SUFFIXES, RawMask, image_to_float, inspect_image, mask_from_image, open_image, read_image, read_mask,
-    regular_file,
+    TIFF_SUFFIXES, RawMask, image_to_float, inspect_image, is_lossy, mask_from_image, open_image, palette_indices,
+    read_image, read_mask, regular_file,
 )
 
 __all__ = ["ImageProbe", "MaskProbe", "dataset_channels", "detect_channels", "distinct_values", "probe_image",
@@ -77,7 +77,9 @@ def _cached(kind: str, path: Path, make):  # noqa: ANN001, ANN202 - (kind, path)
 def probe_image(path: str | Path, *, full: bool = False) -> ImageProbe:
     """Header, integrity and digest of the image file ``path`` (a DataError naming it if unusable).
 
-    ``full=True`` decodes every pixel instead of the cheaper integrity check.
+    The size is the displayed one (EXIF orientation applied, as :func:`~unetfamily.data.io.read_image`
+    does). TIFFs are decoded whole (tifffile, or Pillow for a codec tifffile lacks); other formats get the
+    cheaper integrity check unless ``full=True``, which decodes every pixel.
     """
     path = regular_file(path, "image")
 
@@ -140,11 +142,11 @@ def probe_mask(path: str | Path) -> MaskProbe:
             raw = read_mask(path)
             return MaskProbe(path, *raw.values.shape[:2], RawMask(distinct_values(raw.values), False, False, path))
         im = open_image(path)
-        values = _counted_values(im)
+        indexed = palette_indices(im)
+        values = _counted_values(im) if indexed or im.mode not in ("P", "PA") else None  # gray GIF: its levels
         if values is None:
             values = distinct_values(mask_from_image(im, path).values)
-        lossy = im.format in ("JPEG", "MPO")
-        return MaskProbe(path, im.height, im.width, RawMask(values, im.mode in ("P", "PA"), lossy, path))
+        return MaskProbe(path, im.height, im.width, RawMask(values, indexed, is_lossy(im), path))
 
     return _cached("mask", path, make)
 
