@@ -49,7 +49,7 @@ def test_resize_and_cache_give_identical_samples(pairs_dir):
 
 def test_missing_mask_is_an_error_or_a_counted_skip(pairs_dir, caplog):
     (pairs_dir / "masks" / "s1_mask.png").unlink()
-    with pytest.raises(DataError, match=r"s1.jpg: no mask named 's1_mask.\*'.*on_missing: skip"):
+    with pytest.raises(DataError, match=r"s1.jpg: id 's1' has no mask matching '.*masks/\{id\}_mask\.\*'.*on_missing"):
         pair_folder(pairs_dir / "images", pairs_dir / "masks", mask_suffix="_mask")
     with caplog.at_level(logging.WARNING, logger="unetfamily.data"):
         pairs = pair_folder(pairs_dir / "images", pairs_dir / "masks", mask_suffix="_mask", on_missing="skip")

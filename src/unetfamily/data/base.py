@@ -123,6 +123,14 @@ class SegmentationDataset(Dataset):
         """Decode sample ``index``: image ``(H, W, C)`` (uint8/uint16/float) and mask ``(H, W)`` class indices."""
         raise NotImplementedError
 
+    def read_roi(self, index: int) -> np.ndarray | None:
+        """The region of interest of sample ``index``: ``(H, W)`` bool, True where pixels count; ``None``: all count.
+
+        :meth:`read` already sets the mask to ``info.ignore_index`` outside it; this is for tools that
+        show or export the region (``unetfamily dataset convert``).
+        """
+        return None
+
     # -- shared pipeline ----------------------------------------------------------------
     @property
     def num_model_outputs(self) -> int:
@@ -203,11 +211,12 @@ def _resize(img: torch.Tensor, msk: torch.Tensor, size: tuple[int, int]) -> tupl
 
 @dataclass(frozen=True)
 class SamplePaths:
-    """One image file and its mask file."""
+    """One image file, its mask file and, optionally, its region-of-interest mask file."""
 
     name: str
     image: Path
     mask: Path
+    roi: Path | None = None
 
 
 class PairedFilesDataset(SegmentationDataset):
@@ -254,13 +263,37 @@ class PairedFilesDataset(SegmentationDataset):
         return self.samples[index].name
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``(H, W, C)`` and mask ``(H, W)``; mask pixels outside the sample's ROI are ``ignore_index``."""
         s = self.samples[index]
         image = to_channels(read_image(s.image), self.info.in_channels, s.image)
         mask = decode_mask(read_mask(s.mask), self.encoding, self.info.num_classes, self.info.ignore_index)
-        if image.shape[:2] != mask.shape:
-            raise DataError(
-                f"{s.image} is {image.shape[1]}x{image.shape[0]} (WxH) but its mask {s.mask} is "
-                f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size"
-            )
+        _check_size(s.image, image, "mask", s.mask, mask)
+        roi = self.read_roi(index)
+        if roi is not None:
+            _check_size(s.image, image, "region-of-interest mask", s.roi, roi)
+            mask = np.where(roi, mask, np.asarray(self.info.ignore_index, mask.dtype))
         return image, mask
 
+    def read_roi(self, index: int) -> np.ndarray | None:
+        """``(H, W)`` bool, True inside sample ``index``'s region of interest; ``None`` without one.
+
+        Inside is any nonzero pixel: gray or 16-bit value != 0, RGB any channel != 0, palette index
+        != 0 (whatever its colour), alpha ignored. In a JPEG, whose compression blurs edges, it is a
+        value >= 128 in some channel.
+        """
+        path = self.samples[index].roi
+        if path is None:
+            return None
+        raw = read_mask(path)
+        inside = raw.values >= 128 if raw.lossy else raw.values != 0
+        return inside.any(axis=-1) if inside.ndim == 3 else inside
+
+
+
+def _check_size(image_path: Path, image: np.ndarray, what: str, path: Path | None, other: np.ndarray) -> None:
+    """A DataError naming both files when ``other`` (a mask or ROI, ``(H, W)``) is not the image's ``(H, W)``."""
+    if image.shape[:2] != other.shape:
+        raise DataError(
+            f"{image_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its {what} {path} is "
+            f"{other.shape[1]}x{other.shape[0]}; the {what} must have the image's size"
+        )

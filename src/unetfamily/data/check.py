@@ -42,7 +42,7 @@ from unetfamily.data.probe import distinct_values, probe_image, probe_mask
 from unetfamily.data.registry import build_dataset, load_data_config
 from unetfamily.data.synthetic import SyntheticShapes
 
-__all__ = ["DatasetCheck", "check_dataset"]
+__all__ = ["DatasetCheck", "build_splits", "check_dataset", "shared_info"]
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def check_dataset(
     start = time.perf_counter()
     cfg = load_data_config(config)
     strict = options.boolean("strict", cfg.get("strict", False))
-    built = _build(cfg, splits, optional, datasets or {})
-    info = _one_info(built)
+    built = build_splits(cfg, splits, optional, datasets or {})
+    info = shared_info(built)
     workers = max(1, threads or min(8, os.cpu_count() or 1))
     reports = [_check_split(name, ds, full, workers) for name, ds in built.items()]
     _raise_problems(reports)
@@ -123,8 +123,12 @@ def check_dataset(
                         {r.name: len(r.sizes) for r in reports}, warnings, round(seconds, 3))
 
 
-def _build(cfg: Mapping[str, Any], splits: Sequence[str], optional: Sequence[str],
-           given: Mapping[str, SegmentationDataset]) -> dict[str, SegmentationDataset]:
+def build_splits(cfg: Mapping[str, Any], splits: Sequence[str], optional: Sequence[str],
+                 given: Mapping[str, SegmentationDataset]) -> dict[str, SegmentationDataset]:
+    """Build ``splits`` (an UnknownSplitError if one is not defined) and those of ``optional`` that are.
+
+    ``given`` splits are used as they are. An UnknownSplitError when none is built.
+    """
     built = {}
     for split in dict.fromkeys([*splits, *optional]):
         if split in given:
@@ -141,7 +145,7 @@ def _build(cfg: Mapping[str, Any], splits: Sequence[str], optional: Sequence[str
     return built
 
 
-def _one_info(built: Mapping[str, SegmentationDataset]) -> DatasetInfo:
+def shared_info(built: Mapping[str, SegmentationDataset]) -> DatasetInfo:
     """The DatasetInfo every split shares; a DataConfigError naming the splits that differ."""
     def reading(d: SegmentationDataset) -> dict[str, Any]:
         return {"in_channels": d.info.in_channels, "classes": d.info.classes, "ignore_index": d.info.ignore_index,
@@ -190,33 +194,36 @@ def _check_indices(ds: SegmentationDataset, indices: Iterable[int], report: _Spl
             report.identities.append((ds.sample_name(i), ds.sample_name(i)))
 
 
-def _probe_pair(sample: SamplePaths, full: bool) -> tuple[Any, Any]:
-    """(ImageProbe or the error text, MaskProbe or the error text) of one sample."""
-    try:
-        image: Any = probe_image(sample.image, full=full)
-    except DataError as e:
-        image = str(e)
-    try:
-        mask: Any = probe_mask(sample.mask)
-    except DataError as e:
-        mask = str(e)
-    return image, mask
+def _probe_pair(sample: SamplePaths, full: bool) -> tuple[Any, Any, Any]:
+    """(ImageProbe, MaskProbe, region-of-interest MaskProbe or None), each the error text where it fails."""
+    def probe(fn: Any, path: Path | None, **kwargs: Any) -> Any:
+        if path is None:
+            return None
+        try:
+            return fn(path, **kwargs)
+        except DataError as e:
+            return str(e)
+
+    return probe(probe_image, sample.image, full=full), probe(probe_mask, sample.mask), probe(probe_mask, sample.roi)
 
 
 def _check_pairs(ds: PairedFilesDataset, indices: list[int], report: _Split, full: bool, threads: int) -> None:
     info = ds.info
     with ThreadPoolExecutor(max_workers=threads) as pool:
         probed = list(pool.map(lambda i: _probe_pair(ds.samples[i], full), indices))
-    for i, (image, mask) in zip(indices, probed):
+    for i, (image, mask, roi) in zip(indices, probed):
         s = ds.samples[i]
-        report.files += 2
-        errors = [p for p in (image, mask) if isinstance(p, str)]
+        report.files += 2 if roi is None else 3
+        errors = [p for p in (image, mask, roi) if isinstance(p, str)]
         if not errors and not convertible(image.channels, info.in_channels):
             errors.append(f"{s.image}: image has {image.channels} channels; cannot convert to "
                           f"in_channels={info.in_channels} (gray <-> RGB convert, alpha is dropped)")
         if not errors and (image.height, image.width) != (mask.height, mask.width):
             errors.append(f"{s.image} is {image.width}x{image.height} (WxH) but its mask {s.mask} is "
                           f"{mask.width}x{mask.height}; image and mask must have the same size")
+        if not errors and roi is not None and (image.height, image.width) != (roi.height, roi.width):
+            errors.append(f"{s.image} is {image.width}x{image.height} (WxH) but its region-of-interest mask "
+                          f"{s.roi} is {roi.width}x{roi.height}; the region-of-interest mask must have the image's size")
         if not errors:
             errors += _record_mask(mask.values, ds.encoding, info, report)
         if errors:

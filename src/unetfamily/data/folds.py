@@ -134,6 +134,10 @@ class FoldDataset(SegmentationDataset):
         part, j = self._index[index]
         return self._parts[part].read(j)
 
+    def read_roi(self, index: int) -> np.ndarray | None:
+        part, j = self._index[index]
+        return self._parts[part].read_roi(j)
+
 
 def _pooled_names(parts: Sequence[SegmentationDataset]) -> list[str]:
     """Every pooled sample's name; a DataError if a name occurs twice."""

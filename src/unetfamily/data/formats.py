@@ -13,12 +13,15 @@ import numpy as np
 from unetfamily.data.base import DatasetInfo, SamplePaths, SegmentationDataset, Transform
 from unetfamily.data.encodings import MaskEncoding, decode_mask
 from unetfamily.data import options
-from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError, unknown_choice, unknown_split
-from unetfamily.data.io import IMAGE_SUFFIXES, RawMask, natural_key, read_volume, regular_file, to_channels
+from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError, unknown_split
+from unetfamily.data.io import RawMask, read_volume, to_channels
+from unetfamily.data.pattern import UNREAD_SUFFIXES, find_files, folder_pattern, list_images, pair_files
 from unetfamily.data.probe import dataset_channels
 from unetfamily.data.splits import check_listed, read_split_file
 
-__all__ = ["VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "stack_slices", "voc_pairs"]
+__all__ = [
+    "UNREAD_SUFFIXES", "VOC_CLASSES", "TiffStackDataset", "list_images", "pair_folder", "stack_slices", "voc_pairs",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -28,90 +31,28 @@ VOC_CLASSES = [
 ]  # fmt: skip
 
 
-#: Image formats a folder may hold that the folder readers skip (a WARNING counts them).
-UNREAD_SUFFIXES = (".gif", ".webp", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".tga", ".heic", ".avif", ".dcm")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files (PNG/JPEG/TIFF/BMP, any case) directly inside ``folder``, hidden files skipped.
-
-    Every listed name must be a regular file (or a symlink to one): a directory, FIFO, socket or
-    device named like an image is a DataError naming it, raised without opening it. Images of
-    other formats (GIF, WebP, ...) are skipped with a WARNING that counts them.
-    """
-    if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found")
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
-    for p in files:
-        regular_file(p, "image")
-    unread = [p.name for p in entries if p.suffix.lower() in UNREAD_SUFFIXES]
-    if unread:
-        log.warning("%d image(s) in %s are skipped: only %s files are read, e.g. %s; convert them to PNG",
-                    len(unread), folder, ", ".join(IMAGE_SUFFIXES), unread[:3])
-    return sorted(files, key=lambda p: natural_key(p.name))
-
-
-def _by_stem(files: list[Path], suffix: str, folder: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for f in files:
-        stem = f.stem
-        if suffix:
-            if not stem.endswith(suffix):
-                continue
-            stem = stem[: -len(suffix)]
-        if stem in out:
-            raise DataError(f"{folder}: {out[stem].name} and {f.name} both give sample {stem!r}; keep one")
-        out[stem] = f
-    return out
-
-
 def pair_folder(
     images: str | Path,
     masks: str | Path,
     *,
     image_suffix: str = "",
     mask_suffix: str = "",
+    roi: str | Path | None = None,
+    roi_suffix: str = "",
     on_missing: Literal["error", "skip"] = "error",
 ) -> list[SamplePaths]:
-    """Pair ``images/NAME{image_suffix}.*`` with ``masks/NAME{mask_suffix}.*`` by file stem.
+    """Pair ``images/NAME{image_suffix}.*`` with ``masks/NAME{mask_suffix}.*`` (and ``roi/NAME{roi_suffix}.*``).
 
-    Samples come back in natural order of NAME (``2`` before ``10``). An image without a mask is
-    a DataError, or with ``on_missing="skip"`` is left out and counted in a warning log.
+    The folder form of :mod:`unetfamily.data.pattern` (any readable extension, in any case).
+    Samples come back in natural order of NAME (``2`` before ``10``). An image without a mask
+    (or ROI) is a DataError, or with ``on_missing="skip"`` is left out and counted in a warning log.
     """
-    images, masks = Path(images), Path(masks)
-    if on_missing not in ("error", "skip"):
-        raise unknown_choice("on_missing", on_missing, ("error", "skip"))
-    image_files = _by_stem(list_images(images), image_suffix, images)
-    if not image_files:
-        raise DataError(
-            f"{images}: no images ({', '.join(IMAGE_SUFFIXES)})"
-            + (f" ending in {image_suffix!r}" if image_suffix else "")
-            + "; check the folder and the 'images'/'image_suffix' options"
-        )
-    mask_files = _by_stem(list_images(masks), mask_suffix, masks)
-    pairs, missing = [], []
-    for name, image in image_files.items():
-        mask = mask_files.get(name)
-        if mask is None:
-            missing.append(image)
-        else:
-            pairs.append(SamplePaths(name, image, mask))
-    if missing and on_missing == "error":
-        raise DataError(
-            f"{missing[0]}: no mask named '{missing[0].stem.removesuffix(image_suffix)}{mask_suffix}.*' in {masks} "
-            f"({len(missing)} image(s) without a mask). Add the masks, fix 'mask_suffix', or set on_missing: skip"
-        )
-    if missing:
-        log.warning(
-            "skipped %d image(s) without a mask in %s, e.g. %s", len(missing), masks, [p.name for p in missing[:5]]
-        )
-    orphans = len(mask_files) - len(pairs)
-    if orphans:
-        log.warning("%d mask(s) in %s have no image in %s", orphans, masks, images)
-    if not pairs:
-        raise DataError(f"{images}: no image has a mask in {masks}")
-    return pairs
+    return pair_files(
+        folder_pattern(Path(images), image_suffix, "image", "'images'/'image_suffix'"),
+        folder_pattern(Path(masks), mask_suffix, "mask", "'masks'/'mask_suffix'"),
+        None if roi is None else folder_pattern(Path(roi), roi_suffix, "region-of-interest mask", "'roi'/'roi_suffix'"),
+        on_missing=on_missing,
+    )
 
 
 def voc_pairs(
@@ -132,8 +73,8 @@ def voc_pairs(
     if not os.path.lexists(list_file):
         available = sorted(p.stem for p in (root / lists_dir).glob("*.txt"))
         raise UnknownSplitError(f"{list_file}: no such split list; available: {available or 'none'}")
-    images = _by_stem(list_images(root / image_dir), "", root / image_dir)
-    masks = _by_stem(list_images(root / mask_dir), "", root / mask_dir)
+    images = find_files(folder_pattern(root / image_dir, "", "image", "'image_dir'"))
+    masks = find_files(folder_pattern(root / mask_dir, "", "mask", "'mask_dir'"))
     pairs = []
     for name in check_listed(read_split_file(list_file), list_file, strict):
         if name not in images:

@@ -32,8 +32,9 @@ from unetfamily.data.encodings import MaskEncoding
 from unetfamily.data.errors import (
     DataConfigError, DataError, UnknownSplitError, check_keys, unknown_choice, unknown_split,
 )
-from unetfamily.data.formats import VOC_CLASSES, TiffStackDataset, pair_folder, voc_pairs
+from unetfamily.data.formats import VOC_CLASSES, TiffStackDataset, voc_pairs
 from unetfamily.data.io import read_lines, regular_file
+from unetfamily.data.pattern import config_pattern, pair_files, per_split_layout
 from unetfamily.data.probe import detect_channels
 from unetfamily.data.splits import select_samples
 from unetfamily.data.synthetic import SyntheticShapes
@@ -162,10 +163,15 @@ def folder(
     split: str,
     *,
     root: str | Path,
-    images: str = "images",
-    masks: str = "masks",
+    images: str | Mapping[str, str] = "images",
+    masks: str | Mapping[str, str] = "masks",
+    roi: str | Mapping[str, str] | None = None,
     image_suffix: str = "",
     mask_suffix: str = "",
+    roi_suffix: str = "",
+    image_regex: str | Mapping[str, str] | None = None,
+    mask_regex: str | Mapping[str, str] | None = None,
+    roi_regex: str | Mapping[str, str] | None = None,
     classes: Sequence[str] | str | None = None,
     mask_encoding: Any = None,
     ignore_index: int = 255,
@@ -176,28 +182,29 @@ def folder(
     cache: bool = False,
     strict: bool = False,
 ) -> PairedFilesDataset:
-    """Image/mask folder pairs under ``root``; ``images``/``masks`` may contain ``{split}``.
+    """Images, masks and optional regions of interest under ``root``, paired by sample id.
 
-    Without ``in_channels`` it is decided once from every image of every split (not per split).
+    ``images``/``masks``/``roi`` are each a folder (with ``*_suffix``), a template with ``{id}``, or
+    a folder with a ``*_regex``, or a ``{split: ...}`` mapping of these (see :mod:`unetfamily.data.pattern`);
+    ``{split}`` in a folder or template is the split's name. Without ``in_channels`` it is decided
+    once from every image of the split's files (before ``splits`` selects from them).
     """
     root = _path(root)
-    images, masks = options.placeholders("images", images, ("split",)), options.placeholders("masks", masks, ("split",))
-    image_suffix, mask_suffix = options.text("image_suffix", image_suffix), options.text("mask_suffix", mask_suffix)
-    per_split = "{split}" in images or "{split}" in masks
+    layout = {"images": (images, image_suffix, image_regex), "masks": (masks, mask_suffix, mask_regex)}
+    if roi is not None:
+        layout["roi"] = (roi, roi_suffix, roi_regex)
+    elif roi_suffix or roi_regex is not None:
+        raise DataConfigError("'roi_suffix'/'roi_regex' need 'roi': the folder (or template) of the region masks")
+    per_split = per_split_layout(*(v for value, _, regex in layout.values() for v in (value, regex)))
     if per_split and splits is not None:
-        raise DataConfigError("give either 'splits' or a {split} folder layout in 'images'/'masks', not both")
+        raise DataConfigError("give either 'splits' or a {split} folder layout ({split} or a {split: ...} mapping "
+                              "in 'images'/'masks'/'roi' or their regexes), not both")
     if per_split and split == "all":
         raise UnknownSplitError("split 'all' needs one folder of images; with a {split} layout name a split")
-    image_dir, mask_dir = root / images.format(split=split), root / masks.format(split=split)
-    if per_split and not image_dir.exists() and not mask_dir.exists():  # the layout has no such split
-        raise UnknownSplitError(f"split {split!r}: neither {image_dir} nor {mask_dir} exists")
-    pairs = pair_folder(
-        image_dir,
-        mask_dir,
-        image_suffix=image_suffix,
-        mask_suffix=mask_suffix,
-        on_missing=on_missing,
-    )
+    found = {key: config_pattern(key, v, root, split, suffix=s, regex=r) for key, (v, s, r) in layout.items()}
+    if per_split and not any(p.base.exists() for p in found.values()):  # the layout has no such split
+        raise UnknownSplitError(f"split {split!r}: none of {', '.join(str(p.base) for p in found.values())} exists")
+    pairs = pair_files(found["images"], found["masks"], found.get("roi"), on_missing=on_missing)
     if in_channels is None:
         in_channels = detect_channels([p.image for p in pairs])
     if not per_split:

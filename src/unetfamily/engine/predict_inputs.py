@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from unetfamily.errors import ConfigError
+from unetfamily.errors import ConfigError, regular_file
 
 __all__ = ["collect_inputs", "output_files", "output_stems", "refuse_collisions", "refuse_existing"]
 
@@ -28,18 +28,17 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files from file and folder arguments (folders: their images, not recursive, natural order)."""
     from unetfamily.data.errors import DataError
     from unetfamily.data.formats import list_images
+    from unetfamily.data.io import IMAGE_SUFFIXES
 
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = list_images(item)
             if not found:
-                raise DataError(f"{item}: folder holds no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp)")
+                raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             files.extend(found)
-        elif item.is_file():
-            files.append(item)
-        elif item.exists():  # a FIFO, socket or device: opening it could block or never end
-            raise DataError(f"{item}: not a regular file (a pipe, socket or device); pass image files or folders")
+        elif os.path.lexists(item):  # a FIFO, socket or device: opening it could block or never end
+            files.append(regular_file(item, "input (an image file or a folder of images)", DataError))
         else:
             raise DataError(f"{item}: input not found; pass image files or folders of images")
     return files
