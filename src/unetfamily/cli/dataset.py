@@ -1,10 +1,12 @@
 """``unetfamily dataset``: inspect a dataset config (``info``), check its files (``check``), convert labelme
-annotations (``labelme``)."""
+annotations (``labelme``), fetch a named dataset (``download``), write any layout as plain PNG folders
+(``convert``)."""
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
 
+from unetfamily.cli import dataset_convert, dataset_download
 from unetfamily.cli._common import AT_LEAST_ONE, EXIT_OK, check_options, command, err, out, print_json
 from unetfamily.config import Range
 from unetfamily.errors import ConfigError
@@ -15,7 +17,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``unetfamily dataset`` with its sub-commands ``info``, ``check`` and ``labelme``."""
+    """Register ``unetfamily dataset`` with its sub-commands ``info``, ``check``, ``labelme``, ``download``, ``convert``."""
     p = command(subparsers, "dataset", run, help="inspect datasets and convert annotations")
     sub = p.add_subparsers(dest="dataset_command", required=True, metavar="SUBCOMMAND")
 
@@ -44,11 +46,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lm.add_argument("--labels", help="labels.txt: one class per line (labelme convention: __ignore__, _background_ "
                     "first); None: the labels found in the files, sorted")
     lm.add_argument("--ignore-index", type=int, default=255, help="mask value for __ignore__ shapes")
+    dataset_download.add_parser(sub)
+    dataset_convert.add_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command named by ``args.dataset_command``."""
-    return {"info": run_info, "check": run_check, "labelme": run_labelme}[args.dataset_command](args)
+    commands = {"info": run_info, "check": run_check, "labelme": run_labelme, "download": dataset_download.run,
+                "convert": dataset_convert.run}
+    return commands[args.dataset_command](args)
 
 
 def run_info(args: argparse.Namespace) -> int:
