@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from . import cases_crash, cases_data, cases_loss, cases_names, cases_ranges, cases_resume, cases_unclear
+from . import cases_crash, cases_data, cases_loss, cases_names, cases_ranges, cases_realdata, cases_resume, \
+    cases_unclear
 from .model import CLASSES, Case
 
 __all__ = ["CASES", "FAST_CASES", "select"]
@@ -56,11 +57,23 @@ FAST = frozenset({
     # unclear
     "train_missing_config", "eval_missing_checkpoint", "predict_missing_input", "image_without_mask",
     "labelme_unlisted_label", "foreign_safetensors_checkpoint",
+    # issue 14, real data (tools/hostile/cases_realdata.py; all refused or checked before any training)
+    "template_without_id", "template_id_twice", "template_dotdot", "template_absolute", "regex_without_id_group",
+    "regex_does_not_compile", "regex_empty_id", "image_without_mask_names_id", "two_files_one_id",
+    "template_matches_nothing", "mapping_lacks_split", "roi_suffix_without_roi", "split_layout_with_splits",
+    "train_template_mask_missing", "roi_other_size_info", "roi_other_size_check", "roi_other_size_train",
+    "roi_is_a_fifo", "roi_missing_for_one_image", "animated_gif_image", "lossy_webp_mask_no_threshold",
+    "truncated_lzw_tiff", "gif_masks_read_right", "convert_out_is_a_file", "convert_out_not_empty",
+    "convert_split_misspelled", "convert_corrupt_image_empty_out", "convert_corrupt_image_overwrite",
+    "convert_over_source_folders", "download_unknown_name", "download_to_is_a_file",
+    "download_archive_not_an_archive", "download_zip_traversal", "download_zip_symlink", "download_zip_truncated",
+    "download_zip_unrelated", "download_zip_fake_member", "download_zip_missing_files",
+    "download_overwrite_bad_archive", "download_existing_without_overwrite",
 })
 
 CASES: list[Case] = _checked([
     *cases_loss.CASES, *cases_resume.CASES, *cases_ranges.CASES, *cases_data.CASES,
-    *cases_crash.CASES, *cases_names.CASES, *cases_unclear.CASES,
+    *cases_crash.CASES, *cases_names.CASES, *cases_unclear.CASES, *cases_realdata.CASES,
 ], FAST)
 FAST_CASES: list[Case] = [c for c in CASES if c.fast]
 
