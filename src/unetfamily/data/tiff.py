@@ -146,7 +146,6 @@ def read_tiff_page(path: str | Path) -> tuple[np.ndarray, bool]:
     path = regular_file(path, "image")
     import tifffile
 
-    pixels, codec = None, None
     with _tiff_errors(path, "TIFF"):
         with tifffile.TiffFile(path) as tif:
             pages = len(tif.pages)
@@ -160,15 +159,21 @@ def read_tiff_page(path: str | Path) -> tuple[np.ndarray, bool]:
             page = tif.pages[0]
             check_pixels(path, (page.imagelength, page.imagewidth))
             lossy, orientation, axes = page.compression in LOSSY_COMPRESSIONS, _orientation(page), page.axes
-            try:
-                pixels = page.asarray()
-            except Exception as e:
-                codec = _missing_codec(page, e)
-                if codec is None:
-                    raise
+            pixels, codec = _decode(page.asarray, page)
     if codec is not None:
         return _pillow_page(path, codec), lossy
     return orient(_samples_last(pixels, axes), orientation), lossy
+
+
+def _decode(read: Any, page: Any) -> tuple[np.ndarray | None, str | None]:
+    """``(read(), None)``, or ``(None, codec)`` when tifffile lacks the codec ``page`` needs (other errors propagate)."""
+    try:
+        return read(), None
+    except Exception as e:
+        codec = _missing_codec(page, e)
+        if codec is None:
+            raise
+        return None, codec
 
 
 def _pillow_stack(path: Path, codec: str) -> np.ndarray:
@@ -196,7 +201,6 @@ def read_tiff_stack(path: str | Path) -> np.ndarray:
     path = regular_file(path, "TIFF stack")
     import tifffile
 
-    pixels, codec = None, None
     with _tiff_errors(path, "TIFF stack"):
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -204,12 +208,7 @@ def read_tiff_stack(path: str | Path) -> np.ndarray:
             check_pixels(path, tuple(n for n, a in zip(series.shape, axes) if a in "YX"))
             key = series.keyframe
             orientation = _orientation(key)
-            try:
-                pixels = series.asarray()
-            except Exception as e:
-                codec = _missing_codec(key, e)
-                if codec is None:
-                    raise
+            pixels, codec = _decode(series.asarray, key)
     if codec is not None:
         return _pillow_stack(path, codec)
     pixels = _samples_last(pixels, axes)
