@@ -80,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
     if args.name not in NAMES:
         raise unknown_choice("NAME", args.name, NAMES)
     source = find_source(args.name, args.source)
-    if not source.verified:
-        err(f"warning: {args.name} source {source.name!r}: {source.note}")
     progress = _Progress()
     try:
         path = download_dataset(args.name, args.to, source=args.source, archives=args.archive,
@@ -89,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                                 keep_archives=args.keep_archives)
     finally:
         progress.close()
+    if not source.verified:  # said once the files are there, not before a refusal
+        err(f"warning: {args.name} source {source.name!r}: {source.note}")
     state = "verified against the checksums unetfamily ships" if source.verified else "NOT verified (see the warning)"
     out(f"{args.name}: ready in {path} ({state})")
     out(f"export UNETFAMILY_DATA_ROOT={shlex.quote(str(path.parent.resolve()))}")
