@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -18,7 +19,7 @@ import pytest
 from tests.compare.conftest import case_results, nan_to_none
 from unetfamily.compare.evidence import case_evidence
 from unetfamily.compare.report import PLOTS, csv_columns, write_report
-from unetfamily.compare.results import CompareResults
+from unetfamily.compare.results import CompareResults, RunResult
 from unetfamily.compare.summary import summarize
 from unetfamily.compare.verdict import (compare_scores, format_p, format_share, p_adj_phrase, verdict,
                                         welch_t_test)
@@ -238,7 +239,7 @@ def test_report_states_the_protocol(binary_report: tuple) -> None:
     for text in ("## Verdict", "## Results", "## Case-level statistics", "## Protocol", "train 64, val 16, test 8",
                  "epochs=10", "name=adamw, lr=0.001", "name=cosine", "dice_ce", "| Augmentation | light |",
                  "| Widths | small, base width 16 |", "| Models | unet, unet_plusplus; ablations: unet_depth |",
-                 "cpu, 2 threads", "evaluated on the test split (8 cases)", "| Primary metric | Dice per case; NSD "
+                 "| Device | cpu; costs measured with 2 threads |", "evaluated on the test split (8 cases)", "| Primary metric | Dice per case; NSD "
                  "tolerance 2 px |", results.protocol.config.command):
         assert text in md, text
     for name in PLOTS:
@@ -357,3 +358,15 @@ def test_results_json_is_strict(binary_report: tuple) -> None:
 
     data = json.loads(paths["results.json"].read_text(), parse_constant=reject)
     assert any(p["dice"] is None for run in data["runs"] for p in run["per_image"])  # NaN written as null
+
+
+def test_the_device_line_reads_the_threads_the_runs_trained_with(binary_report: Any) -> None:
+    # The process writing the report may differ from those that trained (runs reused from another compare).
+    from unetfamily.compare.report import _device
+
+    results, _ = binary_report
+    one = dataclasses.replace(results, runs=[dataclasses.replace(r, threads=1) for r in results.runs])
+    assert _device(one) == "cpu; runs trained with 1 thread; costs measured with 2 threads"
+    mixed = dataclasses.replace(results, runs=[dataclasses.replace(r, threads=1 + i % 2) for i, r in enumerate(results.runs)])
+    assert _device(mixed) == "cpu; runs trained with 1/2 threads; costs measured with 2 threads"
+    assert RunResult.from_dict(one.runs[0].to_dict()).threads == 1

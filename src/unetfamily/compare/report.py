@@ -59,6 +59,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _device(results: CompareResults) -> str:
+    """The device, the CPU threads the runs trained with (read from the runs) and those the costs were measured with."""
+    p, trained = results.protocol, sorted({r.threads for r in results.runs if r.threads})
+    runs = f"runs trained with {'/'.join(map(str, trained))} thread{'s' if trained != [1] else ''}; " if trained else ""
+    return f"{_fmt(p.config.device)}; {runs}costs measured with {_fmt(p.threads)} thread{'s' if p.threads != 1 else ''}"
+
+
 def _widths(config: CompareConfig) -> str:
     return "paper" if config.widths == "paper" else f"{config.widths}, base width {config.base_width}"
 
@@ -89,7 +96,7 @@ def _protocol(results: CompareResults) -> list[Block]:
         ("Augmentation", _fmt(p.augment)), ("Widths", _widths(config)),
         ("Input size", "\u00d7".join(str(x) for x in p.input_size) or "?"),
         ("Batch size", _fmt(config.batch_size)),
-        ("Device", f"{_fmt(config.device)}, {_fmt(p.threads)} threads"),
+        ("Device", _device(results)),
         ("Version", f"unetfamily {_fmt(p.version)}, created {_fmt(p.created)}"),
     ]
     blocks: list[Block] = [("h2", "Protocol"), ("p", "Every model was trained and evaluated under the same protocol: "

@@ -134,6 +134,7 @@ class RunResult:
     test: dict[str, Any] = field(default_factory=dict)  # dice, iou, miou, ..., per_class_iou, per_class_dice
     per_image: list[dict[str, Any]] = field(default_factory=list)  # {"name", "dice", "iou", "nsd", "cldice", ["hd95"]}
     levels: dict[int, dict[str, float]] = field(default_factory=dict)  # UNet++ pruning level -> scores and costs
+    threads: int | None = None  # CPU threads of the process that trained it (None: not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -141,6 +142,8 @@ class RunResult:
             out["levels"] = {str(level): scores for level, scores in self.levels.items()}
         else:
             del out["levels"]  # only variants evaluated at pruning levels have them
+        if self.threads is None:
+            del out["threads"]  # runs finished before it was recorded
         return out
 
     @classmethod
@@ -150,7 +153,8 @@ class RunResult:
                    train_seconds=math.nan if seconds is None else seconds, steps=data.get("steps") or 0,
                    history=list(data.get("history") or []), test=dict(data.get("test") or {}),
                    per_image=list(data.get("per_image") or []),
-                   levels={int(k): dict(v) for k, v in (data.get("levels") or {}).items()})
+                   levels={int(k): dict(v) for k, v in (data.get("levels") or {}).items()},
+                   threads=data.get("threads"))
 
 
 @dataclass

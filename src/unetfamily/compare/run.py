@@ -130,6 +130,7 @@ def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: flo
         train_seconds=summary.seconds,  # of this process only when resumed
         steps=checkpoint.step, history=summary.history or checkpoint.extra.get("history", []),
         test=test, per_image=per_image, levels=_levels(model, run.fold.eval, device) if run.variant.levels else {},
+        threads=torch.get_num_threads(),
     )
     if run.save_predictions:
         save_npz(run.dir / PREDICTIONS, pred=_predictions(model, run.fold.eval, device),
