@@ -66,7 +66,9 @@ def _train(config: Path, *extra: str) -> tuple[int, str]:
 # checkpoints' worth of room left free -> step of the `last` the full disk leaves (None: none)
 ROOM = {
     "first_checkpoint": (0.5, None),  # not even step 2's `last` fits
-    "later_checkpoint": (2.5, 4),  # steps 2 and 4 fit; step 6's needs a third copy while `best` and `last` exist
+    # steps 2, 4 (`best` becomes a hard link of it: no copy) and 6 fit; step 8's needs a third copy
+    # while step 4's `best` and step 6's `last` exist
+    "later_checkpoint": (2.5, 6),
 }
 
 
