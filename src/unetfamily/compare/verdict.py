@@ -183,7 +183,9 @@ def verdict(results: CompareResults, summaries: Sequence[VariantSummary],
         out += _separation(evidence, order, metric) + _recommendation(evidence, order, metric)
     if max(s.n_seeds for s in order) < 2:
         out.append("Every model was trained with a single seed, so the seed-to-seed spread is unknown: the tests "
-                   "speak for these cases, not for a retrain. Rerun with `--seeds 3` before trusting small gaps.")
+                   "and P(first) resample these cases, not the training, and speak for these runs, not for a retrain "
+                   "(on ISBI 2012, two single-seed runs of one command named different winners, each first in at "
+                   "least 97% of bootstrap samples). Rerun with `--seeds 3` before trusting small gaps.")
     weakest = _weakest_class(results, win)
     return out + ([weakest] if weakest else []) + tail
 
