@@ -62,13 +62,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_as: str | Path | None = None) -> Path:
     """Create or replace ``path`` with what ``write(file)`` writes; parent folders are created.
 
     The target appears only once the data is complete and on disk. An :class:`OSError` on the
-    way (a full disk, a read-only folder) becomes a :class:`WriteError` naming ``path``; other
-    errors from ``write`` propagate as they are. Either way the temporary file is removed and the
-    target is untouched.
+    way (a full disk, a read-only folder) becomes a :class:`WriteError` naming ``path``, or
+    ``shown_as`` where ``path`` is a staging place the user never sees (the file's destination);
+    other errors from ``write`` propagate as they are. Either way the temporary file is removed and
+    the target is untouched.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -83,16 +84,16 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     except WriteError:
         raise
     except OSError as exc:
-        raise WriteError(path, exc) from exc
+        raise WriteError(Path(shown_as) if shown_as is not None else path, exc) from exc
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, *, shown_as: str | Path | None = None) -> Path:
     """Create or replace ``path`` with ``data`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data), shown_as=shown_as)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -89,11 +89,7 @@ class _Stage:
 
     def write(self, name: str, data: bytes) -> None:
         """Write ``data`` to ``stage/name``; a failure is a WriteError naming ``out/name``, where it was going."""
-        try:
-            atomic_write_bytes(self.path / name, data)
-        except WriteError as exc:  # name where the file was going, not the hidden folder
-            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(exc.errno, "write failed")
-            raise WriteError(self.out / name, cause) from exc
+        atomic_write_bytes(self.path / name, data, shown_as=self.out / name)  # named where it was going
         if "/" in name:
             self.folders.add(name.rsplit("/", 1)[0])
 

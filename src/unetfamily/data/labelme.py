@@ -315,10 +315,7 @@ def _write_staged(files: list[Path], root: Path, class_index: Mapping[str, int],
 
 def _staged(stage: Path, out: Path, name: str, data: bytes) -> str:
     """Write ``data`` to ``stage/name``; a failure is a WriteError naming ``out/name``, where it was going."""
-    try:
-        atomic_write_bytes(stage / name, data)
-    except WriteError as exc:
-        raise WriteError(out / name, OSError(exc.errno, os.strerror(exc.errno) if exc.errno else "write failed")) from exc
+    atomic_write_bytes(stage / name, data, shown_as=out / name)
     return name
 
 

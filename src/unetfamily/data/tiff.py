@@ -109,7 +109,7 @@ def _codec_error(path: Path, codec: str, cause: BaseException) -> DataError:
 
 
 def _native(pixels: np.ndarray) -> np.ndarray:
-    """Pixels of a Pillow TIFF as tifffile returns them: palette indices, bool for 1-bit, native byte order."""
+    """Pixels of a Pillow-decoded TIFF in native byte order, as tifffile returns them."""
     if pixels.dtype.byteorder not in ("=", "|"):
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels
