@@ -22,6 +22,7 @@ from unetfamily.data.check import DatasetCheck, check_dataset
 from unetfamily.data.encodings import MaskEncoding, decode_mask
 from unetfamily.data.folds import FoldDataset, stratified_folds  # registers the cv_fold type
 from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
+from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
 from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.loader import SeededSampler, collate, make_loader
 from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_data_config, register_dataset
@@ -36,6 +37,7 @@ __all__ = [
     "DatasetCheck",
     "DatasetInfo",
     "DatasetStatistics",
+    "Fingerprint",
     "FoldDataset",
     "MaskEncoding",
     "PairedFilesDataset",
@@ -52,9 +54,11 @@ __all__ = [
     "data_root",
     "dataset_statistics",
     "decode_mask",
+    "fingerprint_dataset",
     "kfold_split",
     "list_datasets",
     "load_data_config",
+    "load_or_compute_fingerprint",
     "make_loader",
     "num_model_outputs",
     "pair_folder",

@@ -1,0 +1,382 @@
+"""The dataset fingerprint: what a training plan needs to know about a dataset, measured once.
+
+:func:`fingerprint_dataset` decodes (a seeded subset of) a dataset's samples at their native size,
+exactly as the loader does before any transform (images ``(C, H, W)`` scaled to [0, 1] floats,
+masks ``(H, W)`` class indices), and summarises sizes, intensities, class frequencies, connected
+objects, how thin each class is and whether the images have an "up". Mask pixels equal to
+``info.ignore_index`` are left out of every class statistic and of the foreground intensities.
+
+:func:`load_or_compute_fingerprint` keeps the result in a JSON cache file keyed by a string the
+caller makes (e.g. a digest of the data files), so a plan is not re-measured on every call.
+
+>>> from unetfamily.data import build_dataset
+>>> fp = fingerprint_dataset(build_dataset({"type": "synthetic", "num_samples": 4, "size": 32}, "train"))
+>>> fp.cases, fp.channels, fp.size_median
+(4, 1, [32, 32])
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetfamily.data import options
+from unetfamily.data.base import SegmentationDataset
+from unetfamily.data.errors import DataError
+from unetfamily.data.io import image_to_float
+from unetfamily.errors import UnetFamilyError, require
+from unetfamily.files import write_json
+
+__all__ = ["FINGERPRINT_VERSION", "Fingerprint", "describe", "fingerprint_dataset", "load_or_compute_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_VERSION = 1
+#: Pixels per image (and channel) kept for the intensity percentiles; a strided, deterministic subsample.
+PERCENTILE_PIXELS = 10_000
+#: 8-connectivity for the connected objects of a class.
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _round(x: float) -> float:
+    """``x`` to 6 significant digits (idempotent, so a rounded value survives JSON/YAML unchanged)."""
+    return float(f"{x:.6g}")
+
+
+def _clean(obj: Any) -> Any:
+    """``obj`` as plain JSON/YAML types: floats rounded to 6 significant digits, numpy scalars unwrapped."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return _round(obj) if math.isfinite(obj) else None
+    return obj
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Statistics of a dataset's train split at native resolution (see the module docstring).
+
+    ``intensity`` (and ``intensity_foreground``, ``None`` without foreground pixels) holds per
+    channel ``{"mean", "std", "p00_5", "p99_5"}`` of pixels in [0, 1]. ``class_fraction`` is each
+    class's share of the labelled pixels, ``class_presence`` the share of images containing it.
+    ``objects`` maps each foreground class to ``{"count", "median_area", "p05_area",
+    "median_extent"}`` of its 8-connected components (areas in pixels, extent = longer bounding-box
+    side; ``count`` is the total over the ``cases`` images; ``None`` values when it has none).
+    ``boundary_fraction`` is the share of a foreground class's pixels with a 4-neighbour of another
+    label (ignored pixels included): near 1 for 1-3 px lines, small for blobs; ``None`` when absent.
+    ``vertical_asymmetry`` is the total-variation distance between the class distributions of the
+    top and bottom image halves, pooled over images: 0 with no "up", up to 1. ``width`` is each
+    foreground class's median local width in pixels (``2 d + 1`` at the medial pixels, ``d`` the
+    distance to the region's edge): about 1-6 for lines and membranes, object-sized for blobs;
+    ``None`` when absent (or in a fingerprint made without it).
+    """
+
+    cases: int
+    channels: int
+    classes: list[str]
+    size_median: list[int]
+    size_min: list[int]
+    size_max: list[int]
+    intensity: list[dict[str, float]]
+    intensity_foreground: list[dict[str, float]] | None
+    class_fraction: dict[str, float]
+    class_presence: dict[str, float]
+    objects: dict[str, dict[str, Any]]
+    boundary_fraction: dict[str, float | None]
+    vertical_asymmetry: float
+    pixels_total: int
+    version: int = FINGERPRINT_VERSION
+    width: dict[str, float | None] | None = None
+
+    @property
+    def foreground(self) -> list[str]:
+        """The foreground classes: all but index 0."""
+        return self.classes[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-safe dict (floats to 6 significant digits); :meth:`from_dict` reads it back."""
+        return _clean(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Fingerprint:
+        """The fingerprint stored as ``d`` by :meth:`to_dict`; DataError on a missing/unknown key or version."""
+        if not isinstance(d, dict):
+            raise DataError(f"fingerprint: expected a mapping, got {type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in d and n != "width"]
+        unknown = sorted(set(d) - set(names))
+        if missing or unknown:
+            raise DataError(f"fingerprint: missing keys {missing}, unknown keys {unknown}; recompute it")
+        if d["version"] != FINGERPRINT_VERSION:
+            raise DataError(f"fingerprint: version {d['version']!r}, this code writes {FINGERPRINT_VERSION}; "
+                            "recompute it")
+        return cls(**copy.deepcopy({n: d[n] for n in names if n in d}))
+
+
+class _Moments:
+    """Per-channel mean/std (exact, float64, Chan's pairwise update) and a pixel subsample for percentiles."""
+
+    def __init__(self, channels: int) -> None:
+        self.n = 0
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+        self.samples: list[np.ndarray] = []
+
+    def add(self, x: np.ndarray) -> None:
+        """Add pixels ``x``: ``(C, N)`` float32."""
+        nb = x.shape[1]
+        if nb == 0:
+            return
+        x64 = x.astype(np.float64)
+        mb = x64.mean(axis=1)
+        m2b = ((x64 - mb[:, None]) ** 2).sum(axis=1)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
+        self.n = n
+        self.samples.append(x[:, :: max(1, math.ceil(nb / PERCENTILE_PIXELS))])
+
+    def result(self) -> list[dict[str, float]] | None:
+        """Per channel ``{"mean", "std", "p00_5", "p99_5"}``; ``None`` if no pixel was added."""
+        if self.n == 0:
+            return None
+        std = np.sqrt(self.m2 / self.n)
+        lo, hi = np.percentile(np.concatenate(self.samples, axis=1), [0.5, 99.5], axis=1)
+        return [{"mean": float(self.mean[c]), "std": float(std[c]), "p00_5": float(lo[c]), "p99_5": float(hi[c])}
+                for c in range(len(self.mean))]
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: True where a pixel of ``mask`` has a 4-neighbour with another value."""
+    edge = np.zeros(mask.shape, dtype=bool)
+    vertical = mask[:-1, :] != mask[1:, :]
+    horizontal = mask[:, :-1] != mask[:, 1:]
+    edge[:-1, :] |= vertical
+    edge[1:, :] |= vertical
+    edge[:, :-1] |= horizontal
+    edge[:, 1:] |= horizontal
+    return edge
+
+
+class _Accumulator:
+    """Running sums over the decoded samples; :meth:`finish` turns them into the fingerprint's fields."""
+
+    def __init__(self, channels: int, classes: list[str], ignore_index: int) -> None:
+        self.classes, self.ignore_index = classes, ignore_index
+        k = len(classes)
+        self.bins = max(k, ignore_index + 1)
+        self.sizes: list[tuple[int, int]] = []
+        self.all, self.fg = _Moments(channels), _Moments(channels)
+        self.counts, self.present, self.boundary = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self.top, self.bottom = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self.areas: dict[int, list[int]] = {c: [] for c in range(1, k)}
+        self.extents: dict[int, list[int]] = {c: [] for c in range(1, k)}
+        self.widths: dict[int, list[np.ndarray]] = {c: [] for c in range(1, k)}
+        self.ndimage = require("scipy.ndimage", "train", "the object statistics of the dataset fingerprint")
+
+    def _count(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(values.ravel(), minlength=self.bins)[: len(self.classes)]
+
+    def add(self, image: np.ndarray, mask: np.ndarray) -> None:
+        """Add one sample: ``image`` ``(C, H, W)`` float32 in [0, 1], ``mask`` ``(H, W)`` non-negative ints."""
+        h, w = mask.shape
+        self.sizes.append((h, w))
+        flat = image.reshape(image.shape[0], -1)
+        self.all.add(flat)
+        labels = mask.ravel()
+        self.fg.add(flat[:, (labels > 0) & (labels < len(self.classes))])
+        counts = self._count(mask)
+        self.counts += counts
+        self.present += counts > 0
+        edges = _edges(mask)
+        self.boundary += self._count(mask[edges])
+        self._widths(mask, edges, counts)
+        self.top += self._count(mask[: h // 2])
+        self.bottom += self._count(mask[h - h // 2 :])
+        for c in range(1, len(self.classes)):
+            if counts[c]:
+                self._objects(mask == c, c)
+
+    def _objects(self, region: np.ndarray, c: int) -> None:
+        """Record the areas and extents of the 8-connected components of ``region`` ``(H, W)`` bool."""
+        labelled, n = self.ndimage.label(region, structure=_EIGHT)
+        self.areas[c].extend(np.bincount(labelled.ravel(), minlength=n + 1)[1:].tolist())
+        for rows, cols in self.ndimage.find_objects(labelled):
+            self.extents[c].append(max(rows.stop - rows.start, cols.stop - cols.start))
+
+    def _widths(self, mask: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> None:
+        """Record ``2 d + 1`` at the medial pixels of each foreground class (``d``: distance to an edge pixel)."""
+        if not edges.any():
+            return  # one label fills the image: no local width
+        dist = self.ndimage.distance_transform_edt(~edges)
+        medial = dist >= self.ndimage.maximum_filter(dist, size=3)
+        for c in range(1, len(self.classes)):
+            if counts[c]:
+                self.widths[c].append(dist[medial & (mask == c)])
+
+    def finish(self) -> dict[str, Any]:
+        """The fingerprint's fields except ``cases`` and ``channels``."""
+        classes, cases = self.classes, len(self.sizes)
+        sizes = np.array(self.sizes)
+        by_area = sorted(self.sizes, key=lambda hw: (hw[0] * hw[1], hw))
+        total = int(self.counts.sum())
+        return {
+            "classes": list(classes),
+            "size_median": [int(round(v)) for v in np.median(sizes, axis=0)],
+            "size_min": list(by_area[0]),
+            "size_max": list(by_area[-1]),
+            "intensity": self.all.result(),
+            "intensity_foreground": self.fg.result(),
+            "class_fraction": {n: float(self.counts[c] / max(total, 1)) for c, n in enumerate(classes)},
+            "class_presence": {n: float(self.present[c] / cases) for c, n in enumerate(classes)},
+            "objects": {classes[c]: _object_stats(self.areas[c], self.extents[c]) for c in self.areas},
+            "boundary_fraction": {classes[c]: (float(self.boundary[c] / self.counts[c]) if self.counts[c] else None)
+                                  for c in range(1, len(classes))},
+            "vertical_asymmetry": _total_variation(self.top, self.bottom),
+            "pixels_total": total,
+            "width": {classes[c]: _median_width(w) for c, w in self.widths.items()},
+        }
+
+
+def _object_stats(areas: list[int], extents: list[int]) -> dict[str, Any]:
+    """``{"count", "median_area", "p05_area", "median_extent"}``; ``None`` values without objects."""
+    if not areas:
+        return {"count": 0, "median_area": None, "p05_area": None, "median_extent": None}
+    return {"count": len(areas), "median_area": float(np.median(areas)),
+            "p05_area": float(np.percentile(areas, 5)), "median_extent": float(np.median(extents))}
+
+
+def _median_width(distances: list[np.ndarray]) -> float | None:
+    """``2 d + 1`` for the median medial distance ``d``; ``None`` without any."""
+    d = np.concatenate(distances) if distances else np.zeros(0)
+    return float(2 * np.median(d) + 1) if d.size else None
+
+
+def _total_variation(a: np.ndarray, b: np.ndarray) -> float:
+    """Half the L1 distance between the normalised histograms ``a`` and ``b``; 0 if either is empty."""
+    if a.sum() == 0 or b.sum() == 0:
+        return 0.0
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
+
+
+def _subset(n: int, max_cases: int | None, seed: int) -> list[int]:
+    """All of ``range(n)``, or ``max_cases`` of them drawn with ``seed``, sorted."""
+    if max_cases is None or n <= max_cases:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=max_cases, replace=False))
+
+
+def fingerprint_dataset(dataset: SegmentationDataset, max_cases: int | None = 500, seed: int = 0) -> Fingerprint:
+    """Measure ``dataset`` (its samples as decoded by ``dataset.load``, never ``dataset.transform``).
+
+    Images ``(C, H, W)`` are scaled to [0, 1] as the loader does; masks ``(H, W)``. With more than
+    ``max_cases`` samples (``None``: no limit) a subset drawn with ``seed`` is used, so the result
+    is reproducible. Build the dataset without ``resize`` to measure native sizes. DataError on an
+    empty dataset; DataConfigError naming ``max_cases``/``seed`` when they are not valid integers.
+    """
+    if max_cases is not None:
+        options.integer("max_cases", max_cases, lo=1)
+    options.integer("seed", seed, lo=0)
+    if len(dataset) == 0:
+        raise DataError(f"{dataset!r} has no samples; a fingerprint needs at least one")
+    info = dataset.info
+    indices = _subset(len(dataset), max_cases, seed)
+    acc = _Accumulator(info.in_channels, list(info.classes), info.ignore_index)
+    channels = info.in_channels
+    for i in indices:
+        img, msk = dataset.load(i)
+        image = image_to_float(img.numpy(), dataset.sample_name(i))
+        channels = image.shape[0]
+        acc.add(image, msk.numpy())
+    fields_ = {"cases": len(indices), "channels": channels, **acc.finish(), "version": FINGERPRINT_VERSION}
+    log.info("fingerprinted %d of %d samples of %s", len(indices), len(dataset), type(dataset).__name__)
+    return Fingerprint.from_dict(_clean(fields_))
+
+
+def _read_cache(cache: Path, key: str, opts: dict[str, Any]) -> Fingerprint | None:
+    """The cached fingerprint if ``cache`` holds one for ``key`` and ``opts``; ``None`` (warned if unreadable)."""
+    if not cache.exists():
+        return None
+    try:
+        record = json.loads(cache.read_text())
+        if record.get("key") != key or record.get("options") != opts:
+            log.info("fingerprint cache %s is for another key or options; recomputing", cache)
+            return None
+        return Fingerprint.from_dict(record["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnetFamilyError) as exc:
+        log.warning("fingerprint cache %s is unreadable (%s); recomputing it", cache, exc)
+        return None
+
+
+def load_or_compute_fingerprint(
+    dataset: SegmentationDataset, cache: str | Path, key: str, *, max_cases: int | None = 500, seed: int = 0
+) -> Fingerprint:
+    """:func:`fingerprint_dataset`, reusing the JSON file ``cache`` when it was written for ``key``.
+
+    ``key`` is the caller's: it must change whenever the data changes (e.g. a digest of the data
+    config and files). The file holds ``{"key", "options": {"max_cases", "seed"}, "fingerprint"}``
+    and is reused only when both match; otherwise (or when it is corrupt, with a warning) the
+    fingerprint is computed and the file replaced atomically. A cache that cannot be written is
+    logged as a warning; the fingerprint is still returned.
+    """
+    cache = Path(cache)
+    opts = {"max_cases": max_cases, "seed": seed}
+    hit = _read_cache(cache, key, opts)
+    if hit is not None:
+        log.info("fingerprint read from %s", cache)
+        return hit
+    fp = fingerprint_dataset(dataset, max_cases=max_cases, seed=seed)
+    try:
+        write_json(cache, {"key": key, "options": opts, "fingerprint": fp.to_dict()})
+    except (OSError, UnetFamilyError) as exc:
+        log.warning("could not write the fingerprint cache %s (%s); it will be recomputed next time", cache, exc)
+    return fp
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _intensity_line(label: str, stats: list[dict[str, float]] | None) -> str:
+    if stats is None:
+        return f"{label}: none"
+    parts = [f"ch{c} mean {_fmt(s['mean'])} std {_fmt(s['std'])} [p0.5 {_fmt(s['p00_5'])}, p99.5 {_fmt(s['p99_5'])}]"
+             for c, s in enumerate(stats)]
+    return f"{label}: " + "; ".join(parts)
+
+
+def describe(fp: Fingerprint) -> list[str]:
+    """A few human-readable lines summarising ``fp`` (for the CLI to print)."""
+    size = "x".join(map(str, fp.size_median))
+    lines = [
+        f"{fp.cases} cases, {fp.channels} channel(s), classes {', '.join(fp.classes)}; {fp.pixels_total} labelled px",
+        f"size HxW: median {size}, smallest {'x'.join(map(str, fp.size_min))}, "
+        f"largest {'x'.join(map(str, fp.size_max))}",
+        _intensity_line("intensity", fp.intensity),
+        _intensity_line("foreground intensity", fp.intensity_foreground),
+        "class pixels: " + ", ".join(f"{n} {fp.class_fraction[n]:.2%} (in {fp.class_presence[n]:.0%} of images)"
+                                     for n in fp.classes),
+    ]
+    for name in fp.foreground:
+        o, b = fp.objects[name], fp.boundary_fraction[name]
+        width = (fp.width or {}).get(name)
+        thin = " (thin structure)" if (b is not None and b >= 0.5) or (width is not None and width <= 7) else ""
+        lines.append(f"{name}: {o['count']} objects, median area {_fmt(o['median_area'])} px "
+                     f"(p05 {_fmt(o['p05_area'])}), median extent {_fmt(o['median_extent'])} px, "
+                     f"width {_fmt(width)} px, boundary fraction {_fmt(b, '.2f')}{thin}")
+    up = "images have an up" if fp.vertical_asymmetry >= 0.2 else "no preferred up/down"
+    lines.append(f"vertical asymmetry {fp.vertical_asymmetry:.2f} ({up})")
+    return lines
