@@ -4,7 +4,7 @@ A sample is ``{"image": float32 (C, H, W) in [0, 1], "mask": int64 (H, W), "name
 pixels hold class indices, and ``info.ignore_index`` where a pixel is ignored.
 
 Loading runs in two stages. The deterministic stage (decode, channel conversion, optional
-``resize``) is cached per sample when ``cache=True``; the random stage (``transform``, e.g. an
+``resize`` or ``scale``) is cached per sample when ``cache=True``; the random stage (``transform``, e.g. an
 augmentation) runs on every access. Cached and uncached access return identical samples.
 """
 
@@ -27,8 +27,12 @@ from unetfamily.data.encodings import MaskEncoding, decode_mask
 from unetfamily.data.errors import DataConfigError, DataError
 from unetfamily.data.io import image_to_float, read_image, read_mask, to_channels
 from unetfamily.data.probe import detect_channels
+from unetfamily.errors import Range
 
-__all__ = ["DatasetInfo", "PairedFilesDataset", "Sample", "SamplePaths", "SegmentationDataset", "num_model_outputs"]
+__all__ = [
+    "DatasetInfo", "PairedFilesDataset", "Sample", "SamplePaths", "SegmentationDataset", "num_model_outputs",
+    "scaled_size",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,8 @@ Transform = Callable[[Sample], Sample]
 MAX_MASK_VALUE = 32767
 #: Largest in_channels a dataset may declare (multi-sample TIFFs pass through unconverted).
 MAX_CHANNELS = 1024
+#: Largest ``scale`` factor a dataset accepts.
+MAX_SCALE = 8.0
 
 
 @dataclass(frozen=True)
@@ -88,10 +94,24 @@ def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return options.size("resize", size)
 
 
+def _as_scale(scale: float) -> float:
+    """``scale`` checked: a finite number in (0, MAX_SCALE] (0.5 halves each side)."""
+    Range(gt=0, le=MAX_SCALE)("scale", scale, error=DataConfigError)
+    return float(scale)
+
+
+def scaled_size(shape: Sequence[int], scale: float) -> tuple[int, int]:
+    """``(round(H * scale), round(W * scale))`` of an ``(H, W)`` shape, each side at least 1."""
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
 class SegmentationDataset(Dataset):
     """Base of every dataset here: caching, resizing, tensor conversion and the transform.
 
     Subclasses implement ``__len__``, :meth:`sample_name` and :meth:`read`.
+    ``resize`` gives every sample one ``(H, W)``; ``scale`` (exclusive with it) multiplies each
+    sample's own size by a factor (:func:`scaled_size`), the image bilinear antialiased and the mask
+    nearest, so the region of interest, already part of the mask, follows it.
     ``dataset[i]`` returns a sample dict; ``dataset[(i, seed)]`` (what
     :func:`~unetfamily.data.make_loader` asks for) runs the transform under ``torch.manual_seed(seed)``
     so augmentation is reproducible whatever the number of workers.
@@ -104,12 +124,27 @@ class SegmentationDataset(Dataset):
         resize: int | Sequence[int] | None = None,
         cache: bool = False,
         transform: Transform | None = None,
+        scale: float = 1.0,
     ) -> None:
         self.info = info
         self.resize = _as_size(resize)
         self.cache = options.boolean("cache", cache)
         self.transform = transform
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.scale = 1.0
+        if scale != 1.0:
+            self.set_scale(scale)
+
+    def set_scale(self, scale: float) -> None:
+        """Resize every sample by ``scale`` from now on (clears the cache); refused with ``resize``."""
+        scale = _as_scale(scale)
+        if self.resize is not None:
+            raise DataConfigError(
+                f"scale={scale:g} and resize={list(self.resize)} are both set; give one: 'resize' makes every "
+                "sample one size, 'scale' multiplies each sample's own size"
+            )
+        self.scale = scale
+        self._cache.clear()
 
     # -- to implement -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -159,6 +194,8 @@ class SegmentationDataset(Dataset):
         msk = torch.from_numpy(_writable(mask))
         if self.resize is not None and tuple(msk.shape) != self.resize:
             img, msk = _resize(img, msk, self.resize)
+        elif self.scale != 1.0:
+            img, msk = _resize(img, msk, scaled_size(msk.shape, self.scale))
         if self.cache:
             self._cache[index] = (img, msk)
         return img, msk

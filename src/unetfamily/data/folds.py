@@ -96,10 +96,10 @@ class FoldDataset(SegmentationDataset):
             raise DataConfigError("cv_fold: the pool is empty; give 'pool' one or more of the base's splits")
         first = parts[0]
         for part in parts[1:]:
-            if part.info != first.info or part.resize != first.resize:
+            if part.info != first.info or part.resize != first.resize or part.scale != first.scale:
                 raise DataError(
-                    f"cv_fold: pooled splits disagree ({first.info}, resize {first.resize} vs {part.info}, "
-                    f"resize {part.resize}); pool only splits of one dataset"
+                    f"cv_fold: pooled splits disagree ({first.info}, resize {first.resize}, scale {first.scale} vs "
+                    f"{part.info}, resize {part.resize}, scale {part.scale}); pool only splits of one dataset"
                 )
         self._parts = list(parts)
         folds = _check_assignment(_pooled_names(self._parts), assignment)
@@ -114,7 +114,7 @@ class FoldDataset(SegmentationDataset):
         if not self._index:
             raise DataError(f"cv_fold: split {split!r} of fold {fold} has no samples; use more than one fold")
         self.fold, self.split = fold, split
-        super().__init__(first.info, resize=first.resize, cache=first.cache)
+        super().__init__(first.info, resize=first.resize, cache=first.cache, scale=first.scale)
 
     def __len__(self) -> int:
         return len(self._index)

@@ -7,7 +7,7 @@ A config names a ``type`` and that type's options (a bare type name, ``"syntheti
     mask_suffix: _mask
     mask_encoding: {kind: binary, threshold: 127}
     splits: {fractions: {train: 0.8, val: 0.2}, seed: 0}
-    resize: [256, 256]
+    resize: [256, 256]        # or scale: 0.5 (each sample's own size times a factor; not with resize)
     augment: medical          # optional; applied to the "train" split only
 
 Each type is a small builder function registered with :func:`register_dataset`; its keyword
@@ -44,7 +44,7 @@ __all__ = ["build_dataset", "data_root", "list_datasets", "load_data_config", "r
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, Callable[..., SegmentationDataset]] = {}
-_COMMON_KEYS = ("type", "augment", "strict")
+_COMMON_KEYS = ("type", "augment", "scale", "strict")
 
 
 def register_dataset(fn: Callable[..., SegmentationDataset]) -> Callable[..., SegmentationDataset]:
@@ -112,6 +112,7 @@ def build_dataset(
     if builder is None:
         raise unknown_choice("dataset type", kind, list_datasets())
     augment = config.pop("augment", None)
+    scale = config.pop("scale", None)
     strict = options.boolean("strict", config.pop("strict", False))
     params = inspect.signature(builder).parameters
     valid = [p for p in params if p not in ("split", "strict")]
@@ -127,6 +128,8 @@ def build_dataset(
     if "strict" in params:  # types that read split lists check them; for the others splits cannot overlap
         config["strict"] = strict
     dataset = builder(split, **config)
+    if scale is not None:  # every split: evaluation sees the scale training saw
+        dataset.set_scale(scale)
     if augment and split == "train":
         dataset.transform = _build_augment(augment, dataset)
     log.info("built %s split %r: %d samples, classes %s", kind, split, len(dataset), dataset.info.classes)
@@ -138,8 +141,8 @@ def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) 
 
     if isinstance(spec, str):
         spec = {"preset": spec}
-    spec = dict(options.mapping("augment", spec, "give a preset name or {preset, crop_size}"))
-    check_keys("augment", spec, ("preset", "crop_size"))
+    spec = dict(options.mapping("augment", spec, "give a preset name or {preset, crop_size, foreground}"))
+    check_keys("augment", spec, ("preset", "crop_size", "foreground"))
     return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **spec)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 from torch import nn
 
 from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
+from unetfamily.models.input_norm import attach_input_norm, check_input_norm
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "resolve_model_name"]
 
@@ -82,12 +83,18 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
 
     Keyword arguments whose value is ``None`` are dropped, so the factory's defaults apply.
     Every model maps an image batch (N, in_channels, H, W) to logits (N, num_classes, H, W).
+    ``input_norm={"mean": [...], "std": [...], "clip": [lo, hi] or None}`` (one value per input
+    channel) builds the per-channel clip + z-score into the model (:mod:`unetfamily.models.input_norm`).
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    input_norm = kwargs.pop("input_norm", None)
     name = resolve_model_name(name)
     factory = _MODEL_ENTRYPOINTS[name]
     _check_kwargs(name, factory, kwargs)
-    return factory(**kwargs)
+    if input_norm is not None:  # its form first: a bad value must not cost a model build
+        check_input_norm(input_norm, None)
+    model = factory(**kwargs)
+    return model if input_norm is None else attach_input_norm(model, input_norm)
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,6 +42,7 @@ from unetfamily.models._blocks import DoubleConv, Norm, SegmentationModel, Upsam
 from unetfamily.models._memory import cat_channels, checkpoint_block
 from unetfamily.models._registry import register_model
 from unetfamily.models.encoder import UNetEncoder
+from unetfamily.models.input_norm import attach_input_norm
 
 __all__ = ["UNetPlusPlus"]
 
@@ -162,6 +163,9 @@ class UNetPlusPlus(SegmentationModel):
         widths = self.feature_info.channels()[: level + 1]
         small = UNetPlusPlus(**{**self._hparams, "channels": widths, "deep_supervision": False})
         small.size_multiple = self.size_multiple
+        norm = getattr(self, "input_norm", None)
+        if norm is not None:  # the input normalisation travels with the weights
+            attach_input_norm(small, norm.spec())
         full = self.state_dict()
         small.load_state_dict({k: full[k] for k in small.state_dict()})
         return small.train(self.training)
