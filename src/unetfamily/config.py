@@ -64,6 +64,16 @@ def _weights(what: str, value: list[float] | None) -> None:
                           "give one head at least a positive weight")
 
 
+def _window(what: str, value: list[int] | None) -> None:
+    """A sliding window: null (no window) or [height, width], two whole numbers >= 1."""
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{what} must be [height, width] in pixels, e.g. [256, 256] (or null for whole images)")
+    for i, side in enumerate(value):
+        Range(ge=1, integer=True)(f"{what}[{i}]", side)
+
+
 class _Section:
     """Base of the config sections: each checks its fields when built, errors naming ``<section>.<key>``."""
 
@@ -143,6 +153,13 @@ class TrainConfig(_Section):
     max_skipped_fraction: float = number(0.1, ge=0, le=1)
     tensorboard: bool = True
     progress: bool = True
+    # Optimiser steps per epoch (nnU-Net: 250 "iterations"): each epoch draws steps_per_epoch * batch_size
+    # samples from seeded permutations of the training set, whatever its size. Null: one pass over the data.
+    steps_per_epoch: int | None = integer(None, ge=1, null="make an epoch one pass over the training data")
+    # Validation predicts each image by Gaussian-blended sliding windows of this [height, width]
+    # (null: the model sees each whole image); val_overlap is the fraction neighbouring windows share.
+    val_window: list[int] | None = field(default=None, metadata={"check": _window})
+    val_overlap: float = number(0.5, ge=0, le=0.95)
 
 
 @dataclass
@@ -178,6 +195,7 @@ def _check_combinations(cfg: Config) -> None:
         "train.max_skipped_fraction": (train.nan_policy != "skip", "applies to train.nan_policy=skip only"),
         "train.log_every": (not train.tensorboard, "paces TensorBoard logging, and train.tensorboard is false"),
         "train.image_every": (not train.tensorboard, "paces TensorBoard images, and train.tensorboard is false"),
+        "train.val_overlap": (train.val_window is None, "spaces validation windows, and train.val_window is null"),
         "loss.cgm_weight": (not kwargs.get("cgm"), "weighs the UNet3+ classification-guided module, which needs "
                             "model.kwargs.cgm=true"),
         "loss.ds_weights": (not kwargs.get("deep_supervision"), "weighs deep-supervision heads, which need "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from unetfamily.compare.data import EvalSplit
 from unetfamily.compare.identity import FINGERPRINT_FILE, StaleRunError, describe_difference, differing_fields
 from unetfamily.compare.plan import PlannedRun, saved_fingerprint
 from unetfamily.compare.results import RunResult
+from unetfamily.config import Config
 from unetfamily.files import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,30 @@ class _PrunedLevel(nn.Module):
         return self.net.forward_level(x, self.level)
 
 
-def _levels(model: nn.Module, split: EvalSplit, device: torch.device) -> dict[int, dict[str, float]]:
+@dataclass(frozen=True)
+class _Window:
+    """How a run's validation saw its images (``train.val_window``, ``train.val_overlap``); evaluation does the same."""
+
+    size: list[int] | None = None  # [H, W]; None: whole images
+    overlap: float = 0.5
+
+    @classmethod
+    def of(cls, config: Config) -> _Window:
+        return cls(config.train.val_window, config.train.val_overlap)
+
+    def loader(self, split: EvalSplit) -> Any:
+        """The split's batches: one image per batch with a window (images may differ in size), else as batched."""
+        from unetfamily.data import make_loader
+
+        return split.loader if self.size is None else make_loader(split.dataset, 1, shuffle=False)
+
+    def evaluate_options(self, split: EvalSplit) -> dict[str, Any]:
+        """:func:`~unetfamily.engine.evaluate.evaluate`'s window options (the split's batch size in windows)."""
+        return {"window": self.size, "overlap": self.overlap, "window_batch": split.loader.batch_size}
+
+
+def _levels(model: nn.Module, split: EvalSplit, device: torch.device,
+            window: _Window = _Window()) -> dict[int, dict[str, float]]:
     """Dice/IoU/mIoU, batch-1 latency and MACs of the trained UNet++ pruned to each level L = 1..depth."""
     from unetfamily.bench import count_flops, time_call
     from unetfamily.engine.evaluate import evaluate
@@ -65,7 +90,8 @@ def _levels(model: nn.Module, split: EvalSplit, device: torch.device) -> dict[in
     out = {}
     x = torch.randn(shape, device=device)
     for level in range(1, model.depth + 1):
-        scores = evaluate(_PrunedLevel(model, level), split.loader, device, info.num_classes, info.ignore_index)
+        scores = evaluate(_PrunedLevel(model, level), window.loader(split), device, info.num_classes,
+                          info.ignore_index, **window.evaluate_options(split))
         with torch.no_grad():
             latency = time_call(lambda: model.forward_level(x, level), device, repeats=10, stat="min")
         out[level] = {"dice": scores["dice"], "iou": scores["iou"], "miou": scores["miou"],
@@ -73,26 +99,38 @@ def _levels(model: nn.Module, split: EvalSplit, device: torch.device) -> dict[in
     return out
 
 
-def _predictions(model: nn.Module, split: EvalSplit, device: torch.device) -> np.ndarray:
-    """(N, H, W) uint8 class labels of the evaluation images, in the split's order."""
+def _predictions(model: nn.Module, split: EvalSplit, device: torch.device,
+                 window: _Window = _Window()) -> np.ndarray | None:
+    """(N, H, W) uint8 class labels of the evaluation images, in the split's order; None when their sizes differ
+    (the report's figures show images of one size only, see ``_save_artifacts``)."""
+    from unetfamily.engine.evaluate import window_labels
     from unetfamily.metrics import logits_to_labels
 
     preds = []
+    model.eval()
     with torch.no_grad():
-        for batch in split.loader:
-            labels = logits_to_labels(model(batch["image"].to(device)), split.info.num_classes)
+        for batch in window.loader(split):
+            images = batch["image"].to(device)
+            if window.size is None:
+                labels = logits_to_labels(model(images), split.info.num_classes)
+            else:
+                labels = window_labels(model, images, window.size, window.overlap,
+                                       batch_size=split.loader.batch_size)
             preds.append(labels.to(torch.uint8).cpu().numpy())
+    if len({p.shape[1:] for p in preds}) > 1:
+        return None
     return np.concatenate(preds)
 
 
-def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device,
-              nsd_tolerance: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device, nsd_tolerance: float,
+              window: _Window = _Window()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(kept scores, per-case scores) of ``model`` on the evaluation split, on ``device``."""
     from unetfamily.engine.evaluate import evaluate
 
     info = split.info
-    scores = evaluate(model, split.loader, device, info.num_classes, info.ignore_index, per_image=True,
-                      hd95=info.num_classes == 2, nsd_tolerance=nsd_tolerance, cldice=True)
+    scores = evaluate(model, window.loader(split), device, info.num_classes, info.ignore_index, per_image=True,
+                      hd95=info.num_classes == 2, nsd_tolerance=nsd_tolerance, cldice=True,
+                      **window.evaluate_options(split))
     per_image = [{k: r[k] for k in CASE_SCORES if k in r} for r in scores["per_image"]]
     return {k: scores[k] for k in KEPT_SCORES if k in scores}, per_image
 
@@ -124,16 +162,20 @@ def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: flo
     if summary.interrupted:
         raise KeyboardInterrupt(f"compare interrupted during {run.label}; run it again to continue")
     model, checkpoint = load_model(last, device)
-    test, per_image = _evaluate(model, run.fold.eval, device, nsd_tolerance)
+    window = _Window.of(run.config)  # evaluated as it was validated: whole images or sliding windows
+    test, per_image = _evaluate(model, run.fold.eval, device, nsd_tolerance, window)
     result = RunResult(
         variant=run.variant.id, seed=run.seed, fold=run.fold.index,
         train_seconds=summary.seconds,  # of this process only when resumed
         steps=checkpoint.step, history=summary.history or checkpoint.extra.get("history", []),
-        test=test, per_image=per_image, levels=_levels(model, run.fold.eval, device) if run.variant.levels else {},
+        test=test, per_image=per_image,
+        levels=_levels(model, run.fold.eval, device, window) if run.variant.levels else {},
         threads=torch.get_num_threads(),
     )
-    if run.save_predictions:
-        save_npz(run.dir / PREDICTIONS, pred=_predictions(model, run.fold.eval, device),
-                 names=np.array([r["name"] for r in per_image]))
+    pred = _predictions(model, run.fold.eval, device, window) if run.save_predictions else None
+    if pred is not None:
+        save_npz(run.dir / PREDICTIONS, pred=pred, names=np.array([r["name"] for r in per_image]))
+    elif run.save_predictions:
+        log.info("%s: evaluation images differ in size; no predictions kept for the report's figures", run.label)
     write_json(done, result.to_dict())
     return result

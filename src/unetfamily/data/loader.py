@@ -31,13 +31,23 @@ class SeededSampler(Sampler[tuple[int, int]]):
     Order and seeds are drawn from ``torch.Generator`` seeded with ``(seed, epoch)``. With
     ``world_size > 1`` each rank takes every ``world_size``-th entry of the same permutation
     (padded by wrapping so every rank gets the same count), as DistributedSampler does.
+
+    With ``num_samples`` (per rank) an epoch is that many samples instead of one pass: the
+    epochs are consecutive pieces of one endless stream of permutations of the dataset
+    (permutation ``j`` and its per-position sample seeds drawn from a generator seeded with
+    ``(seed, j)``), so every sample is drawn equally often over time whatever the dataset's size,
+    and epoch ``e`` still depends only on ``seed`` and ``e``.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, *, rank: int = 0, world_size: int = 1,
+                 num_samples: int | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} must be in [0, world_size={world_size})")
+        if num_samples is not None and (num_samples < 1 or size < 1):
+            raise ValueError(f"num_samples={num_samples} must be >= 1 (or None for one pass over the data), "
+                             f"and the dataset must not be empty (size {size})")
         self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.num_samples = rank, world_size, num_samples
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -45,9 +55,13 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
+        if self.num_samples is not None:
+            return self.num_samples
         return -(-self.size // self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.num_samples is not None:
+            return self._stream()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
@@ -57,6 +71,27 @@ class SeededSampler(Sampler[tuple[int, int]]):
             order = torch.cat([order, order[: total - self.size]])
         picked = order[self.rank : total : self.world_size].tolist()
         return iter([(i, int(seeds[i])) for i in picked])
+
+    def _stream(self) -> Iterator[tuple[int, int]]:
+        """This epoch's ``num_samples`` entries of the endless stream of seeded permutations (this rank's share)."""
+        assert self.num_samples is not None
+        total = self.num_samples * self.world_size
+        begin, self.epoch = self.epoch * total, self.epoch + 1
+        first, last = begin // self.size, (begin + total - 1) // self.size  # the permutations this epoch touches
+        orders, seeds = [], []
+        for j in range(first, last + 1):
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + j) ^ _STREAM_SALT)
+            orders.append(torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size))
+            seeds.append(torch.randint(0, 2**62, (self.size,), generator=g))
+        offset = begin - first * self.size
+        order = torch.cat(orders)[offset : offset + total]
+        seed = torch.cat(seeds)[offset : offset + total]
+        picked = range(self.rank, total, self.world_size)
+        return iter([(int(order[p]), int(seed[p])) for p in picked])
+
+
+#: Keeps the generators of the stream of permutations (``num_samples``) apart from the per-epoch ones.
+_STREAM_SALT = 0x5DEECE66D
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -93,6 +128,7 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     prefetch_factor: int | None = None,
+    num_samples: int | None = None,
 ) -> DataLoader:
     """A DataLoader whose batches (order and augmentation) are fixed by ``seed``.
 
@@ -100,16 +136,21 @@ def make_loader(
     ``pin_memory`` defaults to ``torch.cuda.is_available()``. Worker processes persist across
     epochs, and a dataset built with ``cache=True`` is decoded once in the main process before the
     workers fork, so they share the decoded samples instead of each decoding its own copy.
-    ``rank``/``world_size`` shard the data for DistributedDataParallel.
+    ``rank``/``world_size`` shard the data for DistributedDataParallel. ``num_samples`` (per rank;
+    None: one pass over the data) makes every epoch that many samples (:class:`SeededSampler`).
     """
     if batch_size < 1:
         raise DataConfigError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(dataset, SegmentationDataset):
-        sampler: Sampler = SeededSampler(len(dataset), shuffle, seed, rank=rank, world_size=world_size)
+        sampler: Sampler = SeededSampler(len(dataset), shuffle, seed, rank=rank, world_size=world_size,
+                                         num_samples=num_samples)
         if dataset.cache and num_workers > 0:
             dataset.preload(num_threads=num_workers)
         generator = None
     else:  # a foreign dataset (e.g. a torch Subset): seeded order, global-RNG transforms
+        if num_samples is not None:
+            raise DataConfigError(f"num_samples (train.steps_per_epoch) needs a unetfamily dataset; got a "
+                                  f"{type(dataset).__name__}: build it with unetfamily.data.build_dataset")
         if world_size > 1:
             from torch.utils.data.distributed import DistributedSampler
 

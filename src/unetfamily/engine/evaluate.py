@@ -2,13 +2,18 @@
 
 Scores come from one confusion matrix accumulated over the whole split (and over all processes
 under DDP), see :mod:`unetfamily.metrics`; per-image scores are for finding where a model fails.
+
+With a ``window`` (``train.val_window``) each image is predicted in Gaussian-blended sliding
+windows (:func:`window_labels`), as :class:`~unetfamily.engine.predict.Predictor` predicts it:
+the windows' probabilities are blended (docs/predict_export.md says why), then thresholded
+(binary) or arg-maxed into the labels the metrics score.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +21,13 @@ import torch
 from torch import nn
 
 from unetfamily.config import Range
+from unetfamily.engine.inference import sliding_window_strips
 from unetfamily.errors import ConfigError
+from unetfamily.models import final_output
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_checkpoint"]
+__all__ = ["evaluate", "evaluate_checkpoint", "window_labels"]
 
 
 def _plain(value: torch.Tensor) -> Any:
@@ -44,6 +51,9 @@ def evaluate(
     threshold: float = 0.5,
     nsd_tolerance: float | None = None,
     cldice: bool = False,
+    window: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    window_batch: int = 4,
 ) -> dict[str, Any]:
     """Scores of ``model`` on every batch of ``loader`` (``{"image": (N,C,H,W), "mask": (N,H,W)}``).
 
@@ -52,7 +62,9 @@ def evaluate(
     ``confusion_matrix`` (rows = target) and, with ``per_image``, a list of per-image scores.
     With ``per_image``, ``nsd_tolerance`` (pixels) adds the normalised surface Dice and ``cldice``
     the centreline Dice of every image, and their means over the images where they are defined
-    (``nsd``, ``cldice``). The model is left in eval mode.
+    (``nsd``, ``cldice``). ``window`` ([H, W], None: whole images) predicts each image in sliding
+    windows that share ``overlap``, ``window_batch`` windows per forward pass (:func:`window_labels`).
+    The model is left in eval mode.
     """
     from unetfamily.metrics import SegmentationMetrics, per_image_scores  # torchmetrics: the 'train' extra
 
@@ -64,9 +76,13 @@ def evaluate(
     for batch in loader:
         images = batch["image"].to(device)
         masks = batch["mask"].to(device)
-        with autocast:
-            output = model(images)
-        output = output.float() if isinstance(output, torch.Tensor) else output
+        if window is not None:
+            output = window_labels(model, images, window, overlap, threshold=threshold, batch_size=window_batch,
+                                   amp=amp)
+        else:
+            with autocast:
+                output = model(images)
+            output = output.float() if isinstance(output, torch.Tensor) else output
         metrics.update(output, masks)
         if per_image:
             scores = per_image_scores(output, masks, num_classes, ignore_index=ignore_index, threshold=threshold,
@@ -81,6 +97,34 @@ def evaluate(
             if images_scores and key in images_scores[0]:
                 result[key] = sum(values) / len(values) if values else math.nan
     return result
+
+
+@torch.no_grad()
+def window_labels(model: nn.Module, images: torch.Tensor, window: Sequence[int], overlap: float = 0.5, *,
+                  threshold: float = 0.5, batch_size: int = 4, amp: str = "none") -> torch.Tensor:
+    """Labels (N, H, W) long of ``images`` (N, C, H, W), predicted in Gaussian-blended sliding windows.
+
+    Each window of ``window`` = [h, w] pixels (an image smaller than it is zero-padded, as in
+    :class:`~unetfamily.engine.predict.Predictor`) goes through ``model`` (the caller puts it in eval
+    mode), ``batch_size`` windows per call, under bf16 autocast with ``amp="bf16"``. The
+    probabilities of its final output (sigmoid for 1 channel, softmax otherwise) are blended, and
+    the labels are ``probability > threshold`` (1 channel) or the arg-max, as
+    :func:`~unetfamily.metrics.logits_to_labels` labels logits.
+    """
+    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+    def probabilities(tiles: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            logits = final_output(model(tiles)).float()
+        return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
+
+    n, _, height, width = images.shape
+    labels = torch.empty(n, height, width, dtype=torch.long, device=images.device)
+    roi = (int(window[0]), int(window[1]))
+    for row, block in sliding_window_strips(probabilities, images, roi, overlap, batch_size, "gaussian"):
+        rows = slice(row, row + block.shape[2])
+        labels[:, rows] = (block[:, 0] > threshold).long() if block.shape[1] == 1 else block.argmax(dim=1)
+    return labels
 
 
 def evaluate_checkpoint(
@@ -103,6 +147,8 @@ def evaluate_checkpoint(
     :class:`~unetfamily.errors.ConfigError`; ``names`` maps option names to how errors show them
     (the CLI passes ``{"threshold": "--threshold", ...}``). Returns :func:`evaluate`'s result with
     ``per_image`` scores, plus ``classes``, ``split`` and ``checkpoint`` (the file that was read).
+    A model trained with ``train.val_window`` is scored as it was validated: each image in sliding
+    windows, one image at a time, ``batch_size`` windows per forward pass.
     """
     from unetfamily.data import build_dataset, make_loader
     from unetfamily.engine.checkpoint import load_model, resolve_checkpoint
@@ -115,12 +161,27 @@ def evaluate_checkpoint(
     model, ckpt = load_model(checkpoint, where)
     dataset = build_dataset(ckpt.config.get("data", {}) if data is None else data, split)
     _check_fit(model, dataset.info, hd95, threshold, name)
-    loader = make_loader(dataset, batch_size, shuffle=False)
+    window, overlap = _saved_window(ckpt.config, checkpoint)
+    loader = make_loader(dataset, 1 if window is not None else batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
-                      hd95=hd95, per_image=True, threshold=0.5 if threshold is None else threshold)
+                      hd95=hd95, per_image=True, threshold=0.5 if threshold is None else threshold,
+                      window=window, overlap=overlap, window_batch=batch_size)
     result["classes"] = list(dataset.info.classes)
     result["split"], result["checkpoint"] = split, str(resolve_checkpoint(checkpoint))
     return result
+
+
+def _saved_window(config: dict[str, Any], checkpoint: str | Path) -> tuple[list[int] | None, float]:
+    """(train.val_window, train.val_overlap) of a checkpoint's config, checked; (None, 0.5) when it has none."""
+    from unetfamily.config import TrainConfig
+
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    window, overlap = train.get("val_window"), train.get("val_overlap", 0.5)
+    try:
+        TrainConfig(val_window=window, val_overlap=overlap)
+    except ConfigError as exc:
+        raise ConfigError(f"checkpoint {checkpoint}: its config is not valid: {exc}") from exc
+    return window, overlap
 
 
 def _check_fit(model: nn.Module, info: Any, hd95: bool, threshold: float | None, name: Mapping[str, str]) -> None:

@@ -149,7 +149,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     # Every file of both splits read once now, so no data error can surface after training started.
     check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
-                  batch_sizes={"train": cfg.loader.batch_size, "val": cfg.loader.val_batch_size or cfg.loader.batch_size})
+                  batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
     cfg = _with_data_shapes(cfg, train_set.info)
     model, train_model = _build_model(cfg, device, dist_info, resumed)
     optimizer = _build_optimizer(model, cfg)
@@ -160,6 +160,8 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     if dist_info.main:  # written once the model and loss accepted the config, so a refused one leaves no trace
         _write_run_config(run_dir, cfg)
     train_loader, val_loader = _build_loaders(cfg, train_set, val_set, dist_info)
+    if dist_info.main:
+        _log_epoch_meaning(cfg, len(train_set), len(val_set), len(train_loader))
     total_steps = _total_steps(cfg, len(train_loader))
     state = RunState.from_checkpoint(resumed) if resumed is not None else RunState()
     if resumed is not None and saved is not None:
@@ -269,15 +271,40 @@ def _build_criterion(cfg: Config, info: Any) -> nn.Module:
     )
 
 
+def _val_batch(cfg: Config) -> int:
+    """Validation images per batch: 1 with train.val_window (images of any sizes; their windows are batched)."""
+    if cfg.train.val_window is not None:
+        return 1
+    return cfg.loader.val_batch_size or cfg.loader.batch_size
+
+
 def _build_loaders(cfg: Config, train_set: Any, val_set: Any, dist_info: Distributed) -> tuple[Any, Any]:
+    """(train, val) loaders; a train epoch is train.steps_per_epoch batches when set, else one pass."""
     from unetfamily.data import make_loader
 
     shared = dict(num_workers=cfg.loader.num_workers, seed=cfg.train.seed, rank=dist_info.rank,
                   world_size=dist_info.world_size)
-    batch = cfg.loader.batch_size
-    train_loader = make_loader(train_set, batch, shuffle=True, drop_last=len(train_set) > batch, **shared)
-    val_loader = make_loader(val_set, cfg.loader.val_batch_size or batch, shuffle=False, **shared)
+    batch, steps = cfg.loader.batch_size, cfg.train.steps_per_epoch
+    train_loader = make_loader(train_set, batch, shuffle=True, drop_last=len(train_set) > batch,
+                               num_samples=None if steps is None else steps * batch, **shared)
+    val_loader = make_loader(val_set, _val_batch(cfg), shuffle=False, **shared)
     return train_loader, val_loader
+
+
+def _log_epoch_meaning(cfg: Config, train_images: int, val_images: int, steps_per_epoch: int) -> None:
+    """Say once what an epoch is and how validation predicts its images."""
+    batch, window = cfg.loader.batch_size, cfg.train.val_window
+    if cfg.train.steps_per_epoch is not None:
+        log.info("epoch = %d steps of %d samples (train.steps_per_epoch), drawn from %d training images",
+                 steps_per_epoch, batch, train_images)
+    else:
+        log.info("epoch = one pass over %d training images (%d steps of %d)", train_images, steps_per_epoch, batch)
+    if window is None:
+        log.info("validation predicts each of %d images whole", val_images)
+    else:
+        log.info("validation predicts each of %d images in sliding windows of %dx%d (overlap %g, Gaussian "
+                 "blending of probabilities), one image at a time", val_images, window[0], window[1],
+                 cfg.train.val_overlap)
 
 
 def _file_log(run_dir: Path) -> logging.Handler:
