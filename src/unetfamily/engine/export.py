@@ -74,7 +74,24 @@ def _as_model(checkpoint_or_model: SegmentationModel | str | Path) -> tuple[Segm
     from unetfamily.engine.checkpoint import load_model
 
     model, ckpt = load_model(checkpoint_or_model, "cpu")
-    return model, ckpt.extra
+    data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
+    return model, {**ckpt.extra, "scale": (data or {}).get("scale")}
+
+
+def _metadata(model: SegmentationModel, extra: dict) -> dict[str, str]:
+    """What the exported file says about its input and output (ONNX metadata_props, TorchScript extra file)."""
+    meta = {
+        "num_classes": str(model.num_classes),
+        "in_channels": str(model.in_channels),
+        "activation": "sigmoid" if model.num_classes == 1 else "softmax",
+        "input": "float32 (N, in_channels, H, W) in [0, 1]; " + (
+            "the model applies its mean/std normalisation itself" if getattr(model, "input_norm", None) is not None
+            else "no mean/std normalisation"),
+        "classes": json.dumps(extra.get("classes")),
+    }
+    if extra.get("scale"):  # trained on images resized by this factor (a plan's data.scale): resize inputs alike
+        meta["scale"] = str(extra["scale"])
+    return meta
 
 
 def export_model(
@@ -112,13 +129,7 @@ def export_model(
         model = _pruned(model, level, name["level"])
     model = model.cpu().eval()
     wrapper = ExportWrapper(model).eval()
-    meta = {
-        "num_classes": str(model.num_classes),
-        "in_channels": str(model.in_channels),
-        "activation": "sigmoid" if model.num_classes == 1 else "softmax",
-        "input": "float32 (N, in_channels, H, W) in [0, 1], no mean/std normalisation",
-        "classes": json.dumps(extra.get("classes")),
-    }
+    meta = _metadata(model, extra)
     if format == "onnx":
         data = _export_onnx(wrapper, (height, width), opset, dynamic, meta)
         if opset is not None and _written_opset(data) != opset:

@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetfamily.engine.inference import BlendMode, sliding_window_strips, tile_starts
@@ -105,6 +106,9 @@ class Predictor:
         self.tile_size, self.overlap, self.batch_size, self.blend = tile_size, overlap, batch_size, blend
         self.tta, self.threshold, self.level, self.mode, self.amp = tta, threshold, level, mode, amp
         self.classes: list[str] | None = None  # class names (background first), from a checkpoint
+        # The factor the model's training images were resized by (a plan's data.scale): images are resized by it,
+        # predicted, and the probabilities resized back, so outputs keep the input's size.
+        self.scale: float = 1.0
         self.mask_dtype = torch.uint8 if max(self.num_classes, 2) <= 256 else torch.int32
 
     @classmethod
@@ -115,6 +119,8 @@ class Predictor:
         model, ckpt = load_model(path, device)
         predictor = cls(model, device=device, **kwargs)
         predictor.classes = ckpt.extra.get("classes")
+        data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
+        predictor.scale = float((data or {}).get("scale") or 1.0)
         return predictor
 
     def logits(self, x: Tensor) -> Tensor:
@@ -173,6 +179,8 @@ class Predictor:
             raise ValueError(f"image must be ({self.in_channels}, H, W) for this model, got shape {tuple(image.shape)}")
         if not (image.dtype == torch.uint8 or image.is_floating_point()):
             raise ValueError(f"image dtype {image.dtype} is not supported; pass float in [0, 1] or uint8")
+        if self.scale != 1.0:
+            return self._predict_scaled(image, keep_probabilities)
         _, height, width = image.shape
         mask = torch.empty(height, width, dtype=self.mask_dtype)
         probs = torch.empty(self.num_classes, height, width) if keep_probabilities else None
@@ -186,6 +194,23 @@ class Predictor:
             if probs is not None:
                 probs[:, rows] = block[0]
         return Prediction(probs, mask)
+
+    def _predict_scaled(self, image: Tensor, keep_probabilities: bool) -> Prediction:
+        """Predict ``image`` (C, H, W) at ``self.scale`` x its size; probabilities resized back (bilinear) to (H, W)."""
+        from unetfamily.data.base import scaled_size
+
+        _, height, width = image.shape
+        x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+        small = F.interpolate(x[None], size=scaled_size((height, width), self.scale), mode="bilinear",
+                              antialias=True, align_corners=False)[0]
+        scale, self.scale = self.scale, 1.0
+        try:
+            at_scale = self.predict(small, keep_probabilities=True)
+        finally:
+            self.scale = scale
+        probs = F.interpolate(at_scale.probabilities[None], size=(height, width), mode="bilinear",
+                              align_corners=False)[0]
+        return Prediction(probs if keep_probabilities else None, self.to_mask(probs))
 
 
 def _check_options(model: nn.Module, tile_size: int | None, overlap: float, batch_size: int, blend: str,
