@@ -23,8 +23,9 @@ LAYERS = {
     "losses": 2, "data": 2,
     "metrics": 3,
     "engine": 4, "bench": 4,
-    "compare": 5,
-    "cli": 6,
+    "plan": 5,
+    "compare": 6,
+    "cli": 7,
 }
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from unetfamily import __version__
-from unetfamily.cli import bench, compare, dataset, evaluate, export, models, predict, train
+from unetfamily.cli import bench, compare, dataset, evaluate, export, models, plan, predict, train
 from unetfamily.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, HelpFormatter, err
 from unetfamily.errors import UnetFamilyError
 
@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("unetfamily")
 
 #: The command modules in the order ``unetfamily --help`` lists them.
-COMMANDS = (models, dataset, train, evaluate, predict, export, bench, compare)
+COMMANDS = (models, dataset, plan, train, evaluate, predict, export, bench, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,122 @@
+""":func:`make_plan`: fingerprint a dataset, apply the rules, fit every model to the device and the budget."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetfamily.data import build_dataset, load_data_config
+from unetfamily.data.base import SegmentationDataset
+from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
+from unetfamily.plan import rules
+from unetfamily.plan.fit import (
+    Budget, FamilyFit, affordable_patch, fit_family, memory_budget, probe,
+)
+from unetfamily.plan.recipe import Plan
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelSpec", "make_plan", "native_config", "dataset_key", "data_spec"]
+
+#: (id, registry name, constructor kwargs) of one model to fit.
+ModelSpec = tuple[str, str, dict[str, Any]]
+
+
+def data_spec(spec: str) -> tuple[dict[str, Any], str]:
+    """A dataset config and its name from ``--data``: a YAML path, a folder of images/ + masks/, or a type name."""
+    path = Path(spec)
+    if path.is_file():
+        return dict(load_data_config(path)), path.stem
+    if path.is_dir():
+        return {"type": "folder", "root": str(path)}, path.name
+    return {"type": spec}, spec
+
+
+def native_config(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the keys the plan decides itself: ``resize``, ``scale`` and ``augment``."""
+    return {k: v for k, v in data.items() if k not in ("resize", "scale", "augment")}
+
+
+def dataset_key(config: dict[str, Any], dataset: SegmentationDataset) -> str:
+    """A cache key of a dataset: its config and sample names (cheap; the files' contents are not read)."""
+    text = json.dumps({"config": config, "names": [dataset.sample_name(i) for i in range(len(dataset))]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _fingerprint(data: dict[str, Any], train: SegmentationDataset, cache: Path | None, key: str | None) -> Fingerprint:
+    if cache is None:
+        return fingerprint_dataset(train)
+    return load_or_compute_fingerprint(train, cache, key or dataset_key(data, train))
+
+
+def make_plan(
+    data: dict[str, Any],
+    models: Sequence[ModelSpec],
+    *,
+    device: str = "cpu",
+    budget: Budget = Budget(),
+    cache: Path | None = None,
+    key: str | None = None,
+    val_cases: int | None = None,
+    train: SegmentationDataset | None = None,
+) -> Plan:
+    """The plan for training ``models`` on the dataset ``data`` (a dataset config) on ``device`` within ``budget``.
+
+    The fingerprint is read from the train split at native size (``train`` if given, else built from
+    ``data`` without resize and augmentation) and cached in the JSON file ``cache`` under ``key``. Each
+    model is measured on ``device`` with the current torch threads. ``val_cases``: images validated on
+    each epoch (default: a fifth of the training images), for the validation's share of a time budget.
+    """
+    native = native_config(data)
+    if train is None:
+        train = build_dataset(native, "train")
+        train.cache = False  # the fingerprint reads each image once: do not keep them all in memory
+    fp = _fingerprint(native, train, cache, key)
+    info, dev = train.info, torch.device(device)
+    memory = memory_budget(dev)
+    median = (int(fp.size_median[0]), int(fp.size_median[1]))
+    shape = {"in_channels": info.in_channels, "outputs": info.num_model_outputs}
+    probes = {mid: probe(name, kwargs, shape["in_channels"], shape["outputs"], median, dev)
+              for mid, name, kwargs in models}
+    smallest = min(min(affordable_patch(probes[mid], median, budget, memory)) for mid, _, _ in models)
+    scale = rules.scale(fp, smallest)
+    image = (max(1, round(median[0] * scale.value)), max(1, round(median[1] * scale.value)))
+    train_pixels = fp.pixels_total * len(train) / max(fp.cases, 1) * scale.value ** 2
+    val_cases = val_cases if val_cases is not None else max(1, round(0.2 * len(train)))
+    fits = {mid: fit_family(mid, name, kwargs, probes[mid], image, device=dev, budget=budget, memory=memory,
+                            train_pixels=train_pixels, val_cases=val_cases, **shape)
+            for mid, name, kwargs in models}
+    return _assemble(native, fp, device, budget, scale, image, fits, {"models": [list(m) for m in models],
+                     "threads": torch.get_num_threads(), "val_cases": val_cases})
+
+
+def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budget, scale: rules.Choice,
+              image: tuple[int, int], fits: dict[str, FamilyFit], request: dict[str, Any]) -> Plan:
+    norm, augment, weights = rules.normalization(fp), rules.augmentation(fp), rules.class_weights(fp)
+    foreground = {mid: rules.foreground_oversampling(tuple(fit.patch), image) for mid, fit in fits.items()}
+    optimizer = rules.optimizer(int(statistics.median(f.epochs * f.steps_per_epoch for f in fits.values())))
+    fg_reason = next(iter(foreground.values())).reason if len({c.value for c in foreground.values()}) == 1 else \
+        "; ".join(f"{mid}: {c.reason}" for mid, c in foreground.items())
+    reasons = {
+        "scale": scale.reason, "normalization": norm.reason, "augment": augment.reason,
+        "foreground": fg_reason, "loss": f"Dice + cross-entropy (nnU-Net); class weights: {weights.reason}",
+        "optimizer": optimizer.reason,
+        "validation": f"every epoch on the full images (median {image[0]}x{image[1]} after scaling) by sliding "
+                      f"windows of the median image's size (one forward pass per typical image; nnU-Net uses the "
+                      f"patch), Gaussian weights, overlap 0.5",
+        **{f"families.{mid}": fit.reason for mid, fit in fits.items()},
+    }
+    return Plan(
+        data=native, device=device, budget={"seconds": budget.seconds, "steps": budget.steps},
+        fingerprint=fp.to_dict(), scale=float(scale.value), normalization=norm.value, augment=augment.value,
+        foreground={mid: float(c.value) for mid, c in foreground.items()},
+        loss={"name": "dice_ce", "kwargs": weights.value}, optimizer=optimizer.value, families=fits,
+        reasons=reasons, request={**request, "budget": budget.describe(), "device": device},
+    )

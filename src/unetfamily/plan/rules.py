@@ -1,0 +1,171 @@
+"""The rules that turn a dataset :class:`~unetfamily.data.fingerprint.Fingerprint` into a training recipe.
+
+Each rule is a small pure function returning a :class:`Choice`: the value and the reason, in words, that
+the plan file and the compare report show beside it. docs/plan.md states every rule, the constant it
+uses, and where it follows nnU-Net (Isensee et al., Nature Methods 2021) or departs from it. The rules
+that depend on the device (patch and batch size, the number of steps) are in :mod:`unetfamily.plan.fit`;
+they use the measured cost of a training step, and these rules only for what the data alone decides.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from unetfamily.data.fingerprint import Fingerprint
+
+__all__ = [
+    "Choice", "DIVISOR", "STEPS_PER_EPOCH", "FOREGROUND_OVERSAMPLING", "THIN_BOUNDARY", "UP_ASYMMETRY",
+    "augmentation", "class_weights", "foreground_oversampling", "normalization", "optimizer", "round_patch",
+    "scale", "thin_classes",
+]
+
+#: Patch sides are multiples of this: five 2x down-samplings (every family's deepest level) divide them.
+DIVISOR = 32
+#: nnU-Net's "epoch": a fixed number of iterations, whatever the dataset size.
+STEPS_PER_EPOCH = 250
+#: nnU-Net forces a third of the patches to contain foreground.
+FOREGROUND_OVERSAMPLING = 1 / 3
+#: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (membranes, vessels, edges).
+THIN_BOUNDARY = 0.5
+#: Top and bottom halves whose class distributions differ by more than this: the images have an "up".
+UP_ASYMMETRY = 0.1
+#: Down-scaling keeps the typical object of the class with the smallest objects at least this many pixels
+#: (medians, not the smallest objects: single-pixel specks of a noisy mask would otherwise forbid any scaling).
+MIN_OBJECT_AREA = 64.0
+#: ... and the classes' median local width at least this many pixels (structures must stay resolvable).
+MIN_WIDTH = 4.0
+#: A patch should hold a typical large object this many times over (the object and its surroundings).
+CONTEXT = 2.0
+#: Percentile range narrower than this many standard deviations: heavy tails, clip before normalising.
+HEAVY_TAIL_RANGE = 3.0
+#: Classes rarer than this share of the labelled pixels get a larger cross-entropy weight.
+RARE_FRACTION = 0.01
+MAX_CLASS_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One value of the recipe and why the rules chose it."""
+
+    value: Any
+    reason: str
+
+
+def foreground_classes(fp: Fingerprint) -> list[str]:
+    """The classes other than the background (index 0)."""
+    return list(fp.classes[1:])
+
+
+def thin_classes(fp: Fingerprint) -> list[str]:
+    """Foreground classes drawn as thin structures (boundary fraction >= :data:`THIN_BOUNDARY`)."""
+    return [c for c in foreground_classes(fp) if (fp.boundary_fraction.get(c) or 0.0) >= THIN_BOUNDARY]
+
+
+def round_patch(side: float, lo: int = DIVISOR) -> int:
+    """``side`` rounded up to a multiple of :data:`DIVISOR`, at least ``lo``."""
+    return max(lo, int(math.ceil(side / DIVISOR)) * DIVISOR)
+
+
+def scale(fp: Fingerprint, patch: int) -> Choice:
+    """The factor images are resized by, given the patch side ``patch`` the budget affords at native size.
+
+    Native resolution unless the typical large object does not fit a patch with its surroundings;
+    then down-scale so it does, but never so far that the smallest objects fall under
+    :data:`MIN_OBJECT_AREA` pixels or the median image under one patch, and never for thin structures.
+    """
+    thin = thin_classes(fp)
+    if thin:
+        return Choice(1.0, f"native resolution: {', '.join(thin)} is drawn in thin lines (boundary fraction >= "
+                           f"{THIN_BOUNDARY}) that down-scaling would erase")
+    extents = [o["median_extent"] for o in fp.objects.values() if o.get("median_extent")]
+    if not extents:
+        return Choice(1.0, "native resolution: no foreground objects to size the patch by")
+    extent = max(extents)
+    if CONTEXT * extent <= patch:
+        return Choice(1.0, f"native resolution: the typical object ({extent:.0f} px across) fits a {patch} px patch "
+                           f"{CONTEXT:g} times over")
+    areas = [o["median_area"] for o in fp.objects.values() if o.get("median_area")]
+    widths = [w for w in (fp.width or {}).values() if w]
+    bounds = {"context": patch / (CONTEXT * extent),
+              "smallest": math.sqrt(MIN_OBJECT_AREA / min(areas)) if areas else 0.0,
+              "width": MIN_WIDTH / min(widths) if widths else 0.0,
+              "image": patch / max(1, min(fp.size_median))}
+    binding = max(bounds, key=bounds.get)  # type: ignore[arg-type]
+    factor = math.ceil(min(1.0, bounds[binding]) * 20) / 20  # steps of 0.05: readable, never below the bound
+    if factor >= 1.0:
+        why = {"context": "the typical object nearly fits (within 5%)",
+               "smallest": f"down-scaling would shrink the typical smallest objects below {MIN_OBJECT_AREA:g} px",
+               "width": f"down-scaling would make the thinnest class narrower than {MIN_WIDTH:g} px",
+               "image": "the median image is no larger than a patch"}[binding]
+        return Choice(1.0, f"native resolution: {why}")
+    held = {"context": "", "smallest": f" (as far as the typical smallest objects keep {MIN_OBJECT_AREA:g} px)",
+            "width": f" (as far as the thinnest class keeps {MIN_WIDTH:g} px)",
+            "image": " (as far as the median image keeps one patch)"}[binding]
+    return Choice(factor, f"x{factor:g}: so that the typical object ({extent:.0f} px across) fits a {patch} px patch "
+                          f"{CONTEXT:g} times over{held}")
+
+
+def normalization(fp: Fingerprint) -> Choice:
+    """Per-channel z-score with the dataset's mean and std; clipped to the 0.5-99.5 percentiles if heavy-tailed."""
+    stats = fp.intensity
+    mean = [float(s["mean"]) for s in stats]
+    std = [max(float(s["std"]), 1e-6) for s in stats]
+    heavy = [i for i, s in enumerate(stats) if (s["p99_5"] - s["p00_5"]) < HEAVY_TAIL_RANGE * std[i]]
+    clip = None
+    reason = "per-channel z-score with the training images' mean and std (nnU-Net's rule for non-CT images)"
+    if heavy:
+        clip = [min(float(stats[i]["p00_5"]) for i in range(len(stats))),
+                max(float(stats[i]["p99_5"]) for i in range(len(stats)))]
+        reason += (f"; clipped to the 0.5-99.5 percentiles first, because channel(s) {heavy} are heavy-tailed "
+                   f"(percentile range < {HEAVY_TAIL_RANGE:g} std)")
+    return Choice({"mean": mean, "std": std, "clip": clip}, reason)
+
+
+def augmentation(fp: Fingerprint) -> Choice:
+    """``natural`` when the images have an up (scenes), else ``medical`` (any orientation is plausible)."""
+    asym = fp.vertical_asymmetry
+    if asym > UP_ASYMMETRY:
+        return Choice("natural", f"natural (horizontal flips, scale, colour): the top and bottom halves hold different "
+                                 f"classes (asymmetry {asym:.2f} > {UP_ASYMMETRY}), so the images have an up")
+    return Choice("medical", f"medical (flips, rotations, elastic, intensity): no up in the images (asymmetry "
+                             f"{asym:.2f} <= {UP_ASYMMETRY}), as in microscopy and endoscopy")
+
+
+def foreground_oversampling(patch: tuple[int, int], image: tuple[int, int]) -> Choice:
+    """A third of the patches forced to contain foreground when patches are smaller than the images."""
+    if patch[0] >= image[0] and patch[1] >= image[1]:
+        return Choice(0.0, "none: a patch holds the whole median image")
+    return Choice(FOREGROUND_OVERSAMPLING, "a third of the patches contain foreground (nnU-Net), so sparse classes "
+                                           "are seen although random patches would often miss them")
+
+
+def class_weights(fp: Fingerprint) -> Choice:
+    """Cross-entropy weights for rare classes (Dice already balances the rest): ``{}`` when none is rare.
+
+    Binary: ``{"pos_weight": w}``; multi-class: ``{"weight": [w_0, ..., w_K-1]}``; w = sqrt(RARE / fraction),
+    between 1 and :data:`MAX_CLASS_WEIGHT`.
+    """
+    def weight(fraction: float) -> float:
+        if fraction >= RARE_FRACTION:
+            return 1.0
+        return round(min(MAX_CLASS_WEIGHT, math.sqrt(RARE_FRACTION / max(fraction, 1e-9))), 3)
+
+    fractions = [float(fp.class_fraction.get(c, 0.0)) for c in fp.classes]
+    weights = [weight(f) for f in fractions]
+    rare = [c for c, w in zip(fp.classes, weights) if w > 1.0]
+    if not rare:
+        return Choice({}, f"none: every class covers >= {RARE_FRACTION:.0%} of the pixels, Dice balances the rest")
+    kwargs = {"pos_weight": weights[1]} if len(fp.classes) == 2 else {"weight": weights}
+    return Choice(kwargs, f"cross-entropy weight sqrt({RARE_FRACTION:g} / fraction), at most {MAX_CLASS_WEIGHT:g}, "
+                          f"for the rare classes {', '.join(rare)}")
+
+
+def optimizer(total_steps: int) -> Choice:
+    """AdamW with cosine decay after a 5% warm-up; the learning rate is higher for short schedules."""
+    lr = 3e-3 if total_steps < 5000 else 1e-3
+    warmup = max(1, round(0.05 * total_steps))
+    return Choice({"name": "adamw", "lr": lr, "weight_decay": 1e-4, "warmup_steps": warmup},
+                  f"AdamW lr {lr:g} (3e-3 below 5000 steps: short schedules need larger steps; 1e-3 otherwise), "
+                  f"weight decay 1e-4, {warmup} warm-up steps (5%), cosine decay to 1% (departs from nnU-Net's SGD "
+                  f"0.01 + poly, tuned for 250,000 steps)")
