@@ -66,9 +66,13 @@ class CompareConfig:
     nsd_tolerance: float = number(2.0, ge=0)  # pixels of boundary disagreement the normalised surface Dice forgives
     lr_grid: list[float] | None = field(default=None, metadata={"check": lambda what, grid: _lr_grid(grid)})
     costs: bool = True  # measure parameters, MACs, latency and memory of each variant (fresh processes)
+    # "auto": each variant trains with the recipe `unetfamily plan` fits to the data, device and budget; a path:
+    # that plan file; "none": the options above. Unset: "auto" unless a recipe option (TUNING) is set.
+    plan: str | None = None
     command: str = ""  # the command line that asked for it, recorded in the report
 
     def __post_init__(self) -> None:
+        self.plan = _plan(self)
         self.models = _models(self.models)
         self.ablations = _ablations(self.ablations)
         check_fields(self, _option)  # ranges, declared with each field above
@@ -104,6 +108,25 @@ class CompareConfig:
 def _option(name: str) -> str:
     """The command-line option a field is set by, as errors name it."""
     return "--minutes (in seconds)" if name == "seconds" else f"--{name.replace('_', '-')}"
+
+
+#: The options a plan chooses itself (with their command-line names): setting one means "my recipe, not a plan".
+TUNING = {"size": "--size", "batch_size": "--batch-size", "lr": "--lr", "loss": "--loss", "augment": "--augment",
+          "lr_grid": "--lr-grid"}
+
+
+def _plan(cfg: CompareConfig) -> str:
+    """``cfg.plan`` resolved: unset -> "auto", or "none" when a recipe option is set; a plan with one is refused."""
+    defaults = {f.name: f.default for f in dataclasses.fields(CompareConfig) if f.name in TUNING}
+    tuned = [flag for name, flag in TUNING.items() if getattr(cfg, name) != defaults[name]]
+    if cfg.plan is None:
+        return "none" if tuned else "auto"
+    if not isinstance(cfg.plan, str) or not cfg.plan:
+        raise ConfigError(f"--plan {cfg.plan!r} is invalid; give auto, none or a plan file from `unetfamily plan`")
+    if cfg.plan != "none" and tuned:
+        raise ConfigError(f"--plan {cfg.plan} chooses the recipe itself, so {', '.join(tuned)} would be ignored: "
+                          f"leave {'them' if len(tuned) > 1 else 'it'} out, or use --plan none to train with your own")
+    return cfg.plan
 
 
 def _lr_grid(values: list[float] | None) -> None:

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.identity import data_digest
+from unetfamily.plan.make import data_spec
 from unetfamily.data import (
-    DatasetInfo, SegmentationDataset, UnknownSplitError, build_dataset, check_dataset, load_data_config, make_loader,
+    DatasetInfo, SegmentationDataset, UnknownSplitError, build_dataset, check_dataset, make_loader,
     stratified_folds,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalSplit", "eval_split", "Fold", "ComparisonData", "load_comparison_data", "fold_config", "data_config"]
+__all__ = ["EvalSplit", "eval_split", "Fold", "ComparisonData", "load_comparison_data", "fold_config", "data_config",
+           "build_split"]
 
 #: Folds when the data has no test split and --folds is not given (nnU-Net's choice).
 DEFAULT_FOLDS = 5
@@ -80,13 +81,7 @@ class ComparisonData:
 
 def data_config(spec: str, size: int | None) -> tuple[dict[str, Any], str]:
     """A dataset config and its name from a YAML path, a folder of images/ + masks/, or a dataset type name."""
-    path = Path(spec)
-    if path.is_file():
-        cfg, name = dict(load_data_config(path)), path.stem
-    elif path.is_dir():
-        cfg, name = {"type": "folder", "root": str(path)}, path.name
-    else:
-        cfg, name = {"type": spec}, spec
+    cfg, name = data_spec(spec)
     if size is not None:
         if cfg["type"] == "synthetic":
             cfg["size"] = size
@@ -110,7 +105,8 @@ def fold_config(base: dict[str, Any], assignment: dict[str, int], fold: int, poo
     return outer
 
 
-def _split(config: dict[str, Any], split: str) -> SegmentationDataset | None:
+def build_split(config: dict[str, Any], split: str) -> SegmentationDataset | None:
+    """The ``split`` of the dataset ``config`` describes, or None when the data defines no such split."""
     try:
         return build_dataset(config, split)
     except UnknownSplitError as exc:  # the data defines no such split (isbi2012_em has no test split, ...)
@@ -137,26 +133,34 @@ def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any
     return folds
 
 
-def load_comparison_data(cfg: CompareConfig) -> ComparisonData:
-    """Resolve ``cfg.data`` (with ``cfg.size`` and ``cfg.augment``), fingerprint it and lay out its folds."""
-    config, name = data_config(cfg.data, cfg.size)
-    if cfg.augment is not None:
-        config["augment"] = None if cfg.augment == "none" else cfg.augment
-    sets = {"train": build_dataset(config, "train"), "val": _split(config, "val"), "test": _split(config, "test")}
+def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = None,
+                         digests: dict[str, dict[str, Any]] | None = None) -> ComparisonData:
+    """Resolve ``cfg.data`` (with ``cfg.size`` and ``cfg.augment``), fingerprint it and lay out its folds.
+
+    ``config``: the dataset config to use instead (a plan's); ``digests``: splits already digested.
+    """
+    name = data_config(cfg.data, None)[1]
+    if config is None:
+        config = data_config(cfg.data, cfg.size)[0]
+        if cfg.augment is not None:
+            config["augment"] = None if cfg.augment == "none" else cfg.augment
+    batch = 1 if cfg.plan != "none" else cfg.batch_size  # a plan's images keep their own sizes
+    sets = {"train": build_dataset(config, "train"), "val": build_split(config, "val"), "test": build_split(config, "test")}
     sets = {split: ds for split, ds in sets.items() if ds is not None}
     # Every file of every split checked once, before any run trains (folds and lr search read the same files).
-    check_dataset(config, list(sets), optional=[], datasets=sets, batch_sizes={s: cfg.batch_size for s in sets})
-    digests = {split: data_digest(ds) for split, ds in sets.items()}
+    check_dataset(config, list(sets), optional=[], datasets=sets,
+                  batch_sizes={s: cfg.batch_size if s == "train" else batch for s in sets})
+    digests = {split: (digests or {}).get(split) or data_digest(ds) for split, ds in sets.items()}
     k = cfg.folds if cfg.folds is not None else (1 if "test" in sets else DEFAULT_FOLDS)
     if k == 1:
         held_out = "test" if "test" in sets else "val"
         if held_out not in sets:
             raise DataError(f"{cfg.data}: the data has neither a test nor a val split to evaluate on; "
                             "give it one, or use --folds K to cross-validate")
-        folds = [Fold(0, config, eval_split(held_out, sets[held_out], cfg.batch_size))]
+        folds = [Fold(0, config, eval_split(held_out, sets[held_out], batch))]
     else:
         pool = {split: digests[split] for split in ("train", "val") if split in digests}
-        folds = cross_validation_folds(config, pool, k, cfg.batch_size)
+        folds = cross_validation_folds(config, pool, k, batch)
         held_out = "folds"
     splits = {split: digest["count"] for split, digest in digests.items()}
     return ComparisonData(config, name, sets["train"].info, splits, held_out, folds, digests)

@@ -74,8 +74,13 @@ def run_config(base: Config, variant: Variant, seed: int, run_dir: Path, lr: flo
 
 def plan_runs(data: ComparisonData, variants: list[Variant], seeds: list[int], out: Path,
               base_of: Callable[[Fold], Config], lr_of: Callable[[Variant], float | None],
-              extra: dict[str, Any]) -> list[PlannedRun]:
-    """Every (variant, seed, fold) run, variant by variant; ``extra`` joins each fingerprint (evaluation settings)."""
+              extra: dict[str, Any],
+              config_of: Callable[[Fold, Variant, int, Path], Config] | None = None) -> list[PlannedRun]:
+    """Every (variant, seed, fold) run, variant by variant; ``extra`` joins each fingerprint (evaluation settings).
+
+    ``config_of(fold, variant, seed, run_dir)``, when given, makes each run's config (``compare --plan``);
+    otherwise it is ``base_of(fold)`` with the variant's model, the seed and ``lr_of(variant)``.
+    """
     runs = []
     cross_validated = len(data.folds) > 1
     for variant in variants:
@@ -84,7 +89,8 @@ def plan_runs(data: ComparisonData, variants: list[Variant], seeds: list[int], o
                 run_dir = out / "runs" / variant.id / f"seed{seed}"
                 if cross_validated:
                     run_dir = run_dir / f"fold{fold.index}"
-                config = run_config(base_of(fold), variant, seed, run_dir, lr_of(variant))
+                config = (config_of(fold, variant, seed, run_dir) if config_of is not None
+                          else run_config(base_of(fold), variant, seed, run_dir, lr_of(variant)))
                 fingerprint = run_fingerprint(config.to_dict(), data.digests, fold=fold.index,
                                               eval_split=fold.eval.name, **extra)
                 runs.append(PlannedRun(variant, seed, fold, run_dir, config, fingerprint, seed == seeds[0]))

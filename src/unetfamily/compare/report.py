@@ -22,6 +22,7 @@ from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.evidence import CaseEvidence, case_evidence
 from unetfamily.compare.plots import make_plots
 from unetfamily.compare.report_cases import CASE_PLOTS, case_section
+from unetfamily.compare.report_plan import plan_blocks
 from unetfamily.compare.report_render import Block, markdown, render_html
 from unetfamily.compare.report_tables import class_table, csv_bytes, csv_columns, pruning_table, results_table
 from unetfamily.compare.results import CompareResults
@@ -79,6 +80,21 @@ def _evaluation(results: CompareResults) -> str:
     return f"the {p.eval_split} split{cases}"
 
 
+def _recipe_rows(p: Any, config: CompareConfig) -> list[tuple[str, str]]:
+    """The rows a recipe sets: the command's options, or, under a plan, where the Plan section says them."""
+    if p.plan:
+        return [("Recipe", f"plan (see Plan below): scale {_fmt(p.plan.get('scale'))}, patches and batches fitted per "
+                           f"model"), ("Schedule", _fmt(p.schedule)), ("Widths", _widths(config))]
+    return [
+        ("Learning rate", f"chosen per model from {_fmt(config.lr_grid)} on an inner validation split"
+                          if config.lr_grid else _fmt(config.lr)),
+        ("Schedule", _fmt(p.schedule)), ("Loss", _fmt(config.loss)),
+        ("Augmentation", _fmt(p.augment)), ("Widths", _widths(config)),
+        ("Input size", "\u00d7".join(str(x) for x in p.input_size) or "?"),
+        ("Batch size", _fmt(config.batch_size)),
+    ]
+
+
 def _protocol(results: CompareResults) -> list[Block]:
     p, config = results.protocol, results.protocol.config
     rows = [
@@ -90,12 +106,7 @@ def _protocol(results: CompareResults) -> list[Block]:
                            f"{_fmt(config.nsd_tolerance)} px"),
         ("Budget", _fmt(p.budget)), ("Seeds", _fmt(p.seeds)),
         ("Optimiser", _fmt(p.optimizer)),
-        ("Learning rate", f"chosen per model from {_fmt(config.lr_grid)} on an inner validation split"
-                          if config.lr_grid else _fmt(config.lr)),
-        ("Schedule", _fmt(p.schedule)), ("Loss", _fmt(config.loss)),
-        ("Augmentation", _fmt(p.augment)), ("Widths", _widths(config)),
-        ("Input size", "\u00d7".join(str(x) for x in p.input_size) or "?"),
-        ("Batch size", _fmt(config.batch_size)),
+        *_recipe_rows(p, config),
         ("Device", _device(results)),
         ("Version", f"unetfamily {_fmt(p.version)}, created {_fmt(p.created)}"),
     ]
@@ -104,7 +115,7 @@ def _protocol(results: CompareResults) -> list[Block]:
     blocks.append(("table", ["Setting", "Value"], [[k, v] for k, v in rows]))
     if config.command:
         blocks += [("p", "Command:"), ("code", config.command)]
-    return blocks
+    return blocks + plan_blocks(p.plan)
 
 
 def _units(results: CompareResults, summaries: Sequence[VariantSummary]) -> str:

@@ -47,6 +47,7 @@ class Protocol:
     optimizer: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
     threads: int | None = None
+    plan: dict[str, Any] | None = None  # compare --plan: the plan's choices, reasons and per-variant fits
     version: str = ""
     created: str = ""
 

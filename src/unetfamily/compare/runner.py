@@ -27,15 +27,20 @@ import torch
 
 from unetfamily import __version__
 from unetfamily.compare.config import CompareConfig
-from unetfamily.compare.data import ComparisonData, load_comparison_data
+from unetfamily.compare.data import ComparisonData, build_split, data_config, load_comparison_data
+from unetfamily.compare.identity import data_digest
 from unetfamily.compare.lr_search import choose_learning_rates
+from unetfamily.compare.planned import comparison_plan, planned_config
 from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs
 from unetfamily.compare.report import write_report
+from unetfamily.compare.report_plan import plan_summary
 from unetfamily.compare.results import Artifacts, CompareResults, Costs, Protocol, RunResult, VariantResult
 from unetfamily.compare.run import PREDICTIONS, save_npz, train_and_evaluate
 from unetfamily.compare.variants import Variant, build_variants
 from unetfamily.config import Config
+from unetfamily.data import build_dataset
 from unetfamily.files import to_jsonable, write_json
+from unetfamily.plan import Plan, native_config
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +49,17 @@ __all__ = ["run_compare"]
 SAMPLES = "artifacts/samples.npz"
 
 
-def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config) -> Protocol:
+def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config, plan: Plan | None) -> Protocol:
     info = data.info
+    if plan is not None:
+        base = plan.config_for(next(iter(plan.families)))
     return Protocol(
         config=cfg, data=data.config, data_name=data.name, task="binary" if info.num_classes == 2 else "multiclass",
         classes=list(info.classes), splits=data.splits, eval_split=data.eval_split,
         input_size=list(data.image_shape[-2:]), folds=len(data.folds), cases=data.cases,
         optimizer={"name": base.optim.name, "lr": base.optim.lr, "weight_decay": base.optim.weight_decay},
         schedule={"name": base.schedule.name, "warmup_steps": base.schedule.warmup_steps},
-        threads=torch.get_num_threads(), version=__version__,
+        threads=torch.get_num_threads(), plan=None if plan is None else plan_summary(plan), version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -81,18 +88,29 @@ def _receptive_field(variant: Variant, in_channels: int, num_classes: int) -> in
     return receptive_field(model, in_channels)
 
 
-def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData) -> tuple[Costs, int]:
+def _cost_shape(variant: Variant, cfg: CompareConfig, data: ComparisonData, plan: Plan | None) -> tuple[tuple[int, int], int]:
+    """((H, W), batch) the costs are measured at: the evaluated size and the batch; under a plan, whose images keep
+    their own sizes, the median image after the plan's scaling and the variant's fitted batch."""
+    if plan is None:
+        return tuple(data.image_shape[-2:]), cfg.batch_size  # type: ignore[return-value]
+    median = plan.fingerprint["size_median"]
+    return (max(1, round(median[0] * plan.scale)), max(1, round(median[1] * plan.scale))), \
+        plan.families[variant.id].batch_size
+
+
+def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData,
+                  plan: Plan | None = None) -> tuple[Costs, int]:
     """(costs, receptive field) of ``variant``, measured once per setting and kept in ``runs/<id>/cost.json``."""
     path = out / "runs" / variant.id / "cost.json"
-    size, info = tuple(data.image_shape[-2:]), data.info
-    setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": cfg.batch_size,
+    (size, batch), info = _cost_shape(variant, cfg, data, plan), data.info
+    setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": batch,
                "device": cfg.device, "in_channels": info.in_channels, "classes": info.num_model_outputs,
                "version": __version__}
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if not cfg.costs:
         return Costs(), saved.get("receptive_field") or _receptive_field(variant, info.in_channels, info.num_model_outputs)
     if saved.get("setting") != to_jsonable(setting):
-        cost = _costs(variant, info.in_channels, info.num_model_outputs, size, cfg.batch_size, cfg.device)
+        cost = _costs(variant, info.in_channels, info.num_model_outputs, size, batch, cfg.device)
         rf = _receptive_field(variant, info.in_channels, info.num_model_outputs)
         saved = {**cost, "receptive_field": rf, "setting": setting}
         write_json(path, saved, indent=None)
@@ -119,6 +137,25 @@ def _save_artifacts(out: Path, data: ComparisonData, runs: list[PlannedRun]) -> 
     return Artifacts(SAMPLES, predictions)
 
 
+def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData, list[Variant]]:
+    """(the plan or None, the data, the variants); with a plan, the data is laid out at the plan's scale."""
+    if cfg.plan == "none":
+        data = load_comparison_data(cfg)
+        return None, data, build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width,
+                                          data.info.in_channels, data.info.num_model_outputs)
+    native = native_config(data_config(cfg.data, None)[0])
+    train = build_dataset(native, "train")
+    train.cache = False  # read once for the plan and the digest; the runs build their own (scaled) datasets
+    variants = build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width, train.info.in_channels,
+                              train.info.num_model_outputs)
+    digest = data_digest(train)
+    val = build_split(native, "val")
+    val_cases = len(val) if val is not None and cfg.folds in (None, 1) else max(1, len(train) // (cfg.folds or 5))
+    plan = comparison_plan(cfg, out, native, train, digest["sha256"], variants, val_cases)
+    data = load_comparison_data(cfg, plan.data_config(variants[0].id), {"train": digest})
+    return plan, data, variants
+
+
 def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False) -> CompareResults:
     """Train and evaluate every variant for every seed and fold, measure costs and write the report into ``out``.
 
@@ -131,21 +168,21 @@ def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False) -> Com
 
     device = resolve_device(cfg.device, "--device")  # a CUDA device this machine lacks fails here, not after the data
     out = Path(out)
-    data = load_comparison_data(cfg)
-    variants = build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width, data.info.in_channels,
-                              data.info.num_model_outputs)
+    plan, data, variants = _prepare(cfg, out)
     base_of = lambda fold: base_config(cfg, fold.data)  # noqa: E731 - one base config per fold's data
     lrs = choose_learning_rates(cfg, data, variants, out, device, rerun) if cfg.lr_grid else {}
+    config_of = None if plan is None else (
+        lambda fold, variant, seed, run_dir: planned_config(plan, variant, fold.data, seed, run_dir, cfg))
     runs = plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
-                     {"nsd_tolerance": cfg.nsd_tolerance})
+                     {"nsd_tolerance": cfg.nsd_tolerance}, config_of)
     check_stale(runs, out, rerun)
     finished: list[RunResult] = execute_locked(runs, lambda run: train_and_evaluate(run, device, cfg.nsd_tolerance))
     rows = []
     for variant in variants:
-        costs, rf = _cached_costs(variant, out, cfg, data)
+        costs, rf = _cached_costs(variant, out, cfg, data, plan)
         rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
                                   dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
-    results = CompareResults(_protocol(cfg, data, base_of(data.folds[0])), rows, finished,
+    results = CompareResults(_protocol(cfg, data, base_of(data.folds[0]), plan), rows, finished,
                              _save_artifacts(out, data, runs))
     write_report(results, out)
     return results
