@@ -119,3 +119,31 @@ def test_resume_mid_epoch_replays_the_same_steps(tmp_path: Path) -> None:
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
     assert_same_tensors(a.model_state, b.model_state)
     assert whole.history[-1]["dice"] == resumed.history[-1]["dice"]
+
+
+def test_a_time_budget_holds_within_an_epoch(tmp_path, monkeypatch) -> None:
+    """train.max_seconds ends the run after the step during which it ran out, not at the end of the epoch."""
+    import time as _time
+
+    from unetfamily.config import config_from_dict
+    from unetfamily.engine import loop
+    from unetfamily.engine.train import fit
+
+    cfg = config_from_dict({
+        "model": {"name": "unet", "kwargs": {"channels": [4, 8]}},
+        "data": {"type": "synthetic", "num_samples": {"train": 40, "val": 2}, "size": 32},
+        "loader": {"batch_size": 2}, "train": {"epochs": 3, "max_seconds": 5.0, "progress": False,
+                                               "tensorboard": False, "device": "cpu"},
+        "output_dir": str(tmp_path / "run")})
+    clock = {"now": 0.0}
+    real_step = loop.train_step
+
+    def slow_step(*args, **kwargs):  # every step "takes" one second of a fake clock
+        clock["now"] += 1.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(_time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(loop, "train_step", slow_step)
+    summary = fit(cfg)
+    assert summary.steps == 5  # 20 steps per epoch; the budget ran out during step 5
+    assert summary.metrics  # the cut epoch was still validated: the run ends with its scores

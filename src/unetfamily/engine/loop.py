@@ -89,13 +89,16 @@ class StepResult:
     terms: dict[str, torch.Tensor]
     lr: float
     stopping: bool
+    out_of_time: bool = False  # the ranks agree that train.max_seconds ran out during this step
 
 
-def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = None) -> None:
+def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = None) -> bool:
     """Train the steps of ``epoch`` from ``run.state.step`` on, up to ``run.total_steps``.
 
     Batches of the epoch that a resumed run had already trained on are drawn again and dropped,
     so the data order stays that of an uninterrupted run. ``progress`` is a tqdm bar or None.
+    Returns True when ``run.deadline`` passed and the epoch ended early (after the step during which
+    it passed, on every rank alike), so a time budget holds within one step, not one epoch.
     Raises :class:`StopRequested` after the step during which ``stop`` was set.
     """
     run.train_loader.sampler.set_epoch(epoch)
@@ -116,6 +119,9 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
         # Under DDP only the agreed flag counts, so that every rank stops after the same step.
         if result.stopping or (stop.requested and not dist.is_initialized()):
             raise StopRequested
+        if result.out_of_time:
+            return True
+    return False
 
 
 def _checkpoint_due(run: TrainRun) -> bool:
@@ -149,9 +155,11 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
         output = run.train_model(images)
     output = _to_float(output)
     loss, terms = run.criterion(output, masks)
-    # One sync for three questions; a stop requested now ends the run after this step.
-    bad_loss, bad_buffers, stopping = _any_rank(
-        [~torch.isfinite(loss).all(), _nonfinite_flag(buffers.values(), loss.device), stop.requested], loss.device)
+    # One sync for four questions; a stop requested now ends the run after this step.
+    late = run.deadline is not None and time.perf_counter() >= run.deadline
+    bad_loss, bad_buffers, stopping, late = _any_rank(
+        [~torch.isfinite(loss).all(), _nonfinite_flag(buffers.values(), loss.device), stop.requested, late],
+        loss.device)
     skipped = bad_loss or bad_buffers
     if skipped:
         _report_forward(step, terms, buffers if bad_buffers and not bad_loss else None, cfg.train.nan_policy)
@@ -169,7 +177,7 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
         _log_step(run, step, terms, lr, images.shape[0] / (time.perf_counter() - start))
         if cfg.train.image_every and step % cfg.train.image_every == 0:
             run.writer.add_image("train/overlay", _overlay_grid(images, masks, output), step)
-    return StepResult(terms, lr, stopping)
+    return StepResult(terms, lr, stopping, late)
 
 
 def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.Tensor], scaler: Any, step: int) -> bool:

@@ -91,6 +91,7 @@ class TrainRun:
     state: RunState
     writer: Any = None  # a TensorBoard SummaryWriter (rank 0, train.tensorboard)
     log_handler: logging.Handler | None = None  # writes train.log (rank 0)
+    deadline: float | None = None  # time.perf_counter() at which train.max_seconds runs out (set by fit)
 
     @property
     def steps_per_epoch(self) -> int:

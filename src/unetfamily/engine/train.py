@@ -70,18 +70,20 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
     interrupted = False
     with stop.catching_signals():
         started = time.perf_counter()
+        if run.cfg.train.max_seconds is not None:
+            run.deadline = started + run.cfg.train.max_seconds
         try:
             epoch = state.step // run.steps_per_epoch
             while state.step < run.total_steps:
-                train_one_epoch(run, epoch, stop, progress)
-                epoch += 1
+                late = train_one_epoch(run, epoch, stop, progress)
+                epoch = epoch + 1 if not late else state.step // run.steps_per_epoch  # a cut epoch is not done
                 improved = False
-                if state.step >= run.total_steps or epoch % max(1, run.cfg.train.eval_every) == 0:
+                if late or state.step >= run.total_steps or epoch % max(1, run.cfg.train.eval_every) == 0:
                     metrics, improved = _validate(run, epoch)
                 run.save(run.last_path, epoch)
                 if improved and run.dist.main:  # best = the checkpoint just written (a hard link: no second write)
                     copy_checkpoint(run.last_path, run.best_path)
-                if _out_of_time(run, started) or _out_of_patience(run):
+                if _out_of_time(run, started) or _out_of_patience(run):  # (late: the deadline has passed)
                     break
         except StopRequested:
             interrupted = True
