@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from . import cases_crash, cases_data, cases_loss, cases_names, cases_ranges, cases_realdata, cases_resume, \
-    cases_unclear
+from . import cases_crash, cases_data, cases_loss, cases_names, cases_plan, cases_ranges, cases_realdata, \
+    cases_resume, cases_unclear
 from .model import CLASSES, Case
 
 __all__ = ["CASES", "FAST_CASES", "select"]
@@ -69,11 +69,16 @@ FAST = frozenset({
     "download_archive_not_an_archive", "download_zip_traversal", "download_zip_symlink", "download_zip_truncated",
     "download_zip_unrelated", "download_zip_fake_member", "download_zip_missing_files",
     "download_overwrite_bad_archive", "download_existing_without_overwrite",
+    # plan
+    "plan_data_missing", "plan_minutes_0", "plan_steps_negative", "plan_model_misspelled", "plan_out_exists",
+    "train_plan_missing", "train_plan_not_a_plan", "train_plan_damaged", "train_plan_unknown_model",
+    "train_plan_with_config", "train_model_without_plan", "compare_plan_auto_with_size", "compare_plan_missing_file",
+    "compare_plan_without_the_model",
 })
 
 CASES: list[Case] = _checked([
     *cases_loss.CASES, *cases_resume.CASES, *cases_ranges.CASES, *cases_data.CASES,
-    *cases_crash.CASES, *cases_names.CASES, *cases_unclear.CASES, *cases_realdata.CASES,
+    *cases_crash.CASES, *cases_names.CASES, *cases_unclear.CASES, *cases_realdata.CASES, *cases_plan.CASES,
 ], FAST)
 FAST_CASES: list[Case] = [c for c in CASES if c.fast]
 

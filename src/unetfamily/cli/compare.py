@@ -52,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="pixels of boundary disagreement the normalised surface Dice forgives")
     p.add_argument("--lr-grid", help="comma-separated learning rates, e.g. 1e-3,3e-3,1e-2: each model picks its own on "
                    "an inner split of its training cases (a quarter of the budget per try); none given: --lr for all")
+    p.add_argument("--plan", help="auto: every model trains with the recipe `unetfamily plan` derives from the data and "
+                   "fits to --device and the budget (docs/plan.md); a plan file; none: the recipe options here. None "
+                   "given: auto, unless --size, --batch-size, --lr, --loss, --augment or --lr-grid is given")
     p.add_argument("--no-costs", dest="costs", action="store_false",
                    help="skip measuring each model's latency, throughput and training memory (fresh processes)")
     p.add_argument("--out", default="reports/compare", help="report folder (re-running the same command resumes)")
@@ -77,7 +80,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         epochs=epochs, steps=args.steps, seconds=seconds, widths=args.widths, base_width=args.base_width,
         size=args.size, batch_size=args.batch_size, lr=args.lr, loss=args.loss, augment=args.augment,
         device=args.device, folds=args.folds, first_seed=args.first_seed, primary=args.primary,
-        nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs,
+        nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs, plan=args.plan,
         command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
 

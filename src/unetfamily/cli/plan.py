@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     names = [resolve_model_name(n) for n in split_names("--models", args.models)]
     models = [(name, name, family_kwargs(name, args.base_width)) for name in dict.fromkeys(names)]
     budget = Budget(seconds=args.minutes * 60 if args.minutes is not None else None, steps=args.steps)
+    target.parent.mkdir(parents=True, exist_ok=True)
     cache = target.with_name(f"{target.stem}.fingerprint.json")
     err(f"fingerprinting {args.data} and measuring {len(models)} model(s) on {device} ...")
     plan = make_plan(data_spec(args.data)[0], models, device=device, budget=budget, cache=cache)
