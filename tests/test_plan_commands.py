@@ -89,3 +89,18 @@ def test_predictor_predicts_at_the_training_scale_and_returns_the_input_size() -
     back = torch.nn.functional.interpolate(Predictor(model, tile_size=None).predict(small).probabilities[None],
                                            size=(37, 50), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(scaled.probabilities, back)
+
+
+def test_predictor_predicts_at_the_training_resize_and_returns_the_input_size() -> None:
+    torch.manual_seed(0)
+    model = create_model("unet", in_channels=1, num_classes=1, channels=[4, 8, 16]).eval()
+    predictor = Predictor(model, tile_size=None)
+    predictor.resize = (32, 32)
+    image = torch.rand(1, 37, 50)
+    out = predictor.predict(image)
+    assert out.mask.shape == (37, 50)
+    squashed = torch.nn.functional.interpolate(image[None], size=(32, 32), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+    back = torch.nn.functional.interpolate(Predictor(model, tile_size=None).predict(squashed).probabilities[None],
+                                           size=(37, 50), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out.probabilities, back)

@@ -75,7 +75,7 @@ def _as_model(checkpoint_or_model: SegmentationModel | str | Path) -> tuple[Segm
 
     model, ckpt = load_model(checkpoint_or_model, "cpu")
     data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
-    return model, {**ckpt.extra, "scale": (data or {}).get("scale")}
+    return model, {**ckpt.extra, "scale": (data or {}).get("scale"), "resize": (data or {}).get("resize")}
 
 
 def _metadata(model: SegmentationModel, extra: dict) -> dict[str, str]:
@@ -89,8 +89,9 @@ def _metadata(model: SegmentationModel, extra: dict) -> dict[str, str]:
             else "no mean/std normalisation"),
         "classes": json.dumps(extra.get("classes")),
     }
-    if extra.get("scale"):  # trained on images resized by this factor (a plan's data.scale): resize inputs alike
-        meta["scale"] = str(extra["scale"])
+    for key in ("scale", "resize"):  # the training images' geometry (data.scale / data.resize): resize inputs alike
+        if extra.get(key):
+            meta[key] = json.dumps(extra[key])
     return meta
 
 

@@ -106,9 +106,11 @@ class Predictor:
         self.tile_size, self.overlap, self.batch_size, self.blend = tile_size, overlap, batch_size, blend
         self.tta, self.threshold, self.level, self.mode, self.amp = tta, threshold, level, mode, amp
         self.classes: list[str] | None = None  # class names (background first), from a checkpoint
-        # The factor the model's training images were resized by (a plan's data.scale): images are resized by it,
-        # predicted, and the probabilities resized back, so outputs keep the input's size.
+        # The geometry the model's training images had: resized by a factor (a plan's data.scale) or to a fixed
+        # (H, W) (data.resize). Images are resized alike, predicted, and the probabilities resized back, so
+        # outputs keep the input's size. From a checkpoint's data config; 1.0 / None: as given.
         self.scale: float = 1.0
+        self.resize: tuple[int, int] | None = None
         self.mask_dtype = torch.uint8 if max(self.num_classes, 2) <= 256 else torch.int32
 
     @classmethod
@@ -121,6 +123,10 @@ class Predictor:
         predictor.classes = ckpt.extra.get("classes")
         data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
         predictor.scale = float((data or {}).get("scale") or 1.0)
+        resize = (data or {}).get("resize")
+        if resize is not None:
+            predictor.resize = (int(resize), int(resize)) if isinstance(resize, (int, float)) else \
+                (int(resize[0]), int(resize[1]))
         return predictor
 
     def logits(self, x: Tensor) -> Tensor:
@@ -179,8 +185,8 @@ class Predictor:
             raise ValueError(f"image must be ({self.in_channels}, H, W) for this model, got shape {tuple(image.shape)}")
         if not (image.dtype == torch.uint8 or image.is_floating_point()):
             raise ValueError(f"image dtype {image.dtype} is not supported; pass float in [0, 1] or uint8")
-        if self.scale != 1.0:
-            return self._predict_scaled(image, keep_probabilities)
+        if self.scale != 1.0 or self.resize is not None:
+            return self._predict_resampled(image, keep_probabilities)
         _, height, width = image.shape
         mask = torch.empty(height, width, dtype=self.mask_dtype)
         probs = torch.empty(self.num_classes, height, width) if keep_probabilities else None
@@ -195,19 +201,20 @@ class Predictor:
                 probs[:, rows] = block[0]
         return Prediction(probs, mask)
 
-    def _predict_scaled(self, image: Tensor, keep_probabilities: bool) -> Prediction:
-        """Predict ``image`` (C, H, W) at ``self.scale`` x its size; probabilities resized back (bilinear) to (H, W)."""
+    def _predict_resampled(self, image: Tensor, keep_probabilities: bool) -> Prediction:
+        """Predict ``image`` (C, H, W) at the training geometry (``resize``, else ``scale`` x its size), as the
+        training data was resized (bilinear, antialiased); probabilities resized back (bilinear) to (H, W)."""
         from unetfamily.data.base import scaled_size
 
         _, height, width = image.shape
         x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-        small = F.interpolate(x[None], size=scaled_size((height, width), self.scale), mode="bilinear",
-                              antialias=True, align_corners=False)[0]
-        scale, self.scale = self.scale, 1.0
+        size = self.resize if self.resize is not None else scaled_size((height, width), self.scale)
+        small = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+        geometry, (self.scale, self.resize) = (self.scale, self.resize), (1.0, None)
         try:
             at_scale = self.predict(small, keep_probabilities=True)
         finally:
-            self.scale = scale
+            self.scale, self.resize = geometry
         probs = F.interpolate(at_scale.probabilities[None], size=(height, width), mode="bilinear",
                               align_corners=False)[0]
         return Prediction(probs if keep_probabilities else None, self.to_mask(probs))
