@@ -104,3 +104,14 @@ def test_predictor_predicts_at_the_training_resize_and_returns_the_input_size() 
     back = torch.nn.functional.interpolate(Predictor(model, tile_size=None).predict(squashed).probabilities[None],
                                            size=(37, 50), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(out.probabilities, back)
+
+
+def test_compare_size_caps_a_two_sided_crop(tmp_path: Path) -> None:
+    """--size with a data config whose crop is [H, W] (CamVid's) caps each side; an int crop stays an int."""
+    from unetfamily.compare.data import data_config
+
+    for crop, want in (([352, 480], [256, 256]), ([128, 480], [128, 256]), (300, 256), (100, 100)):
+        path = tmp_path / "d.yaml"
+        path.write_text(yaml.safe_dump({"type": "folder", "root": "x", "augment": {"preset": "light",
+                                                                                   "crop_size": crop}}))
+        assert data_config(str(path), 256)[0]["augment"]["crop_size"] == want

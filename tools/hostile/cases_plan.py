@@ -53,6 +53,10 @@ def _unchanged(rel: str, text: str):
     return check
 
 
+def _two_sided_crop(ctx: Ctx) -> None:
+    ctx.yaml("crop.yaml", {**ctx.folder_data(test=2), "augment": {"preset": "light", "crop_size": [48, 64]}})
+
+
 CASES = [
     case("plan_data_missing", K, "plan", ["plan", "./nothere/"], refused("nothere"), owner=OWNER),
     case("plan_minutes_0", K, "plan", [*PLAN[:-2], "--minutes", "0"], refused("--minutes"), compare_data, owner=OWNER),
@@ -87,4 +91,8 @@ CASES = [
          refused("nothere.yaml", check=absent("rep/runs")), compare_data, owner=OWNER),
     case("compare_plan_without_the_model", K, "plan", [*COMPARE[:4], "unet,fcn8s", *COMPARE[5:], "--plan", "p.yaml"],
          refused("fcn8s"), steps(compare_data, _plan_file), owner=OWNER),
+    case("compare_size_with_a_two_sided_crop", K, "plan",
+         ["compare", "--data", "crop.yaml", "--models", "unet", "--seeds", "1", "--steps", "1", "--base-width", "4",
+          "--size", "32", "--batch-size", "2", "--no-costs", "--out", "rep"], succeeds(files_exist("rep/report.md")),
+         _two_sided_crop, owner=OWNER, timeout=240, note="CamVid's config has crop_size [352, 480]"),
 ]

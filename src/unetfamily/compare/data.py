@@ -18,6 +18,7 @@ from typing import Any
 
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.identity import data_digest
+from unetfamily.data import options as data_options
 from unetfamily.plan.make import data_spec
 from unetfamily.data import (
     DatasetInfo, SegmentationDataset, UnknownSplitError, build_dataset, check_dataset, make_loader,
@@ -88,8 +89,10 @@ def data_config(spec: str, size: int | None) -> tuple[dict[str, Any], str]:
         else:
             cfg["resize"] = [size, size]
             aug = cfg.get("augment")
-            if isinstance(aug, dict) and "crop_size" in aug:  # crops larger than the resized image make no sense
-                cfg["augment"] = {**aug, "crop_size": min(int(aug["crop_size"]), size)}
+            if isinstance(aug, dict) and aug.get("crop_size") is not None:  # no crop larger than the resized image
+                crop = data_options.size("augment crop_size", aug["crop_size"])  # an int or [H, W]
+                sides = [min(side, size) for side in crop]
+                cfg["augment"] = {**aug, "crop_size": sides if isinstance(aug["crop_size"], (list, tuple)) else sides[0]}
     return cfg, name
 
 

@@ -76,11 +76,11 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
             epoch = state.step // run.steps_per_epoch
             while state.step < run.total_steps:
                 late = train_one_epoch(run, epoch, stop, progress)
-                epoch = epoch + 1 if not late else state.step // run.steps_per_epoch  # a cut epoch is not done
+                epoch += 1  # the epoch just trained (cut short when the time ran out: not complete)
                 improved = False
                 if late or state.step >= run.total_steps or epoch % max(1, run.cfg.train.eval_every) == 0:
                     metrics, improved = _validate(run, epoch)
-                run.save(run.last_path, epoch)
+                run.save(run.last_path, state.step // run.steps_per_epoch if late else epoch)
                 if improved and run.dist.main:  # best = the checkpoint just written (a hard link: no second write)
                     copy_checkpoint(run.last_path, run.best_path)
                 if _out_of_time(run, started) or _out_of_patience(run):  # (late: the deadline has passed)
