@@ -194,3 +194,9 @@ def test_validation_window_is_the_median_image_unless_memory_forbids() -> None:
     assert planfit.window((500, 300), (64, 64), c, memory=2**40) == (512, 320)
     assert planfit.window((500, 300), (64, 64), c, memory=256 * 256 * 10) == (256, 256)
     assert planfit.window((500, 300), (288, 64), c, memory=256 * 256 * 10) == (288, 256)  # never below the patch
+
+
+def test_a_step_that_measured_no_memory_rise_does_not_bound_the_patch() -> None:
+    """A CPU step whose peak-memory rise reads 0 gives no memory limit (was int(nan): ValueError)."""
+    assert planfit.affordable_patch(cost(peak=0), (300, 500), Budget(steps=100), memory=2**30) == (320, 512)
+    assert planfit.window((300, 500), (64, 64), cost(peak=0), memory=2**30) == (320, 512)

@@ -93,9 +93,7 @@ def _cost_shape(variant: Variant, cfg: CompareConfig, data: ComparisonData, plan
     their own sizes, the median image after the plan's scaling and the variant's fitted batch."""
     if plan is None:
         return tuple(data.image_shape[-2:]), cfg.batch_size  # type: ignore[return-value]
-    median = plan.fingerprint["size_median"]
-    return (max(1, round(median[0] * plan.scale)), max(1, round(median[1] * plan.scale))), \
-        plan.families[variant.id].batch_size
+    return plan.median_image, plan.families[variant.id].batch_size
 
 
 def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData,

@@ -129,8 +129,7 @@ def window(image: tuple[int, int], patch: tuple[int, int], cost: StepCost, memor
     training step's memory per pixel; the window is never smaller than the patch.
     """
     _, m_px = cost.per_pixel()
-    limit = math.sqrt(3 * memory / m_px) if m_px > 0 else math.inf
-    cap = max(MIN_PATCH, min(MAX_PATCH, int(limit // rules.DIVISOR) * rules.DIVISOR))
+    cap = _cap(math.sqrt(3 * memory / m_px) if m_px > 0 else math.inf)
     return tuple(max(p, min(cap, rules.round_patch(side, MIN_PATCH))) for side, p in zip(image, patch))  # type: ignore[return-value]
 
 
@@ -163,9 +162,15 @@ def _side_limit(per_pixel: float, budget: float, batch: int) -> float:
     return math.sqrt(budget / (per_pixel * batch)) if per_pixel > 0 else math.inf
 
 
+def _cap(limit: float) -> int:
+    """A side limit in pixels rounded down to a multiple of 32, within [64, 1024]."""
+    return max(MIN_PATCH, min(MAX_PATCH, int(limit // rules.DIVISOR) * rules.DIVISOR)) if math.isfinite(limit) \
+        else MAX_PATCH
+
+
 def _patch(image: tuple[int, int], limit: float) -> tuple[int, int]:
     """The median image's patch, each side capped at ``limit`` (rounded down to 32) and in [64, 1024]."""
-    cap = max(MIN_PATCH, min(MAX_PATCH, int(limit // rules.DIVISOR) * rules.DIVISOR))
+    cap = _cap(limit)
     return tuple(min(cap, rules.round_patch(side, MIN_PATCH)) for side in image)  # type: ignore[return-value]
 
 

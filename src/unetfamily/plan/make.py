@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from unetfamily.data import build_dataset, load_data_config
-from unetfamily.data.base import SegmentationDataset
+from unetfamily.data.base import SegmentationDataset, scaled_size
 from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
 from unetfamily.plan import rules
 from unetfamily.plan.fit import (
@@ -87,7 +87,7 @@ def make_plan(
               for mid, name, kwargs in models}
     smallest = min(min(affordable_patch(probes[mid], median, budget, memory)) for mid, _, _ in models)
     scale = rules.scale(fp, smallest)
-    image = (max(1, round(median[0] * scale.value)), max(1, round(median[1] * scale.value)))
+    image = scaled_size(median, scale.value)
     train_pixels = fp.pixels_total * len(train) / max(fp.cases, 1) * scale.value ** 2
     val_cases = val_cases if val_cases is not None else max(1, round(0.2 * len(train)))
     fits = {mid: fit_family(mid, name, kwargs, probes[mid], image, device=dev, budget=budget, memory=memory,

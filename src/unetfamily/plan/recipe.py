@@ -18,6 +18,7 @@ from unetfamily.config import (
     Config, LoaderConfig, LossConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig, check_config,
     read_config_file,
 )
+from unetfamily.data.base import scaled_size
 from unetfamily.errors import ConfigError, unknown_choice
 from unetfamily.files import atomic_write_bytes
 from unetfamily.plan.fit import VAL_OVERLAP, FamilyFit
@@ -47,6 +48,11 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)  # what the plan was made for (reuse check)
     version: int = PLAN_VERSION
+
+    @property
+    def median_image(self) -> tuple[int, int]:
+        """(H, W) of the fingerprint's median image at the plan's scale."""
+        return scaled_size(self.fingerprint["size_median"], self.scale)
 
     def fit(self, model_id: str) -> FamilyFit:
         """The fit of ``model_id``; ConfigError naming the fitted ones when the plan has none."""
