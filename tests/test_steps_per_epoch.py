@@ -3,6 +3,7 @@ permutations of the training set (nnU-Net's 250 iterations), and everything that
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -147,3 +148,38 @@ def test_a_time_budget_holds_within_an_epoch(tmp_path, monkeypatch) -> None:
     summary = fit(cfg)
     assert summary.steps == 5  # 20 steps per epoch; the budget ran out during step 5
     assert summary.metrics  # the cut epoch was still validated: the run ends with its scores
+
+
+@pytest.mark.parametrize("follow_time", [False, True])
+def test_follow_time_decays_by_the_time_budget(tmp_path, monkeypatch, follow_time: bool) -> None:
+    """schedule.follow_time: a run its time budget cuts at a tenth of its steps still ends with a decayed rate."""
+    import time as _time
+
+    from unetfamily.config import config_from_dict
+    from unetfamily.engine import loop
+    from unetfamily.engine.train import fit
+
+    cfg = config_from_dict({
+        "model": {"name": "unet", "kwargs": {"channels": [4, 8]}},
+        "data": {"type": "synthetic", "num_samples": {"train": 40, "val": 2}, "size": 32},
+        "loader": {"batch_size": 2}, "optim": {"lr": 0.01},
+        "schedule": {"name": "cosine", "min_lr_ratio": 0.0, "follow_time": follow_time},
+        "train": {"epochs": 5, "max_seconds": 10.0, "progress": False, "tensorboard": False, "device": "cpu"},
+        "output_dir": str(tmp_path / "run")})
+    clock, rates = {"now": 0.0}, []
+    real_step = loop.train_step
+
+    def slow_step(*args, **kwargs):  # every step "takes" one second of a fake clock
+        clock["now"] += 1.0
+        result = real_step(*args, **kwargs)
+        rates.append(result.lr)
+        return result
+
+    monkeypatch.setattr(_time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(loop, "train_step", slow_step)
+    assert fit(cfg).steps == 10  # of 100
+    if follow_time:  # step k is set from the time the k previous steps took: k / 10 of the budget
+        assert rates[-1] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 0.9)))
+        assert rates == sorted(rates, reverse=True)
+    else:
+        assert rates[-1] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 9 / 100)))

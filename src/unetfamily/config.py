@@ -125,6 +125,9 @@ class ScheduleConfig(_Section):
     warmup_steps: int = integer(0, ge=0)
     min_lr_ratio: float = number(0.0, ge=0, le=1)  # cosine and poly: the lr decays to min_lr_ratio * lr
     power: float = number(0.9, gt=0)  # poly only
+    # with train.max_seconds: decay by whichever is further along, the steps or the time budget, so a run
+    # cut short by its time budget still ends annealed (the plan sets it; off: a pure function of the step)
+    follow_time: bool = False
 
 
 @dataclass
@@ -192,6 +195,8 @@ def _check_combinations(cfg: Config) -> None:
         "optim.momentum": (cfg.optim.name != "sgd", "applies to optim.name=sgd only"),
         "schedule.power": (cfg.schedule.name != "poly", "applies to schedule.name=poly only"),
         "schedule.min_lr_ratio": (cfg.schedule.name == "constant", "applies to the cosine and poly schedules only"),
+        "schedule.follow_time": (cfg.schedule.name == "constant" or train.max_seconds is None,
+                                 "paces a cosine or poly decay by train.max_seconds, and there is none of the two"),
         "train.max_skipped_fraction": (train.nan_policy != "skip", "applies to train.nan_policy=skip only"),
         "train.log_every": (not train.tensorboard, "paces TensorBoard logging, and train.tensorboard is false"),
         "train.image_every": (not train.tensorboard, "paces TensorBoard images, and train.tensorboard is false"),

@@ -89,6 +89,8 @@ UNUSED_KEYS = [
     (["optim.momentum=0.5"], "optim.momentum"),  # adamw has no momentum
     (["schedule.power=2"], "schedule.power"),  # cosine has no power
     (["schedule.name=constant", "schedule.min_lr_ratio=0.1"], "schedule.min_lr_ratio"),
+    (["schedule.follow_time=true"], "schedule.follow_time"),  # no train.max_seconds to follow
+    (["schedule.name=constant", "train.max_seconds=60", "schedule.follow_time=true"], "schedule.follow_time"),
     (["train.max_skipped_fraction=0.5"], "train.max_skipped_fraction"),  # nan_policy stop
     (["train.image_every=5"], "train.image_every"),  # tiny_config turns TensorBoard off
     (["train.log_every=5"], "train.log_every"),

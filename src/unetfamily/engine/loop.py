@@ -141,7 +141,8 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     cfg, step = run.cfg, run.state.step
     torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # dropout replays identically on resume
     s = cfg.schedule
-    lr = lr_at(step, run.total_steps, cfg.optim.lr, s.name, s.warmup_steps, s.min_lr_ratio, s.power)
+    lr = lr_at(step, run.total_steps, cfg.optim.lr, s.name, s.warmup_steps, s.min_lr_ratio, s.power,
+               run.time_used if s.follow_time else None)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -157,9 +158,10 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     loss, terms = run.criterion(output, masks)
     # One sync for four questions; a stop requested now ends the run after this step.
     late = run.deadline is not None and time.perf_counter() >= run.deadline
-    bad_loss, bad_buffers, stopping, late = _any_rank(
-        [~torch.isfinite(loss).all(), _nonfinite_flag(buffers.values(), loss.device), stop.requested, late],
-        loss.device)
+    *flags, run.time_used = _agree(
+        [~torch.isfinite(loss).all(), _nonfinite_flag(buffers.values(), loss.device), stop.requested, late,
+         _time_used(run)], loss.device)
+    bad_loss, bad_buffers, stopping, late = (bool(f) for f in flags)
     skipped = bad_loss or bad_buffers
     if skipped:
         _report_forward(step, terms, buffers if bad_buffers and not bad_loss else None, cfg.train.nan_policy)
@@ -292,12 +294,25 @@ def _nonfinite_flag(tensors: Iterable[torch.Tensor], device: torch.device) -> to
     return flag
 
 
-def _any_rank(flags: list[torch.Tensor | bool], device: torch.device) -> list[bool]:
-    """Each flag OR-ed over all ranks, in one all-reduce and one sync: every rank takes the same branch."""
-    stacked = torch.stack([torch.as_tensor(f, device=device).float().reshape(()) for f in flags])
+def _agree(values: list[torch.Tensor | bool | float], device: torch.device) -> list[float]:
+    """Each value's maximum over all ranks, in one all-reduce and one sync: every rank takes the same branch."""
+    stacked = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in values])
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(stacked, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in stacked.tolist()]
+    return stacked.tolist()
+
+
+def _any_rank(flags: list[torch.Tensor | bool], device: torch.device) -> list[bool]:
+    """Each flag OR-ed over all ranks (:func:`_agree`)."""
+    return [bool(v) for v in _agree(list(flags), device)]
+
+
+def _time_used(run: TrainRun) -> float:
+    """The share of ``train.max_seconds`` spent so far (0 without a time budget); agreed over ranks by the caller."""
+    limit = run.cfg.train.max_seconds
+    if run.deadline is None or not limit:
+        return 0.0
+    return min(1.0, max(0.0, 1.0 - (run.deadline - time.perf_counter()) / limit))
 
 
 def _bad_terms(terms: dict[str, torch.Tensor]) -> list[str]:

@@ -92,6 +92,7 @@ class TrainRun:
     writer: Any = None  # a TensorBoard SummaryWriter (rank 0, train.tensorboard)
     log_handler: logging.Handler | None = None  # writes train.log (rank 0)
     deadline: float | None = None  # time.perf_counter() at which train.max_seconds runs out (set by fit)
+    time_used: float = 0.0  # share of train.max_seconds spent by the last step, agreed over ranks (follow_time)
 
     @property
     def steps_per_epoch(self) -> int:
