@@ -64,6 +64,8 @@ def test_sizes_median_min_max_from_a_folder_of_pngs(tmp_path: Path):
     assert (fp.cases, fp.channels) == (5, 1)
     assert fp.size_median == [16, 20]  # per axis: median of H (8,10,16,20,30) and of W (8,12,20,40,50)
     assert fp.size_min == [8, 8] and fp.size_max == [16, 50]  # by area
+    assert len(fp.size_sample) == 21 and fp.size_sample[0] == [8, 8] and fp.size_sample[-1] == [16, 50]
+    assert fp.size_sample[10] == [10, 40]  # by area 8x8, 30x12, 10x40, 20x20, 16x50: the median in the middle
     assert fp.intensity[0]["mean"] == pytest.approx(7 / 255, rel=1e-6)
 
 
@@ -74,7 +76,8 @@ def test_constant_images_have_exact_mean_and_zero_std():
     for ch in fp.intensity:
         assert ch == {"mean": 0.2, "std": 0.0, "p00_5": 0.2, "p99_5": 0.2}
     assert fp.intensity_foreground is None  # no foreground pixels
-    assert fp.objects["fg"] == {"count": 0, "median_area": None, "p05_area": None, "median_extent": None}
+    assert fp.objects["fg"] == {"count": 0, "median_area": None, "p05_area": None, "median_extent": None,
+                                "pixel_area": None, "pixel_extent": None}
     assert fp.boundary_fraction["fg"] is None
 
 
@@ -104,6 +107,26 @@ def test_class_fraction_presence_and_objects_of_drawn_squares():
     obj = fp.objects["fg"]
     assert obj["count"] == 3 and obj["median_area"] == 36.0 and obj["median_extent"] == 6.0
     assert obj["p05_area"] == pytest.approx(16 + 0.1 * 20)  # 5th percentile of (16, 36, 100), linear
+    # per pixel: 100 of the 152 pixels lie in the 10x10 square, so a typical pixel's object is that square
+    assert obj["pixel_area"] == 100.0 and obj["pixel_extent"] == 10.0
+
+
+def test_pixel_medians_are_not_outvoted_by_specks():
+    m = zeros(40, 40)
+    m[5:25, 5:25] = 1  # one 20x20 region ...
+    for i in range(9):
+        m[30 + i % 3 * 3, 2 + i * 4] = 1  # ... and nine one-pixel specks
+    obj = fingerprint_dataset(ArrayDataset([const(40, 40)], [m])).objects["fg"]
+    assert obj["count"] == 10 and obj["median_area"] == 1.0 and obj["median_extent"] == 1.0  # per object: a speck
+    assert obj["pixel_area"] == 400.0 and obj["pixel_extent"] == 20.0  # per pixel: the region
+
+
+def test_every_class_index_0_too_gets_objects_boundary_and_width():
+    m = zeros(20, 20)
+    m[:, 10:] = 1  # two halves
+    fp = fingerprint_dataset(ArrayDataset([const(20, 20)], [m]))
+    assert set(fp.objects) == set(fp.boundary_fraction) == set(fp.width) == {"background", "fg"}
+    assert fp.objects["background"]["pixel_area"] == 200.0 and fp.objects["background"]["pixel_extent"] == 20.0
 
 
 def test_diagonal_pixels_are_one_object_8_connected():
@@ -121,6 +144,15 @@ def test_boundary_fraction_of_a_line_versus_a_square():
     assert fp_line.boundary_fraction["fg"] == 1.0
     assert fp_square.boundary_fraction["fg"] == pytest.approx(76 / 400, rel=1e-5)
     assert fp_line.width["fg"] == 1.0 and fp_square.width["fg"] == 19.0
+
+
+def test_width_is_the_typical_cross_section_not_the_jagged_edge():
+    m = zeros(60, 60)
+    m[10:50, 10:50] = 1  # a 40 px square ...
+    m[9, 10:50:2] = m[50, 10:50:2] = m[10:50:2, 9] = m[10:50:2, 50] = 1  # ... fringed with one-pixel teeth
+    fp = fingerprint_dataset(ArrayDataset([const(60, 60)], [m]))
+    # the teeth's medial pixels outnumber the body's (an unweighted median gives 3 px), but each counts by its width
+    assert fp.width["fg"] == pytest.approx(39, abs=1)
 
 
 def test_width_of_a_3px_band():
@@ -193,6 +225,7 @@ def test_round_trip_through_yaml_and_json():
         Fingerprint.from_dict({**d, "version": 99})
     lines = describe(fp)
     assert any("median 30x30" in line for line in lines) and any("fg:" in line for line in lines)
+    assert any(line.startswith("background:") and "typical pixel" in line for line in lines)
 
 
 def _counting(monkeypatch) -> list[int]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from unetfamily.data import fingerprint_stats as stats
 from unetfamily.data import options
 from unetfamily.data.base import SegmentationDataset
 from unetfamily.data.errors import DataError
@@ -38,9 +39,12 @@ __all__ = ["FINGERPRINT_VERSION", "Fingerprint", "describe", "fingerprint_datase
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: every class (index 0 too) gets objects, boundary and width; pixel-weighted medians
 #: Pixels per image (and channel) kept for the intensity percentiles; a strided, deterministic subsample.
 PERCENTILE_PIXELS = 10_000
+#: Image sizes kept at evenly spaced quantiles of the area (the smallest, ..., the largest): what a pass over
+#: the images costs when their sizes vary (a few large images can take most of a validation).
+SIZE_SAMPLE = 21
 #: 8-connectivity for the connected objects of a class.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -70,16 +74,22 @@ class Fingerprint:
     ``intensity`` (and ``intensity_foreground``, ``None`` without foreground pixels) holds per
     channel ``{"mean", "std", "p00_5", "p99_5"}`` of pixels in [0, 1]. ``class_fraction`` is each
     class's share of the labelled pixels, ``class_presence`` the share of images containing it.
-    ``objects`` maps each foreground class to ``{"count", "median_area", "p05_area",
-    "median_extent"}`` of its 8-connected components (areas in pixels, extent = longer bounding-box
-    side; ``count`` is the total over the ``cases`` images; ``None`` values when it has none).
-    ``boundary_fraction`` is the share of a foreground class's pixels with a 4-neighbour of another
+    ``objects`` maps each class (index 0 too: whether it is a background or content is the plan's
+    call, :func:`unetfamily.plan.rules.content_classes`) to ``{"count", "median_area", "p05_area",
+    "median_extent", "pixel_area", "pixel_extent"}`` of its 8-connected components (areas in pixels,
+    extent = longer bounding-box side; ``count`` is the total over the ``cases`` images; the
+    ``pixel_`` medians are taken over the class's pixels, so they describe the component a typical
+    pixel belongs to; ``None`` values when it has none).
+    ``boundary_fraction`` is the share of a class's pixels with a 4-neighbour of another
     label (ignored pixels included): near 1 for 1-3 px lines, small for blobs; ``None`` when absent.
     ``vertical_asymmetry`` is the total-variation distance between the class distributions of the
     top and bottom image halves, pooled over images: 0 with no "up", up to 1. ``width`` is each
-    foreground class's median local width in pixels (``2 d + 1`` at the medial pixels, ``d`` the
-    distance to the region's edge): about 1-6 for lines and membranes, object-sized for blobs;
-    ``None`` when absent (or in a fingerprint made without it).
+    class's typical local width in pixels (``2 d + 1`` at the medial pixels, ``d`` the distance to
+    the region's edge; the median weighted by that width, see
+    :func:`~unetfamily.data.fingerprint_stats.median_width`): about 1-6 for lines and membranes,
+    object-sized for blobs;
+    ``None`` when absent (or in a fingerprint made without it). ``size_sample`` holds
+    :data:`SIZE_SAMPLE` image sizes ``[H, W]`` at evenly spaced quantiles of the area, smallest to largest.
     """
 
     cases: int
@@ -98,6 +108,7 @@ class Fingerprint:
     pixels_total: int
     version: int = FINGERPRINT_VERSION
     width: dict[str, float | None] | None = None
+    size_sample: list[list[int]] | None = None
 
     @property
     def foreground(self) -> list[str]:
@@ -158,18 +169,6 @@ class _Moments:
                 for c in range(len(self.mean))]
 
 
-def _edges(mask: np.ndarray) -> np.ndarray:
-    """``(H, W)`` bool: True where a pixel of ``mask`` has a 4-neighbour with another value."""
-    edge = np.zeros(mask.shape, dtype=bool)
-    vertical = mask[:-1, :] != mask[1:, :]
-    horizontal = mask[:, :-1] != mask[:, 1:]
-    edge[:-1, :] |= vertical
-    edge[1:, :] |= vertical
-    edge[:, :-1] |= horizontal
-    edge[:, 1:] |= horizontal
-    return edge
-
-
 class _Accumulator:
     """Running sums over the decoded samples; :meth:`finish` turns them into the fingerprint's fields."""
 
@@ -181,9 +180,9 @@ class _Accumulator:
         self.all, self.fg = _Moments(channels), _Moments(channels)
         self.counts, self.present, self.boundary = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
         self.top, self.bottom = np.zeros(k, np.int64), np.zeros(k, np.int64)
-        self.areas: dict[int, list[int]] = {c: [] for c in range(1, k)}
-        self.extents: dict[int, list[int]] = {c: [] for c in range(1, k)}
-        self.widths: dict[int, list[np.ndarray]] = {c: [] for c in range(1, k)}
+        self.areas: dict[int, list[int]] = {c: [] for c in range(k)}
+        self.extents: dict[int, list[int]] = {c: [] for c in range(k)}
+        self.widths: dict[int, list[np.ndarray]] = {c: [] for c in range(k)}
         self.ndimage = require("scipy.ndimage", "train", "the object statistics of the dataset fingerprint")
 
     def _count(self, values: np.ndarray) -> np.ndarray:
@@ -200,12 +199,12 @@ class _Accumulator:
         counts = self._count(mask)
         self.counts += counts
         self.present += counts > 0
-        edges = _edges(mask)
+        edges = stats.edges(mask)
         self.boundary += self._count(mask[edges])
         self._widths(mask, edges, counts)
         self.top += self._count(mask[: h // 2])
         self.bottom += self._count(mask[h - h // 2 :])
-        for c in range(1, len(self.classes)):
+        for c in range(len(self.classes)):
             if counts[c]:
                 self._objects(mask == c, c)
 
@@ -217,12 +216,12 @@ class _Accumulator:
             self.extents[c].append(max(rows.stop - rows.start, cols.stop - cols.start))
 
     def _widths(self, mask: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> None:
-        """Record ``2 d + 1`` at the medial pixels of each foreground class (``d``: distance to an edge pixel)."""
+        """Record ``2 d + 1`` at the medial pixels of each class (``d``: distance to an edge pixel)."""
         if not edges.any():
             return  # one label fills the image: no local width
         dist = self.ndimage.distance_transform_edt(~edges)
         medial = dist >= self.ndimage.maximum_filter(dist, size=3)
-        for c in range(1, len(self.classes)):
+        for c in range(len(self.classes)):
             if counts[c]:
                 self.widths[c].append(dist[medial & (mask == c)])
 
@@ -237,38 +236,18 @@ class _Accumulator:
             "size_median": [int(round(v)) for v in np.median(sizes, axis=0)],
             "size_min": list(by_area[0]),
             "size_max": list(by_area[-1]),
+            "size_sample": [list(by_area[round(q * (cases - 1) / (SIZE_SAMPLE - 1))]) for q in range(SIZE_SAMPLE)],
             "intensity": self.all.result(),
             "intensity_foreground": self.fg.result(),
             "class_fraction": {n: float(self.counts[c] / max(total, 1)) for c, n in enumerate(classes)},
             "class_presence": {n: float(self.present[c] / cases) for c, n in enumerate(classes)},
-            "objects": {classes[c]: _object_stats(self.areas[c], self.extents[c]) for c in self.areas},
+            "objects": {classes[c]: stats.object_stats(self.areas[c], self.extents[c]) for c in self.areas},
             "boundary_fraction": {classes[c]: (float(self.boundary[c] / self.counts[c]) if self.counts[c] else None)
-                                  for c in range(1, len(classes))},
-            "vertical_asymmetry": _total_variation(self.top, self.bottom),
+                                  for c in range(len(classes))},
+            "vertical_asymmetry": stats.total_variation(self.top, self.bottom),
             "pixels_total": total,
-            "width": {classes[c]: _median_width(w) for c, w in self.widths.items()},
+            "width": {classes[c]: stats.median_width(w) for c, w in self.widths.items()},
         }
-
-
-def _object_stats(areas: list[int], extents: list[int]) -> dict[str, Any]:
-    """``{"count", "median_area", "p05_area", "median_extent"}``; ``None`` values without objects."""
-    if not areas:
-        return {"count": 0, "median_area": None, "p05_area": None, "median_extent": None}
-    return {"count": len(areas), "median_area": float(np.median(areas)),
-            "p05_area": float(np.percentile(areas, 5)), "median_extent": float(np.median(extents))}
-
-
-def _median_width(distances: list[np.ndarray]) -> float | None:
-    """``2 d + 1`` for the median medial distance ``d``; ``None`` without any."""
-    d = np.concatenate(distances) if distances else np.zeros(0)
-    return float(2 * np.median(d) + 1) if d.size else None
-
-
-def _total_variation(a: np.ndarray, b: np.ndarray) -> float:
-    """Half the L1 distance between the normalised histograms ``a`` and ``b``; 0 if either is empty."""
-    if a.sum() == 0 or b.sum() == 0:
-        return 0.0
-    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
 
 
 def _subset(n: int, max_cases: int | None, seed: int) -> list[int]:
@@ -370,12 +349,15 @@ def describe(fp: Fingerprint) -> list[str]:
         "class pixels: " + ", ".join(f"{n} {fp.class_fraction[n]:.2%} (in {fp.class_presence[n]:.0%} of images)"
                                      for n in fp.classes),
     ]
-    for name in fp.foreground:
-        o, b = fp.objects[name], fp.boundary_fraction[name]
+    for name in fp.classes:
+        o, b = fp.objects.get(name) or {}, fp.boundary_fraction.get(name)
+        if not o:  # a fingerprint of version 1 has no class-0 entries
+            continue
         width = (fp.width or {}).get(name)
         thin = " (thin structure)" if (b is not None and b >= 0.5) or (width is not None and width <= 7) else ""
         lines.append(f"{name}: {o['count']} objects, median area {_fmt(o['median_area'])} px "
-                     f"(p05 {_fmt(o['p05_area'])}), median extent {_fmt(o['median_extent'])} px, "
+                     f"(p05 {_fmt(o['p05_area'])}), median extent {_fmt(o['median_extent'])} px; a typical pixel's "
+                     f"object {_fmt(o.get('pixel_area'))} px, {_fmt(o.get('pixel_extent'))} px across; "
                      f"width {_fmt(width)} px, boundary fraction {_fmt(b, '.2f')}{thin}")
     up = "images have an up" if fp.vertical_asymmetry >= 0.2 else "no preferred up/down"
     lines.append(f"vertical asymmetry {fp.vertical_asymmetry:.2f} ({up})")
