@@ -42,6 +42,9 @@ def test_scale_never_for_thin_structures() -> None:
     assert choice.value == 1.0 and "thin" in choice.reason
     just_below = dataclasses.replace(thin, boundary_fraction={"fg": rules.THIN_BOUNDARY - 0.01})
     assert rules.scale(just_below, patch=64).value < 1.0
+    narrow = dataclasses.replace(just_below, width={"fg": rules.THIN_WIDTH})  # membranes: few edges, 5 px wide
+    assert rules.scale(narrow, patch=64).value == 1.0
+    assert rules.scale(dataclasses.replace(narrow, width={"fg": rules.THIN_WIDTH + 1}), patch=64).value < 1.0
 
 
 def test_scale_down_to_fit_large_objects_bounded_by_small_objects_and_the_image() -> None:
@@ -49,14 +52,64 @@ def test_scale_down_to_fit_large_objects_bounded_by_small_objects_and_the_image(
     fp = fingerprint(objects=big)
     assert rules.scale(fp, patch=128).value == 0.25  # 128 / (2 x 256); bounded by 128/512 = 0.25 too
     two = {**big, "small": {"count": 20, "median_area": 256, "p05_area": 1, "median_extent": 16}}
-    fp2 = fingerprint(classes=["background", "fg", "small"], objects=two)
+    fractions = {"background": 0.5, "fg": 0.3, "small": 0.2}
+    fp2 = fingerprint(classes=["background", "fg", "small"], objects=two, class_fraction=fractions)
     # the class with the smallest objects (median 256 px) keeps >= 64 px: factor >= sqrt(64/256) = 0.5
     assert rules.scale(fp2, patch=128).value == 0.5
     tiny = {**two, "small": {**two["small"], "median_area": 64}}
-    assert "smallest" in rules.scale(fingerprint(classes=["background", "fg", "small"], objects=tiny), patch=128).reason
-    # the thinnest class (median width 8 px) keeps >= 4 px: factor >= 0.5
+    assert "objects below 64 px" in rules.scale(dataclasses.replace(fp2, objects=tiny), patch=128).reason
+    # the thinnest major class (width 8 px) keeps >= 4 px: factor >= 0.5
     assert rules.scale(dataclasses.replace(fp, width={"fg": 8.0}), patch=128).value == 0.5
     assert rules.scale(dataclasses.replace(fp, width={"fg": 3.0}), patch=128).value == 1.0
+
+
+def test_scale_stops_where_the_median_image_fills_the_patch() -> None:
+    huge = {"fg": {"count": 20, "median_area": 90000, "p05_area": 10000, "median_extent": 1000}}
+    choice = rules.scale(fingerprint(objects=huge), patch=128)  # context wants 128 / 2000; 512 px images
+    assert choice.value == 0.25 and "median image" in choice.reason
+
+
+def test_scale_sizes_by_the_object_a_typical_pixel_belongs_to() -> None:
+    # a noisy mask: most components are specks (median extent 3 px) but most pixels lie in 300 px regions
+    noisy = {"fg": {"count": 900, "median_area": 4, "p05_area": 1, "median_extent": 3,
+                    "pixel_area": 40000, "pixel_extent": 300}}
+    choice = rules.scale(fingerprint(objects=noisy), patch=128)
+    assert choice.value == 0.25 and "300 px" in choice.reason
+
+
+def scene(**changes: object) -> Fingerprint:
+    """A street scene: class 0 is sky (content), road and building are major, a thin pole holds 2%."""
+    classes = ["sky", "road", "building", "pole"]
+    objects = {"sky": {"count": 9, "median_area": 3, "p05_area": 1, "median_extent": 3, "pixel_area": 30000,
+                       "pixel_extent": 300},
+               "road": {"count": 9, "median_area": 50, "p05_area": 1, "median_extent": 13, "pixel_area": 60000,
+                        "pixel_extent": 480},
+               "building": {"count": 9, "median_area": 80, "p05_area": 1, "median_extent": 17, "pixel_area": 30000,
+                            "pixel_extent": 230},
+               "pole": {"count": 9, "median_area": 16, "p05_area": 2, "median_extent": 9, "pixel_area": 400,
+                        "pixel_extent": 110}}
+    base = dict(classes=classes, size_median=[360, 480], objects=objects,
+                class_fraction={"sky": 0.2, "road": 0.48, "building": 0.3, "pole": 0.02},
+                boundary_fraction={"sky": 0.08, "road": 0.02, "building": 0.04, "pole": 0.6},
+                width={"sky": 17.0, "road": 107.0, "building": 67.0, "pole": 3.0}, vertical_asymmetry=0.86)
+    return fingerprint(**{**base, **changes})
+
+
+def test_content_classes_keep_a_scene_first_class_and_drop_a_background() -> None:
+    assert rules.content_classes(scene()) == ["sky", "road", "building", "pole"]
+    for name in ("background", "Background", "_background_", "bg"):
+        fp = scene(classes=[name, "road", "building", "pole"])
+        assert rules.content_classes(fp) == ["road", "building", "pole"]
+    assert rules.content_classes(fingerprint(classes=["normal", "lesion"])) == ["lesion"]  # binary: 0 is background
+    assert rules.major_classes(scene()) == ["sky", "road", "building"]  # pole: 2% < MAJOR_SHARE
+
+
+def test_a_minor_thin_class_yields_to_the_context_of_a_scene() -> None:
+    choice = rules.scale(scene(), patch=128)
+    # road (480 px) wants 128/960; the image (360 px short side) stops at 0.356; pole keeps 400 px -> 64 px at 0.4
+    assert choice.value == 0.4 and "road" in choice.reason
+    major_pole = scene(class_fraction={"sky": 0.2, "road": 0.4, "building": 0.28, "pole": 0.12})
+    assert rules.scale(major_pole, patch=128).value == 1.0  # a major thin class keeps native resolution
 
 
 def test_scale_without_objects_is_native() -> None:
@@ -142,6 +195,25 @@ def test_split_steps_of_a_step_budget_and_of_a_time_budget() -> None:
     assert (epochs, spe) == (1, 8000)
     epochs, spe, _ = planfit.split_steps(Budget(seconds=10000), step_s=0.1, val_s=1.0)
     assert spe == 250 and epochs * (250 * 0.1 + 1.0) <= 10000
+
+
+def test_the_shared_scale_follows_the_median_models_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetfamily.plan import make
+
+    sides = {"a": 256, "b": 192, "c": 128, "d": 64}  # what each model affords at native size
+    seen: list[int] = []
+    monkeypatch.setattr(make, "probe", lambda name, *a, **k: name)
+    monkeypatch.setattr(make, "affordable_patch", lambda cost, *a, **k: (sides[cost], sides[cost] + 32))
+    monkeypatch.setattr(make.rules, "scale", lambda fp, patch: seen.append(patch) or rules.Choice(1.0, "native"))
+    monkeypatch.setattr(make, "fit_family", lambda mid, name, *a, **k: FamilyFit(
+        model=name, kwargs={}, patch=[sides[name]] * 2, window=[32, 32], batch_size=2, epochs=1, steps_per_epoch=1,
+        step_seconds=0.1, validation_seconds=0.1, peak_memory_mb=1.0, reason="stub"))
+    data = {"type": "synthetic", "num_samples": 4, "size": 32}
+    make.make_plan(data, [(m, m, {}) for m in sides], budget=Budget(steps=4))
+    assert seen == [128]  # the lower median of 256, 192, 128, 64: not the costliest model's 64
+    seen.clear()
+    make.make_plan(data, [("d", "d", {})], budget=Budget(steps=4))
+    assert seen == [64]  # one model: its own patch
 
 
 # -- the plan file ---------------------------------------------------------------------------------------

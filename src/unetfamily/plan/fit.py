@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from unetfamily.bench import measure
 from unetfamily.engine.inference import tile_starts
 from unetfamily.models import create_model
 from unetfamily.plan import rules
+from unetfamily.plan.data_cost import DataCost
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class FamilyFit:
     peak_memory_mb: float
     reason: str
     probe: dict[str, Any] = field(default_factory=dict)
+    data_seconds: float = 0.0  # of step_seconds: making the batch (read, scale, augment, crop; see data_cost)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,27 +214,42 @@ def _batch(cost: StepCost, patch: tuple[int, int], budget: Budget, memory: int, 
 
 def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost, image: tuple[int, int], *,
                in_channels: int, outputs: int, device: torch.device, budget: Budget, memory: int,
-               train_pixels: float, val_cases: int) -> FamilyFit:
+               train_pixels: float, val_cases: int, data: Callable[[tuple[int, int]], DataCost] | None = None,
+               val_read: DataCost | None = None, sizes: list[tuple[int, int]] | None = None) -> FamilyFit:
     """Patch, batch and steps of one model on images of median size ``image`` (already scaled), measured on ``device``.
 
     ``cost`` is the model's probe (:func:`probe`); the chosen patch and batch are measured once more
-    so the steps come from the real step time.
+    so the steps come from the real step time: the model's step plus ``batch`` samples of the data
+    pipeline (``data(patch)``, :mod:`unetfamily.plan.data_cost`), and each validation's forward passes
+    plus reading its ``val_cases`` images (``val_read``); the forward passes are counted over ``sizes``
+    (image sizes after scaling, spread over the dataset's range; default: the median ``image`` only).
     """
     patch = affordable_patch(cost, image, budget, memory)
     batch, stop = _batch(cost, patch, budget, memory, train_pixels)
     real = measure_step(name, kwargs, in_channels, outputs, batch, patch, device)
     val_window = window(image, patch, real, memory)
     per_pixel = real.forward_s / (batch * patch[0] * patch[1])
-    val_s = val_cases * _tiles(image, val_window) * per_pixel * val_window[0] * val_window[1]
-    epochs, spe, steps_why = split_steps(budget, real.step_s, val_s)
+    sample = sizes or [image]
+    tiles = sum(_tiles(size, val_window) for size in sample) / len(sample)  # per image, over the sizes
+    val_s = val_cases * tiles * per_pixel * val_window[0] * val_window[1]
+    if val_read is not None:
+        val_s += val_cases * val_read.per_sample(val_cases * MIN_EPOCHS)
+    data_s = 0.0
+    if data is not None:
+        pipeline = data(tuple(patch))  # type: ignore[arg-type]
+        epochs, spe, _ = split_steps(budget, real.step_s + batch * pipeline.cold_s, val_s)
+        data_s = batch * pipeline.per_sample(epochs * spe * batch)  # cached data: cold reads only on a first pass
+    step_s = real.step_s + data_s
+    epochs, spe, steps_why = split_steps(budget, step_s, val_s)
     whole = patch[0] >= image[0] and patch[1] >= image[1]
     reason = (f"patch {patch[0]}x{patch[1]} ({'the whole median image' if whole else 'the largest the budget affords'}"
               f"; probe {cost.step_s:.3g} s/step at {cost.batch}x{cost.patch[0]}px), batch {batch} (stopped by {stop}), "
-              f"{steps_why}")
+              f"{steps_why}" + (f" ({data_s:.3g} s of each step make the batch)" if data_s else ""))
     log.info("%s: %s", model_id, reason)
     return FamilyFit(model=name, kwargs=dict(kwargs), patch=list(patch), window=list(val_window), batch_size=batch,
                      epochs=epochs,
-                     steps_per_epoch=spe, step_seconds=round(real.step_s, 4), validation_seconds=round(val_s, 3),
+                     steps_per_epoch=spe, step_seconds=round(step_s, 4), validation_seconds=round(val_s, 3),
                      peak_memory_mb=round(max(real.peak_bytes, 0) / 2**20, 1), reason=reason,
                      probe={"batch": cost.batch, "patch": list(cost.patch), "step_seconds": round(cost.step_s, 4),
-                            "peak_memory_mb": round(max(cost.peak_bytes, 0) / 2**20, 1)})
+                            "peak_memory_mb": round(max(cost.peak_bytes, 0) / 2**20, 1)},
+                     data_seconds=round(data_s, 4))

@@ -1,6 +1,7 @@
 """:func:`make_plan`: fingerprint a dataset, apply the rules, fit every model to the device and the budget."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from unetfamily.data import build_dataset, load_data_config
 from unetfamily.data.base import SegmentationDataset, scaled_size
 from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
 from unetfamily.plan import rules
+from unetfamily.plan.data_cost import DataCost, measure_data_cost
 from unetfamily.plan.fit import (
     Budget, FamilyFit, affordable_patch, fit_family, memory_budget, probe,
 )
@@ -85,13 +87,26 @@ def make_plan(
     shape = {"in_channels": info.in_channels, "outputs": info.num_model_outputs}
     probes = {mid: probe(name, kwargs, shape["in_channels"], shape["outputs"], median, dev)
               for mid, name, kwargs in models}
-    smallest = min(min(affordable_patch(probes[mid], median, budget, memory)) for mid, _, _ in models)
-    scale = rules.scale(fp, smallest)
+    # the shared scale is set for the median model's patch (the lower median): the costliest family
+    # would otherwise shrink every family's images to its own small patch
+    reference = statistics.median_low(min(affordable_patch(probes[mid], median, budget, memory))
+                                      for mid, _, _ in models)
+    scale = rules.scale(fp, reference)
     image = scaled_size(median, scale.value)
     train_pixels = fp.pixels_total * len(train) / max(fp.cases, 1) * scale.value ** 2
     val_cases = val_cases if val_cases is not None else max(1, round(0.2 * len(train)))
+    cached, preset = bool(native.get("cache", False)), rules.augmentation(fp).value
+
+    def data(patch: tuple[int, int]) -> DataCost:
+        fg = rules.foreground_oversampling(patch, image).value
+        return measure_data_cost(train, scale=scale.value, preset=preset, patch=patch, foreground=fg, cached=cached)
+
+    read = measure_data_cost(train, scale=scale.value, preset=None, patch=image, foreground=0.0, cached=cached)
+    val_read = dataclasses.replace(read, cases=val_cases)
+    sizes = [scaled_size(size, scale.value) for size in fp.size_sample or [median]]
     fits = {mid: fit_family(mid, name, kwargs, probes[mid], image, device=dev, budget=budget, memory=memory,
-                            train_pixels=train_pixels, val_cases=val_cases, **shape)
+                            train_pixels=train_pixels, val_cases=val_cases, data=data, val_read=val_read,
+                            sizes=sizes, **shape)
             for mid, name, kwargs in models}
     return _assemble(native, fp, device, budget, scale, image, fits, {"models": [list(m) for m in models],
                      "threads": torch.get_num_threads(), "val_cases": val_cases})
@@ -107,7 +122,9 @@ def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budg
     reasons = {
         "scale": scale.reason, "normalization": norm.reason, "augment": augment.reason,
         "foreground": fg_reason, "loss": f"Dice + cross-entropy (nnU-Net); class weights: {weights.reason}",
-        "optimizer": optimizer.reason,
+        "optimizer": optimizer.reason + ("; under the time budget the decay follows the time spent when that is "
+                                         "further along than the steps (schedule.follow_time), so a run slower "
+                                         "than measured still ends annealed" if budget.seconds is not None else ""),
         "validation": f"every epoch on the full images (median {image[0]}x{image[1]} after scaling) by sliding "
                       f"windows of the median image's size (one forward pass per typical image; nnU-Net uses the "
                       f"patch), Gaussian weights, overlap 0.5",

@@ -87,7 +87,8 @@ class Plan:
             loader=LoaderConfig(batch_size=fit.batch_size),
             loss=LossConfig(name=self.loss["name"], kwargs=dict(self.loss.get("kwargs") or {})),
             optim=OptimConfig(name=opt["name"], lr=opt["lr"], weight_decay=opt["weight_decay"]),
-            schedule=ScheduleConfig(name="cosine", warmup_steps=opt["warmup_steps"], min_lr_ratio=0.01),
+            schedule=ScheduleConfig(name="cosine", warmup_steps=opt["warmup_steps"], min_lr_ratio=0.01,
+                                    follow_time=self.budget.get("seconds") is not None),
             train=train, output_dir=output_dir,
         )
         return check_config(config)

@@ -15,9 +15,10 @@ from typing import Any
 from unetfamily.data.fingerprint import Fingerprint
 
 __all__ = [
-    "Choice", "DIVISOR", "STEPS_PER_EPOCH", "FOREGROUND_OVERSAMPLING", "THIN_BOUNDARY", "UP_ASYMMETRY",
-    "augmentation", "class_weights", "foreground_oversampling", "normalization", "optimizer", "round_patch",
-    "scale", "thin_classes",
+    "BACKGROUND_NAMES", "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
+    "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "augmentation", "class_weights", "content_classes",
+    "foreground_oversampling", "is_thin", "major_classes", "normalization", "optimizer", "round_patch", "scale",
+    "thin_classes",
 ]
 
 #: Patch sides are multiples of this: five 2x down-samplings (every family's deepest level) divide them.
@@ -26,14 +27,20 @@ DIVISOR = 32
 STEPS_PER_EPOCH = 250
 #: nnU-Net forces a third of the patches to contain foreground.
 FOREGROUND_OVERSAMPLING = 1 / 3
-#: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (membranes, vessels, edges).
+#: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (vessels, edges) ...
 THIN_BOUNDARY = 0.5
+#: ... as is one whose typical cross-section is at most this many pixels wide (membranes, poles).
+THIN_WIDTH = 7.0
+#: Names of a class 0 that is a background rather than content (compared lower-case, without "_" and spaces).
+BACKGROUND_NAMES = frozenset({"background", "bg", "backgnd", "back ground"})
+#: A content class holding this share of the content pixels is major: it sets the context the patch must hold.
+MAJOR_SHARE = 0.1
 #: Top and bottom halves whose class distributions differ by more than this: the images have an "up".
 UP_ASYMMETRY = 0.1
-#: Down-scaling keeps the typical object of the class with the smallest objects at least this many pixels
-#: (medians, not the smallest objects: single-pixel specks of a noisy mask would otherwise forbid any scaling).
+#: Down-scaling keeps the typical object of every content class at least this many pixels (the object a
+#: median pixel belongs to, not the smallest objects: a noisy mask's one-pixel specks would forbid any scaling).
 MIN_OBJECT_AREA = 64.0
-#: ... and the classes' median local width at least this many pixels (structures must stay resolvable).
+#: ... and the major classes' typical width at least this many pixels (structures must stay resolvable).
 MIN_WIDTH = 4.0
 #: A patch should hold a typical large object this many times over (the object and its surroundings).
 CONTEXT = 2.0
@@ -57,9 +64,36 @@ def foreground_classes(fp: Fingerprint) -> list[str]:
     return list(fp.classes[1:])
 
 
+def content_classes(fp: Fingerprint) -> list[str]:
+    """The classes that are content, not background: all but index 0 when the data has a background there.
+
+    Index 0 is a background when the task is binary or the class is named like one (``background``,
+    ``bg``, ``_background_``, any case); a scene's first class ("sky" in CamVid) is content.
+    """
+    first = fp.classes[0].strip(" _").lower()
+    return list(fp.classes[1:]) if len(fp.classes) == 2 or first in BACKGROUND_NAMES else list(fp.classes)
+
+
+def _share(fp: Fingerprint, classes: list[str]) -> dict[str, float]:
+    fractions = {c: float(fp.class_fraction.get(c) or 0.0) for c in classes}
+    total = sum(fractions.values())
+    return {c: f / total if total > 0 else 0.0 for c, f in fractions.items()}
+
+
+def major_classes(fp: Fingerprint) -> list[str]:
+    """Content classes holding at least :data:`MAJOR_SHARE` of the content pixels."""
+    return [c for c, s in _share(fp, content_classes(fp)).items() if s >= MAJOR_SHARE]
+
+
+def is_thin(fp: Fingerprint, name: str) -> bool:
+    """Drawn in lines: boundary fraction >= :data:`THIN_BOUNDARY` or typical width <= :data:`THIN_WIDTH` px."""
+    width = (fp.width or {}).get(name)
+    return (fp.boundary_fraction.get(name) or 0.0) >= THIN_BOUNDARY or (width is not None and width <= THIN_WIDTH)
+
+
 def thin_classes(fp: Fingerprint) -> list[str]:
-    """Foreground classes drawn as thin structures (boundary fraction >= :data:`THIN_BOUNDARY`)."""
-    return [c for c in foreground_classes(fp) if (fp.boundary_fraction.get(c) or 0.0) >= THIN_BOUNDARY]
+    """Content classes drawn as thin structures (:func:`is_thin`)."""
+    return [c for c in content_classes(fp) if is_thin(fp, c)]
 
 
 def round_patch(side: float, lo: int = DIVISOR) -> int:
@@ -67,43 +101,54 @@ def round_patch(side: float, lo: int = DIVISOR) -> int:
     return max(lo, int(math.ceil(side / DIVISOR)) * DIVISOR)
 
 
-def scale(fp: Fingerprint, patch: int) -> Choice:
-    """The factor images are resized by, given the patch side ``patch`` the budget affords at native size.
+def _typical(fp: Fingerprint, name: str, key: str) -> float | None:
+    """A class's per-pixel object median ``pixel_<key>`` (``median_<key>`` in fingerprints without it)."""
+    o = fp.objects.get(name) or {}
+    return o.get(f"pixel_{key}") or o.get(f"median_{key}")
 
-    Native resolution unless the typical large object does not fit a patch with its surroundings;
-    then down-scale so it does, but never so far that the smallest objects fall under
-    :data:`MIN_OBJECT_AREA` pixels or the median image under one patch, and never for thin structures.
+
+def scale(fp: Fingerprint, patch: int) -> Choice:
+    """The factor images are resized by, given a patch side ``patch`` the budget affords at native size.
+
+    The major content classes (:func:`major_classes`) set the context: the object a typical pixel of
+    theirs belongs to should fit the patch :data:`CONTEXT` times over. Native resolution when it does,
+    or when a major class is thin (down-scaling would erase it). Otherwise down-scale so it fits, but
+    never past the point where the median image's shorter side fills the patch, nor so far that a
+    content class's typical object falls under :data:`MIN_OBJECT_AREA` pixels or a major class's width
+    under :data:`MIN_WIDTH` pixels. A minor thin class (a scene's poles) gives up its width: the
+    context of the classes holding most pixels comes first.
     """
-    thin = thin_classes(fp)
+    major, content = major_classes(fp), content_classes(fp)
+    thin = [c for c in major if is_thin(fp, c)]
     if thin:
         return Choice(1.0, f"native resolution: {', '.join(thin)} is drawn in thin lines (boundary fraction >= "
-                           f"{THIN_BOUNDARY}) that down-scaling would erase")
-    extents = [o["median_extent"] for o in fp.objects.values() if o.get("median_extent")]
+                           f"{THIN_BOUNDARY} or width <= {THIN_WIDTH:g} px) that down-scaling would erase")
+    extents = {c: e for c in major if (e := _typical(fp, c, "extent"))}
     if not extents:
         return Choice(1.0, "native resolution: no foreground objects to size the patch by")
-    extent = max(extents)
+    widest = max(extents, key=extents.get)  # type: ignore[arg-type]
+    extent = extents[widest]
     if CONTEXT * extent <= patch:
-        return Choice(1.0, f"native resolution: the typical object ({extent:.0f} px across) fits a {patch} px patch "
-                           f"{CONTEXT:g} times over")
-    areas = [o["median_area"] for o in fp.objects.values() if o.get("median_area")]
-    widths = [w for w in (fp.width or {}).values() if w]
-    bounds = {"context": patch / (CONTEXT * extent),
+        return Choice(1.0, f"native resolution: a typical {widest} object ({extent:.0f} px across) fits a {patch} px "
+                           f"patch {CONTEXT:g} times over")
+    areas = [a for c in content if (a := _typical(fp, c, "area"))]
+    widths = [w for c in major if (w := (fp.width or {}).get(c))]
+    bounds = {"context": patch / (CONTEXT * extent), "image": patch / max(1, min(fp.size_median)),
               "smallest": math.sqrt(MIN_OBJECT_AREA / min(areas)) if areas else 0.0,
-              "width": MIN_WIDTH / min(widths) if widths else 0.0,
-              "image": patch / max(1, min(fp.size_median))}
+              "width": MIN_WIDTH / min(widths) if widths else 0.0}
     binding = max(bounds, key=bounds.get)  # type: ignore[arg-type]
     factor = math.ceil(min(1.0, bounds[binding]) * 20) / 20  # steps of 0.05: readable, never below the bound
     if factor >= 1.0:
         why = {"context": "the typical object nearly fits (within 5%)",
-               "smallest": f"down-scaling would shrink the typical smallest objects below {MIN_OBJECT_AREA:g} px",
-               "width": f"down-scaling would make the thinnest class narrower than {MIN_WIDTH:g} px",
+               "smallest": f"down-scaling would shrink a class's typical objects below {MIN_OBJECT_AREA:g} px",
+               "width": f"down-scaling would make a major class narrower than {MIN_WIDTH:g} px",
                "image": "the median image is no larger than a patch"}[binding]
         return Choice(1.0, f"native resolution: {why}")
-    held = {"context": "", "smallest": f" (as far as the typical smallest objects keep {MIN_OBJECT_AREA:g} px)",
-            "width": f" (as far as the thinnest class keeps {MIN_WIDTH:g} px)",
-            "image": " (as far as the median image keeps one patch)"}[binding]
-    return Choice(factor, f"x{factor:g}: so that the typical object ({extent:.0f} px across) fits a {patch} px patch "
-                          f"{CONTEXT:g} times over{held}")
+    held = {"context": "", "smallest": f" (as far as every class's typical objects keep {MIN_OBJECT_AREA:g} px)",
+            "width": f" (as far as the major classes keep {MIN_WIDTH:g} px of width)",
+            "image": " (as far as the median image's shorter side fills the patch)"}[binding]
+    return Choice(factor, f"x{factor:g}: so that a typical {widest} object ({extent:.0f} px across) fits a {patch} px "
+                          f"patch {CONTEXT:g} times over{held}")
 
 
 def normalization(fp: Fingerprint) -> Choice:
