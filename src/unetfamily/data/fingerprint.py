@@ -35,13 +35,18 @@ from unetfamily.data.io import image_to_float
 from unetfamily.errors import UnetFamilyError, require
 from unetfamily.files import write_json
 
-__all__ = ["FINGERPRINT_VERSION", "Fingerprint", "describe", "fingerprint_dataset", "load_or_compute_fingerprint"]
+__all__ = ["FINGERPRINT_VERSION", "THIN_BOUNDARY", "THIN_WIDTH", "Fingerprint", "describe", "fingerprint_dataset",
+           "load_or_compute_fingerprint"]
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_VERSION = 2  # 2: every class (index 0 too) gets objects, boundary and width; pixel-weighted medians
 #: Pixels per image (and channel) kept for the intensity percentiles; a strided, deterministic subsample.
 PERCENTILE_PIXELS = 10_000
+#: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (vessels, edges) ...
+THIN_BOUNDARY = 0.5
+#: ... as is one whose typical cross-section is at most this many pixels wide (membranes, poles).
+THIN_WIDTH = 7.0
 #: Image sizes kept at evenly spaced quantiles of the area (the smallest, ..., the largest): what a pass over
 #: the images costs when their sizes vary (a few large images can take most of a validation).
 SIZE_SAMPLE = 21
@@ -109,6 +114,11 @@ class Fingerprint:
     version: int = FINGERPRINT_VERSION
     width: dict[str, float | None] | None = None
     size_sample: list[list[int]] | None = None
+
+    def is_thin(self, name: str) -> bool:
+        """Class ``name`` is drawn in lines: boundary fraction >= :data:`THIN_BOUNDARY` or width <= :data:`THIN_WIDTH`."""
+        width = (self.width or {}).get(name)
+        return (self.boundary_fraction.get(name) or 0.0) >= THIN_BOUNDARY or (width is not None and width <= THIN_WIDTH)
 
     @property
     def foreground(self) -> list[str]:
@@ -351,10 +361,10 @@ def describe(fp: Fingerprint) -> list[str]:
     ]
     for name in fp.classes:
         o, b = fp.objects.get(name) or {}, fp.boundary_fraction.get(name)
-        if not o:  # a fingerprint of version 1 has no class-0 entries
+        if not o:  # a fingerprint built by hand may leave a class out
             continue
         width = (fp.width or {}).get(name)
-        thin = " (thin structure)" if (b is not None and b >= 0.5) or (width is not None and width <= 7) else ""
+        thin = " (thin structure)" if fp.is_thin(name) else ""
         lines.append(f"{name}: {o['count']} objects, median area {_fmt(o['median_area'])} px "
                      f"(p05 {_fmt(o['p05_area'])}), median extent {_fmt(o['median_extent'])} px; a typical pixel's "
                      f"object {_fmt(o.get('pixel_area'))} px, {_fmt(o.get('pixel_extent'))} px across; "

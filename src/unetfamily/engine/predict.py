@@ -116,6 +116,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu", **kwargs: object) -> "Predictor":
         """A predictor for the model in a checkpoint file or run folder; ``kwargs`` as the constructor."""
+        from unetfamily.data import options as data_options
         from unetfamily.engine.checkpoint import load_model
 
         model, ckpt = load_model(path, device)
@@ -123,10 +124,7 @@ class Predictor:
         predictor.classes = ckpt.extra.get("classes")
         data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
         predictor.scale = float((data or {}).get("scale") or 1.0)
-        resize = (data or {}).get("resize")
-        if resize is not None:
-            predictor.resize = (int(resize), int(resize)) if isinstance(resize, (int, float)) else \
-                (int(resize[0]), int(resize[1]))
+        predictor.resize = data_options.size("data.resize", (data or {}).get("resize"))
         return predictor
 
     def logits(self, x: Tensor) -> Tensor:

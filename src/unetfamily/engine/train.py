@@ -83,7 +83,7 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
                 run.save(run.last_path, state.step // run.steps_per_epoch if late else epoch)
                 if improved and run.dist.main:  # best = the checkpoint just written (a hard link: no second write)
                     copy_checkpoint(run.last_path, run.best_path)
-                if _out_of_time(run, started) or _out_of_patience(run):  # (late: the deadline has passed)
+                if _out_of_time(run) or _out_of_patience(run):  # (late: the deadline has passed)
                     break
         except StopRequested:
             interrupted = True
@@ -148,11 +148,10 @@ def _warn_skipped(run: TrainRun) -> None:
                     run.cfg.train.max_skipped_fraction)
 
 
-def _out_of_time(run: TrainRun, started: float) -> bool:
-    limit = run.cfg.train.max_seconds
-    if limit is None or time.perf_counter() - started < limit:
+def _out_of_time(run: TrainRun) -> bool:
+    if run.deadline is None or time.perf_counter() < run.deadline:
         return False
-    log.info("time budget of %.0f s reached after %d steps", limit, run.state.step)
+    log.info("time budget of %.0f s reached after %d steps", run.cfg.train.max_seconds, run.state.step)
     return True
 
 

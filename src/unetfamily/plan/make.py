@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -97,6 +98,7 @@ def make_plan(
     val_cases = val_cases if val_cases is not None else max(1, round(0.2 * len(train)))
     cached, preset = bool(native.get("cache", False)), rules.augmentation(fp).value
 
+    @functools.cache  # models fitted to the same patch share one measurement
     def data(patch: tuple[int, int]) -> DataCost:
         fg = rules.foreground_oversampling(patch, image).value
         return measure_data_cost(train, scale=scale.value, preset=preset, patch=patch, foreground=fg, cached=cached)

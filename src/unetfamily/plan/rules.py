@@ -12,13 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from unetfamily.data.fingerprint import Fingerprint
+from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, Fingerprint
 
 __all__ = [
     "BACKGROUND_NAMES", "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
     "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "augmentation", "class_weights", "content_classes",
-    "foreground_oversampling", "is_thin", "major_classes", "normalization", "optimizer", "round_patch", "scale",
-    "thin_classes",
+    "foreground_oversampling", "major_classes", "normalization", "optimizer", "round_patch", "scale",
 ]
 
 #: Patch sides are multiples of this: five 2x down-samplings (every family's deepest level) divide them.
@@ -27,10 +26,6 @@ DIVISOR = 32
 STEPS_PER_EPOCH = 250
 #: nnU-Net forces a third of the patches to contain foreground.
 FOREGROUND_OVERSAMPLING = 1 / 3
-#: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (vessels, edges) ...
-THIN_BOUNDARY = 0.5
-#: ... as is one whose typical cross-section is at most this many pixels wide (membranes, poles).
-THIN_WIDTH = 7.0
 #: Names of a class 0 that is a background rather than content (compared lower-case, without "_" and spaces).
 BACKGROUND_NAMES = frozenset({"background", "bg", "backgnd", "back ground"})
 #: A content class holding this share of the content pixels is major: it sets the context the patch must hold.
@@ -59,11 +54,6 @@ class Choice:
     reason: str
 
 
-def foreground_classes(fp: Fingerprint) -> list[str]:
-    """The classes other than the background (index 0)."""
-    return list(fp.classes[1:])
-
-
 def content_classes(fp: Fingerprint) -> list[str]:
     """The classes that are content, not background: all but index 0 when the data has a background there.
 
@@ -83,17 +73,6 @@ def _share(fp: Fingerprint, classes: list[str]) -> dict[str, float]:
 def major_classes(fp: Fingerprint) -> list[str]:
     """Content classes holding at least :data:`MAJOR_SHARE` of the content pixels."""
     return [c for c, s in _share(fp, content_classes(fp)).items() if s >= MAJOR_SHARE]
-
-
-def is_thin(fp: Fingerprint, name: str) -> bool:
-    """Drawn in lines: boundary fraction >= :data:`THIN_BOUNDARY` or typical width <= :data:`THIN_WIDTH` px."""
-    width = (fp.width or {}).get(name)
-    return (fp.boundary_fraction.get(name) or 0.0) >= THIN_BOUNDARY or (width is not None and width <= THIN_WIDTH)
-
-
-def thin_classes(fp: Fingerprint) -> list[str]:
-    """Content classes drawn as thin structures (:func:`is_thin`)."""
-    return [c for c in content_classes(fp) if is_thin(fp, c)]
 
 
 def round_patch(side: float, lo: int = DIVISOR) -> int:
@@ -119,7 +98,7 @@ def scale(fp: Fingerprint, patch: int) -> Choice:
     context of the classes holding most pixels comes first.
     """
     major, content = major_classes(fp), content_classes(fp)
-    thin = [c for c in major if is_thin(fp, c)]
+    thin = [c for c in major if fp.is_thin(c)]
     if thin:
         return Choice(1.0, f"native resolution: {', '.join(thin)} is drawn in thin lines (boundary fraction >= "
                            f"{THIN_BOUNDARY} or width <= {THIN_WIDTH:g} px) that down-scaling would erase")
