@@ -177,6 +177,24 @@ def test_vertical_asymmetry_street_versus_symmetric():
     assert flipped.vertical_asymmetry == 0.0  # pooled over images
 
 
+def test_size_follows_tells_magnification_from_a_wider_view():
+    # magnified: the blob grows with the image (extent = a third of the side); wider view: the same 4 px blob
+    sides = [24, 30, 36, 48, 60, 72, 90, 96, 120]
+    magnified = ArrayDataset([const(s, s) for s in sides], [square(s, s, 1, 1, s // 3) for s in sides])
+    wider = ArrayDataset([const(s, s) for s in sides], [square(s, s, 1, 1, 4) for s in sides])
+    assert fingerprint_dataset(magnified).size_follows["fg"] == pytest.approx(1.0)
+    assert fingerprint_dataset(wider).size_follows["fg"] is None  # constant extents: no correlation to rank
+    noisy = [square(s, s, 1, 1, 4 + (i * 5) % 7) for i, s in enumerate(sides)]
+    r = fingerprint_dataset(ArrayDataset([const(s, s) for s in sides], noisy)).size_follows["fg"]
+    assert r == pytest.approx(0.1177, abs=1e-3)  # scipy's Spearman of the sides and 4, 9, 7, 5, 10, 8, 6, 4, 9
+    few = ArrayDataset([const(s, s) for s in sides[: fpmod.SIZE_FOLLOWS_CASES - 1]],
+                       [square(s, s, 1, 1, s // 3) for s in sides[: fpmod.SIZE_FOLLOWS_CASES - 1]])
+    assert fingerprint_dataset(few).size_follows["fg"] is None  # too few images to rank
+    one_size = ArrayDataset([const(40, 40)] * 9, [square(40, 40, 1, 1, 2 + i) for i in range(9)])
+    assert fingerprint_dataset(one_size).size_follows["fg"] is None  # every image one side
+    assert any("object size vs image size" in line for line in describe(fingerprint_dataset(magnified)))
+
+
 def test_ignored_pixels_are_left_out():
     img = const(10, 10, 0)
     img[:, 5:] = 255  # the ignored half is bright

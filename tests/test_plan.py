@@ -118,6 +118,33 @@ def test_scale_without_objects_is_native() -> None:
 
 
 # -- normalisation, augmentation, oversampling, class weights, optimiser ------------------------------
+def test_one_size_when_objects_grow_with_the_image_and_sizes_vary() -> None:
+    sample = [[256, 256]] * 10 + [[520, 696]] * 6 + [[1024, 1360]] * 5  # sides vary 3.6x (10th..90th percentile)
+    fp = fingerprint(size_sample=sample, size_follows={"background": 0.9, "fg": rules.SIZE_FOLLOWS})
+    choice = rules.one_size(fp, (256, 256))
+    assert choice.value == [256, 256] and "several magnifications" in choice.reason
+    below = dataclasses.replace(fp, size_follows={"fg": rules.SIZE_FOLLOWS - 0.01})
+    assert rules.one_size(below, (256, 256)).value is None
+    assert "more, not larger" in rules.one_size(below, (256, 256)).reason
+    # the sides must vary by SIZE_SPREAD between the 10th and 90th percentile
+    narrow = dataclasses.replace(fp, size_sample=[[400, 400]] * 2 + [[400, 499]] * 17 + [[800, 800]] * 2)
+    assert rules.one_size(narrow, (400, 400)).value is None  # sqrt(499/400) = 1.117 < 1.25
+    assert rules.one_size(dataclasses.replace(fp, size_follows=None), (256, 256)).value is None
+    # a minor class's correlation does not decide: only the major classes (>= 10% of the content) do
+    classes = ["background", "fg", "speck"]
+    minor = dataclasses.replace(fp, classes=classes, size_follows={"fg": 0.9, "speck": 0.0},
+                                class_fraction={"background": 0.9, "fg": 0.095, "speck": 0.005})
+    assert rules.one_size(minor, (256, 256)).value == [256, 256]
+
+
+def test_a_plan_with_one_size_resizes_every_image_and_not_by_scale() -> None:
+    one = dataclasses.replace(plan(), resize=[96, 80], scale=1.0)
+    assert one.median_image == (96, 80)
+    data = one.config_for("unet").data
+    assert data["resize"] == [96, 80] and "scale" not in data
+    assert Plan.from_dict(one.to_dict()).resize == [96, 80]
+
+
 def test_normalization_is_the_dataset_z_score_and_clips_heavy_tails_only() -> None:
     choice = rules.normalization(fingerprint())
     assert choice.value == {"mean": [0.5], "std": [0.2], "clip": None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -53,6 +54,39 @@ def test_plan_then_train_with_it(tiny_data: Path, tmp_path: Path, capsys: pytest
     assert saved["train"]["steps_per_epoch"] == fit.steps_per_epoch and saved["train"]["val_window"] == fit.window
     assert saved["model"]["kwargs"]["input_norm"]["mean"] == plan.normalization["mean"]
     assert saved["data"]["augment"]["crop_size"] == fit.patch
+
+
+def magnified_folder(root: Path) -> Path:
+    """A folder dataset whose pictures were taken at several magnifications: the blob grows with the image."""
+    from PIL import Image
+
+    sides = {"train": [32, 40, 48, 56, 64, 72, 80, 88, 96], "val": [36, 60, 90], "test": [44, 68, 84]}
+    for split, values in sides.items():
+        for i, side in enumerate(values):
+            image = np.full((side, side), 40, np.uint8)
+            mask = np.zeros((side, side), np.uint8)
+            mask[side // 4 : side // 4 + side // 3, side // 3 : side // 3 + side // 3] = 1
+            image[mask > 0] = 200
+            for kind, array in (("images", image), ("masks", mask)):
+                (root / kind / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / kind / split / f"{i}.png")
+    config = root / "magnified.yaml"
+    config.write_text(yaml.safe_dump({"type": "folder", "root": str(root), "images": "images/{split}",
+                                      "masks": "masks/{split}"}))
+    return config
+
+
+def test_a_plan_resizes_pictures_taken_at_several_magnifications_to_one_size(tmp_path: Path) -> None:
+    plan_file, run = tmp_path / "plan.yaml", tmp_path / "run"
+    data = magnified_folder(tmp_path / "data")
+    assert main(["plan", str(data), "--models", "unet", "--base-width", "4", "--steps", "2", "--out", str(plan_file)]) == 0
+    plan = read_plan(plan_file)
+    assert plan.resize == [64, 64] and "several magnifications" in plan.reasons["resize"]  # the median image
+    assert main(["train", "--plan", str(plan_file), "--model", "unet", f"output_dir={run}", "train.progress=false"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["resize"] == [64, 64]
+    predictor = Predictor.from_checkpoint(run / "checkpoints" / "last.safetensors", device="cpu")
+    assert predictor.resize == (64, 64)
+    assert predictor.predict(torch.rand(1, 90, 90)).mask.shape == (90, 90)  # back to the input's own size
 
 
 def test_compare_with_a_plan_trains_reports_and_reuses_it(tiny_data: Path, tmp_path: Path) -> None:

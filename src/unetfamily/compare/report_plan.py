@@ -8,13 +8,14 @@ from unetfamily.plan import Plan
 
 __all__ = ["plan_summary", "plan_blocks"]
 
-_SHOWN = ("scale", "normalization", "augment", "foreground", "loss", "optimizer", "validation")
+_SHOWN = ("scale", "resize", "normalization", "augment", "foreground", "loss", "optimizer", "validation")
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:
     """What the report keeps of a plan (results.json ``protocol.plan``): choices, reasons, fits; not the fingerprint."""
     return {
         "budget": plan.request.get("budget"), "device": plan.device, "scale": plan.scale,
+        "resize": plan.resize,
         "normalization": plan.normalization, "augment": plan.augment, "foreground": plan.foreground,
         "loss": plan.loss, "optimizer": plan.optimizer, "reasons": dict(plan.reasons),
         "families": {mid: {k: fit.to_dict()[k] for k in ("patch", "batch_size", "epochs", "steps_per_epoch",
@@ -30,6 +31,8 @@ def _value(key: str, plan: dict[str, Any]) -> str:
         std = ", ".join(f"{s:.3g}" for s in value.get("std", []))
         clip = f", clip {value['clip']}" if value.get("clip") else ""
         return f"mean [{mean}], std [{std}]{clip}"
+    if key == "resize":
+        return "\u00d7".join(map(str, value)) if value else "no (one scale)"
     if key == "validation":
         return "sliding window"
     if key == "foreground" and isinstance(value, dict):

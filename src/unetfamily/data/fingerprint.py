@@ -35,18 +35,24 @@ from unetfamily.data.io import image_to_float
 from unetfamily.errors import UnetFamilyError, require
 from unetfamily.files import write_json
 
-__all__ = ["FINGERPRINT_VERSION", "THIN_BOUNDARY", "THIN_WIDTH", "Fingerprint", "describe", "fingerprint_dataset",
+__all__ = ["FINGERPRINT_VERSION", "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "Fingerprint", "describe", "fingerprint_dataset",
            "load_or_compute_fingerprint"]
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 2  # 2: every class (index 0 too) gets objects, boundary and width; pixel-weighted medians
+FINGERPRINT_VERSION = 3  # 2: every class (index 0 too) gets objects, boundary and width; pixel-weighted medians
+# 3: size_follows, whether a class's objects grow with the image (magnification varies with image size)
 #: Pixels per image (and channel) kept for the intensity percentiles; a strided, deterministic subsample.
 PERCENTILE_PIXELS = 10_000
 #: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (vessels, edges) ...
 THIN_BOUNDARY = 0.5
 #: ... as is one whose typical cross-section is at most this many pixels wide (membranes, poles).
 THIN_WIDTH = 7.0
+#: Top and bottom halves whose class distributions differ by more than this: the images have an "up".
+UP_ASYMMETRY = 0.1
+#: ``size_follows`` needs a class in at least this many images of more than one size (a rank correlation
+#: over fewer is noise).
+SIZE_FOLLOWS_CASES = 8
 #: Image sizes kept at evenly spaced quantiles of the area (the smallest, ..., the largest): what a pass over
 #: the images costs when their sizes vary (a few large images can take most of a validation).
 SIZE_SAMPLE = 21
@@ -95,6 +101,11 @@ class Fingerprint:
     object-sized for blobs;
     ``None`` when absent (or in a fingerprint made without it). ``size_sample`` holds
     :data:`SIZE_SAMPLE` image sizes ``[H, W]`` at evenly spaced quantiles of the area, smallest to largest.
+    ``size_follows`` maps each class to the Spearman rank correlation, over the images containing it,
+    between an image's side (``sqrt(H W)``) and the extent of the object a typical pixel of the class
+    belongs to in that image: near 1 when larger images show their objects larger (pictures taken at
+    several magnifications, as in DSB2018), near 0 when a larger image shows more of the scene; ``None``
+    with fewer than :data:`SIZE_FOLLOWS_CASES` such images or when they all have one side.
     """
 
     cases: int
@@ -114,6 +125,7 @@ class Fingerprint:
     version: int = FINGERPRINT_VERSION
     width: dict[str, float | None] | None = None
     size_sample: list[list[int]] | None = None
+    size_follows: dict[str, float | None] | None = None
 
     def is_thin(self, name: str) -> bool:
         """Class ``name`` is drawn in lines: boundary fraction >= :data:`THIN_BOUNDARY` or width <= :data:`THIN_WIDTH`."""
@@ -135,7 +147,7 @@ class Fingerprint:
         if not isinstance(d, dict):
             raise DataError(f"fingerprint: expected a mapping, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in d and n != "width"]
+        missing = [n for n in names if n not in d and n not in ("width", "size_follows")]
         unknown = sorted(set(d) - set(names))
         if missing or unknown:
             raise DataError(f"fingerprint: missing keys {missing}, unknown keys {unknown}; recompute it")
@@ -193,6 +205,7 @@ class _Accumulator:
         self.areas: dict[int, list[int]] = {c: [] for c in range(k)}
         self.extents: dict[int, list[int]] = {c: [] for c in range(k)}
         self.widths: dict[int, list[np.ndarray]] = {c: [] for c in range(k)}
+        self.case_extent: dict[int, list[tuple[float, float]]] = {c: [] for c in range(k)}  # (side, extent)
         self.ndimage = require("scipy.ndimage", "train", "the object statistics of the dataset fingerprint")
 
     def _count(self, values: np.ndarray) -> np.ndarray:
@@ -221,9 +234,12 @@ class _Accumulator:
     def _objects(self, region: np.ndarray, c: int) -> None:
         """Record the areas and extents of the 8-connected components of ``region`` ``(H, W)`` bool."""
         labelled, n = self.ndimage.label(region, structure=_EIGHT)
-        self.areas[c].extend(np.bincount(labelled.ravel(), minlength=n + 1)[1:].tolist())
-        for rows, cols in self.ndimage.find_objects(labelled):
-            self.extents[c].append(max(rows.stop - rows.start, cols.stop - cols.start))
+        areas = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
+        extents = np.array([max(r.stop - r.start, k.stop - k.start) for r, k in self.ndimage.find_objects(labelled)])
+        self.areas[c].extend(areas.tolist())
+        self.extents[c].extend(extents.tolist())
+        side = math.sqrt(region.shape[0] * region.shape[1])
+        self.case_extent[c].append((side, stats.weighted_median(extents.astype(np.float64), areas.astype(np.float64))))
 
     def _widths(self, mask: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> None:
         """Record ``2 d + 1`` at the medial pixels of each class (``d``: distance to an edge pixel)."""
@@ -257,6 +273,8 @@ class _Accumulator:
             "vertical_asymmetry": stats.total_variation(self.top, self.bottom),
             "pixels_total": total,
             "width": {classes[c]: stats.median_width(w) for c, w in self.widths.items()},
+            "size_follows": {classes[c]: stats.rank_correlation(pairs, SIZE_FOLLOWS_CASES)
+                             for c, pairs in self.case_extent.items()},
         }
 
 
@@ -369,6 +387,10 @@ def describe(fp: Fingerprint) -> list[str]:
                      f"(p05 {_fmt(o['p05_area'])}), median extent {_fmt(o['median_extent'])} px; a typical pixel's "
                      f"object {_fmt(o.get('pixel_area'))} px, {_fmt(o.get('pixel_extent'))} px across; "
                      f"width {_fmt(width)} px, boundary fraction {_fmt(b, '.2f')}{thin}")
-    up = "images have an up" if fp.vertical_asymmetry >= 0.2 else "no preferred up/down"
+    up = "images have an up" if fp.vertical_asymmetry > UP_ASYMMETRY else "no preferred up/down"
     lines.append(f"vertical asymmetry {fp.vertical_asymmetry:.2f} ({up})")
+    follows = {n: r for n, r in (fp.size_follows or {}).items() if r is not None}
+    if follows:
+        lines.append("object size vs image size (rank correlation): "
+                     + ", ".join(f"{n} {r:+.2f}" for n, r in follows.items()))
     return lines

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["edges", "median_width", "object_stats", "total_variation", "weighted_median"]
+__all__ = ["edges", "median_width", "object_stats", "rank_correlation", "total_variation", "weighted_median"]
 
 
 def edges(mask: np.ndarray) -> np.ndarray:
@@ -59,3 +59,17 @@ def total_variation(a: np.ndarray, b: np.ndarray) -> float:
     if a.sum() == 0 or b.sum() == 0:
         return 0.0
     return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
+
+
+
+def rank_correlation(pairs: list[tuple[float, float]], min_pairs: int) -> float | None:
+    """Spearman's rank correlation of the ``(x, y)`` ``pairs`` (scipy; ties share their mean rank); ``None``
+    with fewer than ``min_pairs`` pairs or when either coordinate is constant."""
+    if len(pairs) < min_pairs:
+        return None
+    xy = np.asarray(pairs, dtype=np.float64)
+    if np.ptp(xy[:, 0]) == 0 or np.ptp(xy[:, 1]) == 0:
+        return None
+    from scipy.stats import spearmanr  # scipy is already needed for the objects (scipy.ndimage)
+
+    return float(spearmanr(xy[:, 0], xy[:, 1]).statistic)

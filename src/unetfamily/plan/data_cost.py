@@ -48,8 +48,10 @@ class DataCost:
 
 
 def measure_data_cost(train: SegmentationDataset, *, scale: float, preset: str | None, patch: tuple[int, int],
-                      foreground: float, cached: bool, samples: int = SAMPLES) -> DataCost:
-    """Time the training pipeline of ``train`` at ``scale`` with the ``preset`` augmentation cropped to ``patch``.
+                      foreground: float, cached: bool, samples: int = SAMPLES,
+                      resize: tuple[int, int] | None = None) -> DataCost:
+    """Time the training pipeline of ``train`` at ``scale`` (or resized to ``resize``, ``(H, W)``) with the
+    ``preset`` augmentation cropped to ``patch``.
 
     ``preset=None``: no transform, what validation reads (``patch`` and ``foreground`` are then unused).
     ``train`` is left untouched: a shallow copy with its own (empty) cache gets the plan's scale and
@@ -59,7 +61,9 @@ def measure_data_cost(train: SegmentationDataset, *, scale: float, preset: str |
     ds._cache = {}
     ds.cache = cached
     ds.scale = 1.0
-    if scale != 1.0 and ds.resize is None:
+    if resize is not None:
+        ds.resize = (int(resize[0]), int(resize[1]))
+    elif scale != 1.0 and ds.resize is None:
         ds.set_scale(scale)
     info = ds.info
     ds.transform = None if preset is None else build_augmentation(

@@ -93,41 +93,48 @@ def make_plan(
     reference = statistics.median_low(min(affordable_patch(probes[mid], median, budget, memory))
                                       for mid, _, _ in models)
     scale = rules.scale(fp, reference)
-    image = scaled_size(median, scale.value)
-    train_pixels = fp.pixels_total * len(train) / max(fp.cases, 1) * scale.value ** 2
+    one_size = rules.one_size(fp, scaled_size(median, scale.value))
+    resize = None if one_size.value is None else (int(one_size.value[0]), int(one_size.value[1]))
+    image = resize or scaled_size(median, scale.value)
+    train_pixels = (len(train) * image[0] * image[1] if resize else
+                    fp.pixels_total * len(train) / max(fp.cases, 1) * scale.value ** 2)
     val_cases = val_cases if val_cases is not None else max(1, round(0.2 * len(train)))
     cached, preset = bool(native.get("cache", False)), rules.augmentation(fp).value
 
     @functools.cache  # models fitted to the same patch share one measurement
     def data(patch: tuple[int, int]) -> DataCost:
         fg = rules.foreground_oversampling(patch, image).value
-        return measure_data_cost(train, scale=scale.value, preset=preset, patch=patch, foreground=fg, cached=cached)
+        return measure_data_cost(train, scale=scale.value, preset=preset, patch=patch, foreground=fg, cached=cached,
+                                 resize=resize)
 
-    read = measure_data_cost(train, scale=scale.value, preset=None, patch=image, foreground=0.0, cached=cached)
+    read = measure_data_cost(train, scale=scale.value, preset=None, patch=image, foreground=0.0, cached=cached,
+                             resize=resize)
     val_read = dataclasses.replace(read, cases=val_cases)
-    sizes = [scaled_size(size, scale.value) for size in fp.size_sample or [median]]
+    sizes = [image] if resize else [scaled_size(size, scale.value) for size in fp.size_sample or [median]]
     fits = {mid: fit_family(mid, name, kwargs, probes[mid], image, device=dev, budget=budget, memory=memory,
                             train_pixels=train_pixels, val_cases=val_cases, data=data, val_read=val_read,
                             sizes=sizes, **shape)
             for mid, name, kwargs in models}
-    return _assemble(native, fp, device, budget, scale, image, fits, {"models": [list(m) for m in models],
+    return _assemble(native, fp, device, budget, (scale, one_size), image, fits, {"models": [list(m) for m in models],
                      "threads": torch.get_num_threads(), "val_cases": val_cases})
 
 
-def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budget, scale: rules.Choice,
-              image: tuple[int, int], fits: dict[str, FamilyFit], request: dict[str, Any]) -> Plan:
+def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budget,
+              geometry: tuple[rules.Choice, rules.Choice], image: tuple[int, int], fits: dict[str, FamilyFit],
+              request: dict[str, Any]) -> Plan:
+    scale, one_size = geometry
     norm, augment, weights = rules.normalization(fp), rules.augmentation(fp), rules.class_weights(fp)
     foreground = {mid: rules.foreground_oversampling(tuple(fit.patch), image) for mid, fit in fits.items()}
     optimizer = rules.optimizer(int(statistics.median(f.epochs * f.steps_per_epoch for f in fits.values())))
     fg_reason = next(iter(foreground.values())).reason if len({c.value for c in foreground.values()}) == 1 else \
         "; ".join(f"{mid}: {c.reason}" for mid, c in foreground.items())
     reasons = {
-        "scale": scale.reason, "normalization": norm.reason, "augment": augment.reason,
+        "scale": scale.reason, "resize": one_size.reason, "normalization": norm.reason, "augment": augment.reason,
         "foreground": fg_reason, "loss": f"Dice + cross-entropy (nnU-Net); class weights: {weights.reason}",
         "optimizer": optimizer.reason + ("; under the time budget the decay follows the time spent when that is "
                                          "further along than the steps (schedule.follow_time), so a run slower "
                                          "than measured still ends annealed" if budget.seconds is not None else ""),
-        "validation": f"every epoch on the full images (median {image[0]}x{image[1]} after scaling) by sliding "
+        "validation": f"every epoch on the full images (median {image[0]}x{image[1]} as trained) by sliding "
                       f"windows of the median image's size (one forward pass per typical image; nnU-Net uses the "
                       f"patch), Gaussian weights, overlap 0.5",
         **{f"families.{mid}": fit.reason for mid, fit in fits.items()},
@@ -138,4 +145,5 @@ def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budg
         foreground={mid: float(c.value) for mid, c in foreground.items()},
         loss={"name": "dice_ce", "kwargs": weights.value}, optimizer=optimizer.value, families=fits,
         reasons=reasons, request={**request, "budget": budget.describe(), "device": device},
+        resize=None if one_size.value is None else list(one_size.value),
     )

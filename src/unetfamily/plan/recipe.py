@@ -47,11 +47,14 @@ class Plan:
     families: dict[str, FamilyFit]
     reasons: dict[str, str] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)  # what the plan was made for (reuse check)
+    resize: list[int] | None = None  # [H, W] every image is resized to (rules.one_size), else None: scale applies
     version: int = PLAN_VERSION
 
     @property
     def median_image(self) -> tuple[int, int]:
-        """(H, W) of the fingerprint's median image at the plan's scale."""
+        """(H, W) of the images trained on: the fixed ``resize``, else the fingerprint's median image at ``scale``."""
+        if self.resize is not None:
+            return int(self.resize[0]), int(self.resize[1])
         return scaled_size(self.fingerprint["size_median"], self.scale)
 
     def fit(self, model_id: str) -> FamilyFit:
@@ -62,13 +65,16 @@ class Plan:
         return self.families[model_id]
 
     def data_config(self, model_id: str) -> dict[str, Any]:
-        """The dataset config ``model_id`` trains on: native size x scale, its patch crop, foreground oversampling."""
+        """The dataset config ``model_id`` trains on: native size x scale (or one size), its patch crop, foreground
+        oversampling."""
         fit = self.fit(model_id)
         augment: dict[str, Any] = {"preset": self.augment, "crop_size": list(fit.patch)}
         if self.foreground.get(model_id, 0.0) > 0:
             augment["foreground"] = self.foreground[model_id]
         data = {k: v for k, v in self.data.items() if k not in ("resize", "augment", "scale")}
-        if self.scale != 1.0:
+        if self.resize is not None:
+            data["resize"] = list(self.resize)
+        elif self.scale != 1.0:
             data["scale"] = self.scale
         return {**data, "augment": augment}
 

@@ -12,12 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, Fingerprint
+from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, UP_ASYMMETRY, Fingerprint
 
 __all__ = [
     "BACKGROUND_NAMES", "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
     "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "augmentation", "class_weights", "content_classes",
-    "foreground_oversampling", "major_classes", "normalization", "optimizer", "round_patch", "scale",
+    "foreground_oversampling", "major_classes", "normalization", "one_size", "optimizer", "round_patch", "scale",
 ]
 
 #: Patch sides are multiples of this: five 2x down-samplings (every family's deepest level) divide them.
@@ -30,8 +30,6 @@ FOREGROUND_OVERSAMPLING = 1 / 3
 BACKGROUND_NAMES = frozenset({"background", "bg", "backgnd", "back ground"})
 #: A content class holding this share of the content pixels is major: it sets the context the patch must hold.
 MAJOR_SHARE = 0.1
-#: Top and bottom halves whose class distributions differ by more than this: the images have an "up".
-UP_ASYMMETRY = 0.1
 #: Down-scaling keeps the typical object of every content class at least this many pixels (the object a
 #: median pixel belongs to, not the smallest objects: a noisy mask's one-pixel specks would forbid any scaling).
 MIN_OBJECT_AREA = 64.0
@@ -39,6 +37,11 @@ MIN_OBJECT_AREA = 64.0
 MIN_WIDTH = 4.0
 #: A patch should hold a typical large object this many times over (the object and its surroundings).
 CONTEXT = 2.0
+#: A major class's object size following the image size this closely (rank correlation, the fingerprint's
+#: ``size_follows``): the images were taken at several magnifications; resize them all to one size ...
+SIZE_FOLLOWS = 0.5
+#: ... when their sides vary by at least this factor (90th over 10th percentile of the size sample).
+SIZE_SPREAD = 1.25
 #: Percentile range narrower than this many standard deviations: heavy tails, clip before normalising.
 HEAVY_TAIL_RANGE = 3.0
 #: Classes rarer than this share of the labelled pixels get a larger cross-entropy weight.
@@ -128,6 +131,41 @@ def scale(fp: Fingerprint, patch: int) -> Choice:
             "image": " (as far as the median image's shorter side fills the patch)"}[binding]
     return Choice(factor, f"x{factor:g}: so that a typical {widest} object ({extent:.0f} px across) fits a {patch} px "
                           f"patch {CONTEXT:g} times over{held}")
+
+
+def _side_spread(fp: Fingerprint) -> float:
+    """The 90th over the 10th percentile of the image side ``sqrt(H W)`` (size sample; else largest/smallest)."""
+    sample = fp.size_sample or [fp.size_min, fp.size_max]
+    sides = sorted(math.sqrt(h * w) for h, w in sample)
+    lo, hi = sides[round(0.1 * (len(sides) - 1))], sides[round(0.9 * (len(sides) - 1))]
+    return hi / max(lo, 1e-9)
+
+
+def one_size(fp: Fingerprint, image: tuple[int, int]) -> Choice:
+    """``[H, W]`` (``image``, the median image at the plan's scale) to resize every image to, or ``None``.
+
+    One scale for all images keeps each object as large as its picture shows it. When the images were
+    taken at several magnifications, a larger image shows larger objects (DSB2018: nuclei 2-3x wider in
+    the 1024 px images than in the 256 px ones), so one scale trains the model on objects of every
+    size. When every major class's objects grow with the image (``size_follows`` >= :data:`SIZE_FOLLOWS`)
+    and the image sides vary by :data:`SIZE_SPREAD` or more, every image is resized to the median image's
+    size: as nnU-Net resamples every case to the median voxel spacing, with the image size standing in
+    for a spacing the files do not record (prediction resizes alike and resizes the output back).
+    """
+    follows = {c: r for c in major_classes(fp) if (r := (fp.size_follows or {}).get(c)) is not None}
+    spread = _side_spread(fp)
+    if not follows or spread < SIZE_SPREAD:
+        return Choice(None, "one scale for every image: " + ("the image sizes barely vary" if spread < SIZE_SPREAD
+                            else "too few images of different sizes to tell whether object size follows image size"))
+    weakest = min(follows, key=follows.get)  # type: ignore[arg-type]
+    if follows[weakest] < SIZE_FOLLOWS:
+        return Choice(None, f"one scale for every image: {weakest} objects do not grow with the image (rank "
+                            f"correlation {follows[weakest]:.2f} < {SIZE_FOLLOWS}); a larger image shows more, not larger")
+    return Choice([int(image[0]), int(image[1])],
+                  f"every image resized to {image[0]}x{image[1]} (the median image): {', '.join(follows)} objects grow "
+                  f"with the image (rank correlation {follows[weakest]:.2f} >= {SIZE_FOLLOWS}) and image sides vary "
+                  f"{spread:.1f}x, so the images were taken at several magnifications; one size brings their "
+                  f"objects to one size (nnU-Net resamples to the median spacing)")
 
 
 def normalization(fp: Fingerprint) -> Choice:
