@@ -27,8 +27,8 @@ from unetfamily.metrics import per_image_scores
 from unetfamily.plan import native_config
 
 
-def native_scores(report: Path) -> dict[str, float]:
-    """{variant: mean per-case Dice in percent at native resolution} of the report folder's runs."""
+def native_scores(report: Path) -> dict[str, dict[int, float]]:
+    """{variant: {seed: mean per-case Dice in percent at native resolution}} of the report folder's runs."""
     results = json.loads((report / "results.json").read_text())
     protocol = results["protocol"]
     if protocol.get("folds", 1) != 1:
@@ -46,7 +46,7 @@ def native_scores(report: Path) -> dict[str, float]:
             dice = float(per_image_scores(mask[None], sample["mask"][None], info.num_classes,
                                           ignore_index=info.ignore_index)["dice"][0])
             cases.append(1.0 if math.isnan(dice) else dice)
-        out[run["variant"]] = 100 * sum(cases) / len(cases)
+        out.setdefault(run["variant"], {})[run["seed"]] = 100 * sum(cases) / len(cases)
     return out
 
 
@@ -59,9 +59,13 @@ def main() -> None:
         start = time.perf_counter()
         scores = native_scores(report)
         print(f"\n{report} (native resolution, {time.perf_counter() - start:.0f} s)")
-        print("| model | Dice per case (%) |\n|---|---:|")
-        for variant, dice in scores.items():
-            print(f"| {variant} | {dice:.2f} |")
+        seeds = sorted({seed for by_seed in scores.values() for seed in by_seed})
+        print("| model | Dice per case (%), mean over seeds | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        print("|---|---:|" + "---:|" * len(seeds))
+        for variant, by_seed in scores.items():
+            mean = sum(by_seed.values()) / len(by_seed)
+            print(f"| {variant} | {mean:.2f} | " + " | ".join(f"{by_seed[s]:.2f}" if s in by_seed else "-"
+                                                                for s in seeds) + " |")
 
 
 if __name__ == "__main__":
