@@ -96,7 +96,8 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
     """Train the steps of ``epoch`` from ``run.state.step`` on, up to ``run.total_steps``.
 
     Batches of the epoch that a resumed run had already trained on are drawn again and dropped,
-    so the data order stays that of an uninterrupted run. ``progress`` is a tqdm bar or None.
+    so the data order stays that of an uninterrupted run. ``progress`` (a tqdm bar, a
+    :class:`~unetfamily.engine.status.RunProgress`, or None) counts the steps.
     Returns True when ``run.deadline`` passed and the epoch ended early (after the step during which
     it passed, on every rank alike), so a time budget holds within one step, not one epoch.
     Raises :class:`StopRequested` after the step during which ``stop`` was set.

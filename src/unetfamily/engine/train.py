@@ -25,6 +25,7 @@ from unetfamily.engine.evaluate import evaluate
 from unetfamily.engine.loop import StopFlag, StopRequested, train_one_epoch
 from unetfamily.engine.run_setup import TrainingError, TrainRun, setup_run
 from unetfamily.engine.score_order import finite_score, is_better, lower_is_better
+from unetfamily.engine.status import RunProgress
 from unetfamily.errors import unknown_choice
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
     config = check_config(config)  # a Config built in Python gets the ranges a loaded one got
     run = setup_run(config, resume, overwrite)
     state, stop, progress = run.state, StopFlag(), _progress(run)
+    status = "finished"
     metrics: dict[str, Any] = {}
     interrupted = False
     with stop.catching_signals():
@@ -80,18 +82,21 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
                 improved = False
                 if late or state.step >= run.total_steps or epoch % max(1, run.cfg.train.eval_every) == 0:
                     metrics, improved = _validate(run, epoch)
+                    progress.validated(state.step, metrics)
                 run.save(run.last_path, state.step // run.steps_per_epoch if late else epoch)
                 if improved and run.dist.main:  # best = the checkpoint just written (a hard link: no second write)
                     copy_checkpoint(run.last_path, run.best_path)
                 if _out_of_time(run) or _out_of_patience(run):  # (late: the deadline has passed)
                     break
         except StopRequested:
-            interrupted = True
+            interrupted, status = True, "stopped"
             run.save(run.last_path, state.step // run.steps_per_epoch)
             log.warning("stopped by signal at step %d; checkpoint saved, continue with --resume", state.step)
+        except BaseException:
+            status = "failed"
+            raise
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close(status)
             run.close()
     return TrainSummary(run.run_dir, state.step, state.best, run.cfg.train.monitor, metrics, state.history,
                         time.perf_counter() - started, interrupted, state.skipped_steps)
@@ -163,15 +168,18 @@ def _out_of_patience(run: TrainRun) -> bool:
     return True
 
 
-def _progress(run: TrainRun) -> Any:
-    """A tqdm bar over the run's steps (rank 0, train.progress, tqdm installed), else None."""
-    if not (run.cfg.train.progress and run.dist.main):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=run.total_steps, initial=run.state.step, unit="step", dynamic_ncols=True, leave=False)
+def _progress(run: TrainRun) -> RunProgress:
+    """The run's progress: ``status.json`` in the run folder (rank 0) and a tqdm bar over the steps (rank 0,
+    train.progress, tqdm installed)."""
+    bar = None
+    if run.cfg.train.progress and run.dist.main:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=run.total_steps, initial=run.state.step, unit="step", dynamic_ncols=True, leave=False)
+        except ImportError:
+            pass
+    return RunProgress(run.run_dir if run.dist.main else None, run.state.step, run.total_steps, bar)
 
 
 def _scores_line(metrics: dict[str, Any]) -> str:
