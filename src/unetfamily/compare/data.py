@@ -38,16 +38,34 @@ FOLD_SEED = 0
 
 @dataclass
 class EvalSplit:
-    """The held-out cases a run is evaluated on (final weights, no model selection on them)."""
+    """The held-out cases a run is evaluated on (final weights, no model selection on them).
+
+    Pickled (to another process or machine, e.g. a Ray task) without its dataset and loader: the
+    receiver builds them again from ``source`` (the data config and split), so no decoded image travels.
+    """
 
     name: str  # "test", "val" or "fold<k>"
     dataset: SegmentationDataset
     loader: Any  # batches of the dataset in order, at the protocol's batch size
     image_shape: tuple[int, ...]  # (C, H, W) of its first image
+    source: tuple[dict[str, Any], str, int] | None = None  # (data config, split, batch size) it was built from
 
     @property
     def info(self) -> DatasetInfo:
         return self.dataset.info
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.source is not None:
+            state["dataset"] = state["loader"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.dataset is None and self.source is not None:
+            config, split, batch_size = self.source
+            self.dataset = build_dataset(config, split)
+            self.loader = make_loader(self.dataset, batch_size, shuffle=False)
 
 
 @dataclass
@@ -117,10 +135,13 @@ def build_split(config: dict[str, Any], split: str) -> SegmentationDataset | Non
         return None
 
 
-def eval_split(name: str, dataset: SegmentationDataset, batch_size: int) -> EvalSplit:
-    """The held-out cases ``dataset`` as an :class:`EvalSplit`, batched in order at ``batch_size``."""
+def eval_split(name: str, config: dict[str, Any], split: str, batch_size: int,
+               dataset: SegmentationDataset | None = None) -> EvalSplit:
+    """The held-out cases, split ``split`` of the data ``config`` (``dataset`` if already built), as an
+    :class:`EvalSplit` batched in order at ``batch_size``."""
+    dataset = dataset if dataset is not None else build_dataset(config, split)
     loader = make_loader(dataset, batch_size, shuffle=False)
-    return EvalSplit(name, dataset, loader, tuple(dataset[0]["image"].shape))
+    return EvalSplit(name, dataset, loader, tuple(dataset[0]["image"].shape), (config, split, batch_size))
 
 
 def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any]], k: int,
@@ -132,7 +153,7 @@ def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any
     folds = []
     for index in range(k):
         cfg = fold_config(config, assignment, index, list(pool))
-        folds.append(Fold(index, cfg, eval_split(f"fold{index}", build_dataset(cfg, "val"), batch_size)))
+        folds.append(Fold(index, cfg, eval_split(f"fold{index}", cfg, "val", batch_size)))
     return folds
 
 
@@ -160,7 +181,7 @@ def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = Non
         if held_out not in sets:
             raise DataError(f"{cfg.data}: the data has neither a test nor a val split to evaluate on; "
                             "give it one, or use --folds K to cross-validate")
-        folds = [Fold(0, config, eval_split(held_out, sets[held_out], batch))]
+        folds = [Fold(0, config, eval_split(held_out, config, held_out, batch, sets[held_out]))]
     else:
         pool = {split: digests[split] for split in ("train", "val") if split in digests}
         folds = cross_validation_folds(config, pool, k, batch)

@@ -44,7 +44,7 @@ def _inner_fold(data: ComparisonData, batch_size: int) -> Fold:
     digest = data_digest(build_dataset(outer, "train"))
     assignment = stratified_folds(digest["names"], digest["foreground"], INNER_FOLDS, seed=0)
     config = fold_config(outer, assignment, 0, ["train"])
-    return Fold(0, config, eval_split("inner_val", build_dataset(config, "val"), batch_size))
+    return Fold(0, config, eval_split("inner_val", config, "val", batch_size))
 
 
 def _short_budget(base: Config) -> Config:
