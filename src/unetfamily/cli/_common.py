@@ -16,11 +16,13 @@ from typing import Any
 
 from unetfamily.config import Range
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_INTERRUPTED", "command", "out", "err", "print_json", "split_list",
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "command", "out", "err", "print_json", "split_list",
            "split_names", "check_options", "option_name", "AT_LEAST_ONE", "AT_LEAST_ZERO", "POSITIVE", "NON_NEGATIVE",
            "PROBABILITY", "FRACTION", "check_data_option"]
 
 EXIT_OK = 0
+#: The command finished, but some of its work failed (e.g. runs of a comparison); what succeeded is kept.
+EXIT_FAILED = 1
 #: Bad input: an unknown name, an out-of-range number, an unusable file (argparse uses 2 too).
 EXIT_USAGE = 2
 #: Stopped by SIGINT/SIGTERM after saving what can be resumed.

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from unetfamily.cli._common import (EXIT_INTERRUPTED, EXIT_OK, POSITIVE, check_data_option, check_options, command,
+from unetfamily.cli._common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, POSITIVE, check_data_option, check_options, command,
                                     err, out, split_list)
 from unetfamily.compare.config import ABLATIONS, AUGMENT_CHOICES, DEFAULT_MODELS, PRIMARY_METRICS, CompareConfig
 from unetfamily.errors import ConfigError
@@ -57,6 +57,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "given: auto, unless --size, --batch-size, --lr, --loss, --augment or --lr-grid is given")
     p.add_argument("--no-costs", dest="costs", action="store_false",
                    help="skip measuring each model's latency, throughput and training memory (fresh processes)")
+    scale = p.add_argument_group("execution (docs/scale.md)")
+    scale.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: runs one after another in this process; ray: every run a Ray task, in parallel "
+                            "(pip install 'unetfamily[ray]')")
+    scale.add_argument("--ray-address", help="none given: start a local Ray instance sized to this machine; 'auto' or "
+                       "ray://host:port: join a running cluster (--out must be on storage every node sees)")
+    scale.add_argument("--cpus-per-run", type=int, help="CPUs (and torch threads) of each run; none given: the "
+                       "machine's CPUs shared among the runs (per GPU on GPU runs)")
+    scale.add_argument("--gpus-per-run", type=float, help="GPUs of each run (fractions share one); none given: 1 on "
+                       "a CUDA --device, else 0")
     p.add_argument("--out", default="reports/compare", help="report folder (re-running the same command resumes)")
     p.add_argument("--rerun", action="store_true", help="retrain runs in --out that were made under other settings "
                    "(without it, compare stops and names what differs)")
@@ -81,6 +91,8 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         size=args.size, batch_size=args.batch_size, lr=args.lr, loss=args.loss, augment=args.augment,
         device=args.device, folds=args.folds, first_seed=args.first_seed, primary=args.primary,
         nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs, plan=args.plan,
+        executor=args.executor, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
         command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
 
@@ -126,13 +138,15 @@ def run(args: argparse.Namespace) -> int:
     _check_out_folder(Path(args.out))
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM outside training (evaluating) stops like Ctrl-C
     try:
-        results = run_compare(compare_config(args), args.out, rerun=args.rerun)
+        results = run_compare(compare_config(args), args.out, rerun=args.rerun, stream=sys.stderr)
     except KeyboardInterrupt as exc:  # a stopped run saved its checkpoint; finished runs are kept
         reason = str(exc) or "interrupted"
         err(f"stopped: {reason}" if "again" in reason else f"stopped: {reason}; run the same command again to continue")
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+    for failure in results.missing:
+        err(f"failed: {failure.label}: {failure.error} (log: {failure.dir}/train.log)")
     best = summarize(results)[0]
     report = (Path(args.out) / "report.html").resolve()
     metric = results.primary_metric
@@ -140,4 +154,8 @@ def run(args: argparse.Namespace) -> int:
         out(f"best: none (no model has a finite {metric} score; see the training logs)  report: {report}")
     else:
         out(f"best: {best.label}  report: {report}")
+    if results.missing:
+        err(f"{len(results.missing)} run(s) failed; their models are left out of the report. Fix the cause and run "
+            "the same command again (finished runs are reused)")
+        return EXIT_FAILED
     return EXIT_OK

@@ -20,6 +20,7 @@ from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
 __all__ = ["CompareConfig", "Widths", "Primary", "ABLATIONS", "DEFAULT_MODELS", "AUGMENT_CHOICES", "PRIMARY_METRICS"]
 
 Widths = Literal["small", "paper", "matched"]
+Executor = Literal["local", "ray"]
 #: The per-case scores a comparison can rank on (HD95: lower is better).
 Primary = Literal["dice", "iou", "nsd", "cldice", "hd95"]
 PRIMARY_METRICS: tuple[str, ...] = ("dice", "iou", "nsd", "cldice", "hd95")
@@ -70,6 +71,11 @@ class CompareConfig:
     # that plan file; "none": the options above. Unset: "auto" unless a recipe option (TUNING) is set.
     plan: str | None = None
     command: str = ""  # the command line that asked for it, recorded in the report
+    # How the runs are executed (not what they compute: a run's result does not depend on it).
+    executor: Executor = "local"  # local: one after another in this process; ray: Ray tasks in parallel
+    ray_address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:port": join a cluster
+    cpus_per_run: int | None = integer(None, ge=1, null="fill the machine's CPUs")
+    gpus_per_run: float | None = number(None, ge=0, null="1 on a CUDA --device, else 0")
 
     def __post_init__(self) -> None:
         self.plan = _plan(self)
@@ -90,6 +96,7 @@ class CompareConfig:
             raise unknown_choice("--primary", self.primary, PRIMARY_METRICS)
         if not DEVICE.match(self.device):
             raise unknown_choice("--device", self.device, ("cpu", "cuda", "mps"), "or cuda:N for GPU N")
+        _check_executor(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
@@ -127,6 +134,25 @@ def _plan(cfg: CompareConfig) -> str:
         raise ConfigError(f"--plan {cfg.plan} chooses the recipe itself, so {', '.join(tuned)} would be ignored: "
                           f"leave {'them' if len(tuned) > 1 else 'it'} out, or use --plan none to train with your own")
     return cfg.plan
+
+
+def _check_executor(cfg: CompareConfig) -> None:
+    """The executor is known, and its options are set only where they act."""
+    if cfg.executor not in ("local", "ray"):
+        raise unknown_choice("--executor", cfg.executor, ("local", "ray"))
+    if cfg.executor == "local":
+        given = [_option(n) for n in ("ray_address", "cpus_per_run", "gpus_per_run") if getattr(cfg, n) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only act with --executor ray (the local executor trains one run at "
+                              "a time in this process): add --executor ray, or leave them out")
+    elif cfg.device == "mps":
+        raise ConfigError("--device mps cannot be shared out to Ray workers; use --device cpu or cuda with --executor ray")
+    elif cfg.device.startswith("cuda") and cfg.gpus_per_run == 0:
+        raise ConfigError(f"--device {cfg.device} with --gpus-per-run 0 would give each run no GPU; "
+                          "give --gpus-per-run > 0 (default 1), or --device cpu")
+    elif cfg.device == "cpu" and (cfg.gpus_per_run or 0) > 0:
+        raise ConfigError("--gpus-per-run reserves GPUs for runs that train on --device cpu; "
+                          "use --device cuda, or leave --gpus-per-run out")
 
 
 def _lr_grid(values: list[float] | None) -> None:

@@ -144,6 +144,19 @@ def _plots(plots: Mapping[str, bytes]) -> list[Block]:
     return [("h2", "Plots"), ("p", "No plots: the results hold no curves, costs or per-image scores to draw.")]
 
 
+def _missing(results: CompareResults) -> list[Block]:
+    """The runs that failed with their own error, and the models left out because of them."""
+    if not results.missing:
+        return []
+    rows = [[m.label, m.error, f"`{m.dir}`"] for m in results.missing]
+    left_out = ", ".join(sorted({m.variant for m in results.missing}))
+    return [("h2", "Missing runs"),
+            ("p", f"These runs failed and were not retried (an error of the run itself, not of its machine), so "
+                  f"{left_out} {'is' if ',' not in left_out else 'are'} left out of the comparison: every compared "
+                  "model has the same runs. Fix the cause and run the same command again: finished runs are reused."),
+            ("table", ["Run", "Error", "Folder (its train.log)"], rows)]
+
+
 def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], evidence: CaseEvidence,
             plots: Mapping[str, bytes]) -> list[Block]:
     proto, metric = results.protocol, results.primary_metric
@@ -154,6 +167,7 @@ def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], eviden
         ("h1", f"unetfamily compare: {proto.data_name}"),
         ("p", f"{len(summaries)} models, up to {n_seeds} seed{'s' * (n_seeds != 1)} each, {proto.task} "
               f"task, evaluated on {_evaluation(results)}. Primary metric: {name} per case."),
+        *_missing(results),
         ("h2", "Verdict"), *(("p", text) for text in verdict(results, summaries, evidence)),
         ("h2", "Results"), results_table(results, summaries),
         ("p", f"Mean \u00b1 sample std over seeds (std left out with one seed); {_units(results, summaries)}; ranked "

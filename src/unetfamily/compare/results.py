@@ -17,7 +17,8 @@ from typing import Any, Literal
 from unetfamily.compare.config import CompareConfig
 from unetfamily.engine.score_order import lower_is_better
 
-__all__ = ["Task", "primary_metric", "lower_is_better", "Protocol", "Costs", "VariantResult", "RunResult", "Artifacts", "CompareResults"]
+__all__ = ["Task", "primary_metric", "lower_is_better", "Protocol", "Costs", "VariantResult", "RunResult", "RunFailure", "Artifacts",
+           "CompareResults"]
 
 Task = Literal["binary", "multiclass"]
 
@@ -166,14 +167,26 @@ class Artifacts:
     predictions: dict[str, str] = field(default_factory=dict)  # variant id -> npz: pred (N, H, W) uint8, names
 
 
+@dataclass(frozen=True)
+class RunFailure:
+    """A run that ended with an error of its own (bad data, bad config): its label, folder and one-line error."""
+
+    label: str
+    dir: str
+    error: str
+    variant: str = ""
+
+
 @dataclass
 class CompareResults:
-    """Everything ``results.json`` holds."""
+    """Everything ``results.json`` holds. ``missing``: runs that failed; their variants are left out of the
+    comparison (every compared variant has the same runs), and the report lists them."""
 
     protocol: Protocol
     variants: list[VariantResult]
     runs: list[RunResult]
     artifacts: Artifacts = field(default_factory=Artifacts)
+    missing: list[RunFailure] = field(default_factory=list)
 
     @property
     def primary_metric(self) -> str:
@@ -183,8 +196,11 @@ class CompareResults:
         return [run for run in self.runs if run.variant == variant]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol.to_dict(), "variants": [v.to_dict() for v in self.variants],
-                "runs": [r.to_dict() for r in self.runs], "artifacts": dataclasses.asdict(self.artifacts)}
+        out = {"protocol": self.protocol.to_dict(), "variants": [v.to_dict() for v in self.variants],
+               "runs": [r.to_dict() for r in self.runs], "artifacts": dataclasses.asdict(self.artifacts)}
+        if self.missing:  # only where runs failed: results.json of a complete comparison is as before
+            out["missing"] = [dataclasses.asdict(m) for m in self.missing]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompareResults:
@@ -192,4 +208,5 @@ class CompareResults:
         return cls(protocol=Protocol.from_dict(dict(data.get("protocol") or {})),
                    variants=[VariantResult.from_dict(v) for v in data.get("variants") or []],
                    runs=[RunResult.from_dict(r) for r in data.get("runs") or []],
-                   artifacts=Artifacts(art.get("samples"), dict(art.get("predictions") or {})))
+                   artifacts=Artifacts(art.get("samples"), dict(art.get("predictions") or {})),
+                   missing=[RunFailure(**m) for m in data.get("missing") or []])

@@ -20,7 +20,8 @@ import datetime
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -34,17 +35,24 @@ from unetfamily.compare.planned import comparison_plan, planned_config
 from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs
 from unetfamily.compare.report import write_report
 from unetfamily.compare.report_plan import plan_summary
-from unetfamily.compare.results import Artifacts, CompareResults, Costs, Protocol, RunResult, VariantResult
+from unetfamily.compare.results import (
+    Artifacts, CompareResults, Costs, Protocol, RunFailure, RunResult, VariantResult,
+)
 from unetfamily.compare.run import PREDICTIONS, save_npz, train_and_evaluate
 from unetfamily.compare.variants import Variant, build_variants
 from unetfamily.config import Config
 from unetfamily.data import build_dataset
+from unetfamily.errors import UnetFamilyError
 from unetfamily.files import to_jsonable, write_json
 from unetfamily.plan import Plan, native_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_compare"]
+__all__ = ["RunsFailedError", "run_compare"]
+
+
+class RunsFailedError(UnetFamilyError):
+    """Every variant of a comparison had a run that failed with its own error: there is nothing to compare."""
 
 SAMPLES = "artifacts/samples.npz"
 
@@ -97,8 +105,10 @@ def _cost_shape(variant: Variant, cfg: CompareConfig, data: ComparisonData, plan
 
 
 def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData,
-                  plan: Plan | None = None) -> tuple[Costs, int]:
-    """(costs, receptive field) of ``variant``, measured once per setting and kept in ``runs/<id>/cost.json``."""
+                  plan: Plan | None = None, call: Callable[..., Any] = lambda fn, *args: fn(*args)) -> tuple[Costs, int]:
+    """(costs, receptive field) of ``variant``, measured once per setting and kept in ``runs/<id>/cost.json``.
+
+    ``call(fn, *args)`` runs the measurement: here, or on a worker of the kind that trained the runs."""
     path = out / "runs" / variant.id / "cost.json"
     (size, batch), info = _cost_shape(variant, cfg, data, plan), data.info
     setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": batch,
@@ -108,11 +118,44 @@ def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: Compari
     if not cfg.costs:
         return Costs(), saved.get("receptive_field") or _receptive_field(variant, info.in_channels, info.num_model_outputs)
     if saved.get("setting") != to_jsonable(setting):
-        cost = _costs(variant, info.in_channels, info.num_model_outputs, size, batch, cfg.device)
+        cost = call(_costs, variant, info.in_channels, info.num_model_outputs, size, batch, _cost_device(cfg))
         rf = _receptive_field(variant, info.in_channels, info.num_model_outputs)
         saved = {**cost, "receptive_field": rf, "setting": setting}
         write_json(path, saved, indent=None)
     return Costs.from_dict(saved), saved["receptive_field"]
+
+
+def _cost_device(cfg: CompareConfig) -> str:
+    """The device costs are measured on: a Ray worker's GPU is cuda:0 there, whichever GPU Ray gave it."""
+    return "cuda" if cfg.executor == "ray" and cfg.device.startswith("cuda") else cfg.device
+
+
+class _Local:
+    """The local executor: runs one after another in this process, each under its folder's lock."""
+
+    def __init__(self, device: torch.device, nsd_tolerance: float) -> None:
+        self.device, self.nsd_tolerance = device, nsd_tolerance
+
+    def __enter__(self) -> _Local:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def train(self, runs: list[PlannedRun]) -> tuple[list[RunResult | None], list[RunFailure]]:
+        return list(execute_locked(runs, lambda run: train_and_evaluate(run, self.device, self.nsd_tolerance))), []
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+def _executor(cfg: CompareConfig, out: Path, device: torch.device, runs: int, stream: IO[str] | None) -> Any:
+    if cfg.executor == "local":
+        return _Local(device, cfg.nsd_tolerance)
+    from unetfamily.compare.live import LiveTable
+    from unetfamily.compare.ray_executor import RayExecutor
+
+    return RayExecutor(cfg, out, runs, lambda rows: LiveTable(rows, stream))
 
 
 def _save_artifacts(out: Path, data: ComparisonData, runs: list[PlannedRun]) -> Artifacts:
@@ -154,18 +197,21 @@ def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData
     return plan, data, variants
 
 
-def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False) -> CompareResults:
+def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False,
+                stream: IO[str] | None = None) -> CompareResults:
     """Train and evaluate every variant for every seed and fold, measure costs and write the report into ``out``.
 
     Raises :class:`~unetfamily.compare.identity.StaleRunError` before training anything when
     ``out`` holds runs made under other settings (``rerun`` retrains them instead), and
     KeyboardInterrupt when a signal stops a run (finished runs and the stopped run's checkpoint
-    are kept: call it again to continue). Returns the results (see ``docs/compare_report.md``).
+    are kept: call it again to continue). Returns the results (see ``docs/compare_report.md``);
+    under ``--executor ray`` a run that failed with its own error is in ``results.missing`` and its
+    variant is left out (the other runs finish). ``stream``: where a terminal shows Ray's live table.
     """
     from unetfamily.engine.device import resolve_device
 
     device = resolve_device(cfg.device, "--device")  # a CUDA device this machine lacks fails here, not after the data
-    out = Path(out)
+    out = Path(out).resolve() if cfg.executor == "ray" else Path(out)  # every node sees the same absolute paths
     plan, data, variants = _prepare(cfg, out)
     base_of = lambda fold: base_config(cfg, fold.data)  # noqa: E731 - one base config per fold's data
     lrs = choose_learning_rates(cfg, data, variants, out, device, rerun) if cfg.lr_grid else {}
@@ -174,13 +220,20 @@ def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False) -> Com
     runs = plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
                      {"nsd_tolerance": cfg.nsd_tolerance}, config_of)
     check_stale(runs, out, rerun)
-    finished: list[RunResult] = execute_locked(runs, lambda run: train_and_evaluate(run, device, cfg.nsd_tolerance))
-    rows = []
-    for variant in variants:
-        costs, rf = _cached_costs(variant, out, cfg, data, plan)
-        rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
-                                  dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
+    with _executor(cfg, out, device, len(runs), stream) as executor:
+        outcomes, failures = executor.train(runs)
+        failed = {f.variant for f in failures}
+        kept = [v for v in variants if v.id not in failed]
+        if not kept:
+            raise RunsFailedError(f"every model had a failed run; nothing to compare: {failures[0].label}: "
+                                  f"{failures[0].error} (each run's log is in its folder under {out / 'runs'})")
+        rows = []
+        for variant in kept:
+            costs, rf = _cached_costs(variant, out, cfg, data, plan, executor.call)
+            rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
+                                      dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
+    finished = [r for r in outcomes if r is not None and r.variant not in failed]
     results = CompareResults(_protocol(cfg, data, base_of(data.folds[0]), plan), rows, finished,
-                             _save_artifacts(out, data, runs))
+                             _save_artifacts(out, data, [r for r in runs if r.variant.id not in failed]), failures)
     write_report(results, out)
     return results

@@ -1,0 +1,255 @@
+"""``compare --executor ray``: every (variant, seed, fold) run is one Ray task, run in parallel.
+
+Each task trains and evaluates its run with :func:`~unetfamily.compare.run.train_and_evaluate`, the same
+function the local executor calls, in the run folder under ``--out`` (storage every node must see), with
+``--cpus-per-run`` CPUs (its torch threads) and ``--gpus-per-run`` GPUs. A task whose worker process or
+node dies is retried by Ray (:data:`MAX_RETRIES`) and resumes from the run's last checkpoint; a task that
+fails with an error of its own (bad data, bad config) is not retried: it is reported with its one-line
+error and the other runs go on. Ctrl-C cancels the tasks still running (their checkpoints stay) and the
+same command resumes. The driver shows a live table read from each run's ``status.json``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unetfamily.compare.config import CompareConfig
+from unetfamily.compare.live import LiveTable, RunRow
+from unetfamily.compare.plan import PlannedRun
+from unetfamily.compare.results import RunFailure, RunResult
+from unetfamily.errors import ConfigError, require
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MAX_RETRIES", "RayExecutor", "Resources", "resources", "check_shared_storage"]
+
+#: Times Ray starts a task again after its worker process or node died.
+MAX_RETRIES = 3
+#: A run folder's record of the tasks that started it, one line per attempt.
+ATTEMPTS = "attempts.log"
+#: Environment variables a task takes from the driver (where the data is, how threads are set).
+FORWARDED_ENV = ("UNETFAMILY_DATA_ROOT", "UNETFAMILY_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each run's task asks Ray for, and the device it trains on there."""
+
+    cpus: int
+    gpus: float
+    device: str  # "cpu" or "cuda" (Ray gives the task its GPUs as cuda:0..)
+
+
+def resources(cfg: CompareConfig, cluster: dict[str, float], runs: int) -> Resources:
+    """Each run's resources from the options, or from the ``cluster``'s (``ray.cluster_resources()``) when unset.
+
+    GPU runs (``--device cuda``): one GPU each and the CPUs shared among the GPUs; CPU runs: the CPUs
+    shared among the runs (at most one run per CPU). ConfigError when a run could never be scheduled.
+    """
+    cpus_total, gpus_total = int(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    on_gpu = cfg.device.startswith("cuda")
+    gpus = (1.0 if cfg.gpus_per_run is None else cfg.gpus_per_run) if on_gpu else 0.0
+    if on_gpu and gpus > gpus_total:
+        raise ConfigError(f"--device {cfg.device} with {gpus:g} GPU(s) per run, but the Ray cluster has {gpus_total:g} "
+                          "GPUs; use --device cpu, or a cluster with GPUs")
+    if cfg.cpus_per_run is not None:
+        cpus = cfg.cpus_per_run
+    elif on_gpu:
+        cpus = max(1, cpus_total // max(1, int(gpus_total / gpus)))
+    else:
+        cpus = max(1, cpus_total // max(1, min(runs, cpus_total)))
+    if cpus > cpus_total:
+        raise ConfigError(f"--cpus-per-run {cpus} is more than the Ray cluster's {cpus_total} CPUs: no run could start")
+    return Resources(cpus, gpus, "cuda" if on_gpu else "cpu")
+
+
+def _connect(cfg: CompareConfig) -> tuple[Any, bool]:
+    """(the ray module, whether this call started it): joins ``--ray-address`` or starts a local instance."""
+    ray = require("ray", "ray", "compare --executor ray")
+    if ray.is_initialized():
+        return ray, False
+    # the runs' logs are in their folders; a cluster keeps its own dashboard settings (Ray refuses them on joining)
+    kwargs: dict[str, Any] = {"log_to_driver": False}
+    kwargs.update({"address": cfg.ray_address} if cfg.ray_address is not None else {"include_dashboard": False})
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        where = f"--ray-address {cfg.ray_address}" if cfg.ray_address is not None else "a local Ray instance"
+        raise ConfigError(f"could not connect to {where}: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}. "
+                          "Check the address (ray status on the head node shows it), or leave --ray-address out to "
+                          "start Ray on this machine") from exc
+    return ray, True
+
+
+def _probe_task(path: str, token: str) -> str:
+    """On a worker: read the driver's probe ``path`` and write its answer beside it; returns this node's name."""
+    import socket
+
+    seen = Path(path).read_text() if Path(path).is_file() else ""
+    answer = Path(f"{path}.{socket.gethostname()}")
+    answer.write_text(token if seen == token else "unseen")
+    return socket.gethostname()
+
+
+def check_shared_storage(ray: Any, out: Path) -> None:
+    """Every alive node reads a file the driver wrote under ``out``, and the driver reads its answer back.
+
+    ConfigError naming ``--out`` and the node otherwise: run folders and the report must be on storage
+    that every node sees (a shared filesystem mounted at the same path).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    out.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    probe = out / f".storage-probe-{token[:8]}"
+    probe.write_text(token)
+    task = ray.remote(num_cpus=0)(_probe_task)
+    try:
+        for node in (n for n in ray.nodes() if n.get("Alive")):
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            host = ray.get(task.options(scheduling_strategy=strategy).remote(str(probe.resolve()), token))
+            answer = Path(f"{probe}.{host}")
+            if not answer.is_file() or answer.read_text() != token:
+                raise ConfigError(f"--out {out.resolve()} is not shared with the Ray node {host} "
+                                  f"({node.get('NodeManagerAddress')}): it {'could not read' if answer.is_file() else 'wrote nothing the driver can see'} "
+                                  "under --out. Put --out on a filesystem every node mounts at the same path")
+            answer.unlink()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _train_task(run: PlannedRun, device: str, nsd_tolerance: float, threads: int, cwd: str,
+                env: dict[str, str]) -> dict[str, Any]:
+    """On a worker: train and evaluate ``run`` under its folder's lock, with ``threads`` torch threads."""
+    import torch
+
+    from unetfamily.compare.identity import run_lock
+    from unetfamily.compare.run import train_and_evaluate
+
+    os.chdir(cwd)  # relative data paths and run folders as the driver sees them
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with run_lock(run.dir):
+        _note_attempt(run.dir)  # waits while another compare trains it; a dead worker's lock is released by the OS
+        return train_and_evaluate(run, torch.device(device), nsd_tolerance).to_dict()
+
+
+def _note_attempt(run_dir: Path) -> None:
+    """Append this attempt to ``attempts.log`` in the run folder (time, host, pid, and ``reuse``, ``resume`` or
+    ``start``): Ray's retries leave a trace."""
+    import socket
+
+    what = ("reuse" if (run_dir / "result.json").is_file() else
+            "resume" if (run_dir / "checkpoints" / "last.safetensors").is_file() else "start")
+    with open(run_dir / ATTEMPTS, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()} {os.getpid()} {what}\n")
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error a task raised, unwrapped from Ray's RayTaskError."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class RayExecutor:
+    """A Ray session for one comparison: ``with RayExecutor(cfg, out) as ex: ex.train(runs); ex.call(fn, ...)``.
+
+    Joins ``--ray-address`` (or starts a local instance, shut down on exit), checks that ``out`` is shared,
+    and sizes each run's resources. ``table`` makes the live table from the runs' rows.
+    """
+
+    def __init__(self, cfg: CompareConfig, out: Path, runs: int,
+                 table: Callable[[list[RunRow]], LiveTable] = LiveTable) -> None:
+        self.cfg, self.out, self.runs, self.table = cfg, out, runs, table
+        self.ray: Any = None
+        self.started = False
+
+    def __enter__(self) -> RayExecutor:
+        self.ray, self.started = _connect(self.cfg)
+        try:
+            check_shared_storage(self.ray, self.out)
+            self.res = resources(self.cfg, self.ray.cluster_resources(), self.runs)
+        except BaseException:
+            self.__exit__()
+            raise
+        log.info("Ray: %d CPU(s) and %g GPU(s) per run, on %s", self.res.cpus, self.res.gpus, self.res.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+    def _remote(self, fn: Callable[..., Any], retries: int = MAX_RETRIES) -> Any:
+        return self.ray.remote(fn).options(num_cpus=self.res.cpus, num_gpus=self.res.gpus, max_retries=retries,
+                                           retry_exceptions=False)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` as one task with a run's resources (e.g. measuring costs on a worker that trains)."""
+        return self.ray.get(self._remote(_call_task).remote(fn, args, self.res.cpus, os.getcwd(), _env()))
+
+    def train(self, runs: list[PlannedRun]) -> tuple[list[RunResult | None], list[RunFailure]]:
+        """Train every run as a task; (each run's result or None where it failed, the failures), in run order.
+
+        Raises KeyboardInterrupt after cancelling the outstanding tasks when the driver is interrupted.
+        """
+        task = self._remote(_train_task)
+        refs = [task.remote(run, self.res.device, self.cfg.nsd_tolerance, self.res.cpus, os.getcwd(), _env())
+                for run in runs]
+        return _collect(self.ray, runs, refs, self.table([RunRow(run.label, run.dir) for run in runs]))
+
+
+def _env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+
+def _call_task(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, cwd: str, env: dict[str, str]) -> Any:
+    """On a worker: ``fn(*args)`` with the driver's working folder and ``threads`` torch threads."""
+    import torch
+
+    os.chdir(cwd)
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+def _collect(ray: Any, runs: list[PlannedRun], refs: list[Any],
+             live: LiveTable) -> tuple[list[RunResult | None], list[RunFailure]]:
+    """Wait for every task, refreshing the live table; cancel the rest on KeyboardInterrupt."""
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[RunResult | None] = [None] * len(runs)
+    failures: list[RunFailure] = []
+    pending = list(refs)
+    try:
+        with live:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in done:
+                    i = index[ref]
+                    try:
+                        results[i] = RunResult.from_dict(ray.get(ref))
+                        live.rows[i].finish("done")
+                    except Exception as exc:  # noqa: BLE001 - every task error is reported, none stops the rest
+                        error = _one_line(_cause(exc))
+                        failures.append(RunFailure(runs[i].label, str(runs[i].dir), error, runs[i].variant.id))
+                        live.rows[i].finish("failed", error)
+                        log.error("%s failed: %s", runs[i].label, error)
+                live.refresh()
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise KeyboardInterrupt("compare interrupted; the runs still training were cancelled (their checkpoints "
+                                "are kept): run the same command again to continue") from None
+    return results, failures
