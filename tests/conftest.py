@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +16,12 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def tiny_data(tmp_path: Path) -> Path:
+    """A synthetic dataset config: 12 training images of 48 px, 3 val, 3 test (``--size`` resizes them)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"type": "synthetic", "num_samples": {"train": 12, "val": 3, "test": 3},
+                                    "size": 48, "seed": 0}))
+    return path

@@ -17,14 +17,6 @@ from unetfamily.models import create_model
 from unetfamily.plan import read_plan
 
 
-@pytest.fixture()
-def tiny_data(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"type": "synthetic", "num_samples": {"train": 12, "val": 3, "test": 3},
-                                    "size": 48, "seed": 0}))
-    return path
-
-
 def test_compare_plan_is_auto_unless_a_recipe_option_is_set() -> None:
     assert CompareConfig().plan == "auto"
     assert CompareConfig(size=64).plan == "none" and CompareConfig(lr=0.01, augment="light").plan == "none"

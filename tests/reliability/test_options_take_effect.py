@@ -150,7 +150,8 @@ def test_compare_prints_no_best_model_when_none_has_a_score(monkeypatch: pytest.
 
     from unetfamily.cli import main
 
-    monkeypatch.setattr(runner, "run_compare", lambda cfg, out, rerun=False: SimpleNamespace(primary_metric="dice"))
+    fake = SimpleNamespace(primary_metric="dice", missing=[])
+    monkeypatch.setattr(runner, "run_compare", lambda cfg, out, rerun=False, stream=None: fake)
     for score, expected in ((float("nan"), "best: none"), (0.8, "best: U-Net")):
         monkeypatch.setattr(summary, "summarize", lambda res, s=score: [SimpleNamespace(label="U-Net", mean=lambda m: s)])
         assert main(["compare", "--models", "unet", "--out", str(tmp_path / "report")]) == 0

@@ -5,7 +5,7 @@ import dataclasses
 from collections.abc import Iterable
 
 from . import cases_crash, cases_data, cases_loss, cases_names, cases_plan, cases_ranges, cases_realdata, \
-    cases_resume, cases_unclear
+    cases_resume, cases_scale, cases_unclear
 from .model import CLASSES, Case
 
 __all__ = ["CASES", "FAST_CASES", "select"]
@@ -74,11 +74,15 @@ FAST = frozenset({
     "train_plan_missing", "train_plan_not_a_plan", "train_plan_damaged", "train_plan_unknown_model",
     "train_plan_with_config", "train_model_without_plan", "compare_plan_auto_with_size", "compare_plan_missing_file",
     "compare_plan_without_the_model",
+    # scale (issue 16): refused before Ray starts
+    "compare_cpus_per_run_without_ray", "compare_executor_misspelled", "compare_gpus_per_run_negative",
+    "compare_gpus_for_cpu_runs",
 })
 
 CASES: list[Case] = _checked([
     *cases_loss.CASES, *cases_resume.CASES, *cases_ranges.CASES, *cases_data.CASES,
     *cases_crash.CASES, *cases_names.CASES, *cases_unclear.CASES, *cases_realdata.CASES, *cases_plan.CASES,
+    *cases_scale.CASES,
 ], FAST)
 FAST_CASES: list[Case] = [c for c in CASES if c.fast]
 
