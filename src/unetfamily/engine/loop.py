@@ -114,7 +114,8 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
         result = train_step(run, batch, scaler, stop)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{float(result.terms['total']):.4f}", lr=f"{result.lr:.2e}")
+            if getattr(progress, "shows_postfix", True):  # reading the loss waits for the device: only for a bar
+                progress.set_postfix(loss=f"{float(result.terms['total']):.4f}", lr=f"{result.lr:.2e}")
         if _checkpoint_due(run):
             run.save(run.last_path, run.state.step // run.steps_per_epoch)
         # Under DDP only the agreed flag counts, so that every rank stops after the same step.

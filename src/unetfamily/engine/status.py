@@ -58,6 +58,11 @@ class RunProgress:
         if time.monotonic() - self.written >= EVERY:
             self._write("training")
 
+    @property
+    def shows_postfix(self) -> bool:
+        """Whether :meth:`set_postfix` shows anything (a bar): the loop reads the loss (a device sync) only then."""
+        return self.bar is not None
+
     def set_postfix(self, **values: str) -> None:
         if self.bar is not None:
             self.bar.set_postfix(**values)
