@@ -91,10 +91,13 @@ def _probe_task(path: str, token: str) -> str:
     """On a worker: read the driver's probe ``path`` and write its answer beside it; returns this node's name."""
     import socket
 
-    seen = Path(path).read_text() if Path(path).is_file() else ""
-    answer = Path(f"{path}.{socket.gethostname()}")
-    answer.write_text(token if seen == token else "unseen")
-    return socket.gethostname()
+    host = socket.gethostname()
+    try:
+        seen = Path(path).read_text() if Path(path).is_file() else ""
+        Path(f"{path}.{host}").write_text(token if seen == token else "unseen")
+    except OSError:  # the folder does not exist on this node, or is not writable: the driver sees no answer
+        pass
+    return host
 
 
 def check_shared_storage(ray: Any, out: Path) -> None:
@@ -116,9 +119,10 @@ def check_shared_storage(ray: Any, out: Path) -> None:
             host = ray.get(task.options(scheduling_strategy=strategy).remote(str(probe.resolve()), token))
             answer = Path(f"{probe}.{host}")
             if not answer.is_file() or answer.read_text() != token:
+                what = "could not read the driver's probe" if answer.is_file() else "wrote nothing the driver can see"
                 raise ConfigError(f"--out {out.resolve()} is not shared with the Ray node {host} "
-                                  f"({node.get('NodeManagerAddress')}): it {'could not read' if answer.is_file() else 'wrote nothing the driver can see'} "
-                                  "under --out. Put --out on a filesystem every node mounts at the same path")
+                                  f"({node.get('NodeManagerAddress')}): it {what} under --out. Put --out on a "
+                                  "filesystem every node mounts at the same path")
             answer.unlink()
     finally:
         probe.unlink(missing_ok=True)
