@@ -62,10 +62,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_as: str | Path | None = None) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_as: str | Path | None = None,
+                 durable: bool = True) -> Path:
     """Create or replace ``path`` with what ``write(file)`` writes; parent folders are created.
 
-    The target appears only once the data is complete and on disk. An :class:`OSError` on the
+    The target appears only once the data is complete and (``durable``, the default) on disk; without
+    ``durable`` nothing is fsynced: readers still never see a partial file, but a power cut may lose it
+    (for files rewritten every few seconds, such as a run's status, on filesystems where fsync is slow). An :class:`OSError` on the
     way (a full disk, a read-only folder) becomes a :class:`WriteError` naming ``path``, or
     ``shown_as`` where ``path`` is a staging place the user never sees (the file's destination);
     other errors from ``write`` propagate as they are. Either way the temporary file is removed and
@@ -78,9 +81,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_a
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except WriteError:
         raise
     except OSError as exc:

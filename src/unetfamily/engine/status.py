@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from unetfamily.errors import UnetFamilyError
-from unetfamily.files import write_json
+from unetfamily.files import atomic_write, dump_json
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class RunProgress:
         status = {"state": state, "step": self.step, "total": self.total, "validation": self.validation,
                   "host": socket.gethostname(), "pid": os.getpid(), "updated": time.time()}
         try:
-            write_json(self.path, status, indent=None)
+            data = dump_json(status, indent=None).encode()
+            atomic_write(self.path, lambda f: f.write(data), durable=False)  # rewritten every few seconds
         except (OSError, UnetFamilyError) as exc:  # a status is a courtesy: never stop training for it
             log.debug("could not write %s (%s)", self.path, exc)
