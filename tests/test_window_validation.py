@@ -17,7 +17,6 @@ from tests.engine.conftest import tiny_model
 from unetfamily.compare.data import eval_split
 from unetfamily.compare.run import _evaluate, _levels, _predictions, _Window
 from unetfamily.config import ConfigError, config_from_dict, load_config
-from unetfamily.data import build_dataset
 from unetfamily.engine.evaluate import evaluate, evaluate_checkpoint, window_labels
 from unetfamily.engine.train import fit
 
@@ -200,8 +199,8 @@ def test_whole_image_validation_is_announced(tmp_path: Path, caplog: pytest.LogC
 
 
 def test_compare_evaluates_a_run_as_it_was_validated(tmp_path: Path) -> None:
-    dataset = build_dataset({"type": "synthetic", "num_samples": {"train": 4, "val": 3}, "size": 32}, "val")
-    split = eval_split("val", dataset, batch_size=2)
+    split = eval_split("val", {"type": "synthetic", "num_samples": {"train": 4, "val": 3}, "size": 32}, "val",
+                       batch_size=2)
     model = tiny_model("unet_plusplus", 1, in_channels=1)
     whole, one = _Window(), _Window([32, 32], 0.5)
     scores, per_image = _evaluate(model, split, torch.device("cpu"), 2.0, whole)
