@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,11 +33,15 @@ class RunRow:
     score: float | None = None  # the last validation's dice
     node: str = ""
     error: str = ""
-    final: bool = field(default=False, repr=False)
+
+    @property
+    def final(self) -> bool:
+        """The task ended (:meth:`finish`): the status file is no longer read."""
+        return self.state in ("done", "failed")
 
     def finish(self, state: str, error: str = "") -> None:
         """The task ended: ``done`` or ``failed`` (with ``error``)."""
-        self.state, self.error, self.final = state, error, True
+        self.state, self.error = state, error
 
     def update(self, since: float) -> None:
         """Read the run's status file; statuses older than ``since`` (epoch seconds) are a previous command's."""

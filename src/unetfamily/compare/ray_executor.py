@@ -128,20 +128,15 @@ def check_shared_storage(ray: Any, out: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
-def _train_task(run: PlannedRun, device: str, nsd_tolerance: float, threads: int, cwd: str,
-                env: dict[str, str]) -> dict[str, Any]:
-    """On a worker: train and evaluate ``run`` under its folder's lock, with ``threads`` torch threads."""
+def _train_run(run: PlannedRun, device: str, nsd_tolerance: float) -> dict[str, Any]:
+    """On a worker (through :func:`_call_task`): train and evaluate ``run`` under its folder's lock."""
     import torch
 
     from unetfamily.compare.identity import run_lock
     from unetfamily.compare.run import train_and_evaluate
 
-    os.chdir(cwd)  # relative data paths and run folders as the driver sees them
-    os.environ.update(env)
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with run_lock(run.dir):
-        _note_attempt(run.dir)  # waits while another compare trains it; a dead worker's lock is released by the OS
+    with run_lock(run.dir):  # waits while another compare trains it; a dead worker's lock is released by the OS
+        _note_attempt(run.dir)
         return train_and_evaluate(run, torch.device(device), nsd_tolerance).to_dict()
 
 
@@ -196,22 +191,22 @@ class RayExecutor:
             self.ray.shutdown()
             self.started = False
 
-    def _remote(self, fn: Callable[..., Any], retries: int = MAX_RETRIES) -> Any:
-        return self.ray.remote(fn).options(num_cpus=self.res.cpus, num_gpus=self.res.gpus, max_retries=retries,
-                                           retry_exceptions=False)
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` submitted as one task with a run's resources (see :func:`_call_task`); its object ref."""
+        task = self.ray.remote(_call_task).options(num_cpus=self.res.cpus, num_gpus=self.res.gpus,
+                                                   max_retries=MAX_RETRIES, retry_exceptions=False)
+        return task.remote(fn, args, self.res.cpus, os.getcwd(), _env())
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` as one task with a run's resources (e.g. measuring costs on a worker that trains)."""
-        return self.ray.get(self._remote(_call_task).remote(fn, args, self.res.cpus, os.getcwd(), _env()))
+        return self.ray.get(self._submit(fn, *args))
 
     def train(self, runs: list[PlannedRun]) -> tuple[list[RunResult | None], list[RunFailure]]:
         """Train every run as a task; (each run's result or None where it failed, the failures), in run order.
 
         Raises KeyboardInterrupt after cancelling the outstanding tasks when the driver is interrupted.
         """
-        task = self._remote(_train_task)
-        refs = [task.remote(run, self.res.device, self.cfg.nsd_tolerance, self.res.cpus, os.getcwd(), _env())
-                for run in runs]
+        refs = [self._submit(_train_run, run, self.res.device, self.cfg.nsd_tolerance) for run in runs]
         return _collect(self.ray, runs, refs, self.table([RunRow(run.label, run.dir) for run in runs]))
 
 
@@ -220,12 +215,14 @@ def _env() -> dict[str, str]:
 
 
 def _call_task(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, cwd: str, env: dict[str, str]) -> Any:
-    """On a worker: ``fn(*args)`` with the driver's working folder and ``threads`` torch threads."""
+    """On a worker: ``fn(*args)`` in the driver's working folder (relative data paths and run folders resolve as
+    there), with its forwarded environment and ``threads`` torch threads."""
     import torch
 
     os.chdir(cwd)
     os.environ.update(env)
     torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return fn(*args)
 
 
