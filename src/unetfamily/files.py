@@ -96,9 +96,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_a
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, shown_as: str | Path | None = None) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, *, shown_as: str | Path | None = None,
+                       durable: bool = True) -> Path:
     """Create or replace ``path`` with ``data`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(data), shown_as=shown_as)
+    return atomic_write(path, lambda f: f.write(data), shown_as=shown_as, durable=durable)
 
 
 def to_jsonable(obj: Any) -> Any:

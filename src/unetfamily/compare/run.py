@@ -9,7 +9,6 @@ each level.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ from unetfamily.compare.identity import FINGERPRINT_FILE, StaleRunError, describ
 from unetfamily.compare.plan import PlannedRun, saved_fingerprint
 from unetfamily.compare.results import RunResult
 from unetfamily.config import Config
-from unetfamily.files import atomic_write_bytes, write_json
+from unetfamily.compare.artifacts import save_cases
+from unetfamily.files import write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_and_evaluate", "save_npz", "PREDICTIONS"]
+__all__ = ["train_and_evaluate", "PREDICTIONS"]
 
 #: The scores of the evaluation split that a run's result keeps.
 KEPT_SCORES = ("dice", "iou", "miou", "mdice", "pixel_accuracy", "precision", "recall", "hd95", "nsd", "cldice",
@@ -38,13 +38,6 @@ KEPT_SCORES = ("dice", "iou", "miou", "mdice", "pixel_accuracy", "precision", "r
 CASE_SCORES = ("name", "dice", "iou", "nsd", "cldice", "hd95")
 #: Where a run keeps its predictions of its evaluation cases (first seed only), for the report's figures.
 PREDICTIONS = "predictions.npz"
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """``arrays`` as one compressed ``.npz`` at ``path``, written atomically."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 class _PrunedLevel(nn.Module):
@@ -100,9 +93,8 @@ def _levels(model: nn.Module, split: EvalSplit, device: torch.device,
 
 
 def _predictions(model: nn.Module, split: EvalSplit, device: torch.device,
-                 window: _Window = _Window()) -> np.ndarray | None:
-    """(N, H, W) uint8 class labels of the evaluation images, in the split's order; None when their sizes differ
-    (the report's figures show images of one size only, see ``_save_artifacts``)."""
+                 window: _Window = _Window()) -> list[np.ndarray]:
+    """(H, W) uint8 class labels of every evaluation image, in the split's order (sizes may differ)."""
     from unetfamily.engine.evaluate import window_labels
     from unetfamily.metrics import logits_to_labels
 
@@ -116,10 +108,8 @@ def _predictions(model: nn.Module, split: EvalSplit, device: torch.device,
             else:
                 labels = window_labels(model, images, window.size, window.overlap,
                                        batch_size=split.loader.batch_size)
-            preds.append(labels.to(torch.uint8).cpu().numpy())
-    if len({p.shape[1:] for p in preds}) > 1:
-        return None
-    return np.concatenate(preds)
+            preds.extend(labels.to(torch.uint8).cpu().numpy())
+    return preds
 
 
 def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device, nsd_tolerance: float,
@@ -172,10 +162,8 @@ def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: flo
         levels=_levels(model, run.fold.eval, device, window) if run.variant.levels else {},
         threads=torch.get_num_threads(),
     )
-    pred = _predictions(model, run.fold.eval, device, window) if run.save_predictions else None
-    if pred is not None:
-        save_npz(run.dir / PREDICTIONS, pred=pred, names=np.array([r["name"] for r in per_image]))
-    elif run.save_predictions:
-        log.info("%s: evaluation images differ in size; no predictions kept for the report's figures", run.label)
+    if run.save_predictions:
+        save_cases(run.dir / PREDICTIONS, [r["name"] for r in per_image],
+                   pred=_predictions(model, run.fold.eval, device, window))
     write_json(done, result.to_dict())
     return result

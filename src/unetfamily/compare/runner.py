@@ -38,7 +38,8 @@ from unetfamily.compare.report_plan import plan_summary
 from unetfamily.compare.results import (
     Artifacts, CompareResults, Costs, Protocol, RunFailure, RunResult, VariantResult,
 )
-from unetfamily.compare.run import PREDICTIONS, save_npz, train_and_evaluate
+from unetfamily.compare.artifacts import load_cases, save_cases
+from unetfamily.compare.run import PREDICTIONS, train_and_evaluate
 from unetfamily.compare.variants import Variant, build_variants
 from unetfamily.config import Config
 from unetfamily.data import build_dataset
@@ -159,21 +160,19 @@ def _executor(cfg: CompareConfig, out: Path, device: torch.device, runs: int, st
 
 
 def _save_artifacts(out: Path, data: ComparisonData, runs: list[PlannedRun]) -> Artifacts:
-    """The evaluated cases (in fold order) and each variant's first-seed predictions of them, for the figures."""
+    """The evaluated cases (in fold order) and each variant's first-seed predictions of them, for the report."""
     datasets = [fold.eval.dataset for fold in data.folds]
     samples = [ds[i] for ds in datasets for i in range(len(ds))]
-    if len({tuple(s["image"].shape) for s in samples}) == 1:  # figures need one image size
-        save_npz(out / SAMPLES, images=np.stack([(s["image"].numpy() * 255).round().astype(np.uint8) for s in samples]),
-                 masks=np.stack([s["mask"].numpy().astype(np.uint8) for s in samples]),
-                 names=np.array([ds.sample_name(i) for ds in datasets for i in range(len(ds))]))
+    save_cases(out / SAMPLES, [ds.sample_name(i) for ds in datasets for i in range(len(ds))],
+               images=[(s["image"].numpy() * 255).round().astype(np.uint8) for s in samples],
+               masks=[s["mask"].numpy().astype(np.uint8) for s in samples])
     predictions = {}
     for variant_id in dict.fromkeys(run.variant.id for run in runs):
         files = [run.dir / PREDICTIONS for run in runs if run.variant.id == variant_id and run.save_predictions]
         if files and all(f.is_file() for f in files):
-            parts = [np.load(f) for f in files]
+            parts = [load_cases(f, ("pred",)) for f in files]
             name = f"artifacts/pred_{variant_id}.npz"
-            save_npz(out / name, pred=np.concatenate([p["pred"] for p in parts]),
-                     names=np.concatenate([p["names"] for p in parts]))
+            save_cases(out / name, [n for p in parts for n in p["names"]], pred=[x for p in parts for x in p["pred"]])
             predictions[variant_id] = name
     return Artifacts(SAMPLES, predictions)
 
