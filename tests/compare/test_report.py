@@ -2,7 +2,9 @@
 section, byte-identical rewrites, the HTML."""
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import csv
 import dataclasses
 import json
@@ -45,7 +47,14 @@ def _csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def test_binary_report_writes_every_file(binary_report: tuple) -> None:
     _, paths = binary_report
-    assert set(paths) == set(CORE) | {f"plots/{p}" for p in PLOTS}
+    cases = {name for name in paths if name.startswith("cases/")}
+    assert set(paths) - cases == set(CORE) | {f"plots/{p}" for p in PLOTS}
+    results, _ = binary_report
+    folders = {name.rsplit("/", 1)[0] for name in cases}
+    assert len(folders) == len(results.runs_of("unet")[0].per_image)  # one folder per evaluated case
+    for folder in folders:  # the image, the truth and each model's prediction at full resolution
+        assert {name.rsplit("/", 1)[1] for name in cases if name.startswith(folder + "/")} == \
+            {"image.png", "gt.png"} | {f"{v.id}.png" for v in results.variants}
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
     assert not list(paths["report.md"].parent.rglob(".*tmp*")), "temporary files left behind"
@@ -249,12 +258,25 @@ def test_report_states_the_protocol(binary_report: tuple) -> None:
 def test_html_is_self_contained(binary_report: tuple) -> None:
     _, paths = binary_report
     page = paths["report.html"].read_text()
+    root = paths["report.html"].parent
     assert "http://" not in page and "https://" not in page
-    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", page, flags=re.I)
-    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     assert not re.search(r"""(?:src|href)\s*=\s*["']?//""", page, flags=re.I)
-    assert page.count("<img ") == len(PLOTS)
-    assert "<link" not in page and "<script" not in page and "@import" not in page and "url(" not in page
+    srcs = re.findall(r"""\ssrc\s*=\s*["']?([^"'\s>]*)""", page, flags=re.I)
+    assert srcs and all(r.startswith("data:image/png;base64,") for r in srcs)  # every picture is in the page
+    ids = set(re.findall(r'\sid="([^"]+)"', page))
+    for ref in re.findall(r"""\s(?:xlink:)?href\s*=\s*["']?([^"'\s>]*)""", page, flags=re.I):
+        assert ref.startswith("#") and ref[1:] in ids or (root / ref).exists(), ref  # a section, or a file beside
+    assert set(re.findall(r"url\((.)", page)) <= {"#"}  # SVG clip paths inside the page only
+    assert "<link" not in page and "@import" not in page
+    assert page.count("<img ") == len(PLOTS) - 2  # curves and cost are inline SVG
+    assert page.count("<svg") == 2 and page.count('class="tip"') > 0
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    assert len(scripts) == 1  # the page's own script, allowed by its hash and nothing else
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page and "default-src 'none'" in page
+    data = json.loads(re.search(r'<script type="application/json" id="cb-data">(.*?)</script>', page, re.S).group(1))
+    for case in data["cases"]:  # the case browser links full-resolution files that exist
+        assert all((root / f).is_file() for f in [case["files"]["image"], case["files"]["gt"], *case["files"]["pred"]])
 
 
 def test_html_renders_in_headless_chromium(binary_report: tuple, tmp_path: Path) -> None:

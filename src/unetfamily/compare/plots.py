@@ -1,7 +1,8 @@
 """The figures of the ``compare`` report, drawn with matplotlib's Agg canvas (no pyplot state).
 
-Each ``*_png`` function returns PNG bytes, or ``None`` when its data is absent; :func:`make_plots`
-draws every figure the results allow. Scores are drawn in points (x 100), HD95 in pixels; the
+Each ``*_png`` function returns PNG bytes, or ``None`` when its data is absent (the curves and cost
+figures are drawn once and saved as PNG and as SVG with hover values for the web page, see
+:mod:`unetfamily.compare.plots_svg`); :func:`make_plots` draws every figure the results allow. Scores are drawn in points (x 100), HD95 in pixels; the
 qualitative figures use the seed-0 predictions saved by the runner (``artifacts``), matched to the
 eval images by name, and tint classes with :func:`unetfamily.overlay.overlay`. The case-level
 figures (the significance map and the rank blob plot, after challengeR: Wiesenfarth et al., Sci
@@ -19,14 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from unetfamily.compare.artifacts import first_seed_scores, load_artifacts
 from unetfamily.compare.evidence import ALPHA, CaseEvidence
+from unetfamily.compare.plots_svg import Tips, hover_point, svg_text
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float, scale
 from unetfamily.overlay import IGNORE_INDEX, overlay
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_artifacts", "make_plots"]
+__all__ = ["make_plots"]
 
 CELL = 1.7  # inches per image in the image grids
 BETTER, WORSE, SAME = "#4daf4a", "#e41a1c", "#d9d9d9"  # significance map: row better, row worse, not separable
@@ -67,8 +70,9 @@ def _log_axis(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def curves_png(results: CompareResults, summaries: Sequence[VariantSummary], colors: Mapping[str, str]) -> bytes | None:
-    """Validation metric against step per variant: mean over seeds, shaded min..max."""
+def curves_figure(results: CompareResults, summaries: Sequence[VariantSummary], colors: Mapping[str, str],
+                  tips: Tips | None = None) -> Any:
+    """Validation metric against step per variant: mean over seeds, shaded min..max; None without curves."""
     metric = results.primary_metric
     fig, drawn = _figure(7.5, 4.2), False
     ax = fig.subplots()
@@ -93,6 +97,10 @@ def curves_png(results: CompareResults, summaries: Sequence[VariantSummary], col
                 label=f"{s.label} ({len(curves)} seed{'s' * (len(curves) != 1)})")
         if len(curves) > 1:
             ax.fill_between(grid, 100 * lo, 100 * hi, color=colors[s.id], alpha=0.15, linewidth=0)
+        for x, y, a, b in zip(grid, 100 * mean, 100 * lo, 100 * hi, strict=True):
+            spread = f" (min {a:.2f}, max {b:.2f})" if len(curves) > 1 and np.isfinite(a) else ""
+            if np.isfinite(y):
+                hover_point(ax, x, y, f"{s.label}: step {x:g}, {y:.2f}%{spread}", tips)
         drawn = True
     if not drawn:
         return None
@@ -104,20 +112,25 @@ def curves_png(results: CompareResults, summaries: Sequence[VariantSummary], col
     ax.set_title(f"Validation {METRIC_LABELS.get(metric, metric)} during training (mean over seeds, min-max shaded)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
+    return fig
 
 
-def cost_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[str, str]) -> bytes | None:
-    """Metric against MACs and against latency (log x), labelled points, Pareto front dashed."""
-    panels = (("macs", 1e-9, "MACs per image (G, log)"), ("latency_ms", 1.0, "inference latency (ms, batch 1, log)"))
+def cost_figure(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[str, str],
+                tips: Tips | None = None) -> Any:
+    """Metric against MACs and against latency (log x), labelled points, Pareto front dashed; None without costs."""
+    panels = (("macs", 1e-9, "MACs per image (G, log)", "G MACs"),
+              ("latency_ms", 1.0, "inference latency (ms, batch 1, log)", "ms"))
     k, sign = scale(metric), (-1.0 if lower_is_better(metric) else 1.0)
     fig, drawn = _figure(11, 4.4), False
-    for ax, (key, factor, xlabel) in zip(fig.subplots(1, 2), panels, strict=True):
+    for ax, (key, factor, xlabel, xunit) in zip(fig.subplots(1, 2), panels, strict=True):
         pts = [(s.costs[key] * factor, s.mean(metric), s.std(metric), s.label, colors[s.id]) for s in summaries]
         pts = sorted(p for p in pts if math.isfinite(p[0]) and p[0] > 0 and math.isfinite(p[1]))
         for x, y, e, label, color in pts:
             ax.errorbar(x, k * y, yerr=k * e if math.isfinite(e) else None, fmt="o", capsize=3, color=color)
             ax.annotate(label, (x, k * y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            spread = f" \u00b1 {k * e:.2f}" if math.isfinite(e) else ""
+            hover_point(ax, x, k * y, f"{label}: {x:.3g} {xunit}, {METRIC_LABELS.get(metric, metric)} {k * y:.2f}{spread}",
+                        tips)
         front, best = [], -math.inf
         for x, y, *_ in pts:
             if sign * y > best:
@@ -135,7 +148,7 @@ def cost_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[s
         return None
     better = "down and left" if lower_is_better(metric) else "up and left"
     fig.suptitle(f"Accuracy against cost (mean \u00b1 std over seeds; {better} is better)")
-    return _png(fig)
+    return fig
 
 
 def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mapping[str, str]) -> bytes | None:
@@ -164,44 +177,6 @@ def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mappin
         ax.legend(fontsize=8)
     fig.suptitle("UNet++ pruning: one trained model cut to level L (mean over seeds, min-max bars)")
     return _png(fig)
-
-
-def load_artifacts(results: CompareResults, report_dir: Path) -> tuple[dict[str, np.ndarray] | None,
-                                                                       dict[str, np.ndarray]]:
-    """(samples, predictions per variant id in the samples' order); missing or mismatched files are logged."""
-    art = results.artifacts
-    if art.samples is None:
-        log.warning("the results name no sample images: qualitative figures left out")
-        return None, {}
-    try:
-        with np.load(report_dir / art.samples, allow_pickle=False) as f:
-            samples = {k: f[k] for k in ("images", "masks", "names")}
-    except (KeyError, OSError, ValueError) as err:
-        log.warning("no sample images for the report (%s): qualitative figures left out", err)
-        return None, {}
-    index = {str(n): i for i, n in enumerate(samples["names"])}
-    preds = {}
-    for vid, rel in art.predictions.items():
-        try:
-            with np.load(report_dir / rel, allow_pickle=False) as f:
-                pred, names = f["pred"], [str(n) for n in f["names"]]
-        except (KeyError, TypeError, OSError, ValueError) as err:
-            log.warning("predictions of %r not readable (%s): left out of the figures", vid, err)
-            continue
-        if set(names) != set(index) or pred.shape != samples["masks"].shape:
-            log.warning("predictions of %r do not match the eval images: left out of the figures", vid)
-            continue
-        order = np.argsort([index[n] for n in names])
-        preds[vid] = pred[order]
-    return samples, preds
-
-
-def _per_image(results: CompareResults, vid: str) -> dict[str, float]:
-    """Per-image Dice of the variant's first-seed runs (every fold; the runs whose predictions are saved)."""
-    runs = results.runs_of(vid)
-    seeds = results.protocol.seeds
-    first = seeds[0] if seeds and any(r.seed == seeds[0] for r in runs) else (runs[0].seed if runs else None)
-    return {str(p.get("name")): as_float(p.get("dice")) for r in runs if r.seed == first for p in r.per_image}
 
 
 def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
@@ -342,11 +317,13 @@ def ranks_png(evidence: CaseEvidence, labels: Mapping[str, str], colors: Mapping
 
 
 def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], report_dir: Path,
-               evidence: CaseEvidence | None = None) -> dict[str, bytes]:
-    """Every figure the results allow, as ``{file name: PNG bytes}`` in report order.
+               evidence: CaseEvidence | None = None, loaded: tuple[Any, Any] | None = None) -> dict[str, bytes]:
+    """Every figure the results allow, as ``{file name: PNG bytes}`` in report order, plus ``curves.svg`` and
+    ``cost.svg`` (UTF-8 SVG with hover values) beside their PNGs.
 
     ``summaries`` is :func:`~unetfamily.compare.summary.summarize` of ``results`` (best first);
-    ``evidence`` its :func:`~unetfamily.compare.evidence.case_evidence` on the primary metric.
+    ``evidence`` its :func:`~unetfamily.compare.evidence.case_evidence` on the primary metric; ``loaded``
+    the artifacts when the caller has read them (:func:`~unetfamily.compare.artifacts.load_artifacts`).
     """
     try:
         import matplotlib  # noqa: F401
@@ -356,16 +333,21 @@ def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], rep
     metric = results.primary_metric
     labels = {s.id: s.label for s in summaries}
     colors = {s.id: f"C{i % 10}" for i, s in enumerate(summaries)}  # one colour per variant in every figure
-    figures = {
-        "curves.png": curves_png(results, summaries, colors),
-        "cost.png": cost_png(summaries, metric, colors),
+    figures: dict[str, bytes | None] = {}
+    for name, draw in (("curves", lambda t: curves_figure(results, summaries, colors, t)),
+                       ("cost", lambda t: cost_figure(summaries, metric, colors, t))):
+        tips: Tips = []
+        fig = draw(tips)
+        if fig is not None:  # the web page's copy: SVG with hover values
+            figures[f"{name}.png"], figures[f"{name}.svg"] = _png(fig), svg_text(fig, name, tips).encode()
+    figures |= {
         "pruning.png": pruning_png(summaries, metric, colors),
     }
     if evidence is not None and evidence.ranks is not None:
         figures["ranks.png"] = ranks_png(evidence, labels, colors)
         figures["significance.png"] = significance_png(evidence, labels)
-    scores = {s.id: _per_image(results, s.id) for s in summaries}
-    samples, preds = load_artifacts(results, report_dir)
+    scores = {s.id: first_seed_scores(results, s.id) for s in summaries}
+    samples, preds = loaded if loaded is not None else load_artifacts(results, report_dir)
     if samples is not None:
         preds = {s.id: preds[s.id] for s in summaries if s.id in preds}
         figures["samples.png"] = samples_png(samples, preds, labels, scores)

@@ -18,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from unetfamily.compare.artifacts import load_artifacts
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.evidence import CaseEvidence, case_evidence
 from unetfamily.compare.plots import make_plots
+from unetfamily.compare.report_browser import case_browser
 from unetfamily.compare.report_cases import CASE_PLOTS, case_section
 from unetfamily.compare.report_plan import plan_blocks
 from unetfamily.compare.report_render import Block, markdown, render_html
@@ -135,10 +137,12 @@ def _rf_note(summaries: Sequence[VariantSummary]) -> str:
 
 
 def _plots(plots: Mapping[str, bytes]) -> list[Block]:
-    shown = {name: png for name, png in plots.items() if name not in CASE_PLOTS}
+    shown = {name: png for name, png in plots.items() if name in CAPTIONS and name not in CASE_PLOTS}
     if shown:
+        svg = {name: plots[name.replace(".png", ".svg")].decode() for name in shown
+               if name.replace(".png", ".svg") in plots}  # the page shows these with hover values
         return [("h2", "Plots"), *(block for name, png in shown.items()
-                                   for block in (("p", CAPTIONS[name]), ("img", name, png)))]
+                                   for block in (("p", CAPTIONS[name]), ("img", name, png, svg.get(name))))]
     if importlib.util.find_spec("matplotlib") is None:
         return [("h2", "Plots"), ("p", "No plots: matplotlib is not installed (`pip install 'unetfamily[report]'`).")]
     return [("h2", "Plots"), ("p", "No plots: the results hold no curves, costs or per-image scores to draw.")]
@@ -157,8 +161,26 @@ def _missing(results: CompareResults) -> list[Block]:
             ("table", ["Run", "Error", "Folder (its train.log)"], rows)]
 
 
+def _runs(results: CompareResults, report_dir: Path) -> list[Block]:
+    """Every run with links to its log, TensorBoard folder and checkpoint (runs whose folder is beside the report)."""
+    labels = {v.id: v.label for v in results.variants}
+    rows = []
+    for run in results.runs:
+        folder = f"runs/{run.variant}/seed{run.seed}" + (f"/fold{run.fold}" if results.protocol.folds > 1 else "")
+        if not (report_dir / folder).is_dir():
+            continue
+        rows.append([labels.get(run.variant, run.variant), str(run.seed), str(run.fold), str(run.steps),
+                     f"[train.log]({folder}/train.log)", f"[tensorboard]({folder}/tensorboard)",
+                     f"[last.safetensors]({folder}/checkpoints/last.safetensors)"])
+    if not rows:
+        return []
+    return [("h2", "Runs"), ("p", "Each run's folder: its log, its TensorBoard events (`tensorboard --logdir runs`) "
+                                  "and the checkpoint that was evaluated."),
+            ("table", ["Model", "Seed", "Fold", "Steps", "Log", "TensorBoard", "Checkpoint"], rows)]
+
+
 def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], evidence: CaseEvidence,
-            plots: Mapping[str, bytes]) -> list[Block]:
+            plots: Mapping[str, bytes], browser: Sequence[Block], runs: Sequence[Block]) -> list[Block]:
     proto, metric = results.protocol, results.primary_metric
     name = METRIC_LABELS.get(metric, metric)
     n_seeds = max([s.n_seeds for s in summaries] + [0])
@@ -175,12 +197,27 @@ def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], eviden
               f"bold.{_rf_note(summaries)} Costs are per image at the evaluated size: MACs = multiply-accumulates, "
               "latency = batch-1 eval forward, peak memory = one training step, train = wall-clock seconds per run."),
         *case_section(results, evidence, labels, plots), *class_table(results, summaries),
-        *pruning_table(summaries, metric), *_plots(plots), *_protocol(results),
+        *pruning_table(summaries, metric), *_plots(plots), ("h2", "Case browser"), *browser, *_protocol(results),
+        *runs,
         ("h2", "Files"), ("p", "`results.json` (the full results, NaN as null), `results.csv` (the table, one row per "
-                               "variant), `plots/` (the figures above), `artifacts/` (eval images and seed-0 "
-                               "predictions); `docs/compare_report.md` in unetfamily explains each."),
+                               "variant), `plots/` (the figures above), `cases/` (full-resolution images of the case browser), "
+                               "`artifacts/` (eval images and seed-0 predictions); `docs/compare_report.md` in "
+                               "unetfamily explains each."),
     ]
     return blocks
+
+
+def _write_cases(report_dir: Path, files: Mapping[str, bytes]) -> dict[str, Path]:
+    """The case browser's full-resolution images under ``cases/``; those of an earlier report not among them removed."""
+    written = {name: atomic_write_bytes(report_dir / name, data, durable=False) for name, data in files.items()}
+    folder = report_dir / "cases"
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+            if path.is_file() and path.relative_to(report_dir).as_posix() not in files:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    return written
 
 
 def write_report(results: CompareResults, report_dir: str | Path) -> dict[str, Path]:
@@ -194,7 +231,8 @@ def write_report(results: CompareResults, report_dir: str | Path) -> dict[str, P
     report_dir = Path(report_dir)
     evidence = case_evidence(results, [v.id for v in results.variants], results.primary_metric)
     summaries = summarize(results, evidence)
-    plots = make_plots(results, summaries, report_dir, evidence)
+    samples, preds = load_artifacts(results, report_dir)
+    plots = make_plots(results, summaries, report_dir, evidence, (samples, preds))
     written: dict[str, Path] = {}
     for name in PLOTS:
         path = report_dir / "plots" / name
@@ -202,7 +240,9 @@ def write_report(results: CompareResults, report_dir: str | Path) -> dict[str, P
             written[f"plots/{name}"] = atomic_write_bytes(path, plots[name])
         elif path.exists():
             path.unlink()
-    blocks = _blocks(results, summaries, evidence, plots)
+    browser, case_files = case_browser(results, [(s.id, s.label) for s in summaries], samples, preds)
+    written |= _write_cases(report_dir, case_files)
+    blocks = _blocks(results, summaries, evidence, plots, browser, _runs(results, report_dir))
     files = {
         "report.md": markdown(blocks).encode(),
         "report.html": render_html(blocks, f"unetfamily compare: {results.protocol.data_name}").encode(),

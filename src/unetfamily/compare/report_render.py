@@ -1,16 +1,24 @@
-"""Render the ``compare`` report's blocks to Markdown and to one self-contained HTML page.
+"""Render the ``compare`` report's blocks to Markdown and to one self-contained web page.
 
-A block is ``("h1" | "h2" | "p" | "code", text)``, ``("img", file name, png bytes)`` or
-``("table", header, rows)``; a column whose cells all start with a number (or are missing) is
-right-aligned. Text may use ``**bold**`` and `` `code` ``. The HTML inlines its CSS and its images
-(base64 data URIs) and forbids every external request with a Content-Security-Policy.
+A block is ``("h1" | "h2" | "p" | "code", text)``, ``("img", file name, png bytes[, svg text])``,
+``("table", header, rows)`` or ``("raw", markdown, html)`` (a part only the page can show, such as
+the case browser, with what the Markdown says instead). A column whose cells all start with a
+number (or are missing) is right-aligned. Text may use ``**bold**``, `` `code` `` and links to
+files beside the report, ``[text](relative/path)``.
+
+The page inlines its CSS, its script (``assets/report.js``: sortable tables, hover values on the
+SVG plots, the case browser) and its images (data URIs), opens with a table of contents, and
+forbids every external request with a Content-Security-Policy that allows only its own script (by
+its SHA-256) and data-URI images: it opens the same with networking off.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import re
 from collections.abc import Sequence
+from importlib import resources
 
 __all__ = ["Block", "DASH", "markdown", "render_html"]
 
@@ -21,6 +29,9 @@ NUMERIC = re.compile(r"^(\*\*)?[\u2212+\-<]?\s?\d")
 
 def _numeric_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
     return [bool(rows) and all(NUMERIC.match(row[i]) or row[i] == DASH for row in rows) for i in range(len(header))]
+
+
+LINK = re.compile(r"\[([^\]]+)\]\(([\w./-]+)\)")  # [text](relative/path): files beside the report
 
 
 def _md_inline(text: str) -> str:
@@ -39,6 +50,8 @@ def markdown(blocks: Sequence[Block]) -> str:
             out.append(f"```\n{rest[0]}\n```")
         elif kind == "img":
             out.append(f"![{rest[0]}](plots/{rest[0]})")
+        elif kind == "raw":
+            out.append(rest[0])
         elif kind == "table":
             header, rows = rest
             right = _numeric_columns(header, rows)
@@ -51,19 +64,12 @@ def markdown(blocks: Sequence[Block]) -> str:
 def _html_inline(text: str) -> str:
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = LINK.sub(r'<a href="\2">\1</a>', text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1d2430;
-background:#fff;max-width:1240px;margin:2rem auto;padding:0 1.2rem;line-height:1.5}
-h1{font-size:1.7rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #d8dee8}
-.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
-th,td{border:1px solid #d8dee8;padding:.3rem .55rem}th{background:#eef2f7;text-align:left;vertical-align:bottom}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tbody tr:nth-child(even){background:#f7f9fc}
-img{max-width:100%;height:auto;border:1px solid #e4e8ee;margin:.3rem 0 1rem}
-code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;background:#f1f3f6;border-radius:3px}
-pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}"""
+def _asset(name: str) -> str:
+    return resources.files("unetfamily.compare").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -74,24 +80,50 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _anchor(text: str, taken: set[str]) -> str:
+    """A unique id for a heading: its words in lower case joined by hyphens."""
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    anchor, k = base, 2
+    while anchor in taken:
+        anchor, k = f"{base}-{k}", k + 1
+    taken.add(anchor)
+    return anchor
+
+
+def _html_block(kind: str, rest: Sequence, anchors: dict[int, str], i: int) -> str:
+    if kind == "h2":
+        return f'<h2 id="{anchors[i]}">{html.escape(rest[0])}</h2>'
+    if kind == "h1":
+        return f"<h1>{html.escape(rest[0])}</h1>"
+    if kind == "p":
+        return f"<p>{_html_inline(rest[0])}</p>"
+    if kind == "code":
+        return f"<pre><code>{html.escape(rest[0])}</code></pre>"
+    if kind == "img":
+        if len(rest) > 2 and rest[2]:
+            return rest[2]  # inline SVG with hover values
+        data = base64.b64encode(rest[1]).decode("ascii")
+        return f'<img alt="{html.escape(rest[0])}" src="data:image/png;base64,{data}">'
+    if kind == "raw":
+        return rest[1]
+    return _table(*rest)
+
+
 def render_html(blocks: Sequence[Block], title: str) -> str:
-    """The blocks as one self-contained HTML page (inline CSS, images as data URIs, no external requests)."""
-    out = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2"):
-            out.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{_html_inline(rest[0])}</p>")
-        elif kind == "code":
-            out.append(f"<pre><code>{html.escape(rest[0])}</code></pre>")
-        elif kind == "img":
-            data = base64.b64encode(rest[1]).decode("ascii")
-            out.append(f'<img alt="{html.escape(rest[0])}" src="data:image/png;base64,{data}">')
-        elif kind == "table":
-            out.append(_table(*rest))
-    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    """The blocks as one self-contained web page (inline CSS and script, images as data URIs, no requests)."""
+    taken: set[str] = set()
+    anchors = {i: _anchor(rest[0], taken) for i, (kind, *rest) in enumerate(blocks) if kind == "h2"}
+    toc = "".join(f'<li><a href="#{a}">{html.escape(blocks[i][1])}</a></li>' for i, a in anchors.items())
+    out = [_html_block(kind, rest, anchors, i) for i, (kind, *rest) in enumerate(blocks)]
+    first_h2 = next((k for k, (kind, *_) in enumerate(blocks) if kind == "h2"), len(out))
+    if toc:
+        out.insert(first_h2, f'<nav class="toc" aria-label="contents"><strong>Contents</strong><ol>{toc}</ol></nav>')
+    script = _asset("report.js")
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode("ascii")
+    csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(out) + "\n</body></html>\n")
+            f"<title>{html.escape(title)}</title><style>{_asset('report.css')}</style></head>\n<body>\n<main>\n"
+            + "\n".join(out) + '\n</main>\n<div id="tip" role="tooltip" hidden></div>\n'
+            f"<script>{script}</script>\n</body></html>\n")
