@@ -5,8 +5,8 @@ import logging
 
 __version__ = "0.1.0"
 
-from unetfamily.models import create_model, list_models  # noqa: E402
+from unetfamily.models import create_model, from_pretrained, list_models  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "create_model", "from_pretrained", "list_models"]

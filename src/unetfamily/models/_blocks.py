@@ -7,13 +7,18 @@
   model's ``size_multiple`` (bottom/right, zeros), runs ``forward_padded`` and crops every
   4-D output back to (H, W). Any input size therefore works, odd ones included, and the
   decoder's resizes are exact. Its ``renamed_keys`` let checkpoints of unetfamily 0.1.0 load.
+  It remembers the arguments it was built with, so that ``save_pretrained`` can write a folder
+  (``config.json`` + ``model.safetensors`` + ``README.md``) that ``from_pretrained`` rebuilds it
+  from (:mod:`unetfamily.models.pretrained`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from typing import ClassVar, Literal, Union
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +189,95 @@ class SegmentationModel(nn.Module):
     memory_saving: MemorySaving = "recompute"
     #: State-dict keys renamed since unetfamily 0.1.0: (regex on the old key, replacement).
     renamed_keys: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: The registry name that builds this class from its constructor arguments (None: not registered).
+    registry_name: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SegmentationModel:
+        # Remember every constructor argument (defaults filled in), as huggingface_hub's ModelHubMixin
+        # does, so a model built from its class can be saved and rebuilt by name. Arguments the
+        # constructor refuses are left to it; copies (deepcopy, pickle) restore their original's.
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(self, *args, **kwargs)
+        except TypeError:
+            bound = None
+        if bound is not None:
+            bound.apply_defaults()
+            self.__dict__["_init_kwargs"] = dict(list(bound.arguments.items())[1:])
+        return self
+
+    def pretrained_name(self) -> str | None:
+        """The registry name :meth:`save_pretrained` records when the model was not built by ``create_model``."""
+        return self.registry_name
+
+    def save_pretrained(self, save_directory: str | Path, *, card: Any = None, push_to_hub: bool = False,
+                        repo_id: str | None = None, **push_to_hub_kwargs: Any) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card into ``save_directory``.
+
+        ``card``: a :class:`~unetfamily.models.card.ModelCard` (or its dict) with what the model
+        alone does not know (training data and config, evaluation, classes, input geometry);
+        without one the card says those are unknown. The folder is written atomically (a temporary
+        sibling renamed into place) and replaces an earlier model folder there; a folder holding
+        other files is refused. ``push_to_hub=True`` then uploads it (:meth:`push_to_hub`).
+        Returns the folder. See :func:`unetfamily.models.pretrained.save_pretrained`.
+        """
+        from unetfamily.models.pretrained import save_pretrained
+        from unetfamily.models.pretrained_load import push_to_hub as push
+
+        folder = save_pretrained(self, save_directory, card=card)
+        if push_to_hub:
+            push(self, repo_id or folder.name, card=card, **push_to_hub_kwargs)
+        return folder
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """ModelHubMixin's hook: write the three files into the existing folder ``save_directory``."""
+        from unetfamily.models.pretrained import write_files
+
+        write_files(self, Path(save_directory), None)
+
+    def push_to_hub(self, repo_id: str, *, card: Any = None, **kwargs: Any) -> str:
+        """Upload the model folder to the Hugging Face Hub repository ``repo_id``; returns the commit URL.
+
+        Needs ``pip install 'unetfamily[hub]'``; ``kwargs`` go to huggingface_hub (``token``,
+        ``private``, ``commit_message``, ``branch``, ``create_pr``).
+        """
+        from unetfamily.models.pretrained_load import push_to_hub
+
+        return push_to_hub(self, repo_id, card=card, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, map_location: str = "cpu",
+                        **hub_kwargs: Any) -> SegmentationModel:
+        """The model saved by :meth:`save_pretrained` in a folder (or a Hub repository), in eval mode.
+
+        Loading is strict (missing or unexpected weights are an error naming them) and never
+        unpickles. Called on a subclass, the folder must hold that class. ``hub_kwargs``
+        (``revision``, ``token``, ``cache_dir``, ``force_download``, ``local_files_only``) apply
+        to a Hub repository id; see :func:`unetfamily.models.pretrained.from_pretrained`.
+        """
+        from unetfamily.models.pretrained_load import from_pretrained
+
+        return from_pretrained(pretrained_model_name_or_path, map_location=map_location, expected=cls, **hub_kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
+                         force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
+                         map_location: str = "cpu", strict: bool = True, config: Any = None,
+                         proxies: Any = None, resume_download: Any = None, **model_kwargs: Any) -> SegmentationModel:
+        """ModelHubMixin's hook, with its keyword arguments: load ``model_id`` (a folder or Hub repository).
+
+        ``config`` (what the mixin read from config.json) is read again from the folder and checked
+        there; ``strict`` must stay True and no ``model_kwargs`` are taken: the folder alone decides the model.
+        """
+        from unetfamily.models.pretrained_load import from_pretrained
+
+        if not strict or model_kwargs:
+            given = ["strict=False"] * (not strict) + sorted(model_kwargs)
+            raise ConfigError(f"from_pretrained takes no {', '.join(given)}: the model is rebuilt exactly as "
+                              "config.json says and every weight must fit; leave them out")
+        return from_pretrained(model_id, map_location=map_location, expected=cls, revision=revision,
+                               cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only,
+                               token=token)
 
     def upgrade_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``state`` with the keys that unetfamily 0.1.0 wrote renamed to this model's; others unchanged.

@@ -94,6 +94,8 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     if input_norm is not None:  # its form first: a bad value must not cost a model build
         check_input_norm(input_norm, None)
     model = factory(**kwargs)
+    # What save_pretrained records: this name and these arguments rebuild the model.
+    model.__dict__["_created_as"] = (name, {**kwargs, **({} if input_norm is None else {"input_norm": input_norm})})
     return model if input_norm is None else attach_input_norm(model, input_norm)
 
 

@@ -5,15 +5,41 @@ lives beside the models so that no higher layer has to import ``compare`` to lea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Family", "FAMILIES", "family_of", "family_kwargs", "model_label"]
+__all__ = ["Family", "FAMILIES", "PAPERS", "Paper", "family_of", "family_kwargs", "model_label"]
 
 Family = Literal["fcn", "unet", "unet_plusplus", "unet_3plus"]
 FAMILIES: tuple[Family, ...] = ("fcn", "unet", "unet_plusplus", "unet_3plus")
 
 _LABELS = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unet": "U-Net",
            "unet_plusplus": "UNet++", "unet_3plus": "UNet3+", "unet_3plus_efficient": "UNet3+ efficient"}
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The paper a family comes from, as model cards cite it (authors by surname, as in the model docstrings)."""
+
+    title: str
+    authors: tuple[str, ...]
+    venue: str
+    year: int
+    url: str
+
+
+PAPERS: dict[str, Paper] = {
+    "fcn": Paper("Fully Convolutional Networks for Semantic Segmentation", ("Long", "Shelhamer", "Darrell"),
+                 "CVPR", 2015, "https://arxiv.org/abs/1411.4038"),
+    "unet": Paper("U-Net: Convolutional Networks for Biomedical Image Segmentation",
+                  ("Ronneberger", "Fischer", "Brox"), "MICCAI", 2015, "https://arxiv.org/abs/1505.04597"),
+    "unet_plusplus": Paper("UNet++: A Nested U-Net Architecture for Medical Image Segmentation",
+                           ("Zhou", "Siddiquee", "Tajbakhsh", "Liang"), "DLMIA", 2018,
+                           "https://arxiv.org/abs/1807.10165"),
+    "unet_3plus": Paper("UNet 3+: A Full-Scale Connected UNet for Medical Image Segmentation",
+                        ("Huang", "Lin", "Tong", "Hu", "Zhang", "Iwamoto", "Han", "Chen", "Wu"), "ICASSP", 2020,
+                        "https://arxiv.org/abs/2004.08790"),
+}
 
 
 def family_of(name: str) -> Family:

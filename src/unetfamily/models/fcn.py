@@ -98,6 +98,10 @@ class FCN(SegmentationModel):
             self.upscore_pool4 = _bilinear_up(num_classes, 2)
         self.upscore_final = _bilinear_up(num_classes, {"32s": 32, "16s": 16, "8s": 8}[variant])
 
+    def pretrained_name(self) -> str:
+        """``fcn32s``, ``fcn16s`` or ``fcn8s``: the registry name of this variant."""
+        return f"fcn{self.variant}"
+
     def forward_padded(self, x: Tensor) -> Tensor:
         pools = []
         for stage in self.stages:

@@ -52,6 +52,7 @@ class UNet(SegmentationModel):
     """
 
     renamed_keys = ((r"^encoder\.(\d+)\.", r"encoder.stages.\1."),)  # 0.1.0: encoder.{i}
+    registry_name = "unet"
 
     def __init__(
         self,

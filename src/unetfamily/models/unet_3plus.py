@@ -200,6 +200,7 @@ class UNet3Plus(SegmentationModel):
     """
 
     renamed_keys = ((r"^encoder\.(\d+)\.", r"encoder.stages.\1."),)  # 0.1.0: encoder.{i}
+    registry_name = "unet_3plus"
 
     def __init__(
         self,

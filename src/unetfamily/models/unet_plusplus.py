@@ -70,6 +70,7 @@ class UNetPlusPlus(SegmentationModel):
     """
 
     renamed_keys = ((r"^nodes\.x_(\d+)_0\.", r"encoder.stages.\1."),)  # 0.1.0: X^{i,0} in nodes
+    registry_name = "unet_plusplus"
 
     def __init__(
         self,
