@@ -17,7 +17,8 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``unetfamily predict``."""
     p = command(subparsers, "predict", run, help="predict masks for images with a trained checkpoint")
-    p.add_argument("--checkpoint", required=True, help="checkpoint .safetensors file or run folder")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .safetensors file, run folder, or model folder "
+                   "(save_pretrained / export --format pretrained)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, help="output folder (created); refused when it already holds "
                    "a file this prediction would write, unless --overwrite")

@@ -115,14 +115,21 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu", **kwargs: object) -> "Predictor":
-        """A predictor for the model in a checkpoint file or run folder; ``kwargs`` as the constructor."""
+        """A predictor for the model in a checkpoint file, run folder or model folder (``save_pretrained``'s:
+        ``config.json`` gives its classes and input geometry); ``kwargs`` as the constructor."""
         from unetfamily.data import options as data_options
         from unetfamily.engine.checkpoint import load_model
+        from unetfamily.models import from_pretrained
 
-        model, ckpt = load_model(path, device)
+        if Path(path).is_dir() and (Path(path) / "config.json").is_file() and not (Path(path) / "checkpoints").exists():
+            model = from_pretrained(path, map_location=device)
+            config, data = model.pretrained_config, model.pretrained_config  # classes, scale and resize at the top
+        else:
+            model, ckpt = load_model(path, device)
+            config = {"classes": ckpt.extra.get("classes")}
+            data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
         predictor = cls(model, device=device, **kwargs)
-        predictor.classes = ckpt.extra.get("classes")
-        data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
+        predictor.classes = config.get("classes")
         predictor.scale = float((data or {}).get("scale") or 1.0)
         predictor.resize = data_options.size("data.resize", (data or {}).get("resize"))
         return predictor
