@@ -11,7 +11,8 @@ from pathlib import Path
 from unetfamily.cli._common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, POSITIVE, check_data_option, check_options, command,
                                     err, out, split_list)
 from unetfamily.compare.config import ABLATIONS, AUGMENT_CHOICES, DEFAULT_MODELS, PRIMARY_METRICS, CompareConfig
-from unetfamily.errors import ConfigError
+from unetfamily.compare.results import CompareResults
+from unetfamily.errors import ConfigError, UnetFamilyError
 
 __all__ = ["add_parser", "run", "compare_config"]
 
@@ -70,6 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="reports/compare", help="report folder (re-running the same command resumes)")
     p.add_argument("--rerun", action="store_true", help="retrain runs in --out that were made under other settings "
                    "(without it, compare stops and names what differs)")
+    p.add_argument("--export-best", metavar="DIR", help="after the report, write the best model (its run with the best "
+                   "score) as a folder unetfamily.from_pretrained loads: config.json, model.safetensors, README.md card")
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
@@ -93,6 +96,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs, plan=args.plan,
         executor=args.executor, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run,
+        export_best=args.export_best,
         command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
 
@@ -136,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from unetfamily.compare.summary import summarize
 
     _check_out_folder(Path(args.out))
+    _check_export_best(args.export_best, Path(args.out))
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM outside training (evaluating) stops like Ctrl-C
     try:
         results = run_compare(compare_config(args), args.out, rerun=args.rerun, stream=sys.stderr)
@@ -154,8 +159,33 @@ def run(args: argparse.Namespace) -> int:
         out(f"best: none (no model has a finite {metric} score; see the training logs)  report: {report}")
     else:
         out(f"best: {best.label}  report: {report}")
+    _say_exported(args.export_best, results)
     if results.missing:
         err(f"{len(results.missing)} run(s) failed; their models are left out of the report. Fix the cause and run "
             "the same command again (finished runs are reused)")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _check_export_best(folder: str | None, out: Path) -> None:
+    """Refuse an --export-best that is a file, the --out folder, or a folder holding other files, before training."""
+    from unetfamily.models.pretrained import check_destination
+
+    if folder is None:
+        return
+    if Path(folder).resolve() == out.resolve():
+        raise ConfigError(f"--export-best {folder} is the --out folder; give another folder for the model")
+    try:
+        check_destination(Path(folder))
+    except UnetFamilyError as exc:
+        raise ConfigError(f"--export-best {exc}") from exc
+
+
+def _say_exported(folder: str | None, results: CompareResults) -> None:
+    from unetfamily.compare.export_best import best_run
+
+    chosen = best_run(results) if folder else None
+    if chosen is not None:
+        out(f"best model folder: {folder} ({chosen.label}); load it with unetfamily.from_pretrained({folder!r})")
+    elif folder:
+        err(f"no model folder written to {folder}: no model has a finite {results.primary_metric} score")

@@ -71,6 +71,9 @@ class CompareConfig:
     # that plan file; "none": the options above. Unset: "auto" unless a recipe option (TUNING) is set.
     plan: str | None = None
     command: str = ""  # the command line that asked for it, recorded in the report
+    # A folder: after the report, the winner's model folder (config.json, model.safetensors, README.md card;
+    # compare/export_best.py). Where a result is written, not what it is: not in any run's fingerprint.
+    export_best: str | None = field(default=None, metadata={"check": lambda what, path: _folder(what, path)})
     # How the runs are executed (not what they compute: a run's result does not depend on it).
     executor: Executor = "local"  # local: one after another in this process; ray: Ray tasks in parallel
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:port": join a cluster
@@ -185,3 +188,9 @@ def _check_loss(name: str) -> None:
 
     if name not in list_losses():
         raise unknown_choice("--loss", name, list_losses())
+
+
+def _folder(what: str, path: str | None) -> None:
+    if path is not None and (not isinstance(path, str) or not path.strip()):
+        raise ConfigError(f"{what} {path!r} is not a folder name; give the folder to write the best model to, or "
+                          "leave it out")

@@ -33,6 +33,7 @@ from unetfamily.compare.identity import data_digest
 from unetfamily.compare.lr_search import choose_learning_rates
 from unetfamily.compare.planned import comparison_plan, planned_config
 from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs
+from unetfamily.compare.export_best import export_best
 from unetfamily.compare.report import write_report
 from unetfamily.compare.report_plan import plan_summary
 from unetfamily.compare.results import (
@@ -235,4 +236,6 @@ def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False,
     results = CompareResults(_protocol(cfg, data, base_of(data.folds[0]), plan), rows, finished,
                              _save_artifacts(out, data, [r for r in runs if r.variant.id not in failed]), failures)
     write_report(results, out)
+    if cfg.export_best:  # the winner as a model folder others can load
+        export_best(results, out, cfg.export_best)
     return results

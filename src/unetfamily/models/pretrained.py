@@ -41,7 +41,7 @@ from unetfamily.models.card import ModelCard, render_card
 from unetfamily.models.families import family_of, model_label
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "FORMAT", "FORMAT_VERSION", "PretrainedError", "count_macs",
-           "model_spec", "model_facts", "save_pretrained", "write_files"]
+           "model_spec", "model_facts", "save_pretrained", "write_files", "check_destination"]
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _check_destination(dest: Path) -> None:
+def check_destination(dest: Path) -> None:
+    """Refuse a ``dest`` that is a file, or a folder holding files other than a model folder's (they would be lost)."""
     if dest.exists() and not dest.is_dir():
         raise PretrainedError(f"{dest} is a file; give a folder for the model (a new one, or an earlier model folder)")
     others = sorted(p.name for p in dest.iterdir() if p.name not in FILES) if dest.is_dir() else []
@@ -223,7 +224,7 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, card: ModelCar
     and leave ``save_directory`` as it was.
     """
     dest = Path(save_directory)
-    _check_destination(dest)
+    check_destination(dest)
     tmp, old = (dest.with_name(f".{dest.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
     try:
         shutil.rmtree(tmp, ignore_errors=True)
