@@ -217,7 +217,8 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, card: ModelCar
                     check: Callable[[Path], None] | None = None) -> Path:
     """Write ``model``'s folder at ``save_directory`` atomically; returns the folder.
 
-    The files are written into a hidden sibling folder, which is then renamed into place (an
+    ``model`` maps (N, in_channels, H, W) images to logits (N, num_classes, H, W); the folder
+    rebuilds it with the same outputs (:func:`~unetfamily.models.pretrained_load.from_pretrained`). The files are written into a hidden sibling folder, which is then renamed into place (an
     earlier model folder there is replaced; a folder holding other files is refused). ``check``,
     when given, is called with the complete hidden folder first (e.g. to load it back and compare);
     what it raises stops the save. Failures raise :class:`PretrainedError` (or ``check``'s error)
@@ -225,9 +226,11 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, card: ModelCar
     """
     dest = Path(save_directory)
     check_destination(dest)
-    tmp, old = (dest.with_name(f".{dest.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
+    base = dest.absolute()  # "." and "dir/" have a name too
+    tmp, old = (base.with_name(f".{base.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in (tmp, old):  # left by an earlier process of this id that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
         write_files(model, tmp, card)
         _fsync_dir(tmp)
