@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
+import logging
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +24,13 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from unetfamily.errors import ConfigError, Range, regular_file, show_value as _show
+from unetfamily.errors import MAX_VALUES, ConfigError, Range, check_tree, regular_file, show_value as _show
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ConfigError", "Config", "Range", "integer", "number", "check_fields", "check_config", "load_config",
-           "read_config_file", "config_from_dict", "apply_overrides", "dataclass_from_dict"]
+           "read_config_file", "config_from_dict", "apply_overrides", "dataclass_from_dict", "upgrade_old_keys",
+           "LOGGERS"]
 
 
 def integer(default: int | None, **rule: Any) -> Any:
@@ -72,6 +75,15 @@ def _window(what: str, value: list[int] | None) -> None:
         raise ConfigError(f"{what} must be [height, width] in pixels, e.g. [256, 256] (or null for whole images)")
     for i, side in enumerate(value):
         Range(ge=1, integer=True)(f"{what}[{i}]", side)
+
+
+Logger = Literal["tensorboard", "mlflow"]  # the loggers train.loggers may list
+LOGGERS: tuple[str, ...] = get_args(Logger)
+
+
+def _loggers(what: str, value: list[str]) -> None:
+    if isinstance(value, (list, tuple)) and len(set(value)) < len(value):
+        raise ConfigError(f"{what}={list(value)!r} names a logger twice; name each once")
 
 
 class _Section:
@@ -146,15 +158,19 @@ class TrainConfig(_Section):
     seed: int = integer(0, ge=0, le=2**32 - 1)
     device: str = "auto"
     eval_every: int = integer(1, ge=1)  # epochs
-    log_every: int = integer(10, ge=1)  # steps, to TensorBoard
-    image_every: int = integer(0, ge=0)  # steps, to TensorBoard; 0: never
+    log_every: int = integer(10, ge=1)  # steps, to the loggers (train.loggers)
+    image_every: int = integer(0, ge=0)  # steps, to the loggers; 0: never
     checkpoint_every: int = integer(0, ge=0)  # steps inside an epoch; 0: at epoch ends only
     monitor: str = "dice"
     early_stop_patience: int | None = integer(None, ge=1, null="never stop early")
     nan_policy: Literal["stop", "skip"] = "stop"
     # nan_policy='skip': the run fails once more than this fraction of its steps so far were skipped.
     max_skipped_fraction: float = number(0.1, ge=0, le=1)
-    tensorboard: bool = True
+    # Where scalars, images, parameters and files go (docs/training.md): tensorboard, mlflow (pip extra); [] nowhere.
+    loggers: list[Logger] = field(default_factory=lambda: ["tensorboard"], metadata={"check": _loggers})
+    mlflow_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else a SQLite store in <output_dir>/mlflow/
+    mlflow_experiment: str = "unetfamily"
+    mlflow_tags: dict[str, str] = field(default_factory=dict)  # compare nests runs with mlflow.parentRunId
     progress: bool = True
     # Optimiser steps per epoch (nnU-Net: 250 "iterations"): each epoch draws steps_per_epoch * batch_size
     # samples from seeded permutations of the training set, whatever its size. Null: one pass over the data.
@@ -198,8 +214,12 @@ def _check_combinations(cfg: Config) -> None:
         "schedule.follow_time": (cfg.schedule.name == "constant" or train.max_seconds is None,
                                  "paces a cosine or poly decay by train.max_seconds, and there is none of the two"),
         "train.max_skipped_fraction": (train.nan_policy != "skip", "applies to train.nan_policy=skip only"),
-        "train.log_every": (not train.tensorboard, "paces TensorBoard logging, and train.tensorboard is false"),
-        "train.image_every": (not train.tensorboard, "paces TensorBoard images, and train.tensorboard is false"),
+        "train.log_every": (not train.loggers, "paces the loggers, and train.loggers is empty"),
+        "train.image_every": (not train.loggers, "paces the loggers' images, and train.loggers is empty"),
+        "train.mlflow_uri": ("mlflow" not in train.loggers, "sets where MLflow logs, and train.loggers has no mlflow"),
+        "train.mlflow_experiment": ("mlflow" not in train.loggers, "names the MLflow experiment, and train.loggers "
+                                    "has no mlflow"),
+        "train.mlflow_tags": ("mlflow" not in train.loggers, "tags the MLflow run, and train.loggers has no mlflow"),
         "train.val_overlap": (train.val_window is None, "spaces validation windows, and train.val_window is null"),
         "loss.cgm_weight": (not kwargs.get("cgm"), "weighs the UNet3+ classification-guided module, which needs "
                             "model.kwargs.cgm=true"),
@@ -268,35 +288,6 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> An
     return cls(**kwargs)
 
 
-MAX_VALUES = 100_000
-
-
-def _check_tree(data: Any) -> None:
-    """Refuse trees of more than MAX_VALUES values (YAML aliases can nest into billions, or loop) and NaN/infinity."""
-    stack, count = [(None, data)], 0  # (where: a (parent's where, key) chain, built in O(1); node)
-    while stack:
-        where, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(((where, f".{k}" if where else str(k)), v) for k, v in node.items())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(((where, f"[{i}]"), v) for i, v in enumerate(node))
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise ConfigError(f"{_path(where)}={node} is not a finite number; NaN and infinity are not valid config "
-                              "values")
-        count += 1
-        if count > MAX_VALUES:
-            raise ConfigError(f"the config holds more than {MAX_VALUES:,d} values (YAML aliases that expand or refer "
-                              "to themselves?); write it out plainly")
-
-
-def _path(where: tuple | None) -> str:
-    parts = []
-    while where is not None:
-        where, key = where
-        parts.append(key)
-    return "".join(reversed(parts))
-
-
 #: Keys that configs saved by version 0.1.0 carry, always null, and that no longer exist; where to set the thing now.
 _REMOVED_KEYS = {("train", "augment"): "augmentation is part of the data config: data.augment"}
 
@@ -313,11 +304,27 @@ def _drop_removed_keys(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def upgrade_old_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with 0.1.0's ``train.tensorboard`` read as the ``train.loggers`` that replaced it (docs/training.md)."""
+    train = data.get("train")
+    if not isinstance(train, dict) or "tensorboard" not in train:
+        return data
+    on, loggers, rest = train["tensorboard"], train.get("loggers"), {k: v for k, v in train.items() if k != "tensorboard"}
+    if loggers is None and isinstance(on, bool):  # true: 0.1.0's default, saved in every config it wrote
+        if not on:
+            log.warning("train.tensorboard=false is deprecated: write train.loggers: [] instead")
+        rest["loggers"] = ["tensorboard"] if on else []
+    elif not isinstance(on, bool) or (loggers is not None and on != ("tensorboard" in loggers)):
+        raise ConfigError(f"train.tensorboard={_show(on)}: train.loggers{'' if loggers is None else f'={loggers!r}'} "
+                          "replaced that key; remove it and list the loggers in train.loggers, e.g. [tensorboard, mlflow]")
+    return {**data, "train": rest}
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A :class:`Config` from a nested mapping; missing keys take their defaults."""
-    _check_tree(data)
+    check_tree(data, "config")
     if isinstance(data, dict):
-        data = _drop_removed_keys(data)
+        data = upgrade_old_keys(_drop_removed_keys(data))
     return dataclass_from_dict(Config, data, "")
 
 

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 __all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "Range", "regular_file", "show_value", "unknown_choice",
-           "resolve_choice", "require"]
+           "resolve_choice", "require", "check_tree", "MAX_VALUES"]
 
 
 class UnetFamilyError(Exception):
@@ -174,3 +174,33 @@ def regular_file(path: str | Path, what: str = "file", error: type[UnetFamilyErr
         kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
         raise error(f"{path}: is {kind}, not a regular file; the {what} must be a regular file (remove or rename it)")
     return path
+
+
+#: Most values a config tree may hold.
+MAX_VALUES = 100_000
+
+
+def check_tree(data: Any, what: str = "config") -> None:
+    """Refuse trees of more than MAX_VALUES values (YAML aliases can nest into billions, or loop) and NaN/infinity."""
+    stack, count = [(None, data)], 0  # (where: a (parent's where, key) chain, built in O(1); node)
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(((where, f".{k}" if where else str(k)), v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(((where, f"[{i}]"), v) for i, v in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{_path(where)}={node} is not a finite number; NaN and infinity are not valid config "
+                              "values")
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"the {what} holds more than {MAX_VALUES:,d} values (YAML aliases that expand or refer "
+                              "to themselves?); write it out plainly")
+
+
+def _path(where: tuple | None) -> str:
+    parts = []
+    while where is not None:
+        where, key = where
+        parts.append(key)
+    return "".join(reversed(parts))

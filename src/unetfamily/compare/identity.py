@@ -4,7 +4,7 @@ A finished run is reused only when its saved fingerprint equals the one the curr
 would write. The fingerprint holds the resolved training config (model and its arguments,
 optimiser, schedule, loss, budget, seed, input size, augmentation, device), the names and a
 content hash of every sample of every split the run reads, the fold, and the package version;
-fields that cannot change a result (output folder, progress bars, log intervals) are left out.
+fields that cannot change a result (output folder, progress bars, loggers, log intervals) are left out.
 
 Each run folder is guarded by a lock file (the ``filelock`` package: ``fcntl`` on POSIX, with
 Windows support), so two ``compare`` processes on one ``--out`` never train the same run: the
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
 #: Config fields that do not change what a run learns or scores.
-NOT_FINGERPRINTED = ("output_dir", "train.progress", "train.tensorboard", "train.log_every", "train.image_every",
-                     "train.checkpoint_every", "loader.num_workers")
+NOT_FINGERPRINTED = ("output_dir", "train.progress", "train.loggers", "train.mlflow_", "train.log_every",
+                     "train.image_every", "train.checkpoint_every", "loader.num_workers")
 
 
 class StaleRunError(UnetFamilyError, RuntimeError):

@@ -59,7 +59,7 @@ def base_config(cfg: CompareConfig, data: dict[str, Any]) -> Config:
         optim=OptimConfig(name="adamw", lr=cfg.lr, weight_decay=1e-4),
         schedule=ScheduleConfig(name="cosine", warmup_steps=10),
         train=TrainConfig(epochs=cfg.epochs, max_steps=cfg.steps, max_seconds=cfg.seconds, device=cfg.device,
-                          progress=False, tensorboard=True, eval_every=1),
+                          progress=False, loggers=["tensorboard"], eval_every=1),
     )
 
 

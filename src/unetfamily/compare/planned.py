@@ -78,5 +78,6 @@ def planned_config(plan: Plan, variant: Variant, fold_data: dict[str, Any], seed
     config = plan.config_for(variant.id, output_dir=str(run_dir), seed=seed, device=cfg.device)
     augment = plan.data_config(variant.id)["augment"]
     seconds = cfg.seconds if cfg.seconds is not None else config.train.max_seconds
-    train = dataclasses.replace(config.train, progress=False, tensorboard=True, eval_every=1, max_seconds=seconds)
+    train = dataclasses.replace(config.train, progress=False, loggers=["tensorboard"], eval_every=1,
+                                max_seconds=seconds)
     return dataclasses.replace(config, data={**fold_data, "augment": augment}, train=train)

@@ -177,10 +177,10 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     run.state.step = step + 1
     if skipped:
         _count_skipped(run, step)
-    if run.writer is not None and step % max(1, cfg.train.log_every) == 0:
+    if run.loggers and step % max(1, cfg.train.log_every) == 0:
         _log_step(run, step, terms, lr, images.shape[0] / (time.perf_counter() - start))
         if cfg.train.image_every and step % cfg.train.image_every == 0:
-            run.writer.add_image("train/overlay", _overlay_grid(images, masks, output), step)
+            run.loggers.image("train/overlay", _overlay_grid(images, masks, output), step)
     return StepResult(terms, lr, stopping, late)
 
 
@@ -337,14 +337,12 @@ def _nonfinite(step: int, what: str, where: str, terms: dict[str, torch.Tensor],
 
 
 def _log_step(run: TrainRun, step: int, terms: dict[str, torch.Tensor], lr: float, images_per_s: float) -> None:
-    for name, value in terms.items():
-        run.writer.add_scalar(f"train/loss/{name}", float(value), step)
-    run.writer.add_scalar("train/lr", lr, step)
-    run.writer.add_scalar("train/images_per_s", images_per_s, step)
+    scalars = {f"train/loss/{name}": float(value) for name, value in terms.items()}
+    run.loggers.scalars({**scalars, "train/lr": lr, "train/images_per_s": images_per_s}, step)
 
 
 def _overlay_grid(images: torch.Tensor, masks: torch.Tensor, output: Any, n: int = 4) -> torch.Tensor:
-    """(3, n*H, 3*W) uint8 TensorBoard image: per sample the input, ground truth and prediction overlays."""
+    """(3, n*H, 3*W) uint8 image for the loggers: per sample the input, ground truth and prediction overlays."""
     logits = final_output(output)[:n].detach().float()
     preds = (logits.sigmoid()[:, 0] > 0.5).long() if logits.shape[1] == 1 else logits.argmax(1)
     rows = []

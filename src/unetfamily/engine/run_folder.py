@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unetfamily.config import Config, ConfigError, config_from_dict
+from unetfamily.config import Config, ConfigError, config_from_dict, upgrade_old_keys
 from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint
 from unetfamily.errors import UnetFamilyError
 from unetfamily.files import to_jsonable
@@ -42,7 +42,8 @@ RUN_FILES = (LAST, "checkpoints/best.safetensors", "config.yaml", "train.log", "
 #: Config keys a resumed run may change: how long it trains.
 BUDGET_KEYS = ("train.epochs", "train.max_steps", "train.max_seconds", "train.early_stop_patience")
 #: Config keys a resumed run may change: where and how it runs, what it logs; not what it computes.
-RUNTIME_KEYS = ("output_dir", "train.device", "train.progress", "train.tensorboard", "train.log_every",
+RUNTIME_KEYS = ("output_dir", "train.device", "train.progress", "train.loggers", "train.mlflow_uri",
+                "train.mlflow_experiment", "train.mlflow_tags", "train.log_every",
                 "train.image_every", "train.checkpoint_every", "train.eval_every", "train.compile",
                 "train.memory_saving", "train.channels_last", "train.max_skipped_fraction",
                 "loader.num_workers", "loader.val_batch_size")
@@ -155,7 +156,7 @@ def resumed_config(saved: Config, config: Config, run_dir: Path) -> Config:
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=kwargs))
     old, new = _flat(to_jsonable(saved.to_dict())), _flat(to_jsonable(config.to_dict()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, _UNSET) != new.get(k, _UNSET))
-    refused = [k for k in changed if k not in BUDGET_KEYS + RUNTIME_KEYS]
+    refused = [k for k in changed if k not in BUDGET_KEYS + RUNTIME_KEYS and not k.startswith("train.mlflow_tags.")]
     if refused:
         shown = "; ".join(f"{k} {_shown(old.get(k, _UNSET))} -> {_shown(new.get(k, _UNSET))}" for k in refused[:8])
         more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""
@@ -193,6 +194,6 @@ def config_for_resume(user: Mapping[str, Any]) -> Config:
     saved = load_checkpoint(run_dir / LAST).config
     if not isinstance(saved, dict):
         raise CheckpointError(f"{run_dir / LAST}: its saved config is not a mapping; the checkpoint is damaged")
-    merged = _merged(saved, user)
+    merged = _merged(upgrade_old_keys(saved), upgrade_old_keys(dict(user)))  # 0.1.0's train.tensorboard as loggers
     merged["output_dir"] = str(run_dir)
     return config_from_dict(merged)

@@ -27,6 +27,7 @@ from torch import nn
 from unetfamily.config import Config, ConfigError, config_from_dict
 from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from unetfamily.engine.device import resolve_device
+from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
 from unetfamily.files import atomic_write_bytes
 from unetfamily.models import SegmentationModel, create_model
@@ -89,7 +90,7 @@ class TrainRun:
     val_loader: Any
     total_steps: int
     state: RunState
-    writer: Any = None  # a TensorBoard SummaryWriter (rank 0, train.tensorboard)
+    loggers: Loggers = field(default_factory=Loggers)  # train.loggers (rank 0; none on the other ranks)
     log_handler: logging.Handler | None = None  # writes train.log (rank 0)
     deadline: float | None = None  # time.perf_counter() at which train.max_seconds runs out (set by fit)
     time_used: float = 0.0  # share of train.max_seconds spent by the last step, agreed over ranks (follow_time)
@@ -113,10 +114,14 @@ class TrainRun:
             save_checkpoint(path, self.model, self.cfg.to_dict(), step=self.state.step, epoch=epoch,
                             optimizer=self.optimizer, extra=extra)
 
-    def close(self) -> None:
-        """Flush and close the TensorBoard writer and stop writing train.log."""
-        if self.writer is not None:
-            self.writer.close()
+    def close(self, status: str = "finished") -> None:
+        """End the loggers (``status``: finished, stopped or failed; the run's files go to them unless it failed)
+        and stop writing train.log."""
+        if status != "failed":
+            self.loggers.artifacts({"config.yaml": self.run_dir / "config.yaml",
+                                    "checkpoints/last.safetensors": self.last_path,
+                                    "checkpoints/best.safetensors": self.best_path})
+        self.loggers.close(status)
         if self.log_handler is not None:
             logging.getLogger("unetfamily").removeHandler(self.log_handler)
             self.log_handler.close()
@@ -135,6 +140,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
 
     run_dir = Path(config.output_dir)
     prepare_run_folder(run_dir, resume, overwrite, main=int(os.environ.get("RANK", "0")) == 0)
+    check_loggers(config)  # a logger that is not installed fails before any data is read
     dist_info, device = _setup_distributed(config.train.device)
     if dist_info.world_size > 1:
         dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
@@ -168,13 +174,19 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     state = RunState.from_checkpoint(resumed) if resumed is not None else RunState()
     if resumed is not None and saved is not None:
         _log_resumed_budget(saved, cfg, len(train_loader), state, total_steps, run_dir)
-    return TrainRun(
+    run = TrainRun(
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, total_steps=total_steps, state=state,
         log_handler=_file_log(run_dir) if dist_info.main else None,
-        writer=_writer(run_dir, cfg.train.tensorboard) if dist_info.main else None,
     )
+    if dist_info.main:
+        try:
+            run.loggers = make_loggers(cfg, run_dir, resumed is not None)
+        except BaseException:
+            run.close("failed")  # stops writing train.log
+            raise
+    return run
 
 
 def _total_steps(cfg: Config, steps_per_epoch: int) -> int:
@@ -320,14 +332,3 @@ def _file_log(run_dir: Path) -> logging.Handler:
     if root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     return handler
-
-
-def _writer(run_dir: Path, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("tensorboard is not installed (pip install 'unetfamily[train]'); no TensorBoard logs")
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))

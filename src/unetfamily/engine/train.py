@@ -7,7 +7,8 @@ data, model, optimizer, loss and run state (:mod:`unetfamily.engine.run_setup`);
 validate, checkpoint, stop on a budget, on patience or on a signal.
 
 A run folder holds ``config.yaml`` (the resolved config), ``train.log``, ``tensorboard/`` and
-``checkpoints/{last,best}.safetensors``. ``last`` is written at the end of every epoch after
+``checkpoints/{last,best}.safetensors`` (and, with ``train.loggers: [mlflow]``, ``mlflow_run.json`` and
+by default the MLflow store ``mlflow/``; see :mod:`unetfamily.engine.loggers`). ``last`` is written at the end of every epoch after
 validation, every ``train.checkpoint_every`` steps inside one, and when SIGINT/SIGTERM stop the
 run; a run resumed from it reaches the same weights as an uninterrupted one.
 """
@@ -97,7 +98,7 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
             raise
         finally:
             progress.close(status)
-            run.close()
+            run.close(status)
     return TrainSummary(run.run_dir, state.step, state.best, run.cfg.train.monitor, metrics, state.history,
                         time.perf_counter() - started, interrupted, state.skipped_steps)
 
@@ -118,10 +119,7 @@ def _validate(run: TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
     score = _monitored(metrics, train.monitor)
     metrics["step"], metrics["epoch"] = state.step, epoch
     state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    if run.writer is not None:
-        for k, v in metrics.items():
-            if isinstance(v, float):
-                run.writer.add_scalar(f"val/{k}", v, state.step)
+    run.loggers.scalars({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, state.step)
     log.info("epoch %d step %d: %s", epoch, state.step, _scores_line(metrics))
     if is_better(score, state.best, lower_is_better(train.monitor)):
         state.best, state.bad_evals = float(score), 0
