@@ -68,6 +68,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        "machine's CPUs shared among the runs (per GPU on GPU runs)")
     scale.add_argument("--gpus-per-run", type=float, help="GPUs of each run (fractions share one); none given: 1 on "
                        "a CUDA --device, else 0")
+    track = p.add_argument_group("logging (docs/compare.md)")
+    track.add_argument("--loggers", default="tensorboard", help="comma-separated: tensorboard (each run's tensorboard/ "
+                       "folder), mlflow (one MLflow run for the comparison, a nested one per training run; pip install "
+                       "'unetfamily[mlflow]'); '' for none")
+    track.add_argument("--mlflow-uri", help="MLflow tracking URI; none given: $MLFLOW_TRACKING_URI, else the SQLite "
+                       "store OUT/mlflow/mlflow.db")
+    track.add_argument("--mlflow-experiment", default="unetfamily", help="MLflow experiment of the runs")
     p.add_argument("--out", default="reports/compare", help="report folder (re-running the same command resumes)")
     p.add_argument("--rerun", action="store_true", help="retrain runs in --out that were made under other settings "
                    "(without it, compare stops and names what differs)")
@@ -95,7 +102,8 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         device=args.device, folds=args.folds, first_seed=args.first_seed, primary=args.primary,
         nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs, plan=args.plan,
         executor=args.executor, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
+        gpus_per_run=args.gpus_per_run, loggers=split_list(args.loggers), mlflow_uri=args.mlflow_uri,
+        mlflow_experiment=args.mlflow_experiment,
         export_best=args.export_best,
         command="unetfamily " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
@@ -125,7 +133,8 @@ def _check_out_folder(out: Path) -> None:
     """Refuse an --out that is a file, or a folder holding other things than a comparison (never mixed into)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the report (a new one, or an earlier --out)")
-    if out.is_dir() and any(out.iterdir()) and not ((out / "runs").is_dir() or (out / "results.json").is_file()):
+    started = (out / "runs").is_dir() or (out / "results.json").is_file() or (out / "mlflow_run.json").is_file()
+    if out.is_dir() and any(out.iterdir()) and not started:
         raise ConfigError(f"--out {out} holds other files and no comparison; give a new or empty folder, or the "
                           "--out of an earlier comparison to resume it")
 

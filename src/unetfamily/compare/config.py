@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from unetfamily.config import Range, check_fields, dataclass_from_dict, integer, number
+from unetfamily.config import LOGGERS, Range, check_fields, dataclass_from_dict, integer, number
 from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
 
 __all__ = ["CompareConfig", "Widths", "Primary", "ABLATIONS", "DEFAULT_MODELS", "AUGMENT_CHOICES", "PRIMARY_METRICS"]
@@ -79,6 +79,10 @@ class CompareConfig:
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:port": join a cluster
     cpus_per_run: int | None = integer(None, ge=1, null="fill the machine's CPUs")
     gpus_per_run: float | None = number(None, ge=0, null="1 on a CUDA --device, else 0")
+    # Where the runs log (not what they compute): tensorboard, mlflow (one parent run, a child per run).
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else a SQLite store in <out>/mlflow/
+    mlflow_experiment: str = "unetfamily"
 
     def __post_init__(self) -> None:
         self.plan = _plan(self)
@@ -100,6 +104,7 @@ class CompareConfig:
         if not DEVICE.match(self.device):
             raise unknown_choice("--device", self.device, ("cpu", "cuda", "mps"), "or cuda:N for GPU N")
         _check_executor(self)
+        _check_loggers(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
@@ -156,6 +161,21 @@ def _check_executor(cfg: CompareConfig) -> None:
     elif cfg.device == "cpu" and (cfg.gpus_per_run or 0) > 0:
         raise ConfigError("--gpus-per-run reserves GPUs for runs that train on --device cpu; "
                           "use --device cuda, or leave --gpus-per-run out")
+
+
+def _check_loggers(cfg: CompareConfig) -> None:
+    """Known logger names, each once; the MLflow options only with the mlflow logger."""
+    cfg.loggers = [resolve_choice("--loggers", name, LOGGERS) for name in cfg.loggers]
+    if len(set(cfg.loggers)) < len(cfg.loggers):
+        raise ConfigError(f"--loggers {','.join(cfg.loggers)} names a logger twice; name each once")
+    given = [_option(n) for n in ("mlflow_uri", "mlflow_experiment") if getattr(cfg, n) != _DEFAULT_MLFLOW[n]]
+    if given and "mlflow" not in cfg.loggers:
+        one = len(given) == 1
+        raise ConfigError(f"{', '.join(given)} only act{'s' if one else ''} with the mlflow logger: add --loggers "
+                          f"{','.join([*cfg.loggers, 'mlflow'])}, or leave {'it' if one else 'them'} out")
+
+
+_DEFAULT_MLFLOW = {"mlflow_uri": None, "mlflow_experiment": "unetfamily"}
 
 
 def _lr_grid(values: list[float] | None) -> None:

@@ -59,8 +59,14 @@ def base_config(cfg: CompareConfig, data: dict[str, Any]) -> Config:
         optim=OptimConfig(name="adamw", lr=cfg.lr, weight_decay=1e-4),
         schedule=ScheduleConfig(name="cosine", warmup_steps=10),
         train=TrainConfig(epochs=cfg.epochs, max_steps=cfg.steps, max_seconds=cfg.seconds, device=cfg.device,
-                          progress=False, loggers=["tensorboard"], eval_every=1),
+                          progress=False, loggers=tensorboard_only(cfg), eval_every=1),
     )
+
+
+def tensorboard_only(cfg: CompareConfig) -> list[str]:
+    """The runs' loggers before :mod:`unetfamily.compare.tracking` nests them under the comparison's MLflow run
+    (learning-rate trials included): TensorBoard, unless --loggers leaves it out."""
+    return [name for name in cfg.loggers if name == "tensorboard"]
 
 
 def run_config(base: Config, variant: Variant, seed: int, run_dir: Path, lr: float | None = None) -> Config:

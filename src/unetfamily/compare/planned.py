@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from unetfamily.compare.config import CompareConfig
+from unetfamily.compare.plan import tensorboard_only
 from unetfamily.compare.variants import Variant
 from unetfamily.config import Config
 from unetfamily.data.base import SegmentationDataset
@@ -78,6 +79,6 @@ def planned_config(plan: Plan, variant: Variant, fold_data: dict[str, Any], seed
     config = plan.config_for(variant.id, output_dir=str(run_dir), seed=seed, device=cfg.device)
     augment = plan.data_config(variant.id)["augment"]
     seconds = cfg.seconds if cfg.seconds is not None else config.train.max_seconds
-    train = dataclasses.replace(config.train, progress=False, loggers=["tensorboard"], eval_every=1,
+    train = dataclasses.replace(config.train, progress=False, loggers=tensorboard_only(cfg), eval_every=1,
                                 max_seconds=seconds)
     return dataclasses.replace(config, data={**fold_data, "augment": augment}, train=train)

@@ -36,6 +36,7 @@ from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execut
 from unetfamily.compare.export_best import export_best
 from unetfamily.compare.report import write_report
 from unetfamily.compare.report_plan import plan_summary
+from unetfamily.compare.tracking import Tracking, comparison_tracking
 from unetfamily.compare.results import (
     Artifacts, CompareResults, Costs, Protocol, RunFailure, RunResult, VariantResult,
 )
@@ -212,13 +213,20 @@ def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False,
 
     device = resolve_device(cfg.device, "--device")  # a CUDA device this machine lacks fails here, not after the data
     out = Path(out).resolve() if cfg.executor == "ray" else Path(out)  # every node sees the same absolute paths
+    with comparison_tracking(cfg, out) as tracking:  # --loggers mlflow: the comparison's MLflow run
+        return _compare(cfg, out, rerun, stream, device, tracking)
+
+
+def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None, device: torch.device,
+             tracking: Tracking) -> CompareResults:
+    """The comparison of :func:`run_compare`, its runs nested under ``tracking``'s run."""
     plan, data, variants = _prepare(cfg, out)
     base_of = lambda fold: base_config(cfg, fold.data)  # noqa: E731 - one base config per fold's data
     lrs = choose_learning_rates(cfg, data, variants, out, device, rerun) if cfg.lr_grid else {}
     config_of = None if plan is None else (
         lambda fold, variant, seed, run_dir: planned_config(plan, variant, fold.data, seed, run_dir, cfg))
-    runs = plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
-                     {"nsd_tolerance": cfg.nsd_tolerance}, config_of)
+    runs = tracking.nest(plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
+                                   {"nsd_tolerance": cfg.nsd_tolerance}, config_of))
     check_stale(runs, out, rerun)
     with _executor(cfg, out, device, len(runs), stream) as executor:
         outcomes, failures = executor.train(runs)
@@ -238,4 +246,5 @@ def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False,
     write_report(results, out)
     if cfg.export_best:  # the winner as a model folder others can load
         export_best(results, out, cfg.export_best)
+    tracking.finish(runs, results, out)
     return results
