@@ -145,6 +145,11 @@ def test_a_plan_with_one_size_resizes_every_image_and_not_by_scale() -> None:
     assert Plan.from_dict(one.to_dict()).resize == [96, 80]
 
 
+def test_layer_norm_is_instance_below_a_batch_of_eight() -> None:
+    assert [rules.layer_norm(b).value for b in (2, 7, 8, 32)] == ["instance", "instance", "batch", "batch"]
+    assert "batch 7 (< 8)" in rules.layer_norm(7).reason and "nnU-Net" in rules.layer_norm(2).reason
+
+
 def test_normalization_is_the_dataset_z_score_and_clips_heavy_tails_only() -> None:
     choice = rules.normalization(fingerprint())
     assert choice.value == {"mean": [0.5], "std": [0.2], "clip": None}

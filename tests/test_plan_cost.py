@@ -55,3 +55,17 @@ def test_validation_is_costed_over_the_spread_of_image_sizes(monkeypatch: pytest
     tiles_large = len(planfit.tile_starts(512, 64, 0.5)) ** 2
     assert spread.validation_seconds == pytest.approx(median.validation_seconds * (1 + tiles_large) / 2, rel=1e-3)
     assert spread.epochs < median.epochs  # fewer validations fit the time budget's share
+
+
+def test_the_fitted_models_norm_follows_the_batch_and_its_step_is_measured_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = []
+    step = planfit.StepCost(2, (64, 64), 0.1, 0.03, 2**20)
+    monkeypatch.setattr(planfit, "measure_step", lambda name, kwargs, *a, **k: measured.append(kwargs) or step)
+    small = planfit.fit_family("fcn8s", "fcn8s", {"norm": "batch", "channels": [8] * 5}, step, (64, 64), in_channels=1,
+                               outputs=1, device=torch.device("cpu"), budget=Budget(seconds=100), memory=2**40,
+                               train_pixels=1e6, val_cases=1)
+    assert small.batch_size < 8 and small.kwargs == {"norm": "instance", "channels": [8] * 5}
+    assert measured == [small.kwargs] and "instance normalisation" in small.reason
+    large = planfit.fit_family("unet", "unet", {}, step, (64, 64), in_channels=1, outputs=1, device=torch.device("cpu"),
+                               budget=Budget(steps=100), memory=2**40, train_pixels=1e9, val_cases=1)
+    assert large.batch_size >= 8 and large.kwargs["norm"] == "batch"

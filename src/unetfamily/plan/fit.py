@@ -226,6 +226,8 @@ def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost,
     """
     patch = affordable_patch(cost, image, budget, memory)
     batch, stop = _batch(cost, patch, budget, memory, train_pixels)
+    norm = rules.layer_norm(batch)
+    kwargs = {**kwargs, "norm": norm.value}  # measured with the layers it will train with
     real = measure_step(name, kwargs, in_channels, outputs, batch, patch, device)
     val_window = window(image, patch, real, memory)
     per_pixel = real.forward_s / (batch * patch[0] * patch[1])
@@ -244,6 +246,7 @@ def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost,
     whole = patch[0] >= image[0] and patch[1] >= image[1]
     reason = (f"patch {patch[0]}x{patch[1]} ({'the whole median image' if whole else 'the largest the budget affords'}"
               f"; probe {cost.step_s:.3g} s/step at {cost.batch}x{cost.patch[0]}px), batch {batch} (stopped by {stop}), "
+              f"{norm.reason}; "
               f"{steps_why}" + (f" ({data_s:.3g} s of each step make the batch)" if data_s else ""))
     log.info("%s: %s", model_id, reason)
     return FamilyFit(model=name, kwargs=dict(kwargs), patch=list(patch), window=list(val_window), batch_size=batch,

@@ -17,7 +17,8 @@ from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, UP_ASYMMETRY,
 __all__ = [
     "BACKGROUND_NAMES", "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
     "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "augmentation", "class_weights", "content_classes",
-    "foreground_oversampling", "major_classes", "normalization", "one_size", "optimizer", "round_patch", "scale",
+    "foreground_oversampling", "layer_norm", "major_classes", "normalization", "one_size", "optimizer", "round_patch",
+    "scale",
 ]
 
 #: Patch sides are multiples of this: five 2x down-samplings (every family's deepest level) divide them.
@@ -47,6 +48,8 @@ HEAVY_TAIL_RANGE = 3.0
 #: Classes rarer than this share of the labelled pixels get a larger cross-entropy weight.
 RARE_FRACTION = 0.01
 MAX_CLASS_WEIGHT = 10.0
+#: Below this batch, normalisation layers use each sample's own statistics (instance normalisation).
+SMALL_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,21 @@ def augmentation(fp: Fingerprint) -> Choice:
                                  f"classes (asymmetry {asym:.2f} > {UP_ASYMMETRY}), so the images have an up")
     return Choice("medical", f"medical (flips, rotations, elastic, intensity): no up in the images (asymmetry "
                              f"{asym:.2f} <= {UP_ASYMMETRY}), as in microscopy and endoscopy")
+
+
+def layer_norm(batch: int) -> Choice:
+    """The models' normalisation layers at a fitted ``batch``: instance below SMALL_BATCH, else batch.
+
+    BatchNorm trains on the statistics of the batch and evaluates with their running averages; a few
+    patches of a dataset that mixes imaging modalities (dark fluorescence, bright histology) give
+    batch statistics far from those averages, so a model validates unlike it trains. Instance
+    normalisation uses each sample's own statistics in training and evaluation alike (nnU-Net's
+    choice with its batch of 2).
+    """
+    if batch < SMALL_BATCH:
+        return Choice("instance", f"instance normalisation: at batch {batch} (< {SMALL_BATCH}) batch statistics are "
+                                  "too noisy for BatchNorm's running averages (nnU-Net)")
+    return Choice("batch", f"BatchNorm: batch {batch} (>= {SMALL_BATCH}) gives stable batch statistics")
 
 
 def foreground_oversampling(patch: tuple[int, int], image: tuple[int, int]) -> Choice:
