@@ -22,7 +22,7 @@ import numpy as np
 
 from unetfamily.errors import UnetFamilyError
 
-__all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "to_jsonable", "dump_json", "write_json"]
+__all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "to_jsonable", "dump_json", "fsync_dir", "write_json"]
 
 _WHAT_TO_DO = {
     errno.ENOSPC: "free disk space or choose a folder on another disk",
@@ -49,7 +49,8 @@ class WriteError(UnetFamilyError, OSError):
         return str(self.strerror)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable, where the platform can open a folder (errors are ignored)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. a folder that cannot be opened for reading on this platform
@@ -85,7 +86,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_a
                 os.fsync(f.fileno())
         os.replace(tmp, path)
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except WriteError:
         raise
     except OSError as exc:

@@ -101,12 +101,18 @@ def test_each_run_config_is_the_base_with_model_seed_and_folder(tmp_path: Path) 
     (["--loss", "dice_cee"], "'dice_ce'"),
     (["--augment", "medic"], "'medical'"),
     (["--device", "gpu"], "--device"),
+    (["--mlflow-uri", "sqlite:///x.db"], "--mlflow-uri only acts with the mlflow logger: add --loggers "
+                                         "tensorboard,mlflow, or leave it out"),
+    (["--mlflow-experiment", "seg"], "--mlflow-experiment only acts with the mlflow logger"),
+    (["--loggers", "tensorboard,wandb"], "--loggers: unknown value 'wandb'; choose one of mlflow, tensorboard"),
+    (["--loggers", "mlflow,mlflow"], "names a logger twice"),
 ])
 def test_command_line_errors_are_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     assert main(["compare", *argv, "--out", str(tmp_path / "report")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "report").exists()  # refused before anything is written
     assert not (tmp_path / "report").exists()
 
 

@@ -147,21 +147,6 @@ def test_ray_workers_log_nested_children_to_the_same_store(compared: dict[str, A
     assert _results(out) == _results(compared["plain"])  # one thread per run on both sides: the same arithmetic
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--mlflow-uri", "sqlite:///x.db"], "--mlflow-uri only acts with the mlflow logger: add --loggers "
-                                         "tensorboard,mlflow, or leave it out"),
-    (["--mlflow-experiment", "seg"], "--mlflow-experiment only acts with the mlflow logger"),
-    (["--loggers", "tensorboard,wandb"], "--loggers: unknown value 'wandb'; choose one of mlflow, tensorboard"),
-    (["--loggers", "mlflow,mlflow"], "names a logger twice"),
-])
-def test_logging_options_without_effect_or_unknown_are_refused(argv: list[str], message: str, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
-    assert main(["compare", *argv, "--out", str(tmp_path / "report")]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
-    assert not (tmp_path / "report").exists()
-
-
 def test_without_mlflow_installed_compare_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setitem(sys.modules, "mlflow", None)

@@ -35,7 +35,7 @@ from safetensors.torch import save as serialize
 from torch import nn
 
 from unetfamily.errors import UnetFamilyError, regular_file
-from unetfamily.files import WriteError, atomic_write_bytes, dump_json
+from unetfamily.files import WriteError, atomic_write_bytes, dump_json, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
         link.unlink(missing_ok=True)
         os.link(source, link)
         os.replace(link, target)
-        _fsync_folder(target.parent)
+        fsync_dir(target.parent)
         return target
     except OSError:
         with contextlib.suppress(OSError):
@@ -161,16 +161,6 @@ def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
             f"could not write checkpoint {target} (a copy of {source.name}): {cause.strerror or cause}; the "
             "previous checkpoint is unchanged. Free disk space or choose a writable output_dir."
         ) from exc
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the platform can open a folder)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _nonfinite_names(tensors: dict[str, torch.Tensor]) -> list[str]:
