@@ -34,7 +34,7 @@ from unetfamily.compare.artifacts import Cases, first_seed_scores
 from unetfamily.compare.report_render import DASH
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.summary import METRIC_LABELS, scale
-from unetfamily.overlay import IGNORE_INDEX, class_colors
+from unetfamily.overlay import IGNORE_INDEX, class_colors, overlay
 
 __all__ = ["ERROR_COLORS", "case_browser", "thumb_side"]
 
@@ -48,11 +48,6 @@ def thumb_side(cases: int) -> int:
     if cases <= FULL_SIZE_CASES:
         return THUMB_SIDE
     return max(MIN_SIDE, int(THUMB_SIDE * math.sqrt(FULL_SIZE_CASES / cases)))
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 of a (C, H, W) uint8 image: one channel as grey, more than three keep the first three."""
-    return (image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)).transpose(1, 2, 0)
 
 
 def _encode(picture: Any, fmt: str) -> bytes:
@@ -113,7 +108,7 @@ def _case(k: int, samples: Cases, preds: Mapping[str, list[np.ndarray]], side: i
 
     name, image, mask = samples["names"][k], samples["images"][k], samples["masks"][k]
     folder = _folder(k, name)
-    picture = Image.fromarray(_rgb(image))
+    picture = Image.fromarray(overlay(image, np.zeros_like(mask)))  # the image alone, as RGB
     files[f"{folder}/image.png"] = _encode(picture, "PNG")
     files[f"{folder}/gt.png"] = mask_png(mask, None, transparent=False)
     case: dict[str, Any] = {"name": name, "img": _uri(_encode(_fit(picture, side, False), "JPEG"), "JPEG"),
