@@ -44,7 +44,7 @@ from unetfamily.errors import UnetFamilyError, unknown_choice
 from unetfamily.files import write_json
 
 __all__ = ["AMP_CHOICES", "MeasurementError", "ModelCost", "count_flops", "count_params", "count_train_flops",
-           "memory_env", "peak_gflops", "measure", "measure_isolated", "peak_memory", "time_call"]
+           "memory_env", "peak_gflops", "measure", "measure_isolated", "peak_memory", "step_functions", "time_call"]
 
 #: Autocast dtypes a measurement can run under ("none": fp32).
 AMP_CHOICES = ("none", "bf16", "fp16")
@@ -194,45 +194,70 @@ def measure(
     stat: str = "median",
     channels_last: bool = False,
     amp: str = "none",
+    fused: bool = False,
 ) -> ModelCost:
     """Parameters, FLOPs, eval forward time, train-step time (fwd+bwd+Adam step) and peak memory.
 
     ``input_shape`` is (N, C, H, W). Throughput is N / forward time. ``channels_last`` converts
     model and input to that memory format; ``amp`` ("none", "bf16", "fp16") runs the forward
-    passes under autocast. Fields not measured (``train``, ``timing`` or ``memory`` False) are
-    NaN for times and -1 for bytes.
+    passes under autocast; ``fused`` runs Adam's fused kernel (see :func:`step_functions`).
+    Fields not measured (``train``, ``timing`` or ``memory`` False) are NaN for times and -1 for bytes.
     """
     _check_measurement(input_shape, repeats, amp)
     Range(ge=0, integer=True)("warmup", warmup)
     device = torch.device(device)
     flops = count_flops(model, input_shape)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    x = torch.randn(input_shape, device=device).contiguous(memory_format=memory_format)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-
-    def forward() -> None:
-        with torch.no_grad(), autocast():
-            model(x)
+    forward, step = step_functions(model, input_shape, device, channels_last, amp, fused)
 
     def probe(fn: Callable[[], object]) -> tuple[float, int]:
         """(time in seconds or NaN, peak memory rise in bytes or -1) of ``fn``, as asked."""
         peak = peak_memory(fn, device) if memory else -1
         return (time_call(fn, device, repeats, warmup, stat) if timing else math.nan), peak
 
-    model.eval()
     forward()  # first call: lazy initialisation (oneDNN primitives, allocator pools)
     forward_s, forward_peak = probe(forward)
     train_s, train_peak = math.nan, -1
     if train:
-        model.train()
-        step = _train_step(model, x, autocast)
         step()  # creates the optimizer state: memory that stays, not a per-step peak
         train_s, train_peak = probe(step)
     return ModelCost(params=count_params(model), flops=flops, forward_s=forward_s, train_step_s=train_s,
                      images_per_s=input_shape[0] / forward_s, forward_peak_bytes=forward_peak,
                      train_peak_bytes=train_peak)
+
+
+def step_functions(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu",
+                   channels_last: bool = False, amp: str = "none", fused: bool = False,
+                   ) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(eval forward, train step) of ``model`` on a random input of ``input_shape`` (N, C, H, W).
+
+    The model and input are moved to ``device`` (in channels_last with ``channels_last``); the
+    forward passes run under autocast with ``amp``. The train step is forward, a loss over every
+    output, backward and an Adam step (``fused``: torch's fused kernel, as training uses on CPU
+    and CUDA; else the default foreach one, as a plain PyTorch script gets).
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    x = torch.randn(input_shape, device=device).contiguous(memory_format=memory_format)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **({"fused": True} if fused else {}))
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad(), autocast():
+            model(x)
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            out = model(x)
+        loss = sum(t.float().mean() for t in _all_tensors(out))
+        loss.backward()
+        optimizer.step()
+
+    return forward, step
 
 
 def _check_measurement(input_shape: tuple[int, ...], repeats: int, amp: str) -> None:
@@ -242,21 +267,6 @@ def _check_measurement(input_shape: tuple[int, ...], repeats: int, amp: str) -> 
     for side in input_shape:
         Range(ge=1, integer=True)(f"input_shape {tuple(input_shape)}: each size", side)
     Range(ge=1, integer=True)("repeats", repeats)
-
-
-def _train_step(model: nn.Module, x: Tensor, autocast: Callable[[], contextlib.AbstractContextManager]) -> Callable[[], None]:
-    """One training step of ``model`` on ``x`` (forward, a loss over every output, backward, Adam step)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            out = model(x)
-        loss = sum(t.float().mean() for t in _all_tensors(out))
-        loss.backward()
-        optimizer.step()
-
-    return step
 
 
 def measure_isolated(

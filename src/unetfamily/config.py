@@ -150,7 +150,7 @@ class TrainConfig(_Section):
     max_seconds: float | None = number(None, gt=0, null="set no time limit")
     grad_clip: float | None = number(1.0, gt=0, null="turn clipping off")
     amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = False
+    channels_last: Literal["auto", True, False] = "auto"  # auto: per device, family, size (models.layout)
     # How the model trades compute for memory while training ("recompute": cheap tensors rebuilt
     # in backward, bit-identical; "checkpoint": less memory still; see set_memory_saving).
     memory_saving: Literal["none", "recompute", "checkpoint"] = "recompute"
@@ -237,7 +237,7 @@ def _check_combinations(cfg: Config) -> None:
 def _check_value(path: str, value: Any, hint: Any) -> Any:
     origin = get_origin(hint)
     if origin is Literal:
-        if value not in get_args(hint):
+        if not any(value == choice and type(value) is type(choice) for choice in get_args(hint)):  # 1 is not True
             raise ConfigError(f"{path}={value!r} is not valid; choose one of {', '.join(map(repr, get_args(hint)))}")
         return value
     types = tuple(t for t in (get_args(hint) if origin is not None and origin not in (dict, list) else (hint,)))

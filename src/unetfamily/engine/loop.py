@@ -147,10 +147,11 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
                run.time_used if s.follow_time else None)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
     images = batch["image"].to(run.device, non_blocking=True).contiguous(memory_format=memory_format)
     masks = batch["mask"].to(run.device, non_blocking=True)
     start = time.perf_counter()
+    run.optimizer.zero_grad(set_to_none=True)  # before the forward pass: the last step's gradients are not held
     buffers = dict(run.model.named_buffers())  # BatchNorm statistics: a skipped step must not change them either
     saved_buffers = [b.clone() for b in buffers.values()]
     undo = _Undo(run.optimizer) if cfg.train.nan_policy == "skip" else None
@@ -167,7 +168,6 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     skipped = bad_loss or bad_buffers
     if skipped:
         _report_forward(step, terms, buffers if bad_buffers and not bad_loss else None, cfg.train.nan_policy)
-    run.optimizer.zero_grad(set_to_none=True)
     if not skipped:
         skipped = _apply_gradients(run, loss, terms, scaler, step) or _check_update(run, step, undo, terms)
     if skipped:
@@ -189,17 +189,32 @@ def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.T
     (scaler.scale(loss) if scaler else loss).backward()
     if scaler:
         scaler.unscale_(run.optimizer)
-    norm = nn.utils.clip_grad_norm_(run.train_model.parameters(), run.cfg.train.grad_clip or float("inf"))
+    params = [p for p in run.train_model.parameters() if p.grad is not None]
+    norm = nn.utils.get_total_norm([p.grad for p in params])
     if not torch.isfinite(norm) and scaler is None:  # the fp16 scaler skips such steps itself
         bad = _bad_terms({**terms, "grad_norm": norm})
         return _nonfinite(step, "gradient norm", f"non-finite terms: {', '.join(bad)}" if bad else
                           "non-finite on another rank", terms, run.cfg.train.nan_policy)
+    _clip(params, norm, run.cfg.train.grad_clip)
     if scaler:
         scaler.step(run.optimizer)
         scaler.update()
     else:
         run.optimizer.step()
     return False
+
+
+def _clip(params: list[nn.Parameter], norm: torch.Tensor, max_norm: float | None) -> None:
+    """Scale the gradients to ``max_norm`` as ``clip_grad_norm_`` does, but only when they exceed it.
+
+    Bit-identical to ``clip_grad_norm_``: its factor is clamped to 1, and a product with 1.0 changes
+    nothing. The test reads a value the finiteness check has already waited for, and it saves a pass
+    over every gradient in the usual step where nothing is clipped.
+    """
+    if max_norm is None or not params:
+        return
+    if bool(max_norm / (norm + 1e-6) < 1.0):
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm)
 
 
 class _Undo:
@@ -232,7 +247,7 @@ def _check_update(run: TrainRun, step: int, undo: _Undo | None, terms: dict[str,
     """
     weights = [p for group in run.optimizer.param_groups for p in group["params"]]
     device = weights[0].device
-    (bad,) = _any_rank([_nonfinite_flag(weights, device)], device)
+    (bad,) = _any_rank([_nonfinite_weights(weights, device)], device)
     if not bad:
         return False
     names = [n for n, p in run.model.named_parameters() if not bool(torch.isfinite(p).all())]
@@ -294,6 +309,19 @@ def _nonfinite_flag(tensors: Iterable[torch.Tensor], device: torch.device) -> to
         peaks = torch._foreach_norm(group, float("inf"))  # NaN propagates; finite values never overflow
         flag = flag | ~torch.isfinite(torch.stack([p.float() for p in peaks])).all().to(device)
     return flag
+
+
+def _nonfinite_weights(weights: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """:func:`_nonfinite_flag` for all the weights, cheaply: their 2-norms first, the max-abs only on alarm.
+
+    On CPU a foreach 2-norm is about ten times faster than the max-abs; it is finite exactly when
+    every value is, unless a sum of squares leaves the float range (values beyond ~1e19), so a
+    non-finite norm is confirmed by the exact check before anything is reported.
+    """
+    norms = torch._foreach_norm([w.detach() for w in weights if w.is_floating_point() and w.numel()], 2.0)
+    if not norms or bool(torch.isfinite(torch.stack([n.float().to(device) for n in norms])).all()):
+        return torch.zeros((), dtype=torch.bool, device=device)
+    return _nonfinite_flag(weights, device)
 
 
 def _agree(values: list[torch.Tensor | bool | float], device: torch.device) -> list[float]:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainingError", "RunState", "Distributed", "TrainRun", "setup_run"]
 
+#: Devices whose AdamW and SGD have fused kernels in torch (one pass per parameter).
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+
 
 @dataclass
 class RunState:
@@ -94,6 +97,7 @@ class TrainRun:
     log_handler: logging.Handler | None = None  # writes train.log (rank 0)
     deadline: float | None = None  # time.perf_counter() at which train.max_seconds runs out (set by fit)
     time_used: float = 0.0  # share of train.max_seconds spent by the last step, agreed over ranks (follow_time)
+    channels_last: bool = False  # train.channels_last, "auto" resolved: the model's and the batches' memory format
 
     @property
     def steps_per_epoch(self) -> int:
@@ -159,8 +163,9 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
                   batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
     cfg = _with_data_shapes(cfg, train_set.info)
-    model, train_model = _build_model(cfg, device, dist_info, resumed)
-    optimizer = _build_optimizer(model, cfg)
+    channels_last = _channels_last(cfg, device, train_set, dist_info.main)
+    model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last)
+    optimizer = _build_optimizer(model, cfg, device)
     if resumed is not None and resumed.optimizer_state is not None:
         optimizer.load_state_dict(resumed.optimizer_state)
         restore_rng(resumed.rng, resumed.rng.get("torch"))
@@ -168,8 +173,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     if dist_info.main:  # written once the model and loss accepted the config, so a refused one leaves no trace
         _write_run_config(run_dir, cfg)
     train_loader, val_loader = _build_loaders(cfg, train_set, val_set, dist_info)
-    if dist_info.main:
-        _log_epoch_meaning(cfg, len(train_set), len(val_set), len(train_loader))
+    _log_epoch_meaning(cfg, len(train_set), len(val_set), len(train_loader))  # info: rank 0 only
     total_steps = _total_steps(cfg, len(train_loader))
     state = RunState.from_checkpoint(resumed) if resumed is not None else RunState()
     if resumed is not None and saved is not None:
@@ -177,7 +181,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     run = TrainRun(
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
-        val_loader=val_loader, total_steps=total_steps, state=state,
+        val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last,
         log_handler=_file_log(run_dir) if dist_info.main else None,
     )
     if dist_info.main:
@@ -245,15 +249,28 @@ def _write_run_config(run_dir: Path, cfg: Config) -> None:
         ) from exc
 
 
+def _channels_last(cfg: Config, device: torch.device, train_set: Any, main: bool) -> bool:
+    """``train.channels_last``, with ``"auto"`` decided by the measured rule for this model, device and input size."""
+    from unetfamily.models import prefers_channels_last
+
+    if cfg.train.channels_last != "auto":
+        return bool(cfg.train.channels_last)
+    height, width = (int(side) for side in train_set[0]["image"].shape[-2:])
+    chosen, why = prefers_channels_last(cfg.model.name, device, (height, width), cfg.train.amp)
+    if main:
+        log.info("train.channels_last auto -> %s: %s", str(chosen).lower(), why)
+    return chosen
+
+
 def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
-                 resumed: Checkpoint | None) -> tuple[nn.Module, nn.Module]:
+                 resumed: Checkpoint | None, channels_last: bool) -> tuple[nn.Module, nn.Module]:
     """(model, train_model): the seeded model on ``device``, and the DDP / compiled wrapper the steps call."""
     torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     if resumed is not None:
         model.load_state_dict(resumed.model_state)
     model.to(device)
-    if cfg.train.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     if isinstance(model, SegmentationModel):
         model.set_memory_saving(cfg.train.memory_saving)
@@ -269,11 +286,18 @@ def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
     return model, train_model
 
 
-def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW or SGD, through torch's fused kernel where it has one (CPU, CUDA).
+
+    The fused kernel updates each parameter in one pass instead of a dozen foreach passes over all
+    of them: for 39M parameters on 2 CPU cores, 22 ms against 146 ms per step (docs/speed.md). Its
+    results equal the foreach path's to rounding.
+    """
     o = cfg.optim
+    fused = {"fused": True} if device.type in FUSED_OPTIMIZER_DEVICES else {}
     if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, **fused)
 
 
 def _build_criterion(cfg: Config, info: Any) -> nn.Module:

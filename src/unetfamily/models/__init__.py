@@ -16,6 +16,7 @@ from unetfamily.models.card import ModelCard
 from unetfamily.models.encoder import FeatureInfo, UNetEncoder
 from unetfamily.models.fcn import FCN
 from unetfamily.models.field import receptive_field
+from unetfamily.models.layout import prefers_channels_last
 from unetfamily.models.pretrained import PretrainedError
 from unetfamily.models.pretrained_load import from_pretrained
 from unetfamily.models.unet import UNet
@@ -40,6 +41,7 @@ __all__ = [
     "family_kwargs",
     "family_of",
     "model_label",
+    "prefers_channels_last",
     "receptive_field",
     "final_output",
     "fold_batchnorm",

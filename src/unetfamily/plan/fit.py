@@ -25,7 +25,8 @@ import torch
 
 from unetfamily.bench import measure
 from unetfamily.engine.inference import tile_starts
-from unetfamily.models import create_model
+from unetfamily.engine.run_setup import FUSED_OPTIMIZER_DEVICES
+from unetfamily.models import create_model, prefers_channels_last
 from unetfamily.plan import rules
 from unetfamily.plan.data_cost import DataCost
 
@@ -118,8 +119,10 @@ def measure_step(name: str, kwargs: dict[str, Any], in_channels: int, outputs: i
     torch.manual_seed(0)
     model = create_model(name, in_channels=in_channels, num_classes=outputs, **kwargs)
     if hasattr(model, "set_memory_saving"):
-        model.set_memory_saving("recompute")  # what training does by default
-    cost = measure(model, (batch, in_channels, *patch), device, repeats=2, warmup=1)
+        model.set_memory_saving("recompute")  # what training does by default, as are the next two
+    channels_last, _ = prefers_channels_last(name, device, patch)
+    cost = measure(model, (batch, in_channels, *patch), device, repeats=2, warmup=1, channels_last=channels_last,
+                   fused=device.type in FUSED_OPTIMIZER_DEVICES)
     return StepCost(batch, tuple(patch), cost.train_step_s, cost.forward_s, cost.train_peak_bytes)
 
 
