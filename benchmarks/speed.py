@@ -4,12 +4,15 @@
     python benchmarks/speed.py --models unet_3plus_huang2020 --variants authors,fast --repeats 2
     python benchmarks/speed.py --size 128 --json docs/results/speed/speed_128.json
 
-Every (model, variant) is measured in fresh processes (one for time, one for memory with
-``MALLOC_MMAP_THRESHOLD_`` so the resident set follows live tensors; see ``unetfamily.bench``),
-all within one run, and reported as ratios to the ``authors`` variant of the same model. A
-train step is forward + backward + Adam step on a mean-of-outputs loss; times are medians
-after warm-up. Achieved GFLOP/s (training FLOPs counted by ``FlopCounterMode``, fwd + bwd) is
-put against the machine's peak, the best of a few probe kernels run in this same process.
+Times: all variants of a model are built in one process and their steps interleaved, round
+after round (``--repeats`` rounds, the order rotated each round), so a machine that slows down
+or speeds up during the run slows every variant alike and the ratios stay fair; the figure is
+each variant's median. Memory: every (model, variant) in a fresh process with
+``MALLOC_MMAP_THRESHOLD_`` so the resident set follows live tensors (see ``unetfamily.bench``).
+Everything is reported as ratios to the ``authors`` variant of the same model. A train step is
+forward + backward + Adam step on a mean-of-outputs loss (``defaults``: the project's own step).
+Achieved GFLOP/s (training FLOPs counted by ``FlopCounterMode``, fwd + bwd) is put against the
+machine's peak, the best of a few probe kernels run in the same run.
 
 Variants (all run the SAME architecture: same parameters, same multiply-accumulates):
     authors     the authors' module structure (benchmarks/authors_models.py), fp32, NCHW
@@ -20,6 +23,9 @@ Variants (all run the SAME architecture: same parameters, same multiply-accumula
     checkpoint  ours, memory_saving="checkpoint", channels_last (opt-in, least memory)
     bf16        fast under bf16 autocast (opt-in; not bit-identical: bf16 rounding)
     compiled    plain_cl through torch.compile (inductor; compile time excluded by the warm-up)
+    defaults    exactly what ``unetfamily train`` does with no options: the default Config (its
+                memory format, memory saving, optimizer, loss, clipping and checks) through
+                ``setup_run`` and ``train_step`` on synthetic data of the same shape (one fixed batch)
 The ``unet_3plus_efficient`` model (a different, cheaper architecture) can be added to --models;
 its ratios are against the exact UNet3+'s authors row.
 """
@@ -28,8 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,6 +54,7 @@ VARIANTS = {
     "checkpoint": {"memory_saving": "checkpoint", "channels_last": True},
     "bf16": {"memory_saving": "recompute", "channels_last": True, "amp": "bf16"},
     "compiled": {"memory_saving": "none", "channels_last": True, "compile": True},
+    "defaults": {},
 }
 DEFAULT_MODELS = "unet_huang2020,unet_plusplus_huang2020,unet_3plus_huang2020"
 #: Whose authors row a model's ratios are taken against.
@@ -63,21 +74,94 @@ def build(model: str, variant: str) -> torch.nn.Module:
     return torch.compile(net) if VARIANTS[variant].get("compile") else net
 
 
-def worker(spec: dict) -> dict:
-    """Measure one (model, variant) in this process: time or memory, as ``spec["what"]`` says."""
-    from unetfamily.bench import count_train_flops, measure, peak_gflops
+def defaults_run(model: str, shape: list[int], folder: str, overrides: list[str]) -> tuple[
+        torch.nn.Module, Callable[[], None], Callable[[], None]]:
+    """(model, train step, eval forward) of ``unetfamily train`` with no options but the model and data shape.
+
+    The run is set up by ``setup_run`` (memory format, memory saving, optimizer, loss as the default
+    Config chooses them for this input); the step is ``train_step`` on one fixed batch. ``overrides``
+    (``key=value``, as on the command line) change the defaults, to measure an alternative.
+    """
+    from unetfamily.config import apply_overrides, config_from_dict
+    from unetfamily.engine.loop import StopFlag, train_step
+    from unetfamily.engine.run_setup import setup_run
+
+    batch, channels, size = shape[0], shape[1], shape[2]
+    data = {"model": {"name": model}, "loader": {"batch_size": batch}, "output_dir": folder,
+            "data": {"type": "synthetic", "num_samples": 2 * batch, "size": size, "in_channels": channels},
+            "train": {"progress": False}}
+    cfg = config_from_dict(apply_overrides(data, overrides))
+    run = setup_run(cfg)
+    batch_data = next(iter(run.train_loader))
+    stop = StopFlag()
+    x = batch_data["image"].to(run.device).contiguous(
+        memory_format=torch.channels_last if run.channels_last else torch.contiguous_format)
+
+    def forward() -> None:
+        run.model.eval()
+        with torch.no_grad():
+            run.model(x)
+        run.model.train()
+
+    return run.model, lambda: train_step(run, batch_data, None, stop), forward
+
+
+def step_functions(model: str, variant: str, shape: list[int], folder: str, overrides: list[str]) -> tuple[
+        torch.nn.Module, Callable[[], None], Callable[[], None]]:
+    """(model, train step, eval forward) of one row."""
+    from unetfamily.bench import step_functions as make
+
+    if variant == "defaults":
+        return defaults_run(model, shape, folder, overrides)
+    net = build(model, variant)
+    options = {k: v for k, v in VARIANTS[variant].items() if k in ("channels_last", "amp")}
+    forward, step = make(net, tuple(shape), "cpu", **options)
+    return net, step, forward
+
+
+def time_worker(spec: dict) -> dict:
+    """Every variant of one model in this process, their steps and forwards interleaved round by round."""
+    from unetfamily.bench import count_train_flops, peak_gflops
 
     torch.set_num_threads(spec["threads"])
-    model = build(spec["model"], spec["variant"])
-    options = {k: v for k, v in VARIANTS[spec["variant"]].items() if k in ("channels_last", "amp")}
-    timing = spec["what"] == "time"
-    cost = measure(model, tuple(spec["shape"]), "cpu", spec["repeats"], warmup=1, timing=timing, memory=not timing, **options)
-    row = cost.as_dict()
-    if timing:
-        row["train_flops"] = count_train_flops(model, tuple(spec["shape"]))
-        if spec.get("probe"):
-            row["peak"] = peak_gflops("cpu")
-    return row
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        built = {v: step_functions(spec["model"], v, spec["shape"], str(Path(tmp) / v), spec["set"]) for v in spec["variants"]}
+        for _, step, forward in built.values():  # warm-up: optimizer state, oneDNN primitives
+            forward()
+            step()
+            step()
+        for what, index in (("train_step_s", 1), ("forward_s", 2)):
+            times: dict[str, list[float]] = {v: [] for v in built}
+            for r in range(spec["repeats"]):
+                order = list(built)[r % len(built):] + list(built)[:r % len(built)]
+                for variant in order:
+                    start = time.perf_counter()
+                    built[variant][index]()
+                    times[variant].append(time.perf_counter() - start)
+            for variant, values in times.items():
+                rows.setdefault(variant, {})[what] = statistics.median(values)
+        for variant, (net, _, _) in built.items():
+            rows[variant]["train_flops"] = count_train_flops(build(spec["model"], "plain") if variant == "defaults"
+                                                             else net, tuple(spec["shape"]))
+    if spec.get("probe"):
+        rows["_peak"] = peak_gflops("cpu")
+    return rows
+
+
+def memory_worker(spec: dict) -> dict:
+    """Peak memory of one (model, variant), alone in this process."""
+    from unetfamily.bench import peak_memory
+
+    torch.set_num_threads(spec["threads"])
+    cpu = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        _, step, forward = step_functions(spec["model"], spec["variant"], spec["shape"], str(Path(tmp) / "run"),
+                                          spec["set"])
+        forward()
+        forward_peak = peak_memory(forward, cpu)
+        step()  # creates the optimizer state: memory that stays, not a per-step peak
+        return {"train_peak_bytes": peak_memory(step, cpu), "forward_peak_bytes": forward_peak}
 
 
 def run_worker(spec: dict) -> dict:
@@ -86,8 +170,20 @@ def run_worker(spec: dict) -> dict:
     env = memory_env() if spec["what"] == "memory" else None
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{spec['model']} / {spec['variant']} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{spec['model']} / {spec.get('variant', spec.get('variants'))} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _with_ratios(row: dict, rows: list[dict], best: float) -> dict:
+    """``row`` with its GFLOP/s, its fraction of the peak and its ratios to its model's authors row."""
+    row["train_gflops_per_s"] = row["train_flops"] / row["train_step_s"] / 1e9
+    row["fraction_of_peak"] = row["train_gflops_per_s"] / best
+    model = BASELINE_OF.get(row["model"], row["model"])
+    ref = row if row["variant"] == "authors" else next(
+        (r for r in rows if r["model"] == model and r["variant"] == "authors"), None)
+    for key in ("train_step_s", "forward_s", "train_peak_bytes"):
+        row[f"{key}_vs_authors"] = row[key] / ref[key] if ref else math.nan
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,36 +193,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; each variant's median")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a default of the defaults variant (e.g. train.channels_last=false); repeatable")
     p.add_argument("--json", help="write all rows (and the peak probe) to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        print(json.dumps(time_worker(spec) if spec["what"] == "time" else memory_worker(spec)))
         return 0
     shape = [args.batch, 3, args.size, args.size]
-    base = {"shape": shape, "threads": args.threads, "repeats": args.repeats}
-    peak = run_worker({**base, "model": "unet_huang2020", "variant": "plain", "what": "time", "repeats": 1, "probe": True})["peak"]
-    best = max(peak.values())
-    print(f"input {shape}, {args.threads} threads, torch {torch.__version__}; peak probe (GFLOP/s): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
-    print(f"{'model':<26}{'variant':<11}{'train s':>8}{'x':>6}{'infer s':>8}{'x':>6}{'train MB':>9}{'x':>6}"
-          f"{'infer MB':>9}{'GFLOP/s':>8}{'%peak':>6}")
+    base = {"shape": shape, "threads": args.threads, "repeats": args.repeats, "set": args.set}
     rows: list[dict] = []
+    peak: dict[str, float] = {}
     for model in args.models.split(","):
-        for variant in args.variants.split(","):
-            if variant == "authors" and model in BASELINE_OF:
-                continue
-            row = {"model": model, "variant": variant, **run_worker({**base, "model": model, "variant": variant, "what": "time"})}
-            mem = run_worker({**base, "model": model, "variant": variant, "what": "memory"})
-            row.update(train_peak_bytes=mem["train_peak_bytes"], forward_peak_bytes=mem["forward_peak_bytes"])
-            row["train_gflops_per_s"] = row["train_flops"] / row["train_step_s"] / 1e9
-            row["fraction_of_peak"] = row["train_gflops_per_s"] / best
-            ref = row if variant == "authors" else next(
-                (r for r in rows if r["model"] == BASELINE_OF.get(model, model) and r["variant"] == "authors"), None)
-            for key in ("train_step_s", "forward_s", "train_peak_bytes"):
-                row[f"{key}_vs_authors"] = row[key] / ref[key] if ref else math.nan
-            rows.append(row)
+        variants = [v for v in args.variants.split(",") if not (v == "authors" and model in BASELINE_OF)]
+        times = run_worker({**base, "model": model, "variants": variants, "what": "time", "probe": not peak})
+        if not peak:
+            peak = times.pop("_peak")
+            print(f"input {shape}, {args.threads} threads, torch {torch.__version__}; peak probe (GFLOP/s): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+            print(f"{'model':<26}{'variant':<11}{'train s':>8}{'x':>6}{'infer s':>8}{'x':>6}{'train MB':>9}{'x':>6}"
+                  f"{'infer MB':>9}{'GFLOP/s':>8}{'%peak':>6}")
+        for variant in variants:
+            row = {"model": model, "variant": variant, **times[variant],
+                   **run_worker({**base, "model": model, "variant": variant, "what": "memory"})}
+            rows.append(_with_ratios(row, rows, max(peak.values())))
             print(f"{model:<26}{variant:<11}{row['train_step_s']:>8.2f}{row['train_step_s_vs_authors']:>6.2f}"
                   f"{row['forward_s']:>8.2f}{row['forward_s_vs_authors']:>6.2f}{row['train_peak_bytes'] / 2**20:>9.0f}"
                   f"{row['train_peak_bytes_vs_authors']:>6.2f}{row['forward_peak_bytes'] / 2**20:>9.0f}"
