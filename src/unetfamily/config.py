@@ -149,7 +149,7 @@ class TrainConfig(_Section):
     max_steps: int | None = integer(None, ge=1, null="train all the epochs")
     max_seconds: float | None = number(None, gt=0, null="set no time limit")
     grad_clip: float | None = number(1.0, gt=0, null="turn clipping off")
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA with bf16, else none
     channels_last: Literal["auto", True, False] = "auto"  # auto: per device, family, size (models.layout)
     # How the model trades compute for memory while training ("recompute": cheap tensors rebuilt
     # in backward, bit-identical; "checkpoint": less memory still; see set_memory_saving).

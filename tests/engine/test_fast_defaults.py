@@ -109,3 +109,27 @@ def test_the_config_takes_auto_true_or_false_only(value: object) -> None:
         assert config_from_dict({"train": {"channels_last": good}}).train.channels_last is good
     with pytest.raises(ConfigError, match=rf"train.channels_last={value!r} is not valid; choose one of 'auto', True, False"):
         config_from_dict({"train": {"channels_last": value}})
+
+
+def test_amp_auto_is_fp32_on_cpu_and_bf16_only_where_cuda_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetfamily.engine.device import resolve_amp
+
+    assert resolve_amp("auto", CPU)[0] == "none"
+    assert resolve_amp("bf16", CPU)[0] == "bf16"
+    for has_bf16, expected in ((True, "bf16"), (False, "none")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda has=has_bf16: has)
+        assert resolve_amp("auto", torch.device("cuda"))[0] == expected
+
+
+def test_a_run_saved_with_amp_none_resumes_under_the_new_auto_default(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from unetfamily.engine.train import fit
+
+    old = _config(tmp_path, "unet", 32, amp="none", epochs=1)
+    fit(config_from_dict(old))
+    new = _config(tmp_path, "unet", 32, epochs=2)  # amp left to its default, "auto" (= none on CPU)
+    with caplog.at_level(logging.INFO, logger="unetfamily"):
+        summary = fit(config_from_dict(new), resume=True)
+    assert summary.steps == 4 and "train.amp" not in caplog.text  # no change logged: the same computation
+    with pytest.raises(Exception, match="train.amp 'none' -> 'bf16'"):
+        fit(config_from_dict(_config(tmp_path, "unet", 32, amp="bf16", epochs=3)), resume=True)

@@ -104,7 +104,7 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
     """
     run.train_loader.sampler.set_epoch(epoch)
     run.train_model.train()
-    scaler = torch.amp.GradScaler("cuda") if run.cfg.train.amp == "fp16" else None  # fresh each epoch, as in 0.1.0
+    scaler = torch.amp.GradScaler("cuda") if run.amp == "fp16" else None  # fresh each epoch, as in 0.1.0
     skip = run.state.step - epoch * run.steps_per_epoch
     for index, batch in enumerate(run.train_loader):
         if index < skip:
@@ -155,7 +155,7 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     buffers = dict(run.model.named_buffers())  # BatchNorm statistics: a skipped step must not change them either
     saved_buffers = [b.clone() for b in buffers.values()]
     undo = _Undo(run.optimizer) if cfg.train.nan_policy == "skip" else None
-    with _autocast(run.device, cfg.train.amp):
+    with _autocast(run.device, run.amp):
         output = run.train_model(images)
     output = _to_float(output)
     loss, terms = run.criterion(output, masks)

@@ -26,7 +26,7 @@ from torch import nn
 
 from unetfamily.config import Config, ConfigError, config_from_dict
 from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from unetfamily.engine.device import resolve_device
+from unetfamily.engine.device import resolve_amp, resolve_device
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
 from unetfamily.files import atomic_write_bytes
@@ -98,6 +98,7 @@ class TrainRun:
     deadline: float | None = None  # time.perf_counter() at which train.max_seconds runs out (set by fit)
     time_used: float = 0.0  # share of train.max_seconds spent by the last step, agreed over ranks (follow_time)
     channels_last: bool = False  # train.channels_last, "auto" resolved: the model's and the batches' memory format
+    amp: str = "none"  # train.amp, "auto" resolved: the autocast mode of the steps and the validation
 
     @property
     def steps_per_epoch(self) -> int:
@@ -148,8 +149,6 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     dist_info, device = _setup_distributed(config.train.device)
     if dist_info.world_size > 1:
         dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
-    if config.train.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp='fp16' needs CUDA (loss scaling); use 'bf16' on CPU")
     if not dist_info.main:  # rank-0-only logging: other ranks report only problems
         logging.getLogger("unetfamily").setLevel(logging.WARNING)
     resumed = load_checkpoint(run_dir / "checkpoints" / "last.safetensors") if resume else None
@@ -157,13 +156,14 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     cfg = config
     if resumed is not None and saved is not None:
         log.info("resuming %s from step %d", run_dir, resumed.step)
-        cfg = resumed_config(saved, config, run_dir)
+        cfg = resumed_config(saved, _same_amp(saved, config, device), run_dir)
+    amp = _amp(cfg, device, dist_info.main)
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     # Every file of both splits read once now, so no data error can surface after training started.
     check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
                   batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
     cfg = _with_data_shapes(cfg, train_set.info)
-    channels_last = _channels_last(cfg, device, train_set, dist_info.main)
+    channels_last = _channels_last(cfg, device, train_set, amp, dist_info.main)
     model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last)
     optimizer = _build_optimizer(model, cfg, device)
     if resumed is not None and resumed.optimizer_state is not None:
@@ -181,7 +181,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     run = TrainRun(
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
-        val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last,
+        val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last, amp=amp,
         log_handler=_file_log(run_dir) if dist_info.main else None,
     )
     if dist_info.main:
@@ -249,14 +249,36 @@ def _write_run_config(run_dir: Path, cfg: Config) -> None:
         ) from exc
 
 
-def _channels_last(cfg: Config, device: torch.device, train_set: Any, main: bool) -> bool:
+def _same_amp(saved: Config, config: Config, device: torch.device) -> Config:
+    """``config`` with ``saved``'s train.amp when both mean the same autocast here ("auto" and what it resolves to).
+
+    A run saved before ``"auto"`` became the default (``amp: none``) then resumes under a config that
+    leaves amp unset, as it should: nothing it computes changes.
+    """
+    a, b = saved.train.amp, config.train.amp
+    if a != b and "fp16" not in (a, b) and resolve_amp(a, device)[0] == resolve_amp(b, device)[0]:
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, amp=a))
+    return config
+
+
+def _amp(cfg: Config, device: torch.device, main: bool) -> str:
+    """``train.amp`` with ``"auto"`` resolved (:func:`~unetfamily.engine.device.resolve_amp`); fp16 needs CUDA."""
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp='fp16' needs CUDA (loss scaling); use 'bf16' on CPU")
+    amp, why = resolve_amp(cfg.train.amp, device)
+    if main and cfg.train.amp == "auto":
+        log.info("train.amp auto -> %s: %s", amp, why)
+    return amp
+
+
+def _channels_last(cfg: Config, device: torch.device, train_set: Any, amp: str, main: bool) -> bool:
     """``train.channels_last``, with ``"auto"`` decided by the measured rule for this model, device and input size."""
     from unetfamily.models import prefers_channels_last
 
     if cfg.train.channels_last != "auto":
         return bool(cfg.train.channels_last)
     height, width = (int(side) for side in train_set[0]["image"].shape[-2:])
-    chosen, why = prefers_channels_last(cfg.model.name, device, (height, width), cfg.train.amp)
+    chosen, why = prefers_channels_last(cfg.model.name, device, (height, width), amp)
     if main:
         log.info("train.channels_last auto -> %s: %s", str(chosen).lower(), why)
     return chosen

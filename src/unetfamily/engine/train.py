@@ -113,7 +113,7 @@ def _validate(run: TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
     run stopped between the two (a full disk) resumes from ``last``.
     """
     info, state, train = run.info, run.state, run.cfg.train
-    metrics = evaluate(run.model, run.val_loader, run.device, info.num_classes, info.ignore_index, amp=train.amp,
+    metrics = evaluate(run.model, run.val_loader, run.device, info.num_classes, info.ignore_index, amp=run.amp,
                        window=train.val_window, overlap=train.val_overlap,
                        window_batch=run.cfg.loader.val_batch_size or run.cfg.loader.batch_size)
     score = _monitored(metrics, train.monitor)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from unetfamily.bench import measure
+from unetfamily.engine.device import resolve_amp
 from unetfamily.engine.inference import tile_starts
 from unetfamily.engine.run_setup import FUSED_OPTIMIZER_DEVICES
 from unetfamily.models import create_model, prefers_channels_last
@@ -120,9 +121,10 @@ def measure_step(name: str, kwargs: dict[str, Any], in_channels: int, outputs: i
     model = create_model(name, in_channels=in_channels, num_classes=outputs, **kwargs)
     if hasattr(model, "set_memory_saving"):
         model.set_memory_saving("recompute")  # what training does by default, as are the next two
-    channels_last, _ = prefers_channels_last(name, device, patch)
+    amp, _ = resolve_amp("auto", device)
+    channels_last, _ = prefers_channels_last(name, device, patch, amp)
     cost = measure(model, (batch, in_channels, *patch), device, repeats=2, warmup=1, channels_last=channels_last,
-                   fused=device.type in FUSED_OPTIMIZER_DEVICES)
+                   amp=amp, fused=device.type in FUSED_OPTIMIZER_DEVICES)
     return StepCost(batch, tuple(patch), cost.train_step_s, cost.forward_s, cost.train_peak_bytes)
 
 
