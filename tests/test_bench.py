@@ -41,3 +41,20 @@ def test_bench_command_rejects_bad_options(option: str, value: str, capsys: pyte
     assert main(["bench", "--models", "unet", option, value]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and repr(value) in lines[0], lines
+
+
+def test_the_speed_benchmarks_defaults_row_is_the_train_step(tmp_path: Path) -> None:
+    """benchmarks/speed.py's ``defaults`` variant: setup_run + train_step of the default Config, with overrides."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from speed import defaults_run
+
+    model, step, forward = defaults_run("unet", [2, 3, 32, 32], str(tmp_path / "run"),
+                                        ["model.kwargs.channels=[4, 8]", "train.channels_last=true"])
+    before = [p.detach().clone() for p in model.parameters()]
+    step()
+    forward()
+    assert model.training and next(model.parameters()).shape[0] == 4
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step trained
+    assert next(p for p in model.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)

@@ -93,7 +93,7 @@ REFUSED = {  # override -> (field, saved value, new value) as the error shows th
     "loss.name=ce": ("loss.name", "'dice_ce'", "'ce'"),
     "schedule.name=poly": ("schedule.name", "'cosine'", "'poly'"),
     "train.seed=1": ("train.seed", "0", "1"),
-    "train.amp=bf16": ("train.amp", "'none'", "'bf16'"),
+    "train.amp=bf16": ("train.amp", "'auto'", "'bf16'"),
     "train.grad_clip=null": ("train.grad_clip", "1.0", "None"),
     "model.kwargs.num_classes=3": ("model.kwargs.num_classes", "1", "3"),
 }
