@@ -312,8 +312,8 @@ def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> tor
     """AdamW or SGD, through torch's fused kernel where it has one (CPU, CUDA).
 
     The fused kernel updates each parameter in one pass instead of a dozen foreach passes over all
-    of them: for 39M parameters on 2 CPU cores, 22 ms against 146 ms per step (docs/speed.md). Its
-    results equal the foreach path's to rounding.
+    of them: for 39M parameters on 2 CPU cores, 20 ms against 195 ms per step
+    (``python benchmarks/step_parts.py``, docs/speed.md). Its results equal the foreach path's to rounding.
     """
     o = cfg.optim
     fused = {"fused": True} if device.type in FUSED_OPTIMIZER_DEVICES else {}
