@@ -15,24 +15,31 @@ bilinear interpolation and learned, and skips are ADDED (not concatenated):
 Departures from the Caffe original: 'same' padding instead of padding the first conv by 100
 and cropping (inputs are zero-padded bottom/right to a multiple of 32 and the logits cropped
 back, so every up-sampling is exact); the skip score layers start at zero (as in the paper's
-staged training, so FCN-16s/8s start as FCN-32s) and every up-sampling is learnable; no
-ImageNet weights (nothing is downloaded); optional normalisation after each trunk conv;
-``channels`` and ``fc_channels`` make the trunk narrow enough to train on a CPU.
+staged training, so FCN-16s/8s start as FCN-32s) and every up-sampling is learnable; ImageNet
+weights only from a torchvision VGG-16 file the user gives (:meth:`FCN.load_encoder_weights`,
+``create_model(..., encoder_weights=PATH)``; nothing is downloaded), fc6/fc7 cast as
+convolutions as in the paper; optional normalisation after each trunk conv; ``channels`` and
+``fc_channels`` make the trunk narrow enough to train on a CPU.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from torch import Tensor, nn
 
+from unetfamily.errors import ConfigError
 from unetfamily.models._blocks import ConvNormAct, Norm, SegmentationModel, bilinear_kernel, check_channels, check_choice
 from unetfamily.models._registry import register_model
+from unetfamily.models.encoders.vgg import convert_vgg16
+from unetfamily.models.encoders.weights import load_weights
 
 __all__ = ["FCN"]
 
 Variant = Literal["32s", "16s", "8s"]
 _VGG16_CONVS = (2, 2, 3, 3, 3)
+#: What an FCN must be built with to take torchvision's VGG-16 weights.
+_VGG16_CONFIG = {"channels": (64, 128, 256, 512, 512), "fc_channels": 4096, "norm": "none"}
 
 
 def _bilinear_up(num_classes: int, factor: int) -> nn.ConvTranspose2d:
@@ -78,6 +85,7 @@ class FCN(SegmentationModel):
         check_choice("variant", variant, ("32s", "16s", "8s"))
         channels = check_channels(channels, 5, 5)
         self.in_channels, self.num_classes, self.channels, self.variant = in_channels, num_classes, channels, variant
+        self.fc_channels, self.trunk_norm = fc_channels, norm
         self.size_multiple = 32
         stages, prev = [], in_channels
         for width, n_convs in zip(channels, _VGG16_CONVS):
@@ -101,6 +109,28 @@ class FCN(SegmentationModel):
     def pretrained_name(self) -> str:
         """``fcn32s``, ``fcn16s`` or ``fcn8s``: the registry name of this variant."""
         return f"fcn{self.variant}"
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The parts ImageNet VGG-16 weights initialise: the trunk ``stages`` and ``fc`` (fc6, fc7)."""
+        return [self.stages, self.fc]
+
+    def load_encoder_weights(self, state: Mapping[str, Tensor], source: str) -> None:
+        """Copy torchvision's ``vgg16`` state dict (or one in this model's names) into the trunk and fc6/fc7.
+
+        fc6/fc7 become convolutions (:mod:`unetfamily.models.encoders.vgg`); the 1000-class layer
+        is dropped and the score / up-sampling layers keep their initialisation. The first
+        convolution is adapted to ``in_channels``. Every other key must find its place: a
+        ConfigError naming ``source`` lists missing, unexpected and wrongly shaped ones. Only
+        an FCN of VGG-16's widths without normalisation takes these weights.
+        """
+        built = {"channels": self.channels, "fc_channels": self.fc_channels, "norm": self.trunk_norm}
+        wrong = [arg for arg, need in _VGG16_CONFIG.items() if built[arg] != need]
+        if wrong:
+            raise ConfigError(f"{source}: VGG-16 weights need an FCN built with "
+                              + ", ".join(f"{a}={_VGG16_CONFIG[a]!r}" for a in wrong)
+                              + "; this one has " + ", ".join(f"{a}={built[a]!r}" for a in wrong))
+        trunk = nn.ModuleDict({"stages": self.stages, "fc": self.fc})  # shares the modules: a view by name
+        load_weights(trunk, convert_vgg16(state, source), source, first_conv="stages.0.0.0.weight")
 
     def forward_padded(self, x: Tensor) -> Tensor:
         pools = []
