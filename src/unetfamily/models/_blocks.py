@@ -206,6 +206,23 @@ class SegmentationModel(nn.Module):
             self.__dict__["_init_kwargs"] = dict(list(bound.arguments.items())[1:])
         return self
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The modules ``encoder_weights`` initialise (an ImageNet backbone); [] when the model has none."""
+        backbone = getattr(getattr(self, "encoder", None), "backbone", None)
+        return [backbone] if isinstance(backbone, nn.Module) else []
+
+    def load_encoder_weights(self, state: Mapping[str, Tensor], source: str) -> None:
+        """Copy an ImageNet classifier's state dict (torchvision's or timm's layout) into the encoder.
+
+        Every key must find its place (a ConfigError naming ``source`` lists missing, unexpected
+        and wrongly shaped ones); the classifier head and stages deeper than the model's are dropped.
+        """
+        encoder = getattr(self, "encoder", None)
+        if not hasattr(encoder, "load_weights"):
+            raise ConfigError(f"{source}: {type(self).__name__} has no pretrained-architecture encoder; "
+                              f"give encoder=NAME (e.g. resnet34) to load ImageNet weights")
+        encoder.load_weights(state, source)
+
     def pretrained_name(self) -> str | None:
         """The registry name :meth:`save_pretrained` records when the model was not built by ``create_model``."""
         return self.registry_name

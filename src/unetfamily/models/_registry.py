@@ -13,13 +13,16 @@ import fnmatch
 import functools
 import inspect
 import math
+import os
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from torch import nn
 
 from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
+from unetfamily.models.encoders.weights import file_sha256, imagenet_norm, read_state_dict
 from unetfamily.models.input_norm import attach_input_norm, check_input_norm
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "resolve_model_name"]
@@ -85,15 +88,30 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     Every model maps an image batch (N, in_channels, H, W) to logits (N, num_classes, H, W).
     ``input_norm={"mean": [...], "std": [...], "clip": [lo, hi] or None}`` (one value per input
     channel) builds the per-channel clip + z-score into the model (:mod:`unetfamily.models.input_norm`).
+    ``encoder_weights=PATH`` (a model built with ``encoder=NAME``, or an FCN) loads an ImageNet
+    classifier's weights (safetensors or a weights-only ``.pth``; torchvision's or timm's layout)
+    into the encoder and, unless ``input_norm`` is given, attaches the ImageNet normalisation. The
+    path is not part of what the model records: its checkpoints hold the weights themselves.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     input_norm = kwargs.pop("input_norm", None)
+    encoder_weights = kwargs.pop("encoder_weights", None)
     name = resolve_model_name(name)
     factory = _MODEL_ENTRYPOINTS[name]
     _check_kwargs(name, factory, kwargs)
+    if kwargs.get("encoder") is not None and "channels" in kwargs:
+        raise ConfigError(f"model {name!r}: channels sets the widths of the family's own encoder; with "
+                          f"encoder={kwargs['encoder']!r} the widths are the backbone's: leave channels out")
     if input_norm is not None:  # its form first: a bad value must not cost a model build
         check_input_norm(input_norm, None)
+    state = None if encoder_weights is None else read_state_dict(_weights_path(encoder_weights))
     model = factory(**kwargs)
+    if state is not None:
+        model.load_encoder_weights(state, f"encoder_weights={encoder_weights}")
+        # The weights expect ImageNet-normalised images: the normalisation joins the model (and
+        # so its checkpoints and exports) unless the caller chose one.
+        input_norm = imagenet_norm(int(getattr(model, "in_channels"))) if input_norm is None else input_norm
+        model.__dict__["_encoder_weights"] = {"file": Path(encoder_weights).name, "sha256": file_sha256(encoder_weights)}
     # What save_pretrained records: this name and these arguments rebuild the model.
     model.__dict__["_created_as"] = (name, {**kwargs, **({} if input_norm is None else {"input_norm": input_norm})})
     return model if input_norm is None else attach_input_norm(model, input_norm)
@@ -138,3 +156,10 @@ def _check_kwargs(name: str, factory: Callable[..., nn.Module], kwargs: dict[str
             raise ConfigError(f"{what} must be a list of whole numbers")
         if key in _RANGES and not _RANGES[key][1](value):
             raise ConfigError(f"{what} must be {_RANGES[key][0]}")
+
+
+def _weights_path(value: object) -> Path:
+    """``encoder_weights`` as a path, or a ConfigError saying what it must be."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ConfigError(f"encoder_weights={value!r} must be the path of a weight file (.safetensors, .pth or .pt)")
+    return Path(value)

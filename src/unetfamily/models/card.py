@@ -168,6 +168,11 @@ def _model_section(card: ModelCard, facts: Mapping[str, Any]) -> list[str]:
             ("MACs", "not counted" if macs is None else
              f"{_si(macs)} multiply-accumulates per image at {size} (convolutions and matrix products, "
              "counted by torch.utils.flop_counter)")]
+    if facts["kwargs"].get("encoder"):
+        weights = facts.get("encoder_weights")
+        rows.append(("encoder", f"`{facts['kwargs']['encoder']}` backbone (docs/models.md, \"Pretrained encoders\"); "
+                     + (f"initialised from `{weights['file']}` (SHA-256 {weights['sha256'][:16]}...)" if weights
+                        else "initial weights not recorded")))
     lines = ["## Model", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
              "Rebuilt by `unetfamily.from_pretrained` as:", "", "```python",
              f"unetfamily.create_model({', '.join([repr(facts['name'])] + [f'{k}={v!r}' for k, v in facts['kwargs'].items()])})",

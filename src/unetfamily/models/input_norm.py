@@ -3,7 +3,8 @@
 ``create_model(name, input_norm={"mean": [...], "std": [...], "clip": [lo, hi] or None})``
 attaches an :class:`InputNormalization` as ``model.input_norm`` (its ``mean``/``std`` buffers join
 the state dict) and a forward pre-hook that normalises the image where the network first reads
-it: the first encoder stage (``model.encoder.stages[0]`` in the U-Net family, ``model.stages[0]``
+it: the first encoder stage (``model.encoder.stages[0]`` in the U-Net family, the whole ``model.encoder``
+with a pretrained backbone, whose shallow levels and backbone both read the image, ``model.stages[0]``
 in FCN), else the model itself. Every path that computes logits from an image therefore applies
 it: ``model(x)``, UNet++'s ``forward_level``/``predict(mode="fast")``, and ``forward_padded``
 (which the ONNX/TorchScript export wrapper calls). Images keep their [0, 1] range everywhere
@@ -103,10 +104,12 @@ def check_input_norm(value: Any, in_channels: int | None) -> dict[str, Any]:
 
 
 def _input_module(model: nn.Module) -> nn.Module:
-    """The module that reads the image first: the first encoder/trunk stage, else the model itself."""
+    """The module that reads the image first: the first encoder/trunk stage, else the encoder, else the model."""
     holder = getattr(model, "encoder", model)
     stages = getattr(holder, "stages", None)
-    return stages[0] if isinstance(stages, (nn.ModuleList, nn.Sequential)) and len(stages) else model
+    if isinstance(stages, (nn.ModuleList, nn.Sequential)) and len(stages):
+        return stages[0]
+    return holder  # an encoder without stages (a pretrained backbone's pyramid) reads the image itself
 
 
 def attach_input_norm(model: nn.Module, input_norm: Mapping[str, Any]) -> nn.Module:

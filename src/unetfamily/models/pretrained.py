@@ -142,7 +142,8 @@ def model_facts(model: SegmentationModel, name: str, kwargs: Mapping[str, Any], 
             "label": model_label(name), "in_channels": model.in_channels, "num_classes": model.num_classes,
             "size_multiple": model.size_multiple, "params": sum(p.numel() for p in model.parameters()),
             "macs": macs, "macs_input": " x ".join(str(s) for s in shape), "outputs": "; ".join(outputs),
-            "input_norm": None if norm is None else norm.spec(), "version": __version__, "format": FORMAT,
+            "input_norm": None if norm is None else norm.spec(), "encoder_weights": model.__dict__.get("_encoder_weights"),
+            "version": __version__, "format": FORMAT,
             "format_version": FORMAT_VERSION}
 
 

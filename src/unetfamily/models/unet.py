@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from unetfamily.models._blocks import DoubleConv, Norm, SegmentationModel, Upsample, check_choice, make_upsample
 from unetfamily.models._memory import cat_channels
 from unetfamily.models._registry import register_model
-from unetfamily.models.encoder import UNetEncoder
+from unetfamily.models.encoders.pyramid import make_encoder
 
 __all__ = ["UNet"]
 
@@ -43,6 +43,10 @@ class UNet(SegmentationModel):
         upsample: "transpose" (up-convolution) or "bilinear" (bilinear x2 + 1x1 conv).
         up_kernel_size: transposed-conv kernel, 2 (paper) or 4 (stride 2, padding 1).
         head_kernel_size: output conv kernel, 1 (paper) or 3.
+        encoder: a pretrained-architecture backbone (``unetfamily.models.encoders.list_encoders()``)
+            instead of the paper's encoder; ``channels`` is then unused and the decoder is sized
+            from the backbone's features (:class:`~unetfamily.models.encoders.pyramid.PyramidEncoder`).
+        encoder_depth: the backbone's stride-2 steps used, 1..5 (with ``encoder``).
 
     Modules: ``encoder`` (:class:`~unetfamily.models.encoder.UNetEncoder`), ``ups[i]`` (level
     i+1 up to level i), ``decoder[i]`` (fuses [skip_i, up] at level i), ``head``. The decoder is
@@ -64,11 +68,13 @@ class UNet(SegmentationModel):
         upsample: Upsample = "transpose",
         up_kernel_size: int = 2,
         head_kernel_size: int = 1,
+        encoder: str | None = None,
+        encoder_depth: int = 5,
     ) -> None:
         super().__init__()
         check_choice("head_kernel_size", head_kernel_size, (1, 3))
         decoder_norm = norm if decoder_norm is None else decoder_norm
-        self.encoder = UNetEncoder(in_channels, channels, norm, min_depth=0)
+        self.encoder = make_encoder(in_channels, channels, norm, encoder, encoder_depth, min_depth=0)
         self.feature_info = self.encoder.feature_info.prefixed("encoder")
         widths = self.feature_info.channels()
         self.in_channels, self.num_classes = in_channels, num_classes

@@ -42,7 +42,7 @@ from unetfamily.errors import ConfigError
 from unetfamily.models._blocks import ConvNormAct, ModelOutput, Norm, SegmentationModel, check_choice
 from unetfamily.models._memory import active_mode, cat_channels, remember
 from unetfamily.models._registry import register_model
-from unetfamily.models.encoder import UNetEncoder
+from unetfamily.models.encoders.pyramid import make_encoder
 
 __all__ = ["UNet3Plus"]
 
@@ -189,6 +189,9 @@ class UNet3Plus(SegmentationModel):
             parameters; at the paper's widths 109.0 instead of 197.7 GMACs per 256 x 256 image
             (``unetfamily bench``); a different model, so compare its accuracy
             (``unetfamily compare --models unet_3plus,unet_3plus_efficient``).
+        encoder: a pretrained-architecture backbone giving e_0..e_D (``channels`` then unused;
+            :class:`~unetfamily.models.encoders.pyramid.PyramidEncoder`).
+        encoder_depth: the backbone's stride-2 steps used, 1..5 (with ``encoder``).
 
     Modules: ``encoder`` (:class:`~unetfamily.models.encoder.UNetEncoder`, stage i gives e_i),
     ``decoder[i]`` (:class:`FullScaleDecoderLevel`), ``heads["head_i"]``, ``classifier`` (CGM).
@@ -212,6 +215,8 @@ class UNet3Plus(SegmentationModel):
         deep_supervision: bool = False,
         cgm: bool = False,
         decoder: Decoder = "exact",
+        encoder: str | None = None,
+        encoder_depth: int = 5,
     ) -> None:
         super().__init__()
         check_choice("decoder", decoder, get_args(Decoder))
@@ -220,7 +225,7 @@ class UNet3Plus(SegmentationModel):
                 f"cgm=True needs a binary model (num_classes=1), got num_classes={num_classes}: the "
                 f"classification-guided module is one image-level switch for all classes"
             )
-        self.encoder = UNetEncoder(in_channels, channels, norm)
+        self.encoder = make_encoder(in_channels, channels, norm, encoder, encoder_depth, min_depth=1)
         self.feature_info = self.encoder.feature_info.prefixed("encoder")
         widths, reductions = self.feature_info.channels(), self.feature_info.reductions()
         self.in_channels, self.num_classes = in_channels, num_classes

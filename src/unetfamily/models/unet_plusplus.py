@@ -41,7 +41,7 @@ from unetfamily.errors import ConfigError
 from unetfamily.models._blocks import DoubleConv, Norm, SegmentationModel, Upsample, check_choice, make_upsample
 from unetfamily.models._memory import cat_channels, checkpoint_block
 from unetfamily.models._registry import register_model
-from unetfamily.models.encoder import UNetEncoder
+from unetfamily.models.encoders.pyramid import make_encoder
 from unetfamily.models.input_norm import attach_input_norm
 
 __all__ = ["UNetPlusPlus"]
@@ -59,6 +59,9 @@ class UNetPlusPlus(SegmentationModel):
         upsample: "transpose" or "bilinear" (+1x1 conv).
         up_kernel_size: transposed-conv kernel, 2 (paper) or 4.
         deep_supervision: build a 1x1 head on every X^{0,j}, j = 1..D, and return all outputs.
+        encoder: a pretrained-architecture backbone for column j = 0 (``channels`` then unused;
+            :class:`~unetfamily.models.encoders.pyramid.PyramidEncoder`).
+        encoder_depth: the backbone's stride-2 steps used, 1..5 (with ``encoder``).
 
     Modules: ``encoder`` computes X^{0,0}..X^{D,0} (:class:`~unetfamily.models.encoder.UNetEncoder`,
     stage i = X^{i,0}); ``nodes["x_i_j"]`` are the nested nodes (j >= 1), ``ups["up_i_j"]`` their
@@ -82,10 +85,12 @@ class UNetPlusPlus(SegmentationModel):
         upsample: Upsample = "transpose",
         up_kernel_size: int = 2,
         deep_supervision: bool = False,
+        encoder: str | None = None,
+        encoder_depth: int = 5,
     ) -> None:
         super().__init__()
         decoder_norm = norm if decoder_norm is None else decoder_norm
-        self.encoder = UNetEncoder(in_channels, channels, norm)
+        self.encoder = make_encoder(in_channels, channels, norm, encoder, encoder_depth, min_depth=1)
         self.feature_info = self.encoder.feature_info.prefixed("encoder")
         widths = self.feature_info.channels()
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -94,7 +99,7 @@ class UNetPlusPlus(SegmentationModel):
         self.deep_supervision = deep_supervision
         self._hparams = dict(
             in_channels=in_channels, num_classes=num_classes, norm=norm, decoder_norm=decoder_norm,
-            upsample=upsample, up_kernel_size=up_kernel_size,
+            upsample=upsample, up_kernel_size=up_kernel_size, encoder=encoder,
         )
         self.nodes = nn.ModuleDict()
         self.ups = nn.ModuleDict()
@@ -162,7 +167,8 @@ class UNetPlusPlus(SegmentationModel):
         """
         self._check_level(level)
         widths = self.feature_info.channels()[: level + 1]
-        small = UNetPlusPlus(**{**self._hparams, "channels": widths, "deep_supervision": False})
+        depth = {"encoder_depth": level} if self._hparams["encoder"] else {}  # a backbone keeps its stages up to level
+        small = UNetPlusPlus(**{**self._hparams, "channels": widths, **depth, "deep_supervision": False})
         small.size_multiple = self.size_multiple
         norm = getattr(self, "input_norm", None)
         if norm is not None:  # the input normalisation travels with the weights
