@@ -17,6 +17,14 @@ def test_models_forward(capsys: pytest.CaptureFixture[str]) -> None:
     assert "(1, 1, 64, 64)" in capsys.readouterr().out
 
 
+def test_models_lists_encoders(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--encoders"]) == 0
+    lines = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
+    # parameters of torchvision's resnet34 without its fc layer (21,797,672 - 513,000)
+    assert lines["resnet34"][1] == "21,284,672" and lines["resnet34"][3] == "2/4/8/16/32"
+    assert lines["convnext_tiny"][3] == "4/8/16/32" and "timm convnext_tiny" in lines["convnext_tiny"][5]
+
+
 def test_models_unknown_pattern_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "nothing*"]) == 2
     assert "no model matches" in capsys.readouterr().err

@@ -15,11 +15,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--params", action="store_true", help="also count parameters at default settings")
     p.add_argument("--forward", action="store_true",
                    help="run one forward pass per model family at a small width (64x64) and print the output shape")
+    p.add_argument("--encoders", action="store_true",
+                   help="list the pretrained-architecture encoders (model.kwargs.encoder): parameters, GMACs of one "
+                        "256x256 image, feature strides and widths, the torchvision/timm models whose weights load")
 
 
 def run(args: argparse.Namespace) -> int:
-    """List the models matching ``args.pattern``; exit 2 when none does."""
+    """List the models matching ``args.pattern`` (or the encoders); exit 2 when none does."""
     import torch
+
+    if args.encoders:
+        return _list_encoders()
 
     from unetfamily.models import create_model, family_kwargs, final_output, list_models
 
@@ -41,4 +47,21 @@ def run(args: argparse.Namespace) -> int:
                 output = final_output(model(torch.randn(1, model.in_channels, 64, 64)))
             line += f"\tforward 64x64 -> {tuple(output.shape)}"
         out(line)
+    return EXIT_OK
+
+
+def _list_encoders() -> int:
+    """One line per encoder: name, parameters, GMACs at 256 x 256, strides, widths, weight layouts."""
+    from unetfamily.bench import count_flops, count_params
+    from unetfamily.models.encoders import encoder_spec, list_encoders
+
+    out("encoder\tparameters\tGMACs@256\tstrides\twidths\tweights from")
+    for name in list_encoders():
+        spec = encoder_spec(name)
+        backbone = spec.build(3, 5)
+        macs = count_flops(backbone, (1, 3, 256, 256)) / 2e9
+        info = backbone.feature_info
+        refs = ", ".join(f"{lib} {model}" for lib, model in spec.reference.items())
+        out(f"{name}\t{count_params(backbone):,d}\t{macs:.2f}\t{'/'.join(map(str, info.reductions()))}\t"
+            f"{'/'.join(map(str, info.channels()))}\t{refs}")
     return EXIT_OK
