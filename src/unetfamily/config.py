@@ -177,6 +177,11 @@ class TrainConfig(_Section):
     # (null: the model sees each whole image); val_overlap is the fraction neighbouring windows share.
     val_window: list[int] | None = field(default=None, metadata={"check": _window})
     val_overlap: float = number(0.5, ge=0, le=0.95)
+    # The encoder (model.encoder_modules(): a pretrained-architecture backbone, FCN's VGG trunk) trains at
+    # optim.lr x encoder_lr_mult, and not at all for the first freeze_encoder_steps steps (its norm layers
+    # in eval mode then). Refused for a model without such an encoder (docs/training.md).
+    encoder_lr_mult: float = number(1.0, gt=0)
+    freeze_encoder_steps: int = integer(0, ge=0)
 
 
 @dataclass

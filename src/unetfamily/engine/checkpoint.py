@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "unetfamily-checkpoint-1"
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "copy_checkpoint", "load_checkpoint",
-           "resolve_checkpoint", "load_model", "restore_rng"]
+           "resolve_checkpoint", "load_model", "rebuild_kwargs", "restore_rng"]
 
 
 class CheckpointError(UnetFamilyError, RuntimeError):
@@ -278,15 +278,17 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     """Rebuild the model a checkpoint was trained with, load its weights, put it in eval mode.
 
     The model is built from the checkpoint's resolved config (``model.name`` and ``model.kwargs``,
-    which include ``in_channels`` and ``num_classes``).
+    which include ``in_channels`` and ``num_classes``; an ``encoder_weights`` file is not read:
+    :func:`rebuild_kwargs`).
     """
     from unetfamily.models import create_model
 
     ckpt = load_checkpoint(path)
     try:
         spec = ckpt.config["model"]
+        kwargs = rebuild_kwargs(spec.get("kwargs", {}))
         with torch.device("meta"):  # shapes first: a damaged config must not allocate a huge model
-            skeleton = create_model(spec["name"], **spec.get("kwargs", {}))
+            skeleton = create_model(spec["name"], **kwargs)
         upgrade = getattr(skeleton, "upgrade_state_dict", None)  # keys renamed since 0.1.0
         state = upgrade(ckpt.model_state) if upgrade is not None else ckpt.model_state
         expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
@@ -294,8 +296,26 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         if expected != found:
             wrong = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
             raise ValueError(f"the weights do not fit the model in its config ({len(wrong)} tensors differ, e.g. {wrong[:3]})")
-        model = create_model(spec["name"], **spec.get("kwargs", {}))
+        model = create_model(spec["name"], **kwargs)
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{resolve_checkpoint(path)}: cannot rebuild the model from the checkpoint ({exc})") from exc
     return model.to(device).eval(), ckpt
+
+
+def rebuild_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``model.kwargs`` of a saved config, to rebuild a model whose weights come from a checkpoint.
+
+    ``encoder_weights=PATH`` (the ImageNet file a run started from) is dropped, so the file need not
+    exist any more: the checkpoint holds the loaded and trained weights. The ImageNet input
+    normalisation that ``create_model`` attaches with the weights (unless ``input_norm`` is given)
+    is given instead, so the rebuilt model has the same modules; its values come from the checkpoint.
+    """
+    if not isinstance(kwargs, dict) or kwargs.get("encoder_weights") is None:
+        return kwargs
+    from unetfamily.models.encoders.weights import imagenet_norm
+
+    rest = {k: v for k, v in kwargs.items() if k != "encoder_weights"}
+    if rest.get("input_norm") is None:
+        rest["input_norm"] = imagenet_norm(int(rest.get("in_channels", 3)))
+    return rest

@@ -145,8 +145,9 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     s = cfg.schedule
     lr = lr_at(step, run.total_steps, cfg.optim.lr, s.name, s.warmup_steps, s.min_lr_ratio, s.power,
                run.time_used if s.follow_time else None)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
+    for group in run.optimizer.param_groups:  # the encoder's group: x train.encoder_lr_mult, 0 while frozen
+        group["lr"] = lr * run.encoder.lr_factor(group, step)
+    run.encoder.before_forward(step)  # its norm layers in eval mode while frozen
     memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
     images = batch["image"].to(run.device, non_blocking=True).contiguous(memory_format=memory_format)
     masks = batch["mask"].to(run.device, non_blocking=True)
@@ -187,6 +188,7 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
 def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.Tensor], scaler: Any, step: int) -> bool:
     """Backward pass, clipping and optimiser step; True when the step is skipped for a non-finite gradient norm."""
     (scaler.scale(loss) if scaler else loss).backward()
+    run.encoder.after_backward(step)  # while frozen: no gradient, so no clipping share and no update
     if scaler:
         scaler.unscale_(run.optimizer)
     params = [p for p in run.train_model.parameters() if p.grad is not None]

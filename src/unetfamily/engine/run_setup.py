@@ -25,8 +25,9 @@ import yaml
 from torch import nn
 
 from unetfamily.config import Config, ConfigError, config_from_dict
-from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, rebuild_kwargs, restore_rng, save_checkpoint
 from unetfamily.engine.device import resolve_amp, resolve_device
+from unetfamily.engine.encoder_training import EncoderTraining, encoder_training
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
 from unetfamily.files import atomic_write_bytes
@@ -99,6 +100,7 @@ class TrainRun:
     time_used: float = 0.0  # share of train.max_seconds spent by the last step, agreed over ranks (follow_time)
     channels_last: bool = False  # train.channels_last, "auto" resolved: the model's and the batches' memory format
     amp: str = "none"  # train.amp, "auto" resolved: the autocast mode of the steps and the validation
+    encoder: EncoderTraining = field(default_factory=EncoderTraining)  # train.encoder_lr_mult, freeze_encoder_steps
 
     @property
     def steps_per_epoch(self) -> int:
@@ -165,7 +167,8 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     cfg = _with_data_shapes(cfg, train_set.info)
     channels_last = _channels_last(cfg, device, train_set, amp, dist_info.main)
     model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last)
-    optimizer = _build_optimizer(model, cfg, device)
+    encoder = encoder_training(model, cfg)  # refuses its options for a model without an encoder
+    optimizer = _build_optimizer(model, cfg, device, encoder)
     if resumed is not None and resumed.optimizer_state is not None:
         optimizer.load_state_dict(resumed.optimizer_state)
         restore_rng(resumed.rng, resumed.rng.get("torch"))
@@ -182,7 +185,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last, amp=amp,
-        log_handler=_file_log(run_dir) if dist_info.main else None,
+        encoder=encoder, log_handler=_file_log(run_dir) if dist_info.main else None,
     )
     if dist_info.main:
         try:
@@ -288,9 +291,11 @@ def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
                  resumed: Checkpoint | None, channels_last: bool) -> tuple[nn.Module, nn.Module]:
     """(model, train_model): the seeded model on ``device``, and the DDP / compiled wrapper the steps call."""
     torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
-    model = create_model(cfg.model.name, **cfg.model.kwargs)
-    if resumed is not None:
+    if resumed is not None:  # the checkpoint holds every weight: an encoder_weights file is not read again
+        model = create_model(cfg.model.name, **rebuild_kwargs(cfg.model.kwargs))
         model.load_state_dict(resumed.model_state)
+    else:
+        model = create_model(cfg.model.name, **cfg.model.kwargs)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -308,8 +313,10 @@ def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
     return model, train_model
 
 
-def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW or SGD, through torch's fused kernel where it has one (CPU, CUDA).
+def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
+                     encoder: EncoderTraining | None = None) -> torch.optim.Optimizer:
+    """AdamW or SGD, through torch's fused kernel where it has one (CPU, CUDA); the encoder's own param group
+    when ``encoder`` has one (:mod:`~unetfamily.engine.encoder_training`).
 
     The fused kernel updates each parameter in one pass instead of a dozen foreach passes over all
     of them: for 39M parameters on 2 CPU cores, 20 ms against 195 ms per step
@@ -317,9 +324,10 @@ def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> tor
     """
     o = cfg.optim
     fused = {"fused": True} if device.type in FUSED_OPTIMIZER_DEVICES else {}
+    params = (encoder or EncoderTraining()).param_groups(model)
     if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, **fused)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
 
 
 def _build_criterion(cfg: Config, info: Any) -> nn.Module:

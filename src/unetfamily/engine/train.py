@@ -22,6 +22,7 @@ from typing import Any
 
 from unetfamily.config import Config, check_config
 from unetfamily.engine.checkpoint import copy_checkpoint
+from unetfamily.engine.encoder_training import check_frozen_span
 from unetfamily.engine.evaluate import evaluate
 from unetfamily.engine.loop import StopFlag, StopRequested, train_one_epoch
 from unetfamily.engine.run_setup import TrainingError, TrainRun, setup_run
@@ -67,6 +68,8 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
                         "use fit(load_config(path)) or fit(config_from_dict(mapping))")
     config = check_config(config)  # a Config built in Python gets the ranges a loaded one got
     run = setup_run(config, resume, overwrite)
+    if run.dist.main:
+        check_frozen_span(run.total_steps, run.encoder)
     state, stop, progress = run.state, StopFlag(), _progress(run)
     status = "finished"
     metrics: dict[str, Any] = {}
