@@ -139,7 +139,7 @@ def build_results(root: Path, task: str = "binary", seeds: tuple[int, ...] = (0,
         "data_name": "synthetic", "task": task, "classes": classes, "splits": {"train": 64, "val": 16, "test": N_IMAGES},
         "eval_split": "test", "input_size": [SIZE, SIZE], "folds": 1, "cases": N_IMAGES,
         "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
-        "schedule": {"name": "cosine", "warmup_steps": 10}, "threads": 2, "plan": None, "version": "0.1.0",
+        "schedule": {"name": "cosine", "warmup_steps": 10}, "threads": 2, "plan": None, "encoder": None, "version": "0.1.0",
         "created": "2025-01-01T00:00:00+00:00",
     }
     return {"protocol": protocol, "variants": variants, "runs": runs,

@@ -34,9 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     budget.add_argument("--epochs", type=int, default=10, help="training budget in epochs")
     budget.add_argument("--steps", type=int, help="training budget in optimiser steps (instead of epochs)")
     budget.add_argument("--minutes", type=float, help="training budget in wall-clock minutes per run (instead of epochs)")
-    p.add_argument("--widths", choices=["small", "paper", "matched"], default="small",
-                   help="small: one base width for all; paper: the papers' widths; matched: parameter counts matched to U-Net")
-    p.add_argument("--base-width", type=int, default=16, help="encoder width of the first level (small, matched)")
+    _add_architecture(p)
     p.add_argument("--size", type=int, help="resize images to SIZE x SIZE (synthetic: generate at SIZE); none: as stored")
     p.add_argument("--batch-size", type=int, default=8, help="images per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (10 warm-up steps, then cosine decay)")
@@ -55,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "an inner split of its training cases (a quarter of the budget per try); none given: --lr for all")
     p.add_argument("--plan", help="auto: every model trains with the recipe `unetfamily plan` derives from the data and "
                    "fits to --device and the budget (docs/plan.md); a plan file; none: the recipe options here. None "
-                   "given: auto, unless --size, --batch-size, --lr, --loss, --augment or --lr-grid is given")
+                   "given: auto, unless --size, --batch-size, --lr, --loss, --augment, --lr-grid or --encoder is given")
     p.add_argument("--no-costs", dest="costs", action="store_false",
                    help="skip measuring each model's latency, throughput and training memory (fresh processes)")
     scale = p.add_argument_group("execution (docs/scale.md)")
@@ -82,6 +80,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "score) as a folder unetfamily.from_pretrained loads: config.json, model.safetensors, README.md card")
 
 
+def _add_architecture(p: argparse.ArgumentParser) -> None:
+    """The options that size the models: their widths, or one pretrained-architecture encoder for all."""
+    p.add_argument("--widths", choices=["small", "paper", "matched"], default="small",
+                   help="small: one base width for all; paper: the papers' widths; matched: parameter counts matched to U-Net")
+    p.add_argument("--base-width", type=int, default=16, help="encoder width of the first level (small, matched)")
+    p.add_argument("--encoder", help="build every model on this pretrained-architecture backbone (`unetfamily models "
+                   "--encoders`; not FCN, whose trunk is VGG-16); --widths, --base-width and the unet_depth ablation "
+                   "then do not apply, and no --plan: the recipe options below")
+    p.add_argument("--encoder-weights", metavar="PATH", help="ImageNet weights of the --encoder (safetensors or a "
+                   "weights-only .pth); runs are identified by the file's SHA-256, not its path")
+
+
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     """The :class:`CompareConfig` the options ask for (the chosen budget option is the one that binds).
 
@@ -101,6 +111,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         size=args.size, batch_size=args.batch_size, lr=args.lr, loss=args.loss, augment=args.augment,
         device=args.device, folds=args.folds, first_seed=args.first_seed, primary=args.primary,
         nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs, plan=args.plan,
+        encoder=args.encoder, encoder_weights=args.encoder_weights,
         executor=args.executor, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run, loggers=split_list(args.loggers), mlflow_uri=args.mlflow_uri,
         mlflow_experiment=args.mlflow_experiment,

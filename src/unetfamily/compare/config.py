@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from unetfamily.config import LOGGERS, Range, check_fields, dataclass_from_dict, integer, number
@@ -67,6 +68,10 @@ class CompareConfig:
     nsd_tolerance: float = number(2.0, ge=0)  # pixels of boundary disagreement the normalised surface Dice forgives
     lr_grid: list[float] | None = field(default=None, metadata={"check": lambda what, grid: _lr_grid(grid)})
     costs: bool = True  # measure parameters, MACs, latency and memory of each variant (fresh processes)
+    # Every model on this pretrained-architecture backbone (unetfamily.models.encoders), initialised from
+    # encoder_weights (a file; made absolute here, so that every worker reads the same one) when given.
+    encoder: str | None = None
+    encoder_weights: str | None = None
     # "auto": each variant trains with the recipe `unetfamily plan` fits to the data, device and budget; a path:
     # that plan file; "none": the options above. Unset: "auto" unless a recipe option (TUNING) is set.
     plan: str | None = None
@@ -88,6 +93,7 @@ class CompareConfig:
         self.plan = _plan(self)
         self.models = _models(self.models)
         self.ablations = _ablations(self.ablations)
+        _check_encoder(self)
         check_fields(self, _option)  # ranges, declared with each field above
         self.lr = float(self.lr)
         self.seconds = None if self.seconds is None else float(self.seconds)
@@ -119,6 +125,12 @@ class CompareConfig:
         """The seeds every variant trains with."""
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
+    @property
+    def encoder_kwargs(self) -> dict[str, str]:
+        """The model arguments ``--encoder``/``--encoder-weights`` give every variant ({} without an encoder)."""
+        given = {"encoder": self.encoder, "encoder_weights": self.encoder_weights}
+        return {k: v for k, v in given.items() if v is not None}
+
 
 def _option(name: str) -> str:
     """The command-line option a field is set by, as errors name it."""
@@ -134,6 +146,15 @@ def _plan(cfg: CompareConfig) -> str:
     """``cfg.plan`` resolved: unset -> "auto", or "none" when a recipe option is set; a plan with one is refused."""
     defaults = {f.name: f.default for f in dataclasses.fields(CompareConfig) if f.name in TUNING}
     tuned = [flag for name, flag in TUNING.items() if getattr(cfg, name) != defaults[name]]
+    if cfg.encoder is not None and cfg.plan in (None, "none"):
+        return "none"  # a plan does not fit a pretrained encoder (below): the command's recipe
+    if cfg.encoder is not None:
+        raise ConfigError(
+            f"--plan {cfg.plan} cannot train models on --encoder {cfg.encoder}: a plan gives every model a z-score "
+            "of this data as its input normalisation and picks its normalisation layers (instance norm below batch "
+            "8), while pretrained weights need the ImageNet normalisation they were trained with and the backbone "
+            "keeps its BatchNorm layers. Leave --plan out (or give --plan none): the comparison then trains with "
+            "the recipe options (--size, --batch-size, --lr, ...)")
     if cfg.plan is None:
         return "none" if tuned else "auto"
     if not isinstance(cfg.plan, str) or not cfg.plan:
@@ -142,6 +163,37 @@ def _plan(cfg: CompareConfig) -> str:
         raise ConfigError(f"--plan {cfg.plan} chooses the recipe itself, so {', '.join(tuned)} would be ignored: "
                           f"leave {'them' if len(tuned) > 1 else 'it'} out, or use --plan none to train with your own")
     return cfg.plan
+
+
+def _check_encoder(cfg: CompareConfig) -> None:
+    """A known encoder; no FCN, width or depth option beside it (they size the families' own encoders)."""
+    from unetfamily.models import family_of
+    from unetfamily.models.encoders import list_encoders
+
+    if cfg.encoder is None:
+        if cfg.encoder_weights is not None:
+            raise ConfigError("--encoder-weights needs --encoder NAME: the backbone architecture the weights are for")
+        return
+    cfg.encoder = resolve_choice("--encoder", cfg.encoder, list_encoders(),
+                                 hint="`unetfamily models --encoders` lists them")
+    fcn = [name for name in cfg.models if family_of(name) == "fcn"]
+    if fcn:
+        raise ConfigError(f"--encoder {cfg.encoder}: {', '.join(fcn)} cannot take it (an FCN's trunk is VGG-16, "
+                          f"and FCN is the baseline without a pretrained-encoder variant); leave "
+                          f"{'it' if len(fcn) == 1 else 'them'} out of --models, e.g. --models "
+                          "unet,unet_plusplus,unet_3plus")
+    sized = [flag for flag, unset in (("--widths", cfg.widths == "small"), ("--base-width", cfg.base_width == 16),
+                                      ("--ablations unet_depth", "unet_depth" not in cfg.ablations)) if not unset]
+    if sized:
+        raise ConfigError(f"{', '.join(sized)} would have no effect with --encoder {cfg.encoder}: "
+                          f"{'they size' if len(sized) > 1 else 'it sizes'} the families' own encoders, while "
+                          "every model is built on the backbone, its decoder sized from the backbone's features "
+                          "(UNet3+'s branches at the paper's 64 channels); leave "
+                          f"{'them' if len(sized) > 1 else 'it'} out")
+    if cfg.encoder_weights is not None:
+        if not isinstance(cfg.encoder_weights, str) or not cfg.encoder_weights.strip():
+            raise ConfigError(f"--encoder-weights {cfg.encoder_weights!r} is not a file name")
+        cfg.encoder_weights = str(Path(cfg.encoder_weights).expanduser().resolve())
 
 
 def _check_executor(cfg: CompareConfig) -> None:

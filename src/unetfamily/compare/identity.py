@@ -5,6 +5,8 @@ would write. The fingerprint holds the resolved training config (model and its a
 optimiser, schedule, loss, budget, seed, input size, augmentation, device), the names and a
 content hash of every sample of every split the run reads, the fold, and the package version;
 fields that cannot change a result (output folder, progress bars, loggers, log intervals) are left out.
+An encoder's weight file (``model.kwargs.encoder_weights``) counts by the SHA-256 of its bytes, not
+its path: other weights in the same file retrain the run, the same weights moved elsewhere do not.
 
 Each run folder is guarded by a lock file (the ``filelock`` package: ``fcntl`` on POSIX, with
 Windows support), so two ``compare`` processes on one ``--out`` never train the same run: the
@@ -12,8 +14,10 @@ second skips runs the first holds and reuses them once they are done.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from unetfamily import __version__
-from unetfamily.errors import UnetFamilyError
+from unetfamily.errors import ConfigError, UnetFamilyError, regular_file
+from unetfamily.models.encoders.weights import file_sha256
 
-__all__ = ["FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock"]
+__all__ = ["FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock",
+           "weights_sha256", "encoder_record"]
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +86,44 @@ def run_fingerprint(config: Mapping[str, Any], data: Mapping[str, Mapping[str, A
     decides the result (fold, input size, evaluation split).
     """
     flat = {k: v for k, v in _flatten(config).items() if not k.startswith(NOT_FINGERPRINTED)}
+    weights = flat.pop("model.kwargs.encoder_weights", None)
+    if weights is not None:  # the bytes decide the result, not where the file lies
+        flat["model.kwargs.encoder_weights.sha256"] = weights_sha256(weights)
     for split, digest in data.items():
         flat[f"samples.{split}.count"] = digest["count"]
         flat[f"samples.{split}.sha256"] = digest["sha256"]
     flat.update({f"run.{k}": (list(v) if isinstance(v, tuple) else v) for k, v in extra.items()})
     flat["version"] = __version__
     return dict(sorted(flat.items()))
+
+
+def weights_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a weight file's bytes, read once per path, size and modification time (every run asks)."""
+    path = regular_file(path, "--encoder-weights file", ConfigError)
+    try:
+        stat = os.stat(path)
+        return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the --encoder-weights file ({exc.strerror or exc})") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def encoder_record(config: Any) -> dict[str, Any] | None:
+    """What results.json and the report keep of a CompareConfig's ``--encoder``/``--encoder-weights``.
+
+    ``{"name", "weights": file name or None, "sha256": hex or None}``; None without an encoder. A
+    missing or unreadable weight file is a ConfigError naming it (asked before anything trains).
+    """
+    if config.encoder is None:
+        return None
+    if config.encoder_weights is None:
+        return {"name": config.encoder, "weights": None, "sha256": None}
+    return {"name": config.encoder, "weights": Path(config.encoder_weights).name,
+            "sha256": weights_sha256(config.encoder_weights)}
 
 
 def differing_fields(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:

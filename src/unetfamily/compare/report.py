@@ -70,7 +70,19 @@ def _device(results: CompareResults) -> str:
 
 
 def _widths(config: CompareConfig) -> str:
+    if config.encoder is not None:
+        return f"the {config.encoder} encoder's; each decoder sized from its features"
     return "paper" if config.widths == "paper" else f"{config.widths}, base width {config.base_width}"
+
+
+def _encoder(encoder: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The Encoder row: the backbone every model is built on and the weight file it starts from."""
+    if not encoder:
+        return []
+    weights = ("random initialisation (no --encoder-weights)" if not encoder.get("weights") else
+               f"weights from {encoder['weights']} (SHA-256 {str(encoder.get('sha256'))[:12]}), with the ImageNet "
+               "input normalisation")
+    return [("Encoder", f"{encoder['name']} for every model; {weights}")]
 
 
 def _evaluation(results: CompareResults) -> str:
@@ -104,6 +116,7 @@ def _protocol(results: CompareResults) -> list[Block]:
         ("Task", f"{p.task}; classes: {_fmt(p.classes)}"),
         ("Splits", ", ".join(f"{k} {v}" for k, v in p.splits.items()) + f"; evaluated on {_evaluation(results)}"),
         ("Models", _fmt(config.models) + (f"; ablations: {_fmt(config.ablations)}" if config.ablations else "")),
+        *_encoder(p.encoder),
         ("Primary metric", f"{METRIC_LABELS.get(p.primary_metric, p.primary_metric)} per case; NSD tolerance "
                            f"{_fmt(config.nsd_tolerance)} px"),
         ("Budget", _fmt(p.budget)), ("Seeds", _fmt(p.seeds)),

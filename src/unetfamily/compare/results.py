@@ -49,6 +49,7 @@ class Protocol:
     schedule: dict[str, Any] | None = None
     threads: int | None = None
     plan: dict[str, Any] | None = None  # compare --plan: the plan's choices, reasons and per-variant fits
+    encoder: dict[str, Any] | None = None  # compare --encoder: {"name", "weights": file name, "sha256"}
     version: str = ""
     created: str = ""
 

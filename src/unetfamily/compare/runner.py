@@ -29,7 +29,7 @@ import torch
 from unetfamily import __version__
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.data import ComparisonData, build_split, data_config, load_comparison_data
-from unetfamily.compare.identity import data_digest
+from unetfamily.compare.identity import data_digest, encoder_record
 from unetfamily.compare.lr_search import choose_learning_rates
 from unetfamily.compare.planned import comparison_plan, planned_config
 from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs
@@ -60,7 +60,8 @@ class RunsFailedError(UnetFamilyError):
 SAMPLES = "artifacts/samples.npz"
 
 
-def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config, plan: Plan | None) -> Protocol:
+def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config, plan: Plan | None,
+              encoder: dict[str, Any] | None = None) -> Protocol:
     info = data.info
     if plan is not None:
         base = plan.config_for(next(iter(plan.families)))
@@ -70,7 +71,8 @@ def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config, plan: Plan
         input_size=list(data.image_shape[-2:]), folds=len(data.folds), cases=data.cases,
         optimizer={"name": base.optim.name, "lr": base.optim.lr, "weight_decay": base.optim.weight_decay},
         schedule={"name": base.schedule.name, "warmup_steps": base.schedule.warmup_steps},
-        threads=torch.get_num_threads(), plan=None if plan is None else plan_summary(plan), version=__version__,
+        threads=torch.get_num_threads(), plan=None if plan is None else plan_summary(plan), encoder=encoder,
+        version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -89,10 +91,15 @@ def _costs(variant: Variant, in_channels: int, num_classes: int, size: tuple[int
             "peak_memory_mb": trained["train_peak_bytes"] / 2**20}
 
 
-def _receptive_field(variant: Variant, in_channels: int, num_classes: int) -> int:
-    """The variant's receptive field in pixels, computed on a narrow copy (the field does not depend on widths)."""
+def _receptive_field(variant: Variant, in_channels: int, num_classes: int) -> int | None:
+    """The variant's receptive field in pixels, computed on a narrow copy (the field does not depend on widths).
+
+    None on a pretrained-architecture encoder: a backbone has no narrow copy, and probing it at full width
+    (float64, inputs up to 1024 px) takes minutes per model for a figure read only with the depth ablation."""
     from unetfamily.models import create_model, family_kwargs, receptive_field
 
+    if variant.kwargs.get("encoder") is not None:
+        return None
     depth = len(variant.kwargs.get("channels") or [0] * 5) - 1
     narrow = {**variant.kwargs, **family_kwargs(variant.model, 2, depth)}
     model = create_model(variant.model, in_channels=in_channels, num_classes=num_classes, **narrow)
@@ -184,12 +191,12 @@ def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData
     if cfg.plan == "none":
         data = load_comparison_data(cfg)
         return None, data, build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width,
-                                          data.info.in_channels, data.info.num_model_outputs)
+                                          data.info.in_channels, data.info.num_model_outputs, cfg.encoder_kwargs)
     native = native_config(data_config(cfg.data, None)[0])
     train = build_dataset(native, "train")
     train.cache = False  # read once for the plan and the digest; the runs build their own (scaled) datasets
     variants = build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width, train.info.in_channels,
-                              train.info.num_model_outputs)
+                              train.info.num_model_outputs, cfg.encoder_kwargs)
     digest = data_digest(train)
     val = build_split(native, "val")
     val_cases = len(val) if val is not None and cfg.folds in (None, 1) else max(1, len(train) // (cfg.folds or 5))
@@ -212,13 +219,14 @@ def run_compare(cfg: CompareConfig, out: str | Path, rerun: bool = False,
     from unetfamily.engine.device import resolve_device
 
     device = resolve_device(cfg.device, "--device")  # a CUDA device this machine lacks fails here, not after the data
+    encoder = encoder_record(cfg)  # a missing --encoder-weights file fails here too
     out = Path(out).resolve() if cfg.executor == "ray" else Path(out)  # every node sees the same absolute paths
     with comparison_tracking(cfg, out) as tracking:  # --loggers mlflow: the comparison's MLflow run
-        return _compare(cfg, out, rerun, stream, device, tracking)
+        return _compare(cfg, out, rerun, stream, device, tracking, encoder)
 
 
 def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None, device: torch.device,
-             tracking: Tracking) -> CompareResults:
+             tracking: Tracking, encoder: dict[str, Any] | None = None) -> CompareResults:
     """The comparison of :func:`run_compare`, its runs nested under ``tracking``'s run."""
     plan, data, variants = _prepare(cfg, out)
     base_of = lambda fold: base_config(cfg, fold.data)  # noqa: E731 - one base config per fold's data
@@ -241,7 +249,7 @@ def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None,
             rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
                                       dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
     finished = [r for r in outcomes if r is not None and r.variant not in failed]
-    results = CompareResults(_protocol(cfg, data, base_of(data.folds[0]), plan), rows, finished,
+    results = CompareResults(_protocol(cfg, data, base_of(data.folds[0]), plan, encoder), rows, finished,
                              _save_artifacts(out, data, [r for r in runs if r.variant.id not in failed]), failures)
     write_report(results, out)
     if cfg.export_best:  # the winner as a model folder others can load

@@ -3,7 +3,9 @@
 Widths are set by one base width ``w`` per family so that a comparison is either at the papers'
 widths (``"paper"``), at one small base width for all (``"small"``, CPU-friendly), or at
 parameter counts matched to the U-Net of that base width (``"matched"``: each family's ``w`` is
-chosen so its parameter count is closest to U-Net's).
+chosen so its parameter count is closest to U-Net's). With an encoder (``compare --encoder``) every
+variant is built on that backbone instead: no widths are set (the decoders size themselves from the
+backbone's features), and the U-Net depth ablation, which varies the family's own encoder, is refused.
 """
 from __future__ import annotations
 
@@ -49,22 +51,30 @@ def matched_width(name: str, target_params: int, in_channels: int, num_classes: 
 
 def build_variants(
     models: list[str], ablations: list[str], widths: str, base_width: int, in_channels: int, num_classes: int,
+    encoder: dict[str, Any] | None = None,
 ) -> list[Variant]:
     """Variants for the requested models and ablations.
 
     Main variants: the papers' full forms (UNet++ and UNet3+ with deep supervision; UNet++ also
     evaluated at pruning levels L1..L4). Ablations: ``unet_depth`` (U-Net with 0..5
     down-samplings; 0 = none: one conv block at full resolution), ``unetpp_ds`` (UNet++ without deep supervision), ``unet3p`` (UNet3+ without
-    deep supervision, and with DS + CGM for binary tasks).
+    deep supervision, and with DS + CGM for binary tasks). ``encoder``: ``{"encoder": NAME[, "encoder_weights":
+    PATH]}`` for every variant, in place of the widths (``widths`` and ``base_width`` are then unused).
     """
     unknown = sorted(set(ablations) - set(ABLATIONS))
     if unknown:
         raise unknown_choice("ablation", unknown[0], ABLATIONS)
+    if encoder and (widths == "matched" or "unet_depth" in ablations):
+        raise ConfigError("width matching and the unet_depth ablation size the families' own encoders; "
+                          f"they do not apply to models on the {encoder.get('encoder')} encoder")
     width = None if widths == "paper" else base_width
-    target = _params("unet", family_kwargs("unet", width), in_channels, num_classes) if widths == "matched" else None
+    target = (_params("unet", family_kwargs("unet", width), in_channels, num_classes)
+              if widths == "matched" and not encoder else None)
 
     def make(id_: str, model: str, extra: dict[str, Any], label: str, ablation: str | None = None,
              depth: int = 4, levels: bool = False) -> Variant:
+        if encoder:
+            return Variant(id_, label, model, family_of(model), {**encoder, **extra}, ablation, levels)
         w = width
         if target is not None and family_of(model) != "unet":
             w = matched_width(model, target, in_channels, num_classes, extra)
