@@ -27,9 +27,10 @@ from unetfamily.config import ConfigError, config_from_dict
 from unetfamily.engine.checkpoint import load_checkpoint, load_model
 from unetfamily.engine.encoder_training import ENCODER_GROUP, encoder_training
 from unetfamily.engine.loop import StopFlag, train_step
+from unetfamily.engine.pretrained import export_pretrained
 from unetfamily.engine.run_setup import setup_run
 from unetfamily.engine.train import TrainingError, fit
-from unetfamily.models import create_model
+from unetfamily.models import create_model, from_pretrained
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -187,6 +188,10 @@ def test_cli_train_with_encoder_weights_then_eval_without_the_file(
     assert "dice" in capsys.readouterr().out
     model, _ = load_model(tmp_path / "run")
     assert torch.equal(model.input_norm.mean, ckpt.model_state["input_norm.mean"])
+    folder = export_pretrained(tmp_path / "run", tmp_path / "folder")  # checks its outputs against the checkpoint's
+    card = (folder / "README.md").read_text()  # its training section names the ImageNet normalisation (1 channel)
+    assert '- input normalisation: {"clip": null, "mean": [0.449], "std": [0.226]}' in card
+    assert from_pretrained(folder).input_norm is not None
 
 
 def test_ddp_two_cpu_processes_keep_the_encoder_frozen(tmp_path: Path, weights: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from unetfamily.engine.checkpoint import Checkpoint, load_model, resolve_checkpoint
+from unetfamily.engine.checkpoint import Checkpoint, load_model, rebuild_kwargs, resolve_checkpoint
 from unetfamily.models import ModelCard, SegmentationModel
 from unetfamily.models.pretrained import save_pretrained
 
@@ -76,7 +76,7 @@ def _training_config(config: Mapping[str, Any], ckpt: Checkpoint) -> dict[str, A
     for key in ("seed", "amp", "monitor"):
         if key in train:
             out[key] = train[key]
-    norm = ((config.get("model") or {}).get("kwargs") or {}).get("input_norm")
+    norm = rebuild_kwargs(dict((config.get("model") or {}).get("kwargs") or {})).get("input_norm")  # ImageNet's with encoder_weights
     out["input normalisation"] = _compact(norm) if norm else "none"
     return out
 
