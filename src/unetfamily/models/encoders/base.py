@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from unetfamily.errors import ConfigError, unknown_choice
 from unetfamily.models.encoder import FeatureInfo
+from unetfamily.models.encoders._layout import check_stages
 
 __all__ = ["Backbone", "EncoderSpec", "ENCODERS", "register_encoder", "encoder_spec", "list_encoders"]
 
@@ -39,7 +40,16 @@ class Backbone(nn.Module):
     first_conv: str
     skipped_prefixes: tuple[str, ...]
 
-    def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+    def forward(self, x: Tensor, stages: int | None = None) -> list[Tensor]:
+        """The first ``stages`` features (all built ones when None), shallowest first; deeper ones are not run.
+
+        Shapes: (N, in_channels, H, W) -> [(N, feature_info[k]["num_chs"], ~H / r_k, ~W / r_k)].
+        """
+        n = check_stages(stages, len(self.feature_info))
+        return self.features(x, n) if n else []
+
+    def features(self, x: Tensor, n: int) -> list[Tensor]:  # pragma: no cover - abstract
+        """The first ``n`` >= 1 features of image ``x``."""
         raise NotImplementedError
 
 

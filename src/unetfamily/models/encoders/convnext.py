@@ -135,16 +135,11 @@ class ConvNeXt(Backbone):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, stages: int | None = None) -> list[Tensor]:
-        """The first ``stages`` stage outputs (all built ones when None), shallowest first; deeper ones are not run."""
-        stages = len(self.stages) if stages is None else stages
-        if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(self.stages):
-            raise ConfigError(f"stages={stages!r} must be a whole number from 0 to the {len(self.stages)} stages built")
-        if stages == 0:
-            return []
+    def features(self, x: Tensor, n: int) -> list[Tensor]:
+        """The first ``n`` stage outputs (see :meth:`Backbone.forward`)."""
         x = self.stem(x)
         features = []
-        for stage in self.stages[:stages]:
+        for stage in self.stages[:n]:
             x = stage(x)
             features.append(x)
         return features

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetfamily.models.encoder import FeatureInfo
-from unetfamily.models.encoders._layout import check_stages, rename_state, unknown_layout
+from unetfamily.models.encoders._layout import rename_state, unknown_layout
 from unetfamily.models.encoders.base import Backbone, EncoderSpec, check_depth, register_encoder
 
 __all__ = ["SqueezeExcite", "DepthwiseSeparable", "InvertedResidual", "EfficientNet", "B0_STAGES",
@@ -168,15 +168,9 @@ class EfficientNet(Backbone):
         self.first_conv = "conv_stem.weight"
         self.skipped_prefixes = HEAD_PREFIXES + tuple(f"blocks.{s}." for s in range(len(stages), len(B0_STAGES)))
 
-    def forward(self, x: Tensor, stages: int | None = None) -> list[Tensor]:
-        """The first ``stages`` features (all when None), nothing deeper computed.
-
-        Shapes: (N, in_channels, H, W) -> [(N, feature_info[k]["num_chs"], ~H / r_k, ~W / r_k)].
-        """
-        n = check_stages(stages, len(self.feature_info))
+    def features(self, x: Tensor, n: int) -> list[Tensor]:
+        """The first ``n`` stage features (see :meth:`Backbone.forward`)."""
         features: list[Tensor] = []
-        if n == 0:
-            return features
         x = F.silu(self.bn1(self.conv_stem(x)))
         for s, stage in enumerate(self.blocks):
             x = stage(x)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetfamily.models.encoder import FeatureInfo
-from unetfamily.models.encoders._layout import check_stages, unknown_layout
+from unetfamily.models.encoders._layout import unknown_layout
 from unetfamily.models.encoders.base import Backbone, EncoderSpec, check_depth, register_encoder
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "RESNET_CONFIGS", "convert_resnet_state"]
@@ -135,15 +135,9 @@ class ResNet(Backbone):
         self.first_conv = "conv1.weight"
         self.skipped_prefixes = HEAD_PREFIXES + tuple(f"layer{k}." for k in range(depth, 5))
 
-    def forward(self, x: Tensor, stages: int | None = None) -> list[Tensor]:
-        """The first ``stages`` features (all when None), nothing deeper computed.
-
-        Shapes: (N, in_channels, H, W) -> [(N, feature_info[k]["num_chs"], ~H / r_k, ~W / r_k)].
-        """
-        n = check_stages(stages, len(self.feature_info))
+    def features(self, x: Tensor, n: int) -> list[Tensor]:
+        """The first ``n`` stage features (see :meth:`Backbone.forward`)."""
         features: list[Tensor] = []
-        if n == 0:
-            return features
         x = self.act1(self.bn1(self.conv1(x)))
         features.append(x)
         for k in range(1, n):
