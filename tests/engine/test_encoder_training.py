@@ -142,6 +142,11 @@ def test_resume_mid_freeze_continues_as_an_uninterrupted_run(
     changed = {**cut, "train": {**cut["train"], "max_steps": 8, "freeze_encoder_steps": 2}}
     with pytest.raises(TrainingError, match="train.freeze_encoder_steps 4 -> 2"):
         fit(config_from_dict(changed), resume=True)
+    # The weights file moved: its path is read only when a run starts, so a resume accepts the new one.
+    moved = {**cut, "model": {**cut["model"], "kwargs": {**cut["model"]["kwargs"], "encoder_weights": str(weights)}},
+             "train": {**cut["train"], "max_steps": 7}}
+    fit(config_from_dict(moved), resume=True)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.safetensors").step == 7
 
 
 @pytest.mark.parametrize("key, value", [("encoder_lr_mult", 0.1), ("freeze_encoder_steps", 5)])

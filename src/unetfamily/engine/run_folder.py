@@ -46,7 +46,9 @@ RUNTIME_KEYS = ("output_dir", "train.device", "train.progress", "train.loggers",
                 "train.mlflow_experiment", "train.mlflow_tags", "train.log_every",
                 "train.image_every", "train.checkpoint_every", "train.eval_every", "train.compile",
                 "train.memory_saving", "train.channels_last", "train.max_skipped_fraction",
-                "loader.num_workers", "loader.val_batch_size")
+                "loader.num_workers", "loader.val_batch_size",
+                # read only when a run starts: a resumed run takes every weight from its checkpoint
+                "model.kwargs.encoder_weights")
 
 
 class TrainingError(UnetFamilyError, RuntimeError):
