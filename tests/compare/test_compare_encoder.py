@@ -28,7 +28,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 SMALL = {"type": "synthetic", "size": 32, "num_samples": {"train": 8, "val": 4, "test": 4}}
 BASE = ["compare", "--models", "unet,unet_plusplus", "--seeds", "1", "--steps", "2", "--size", "32",
-        "--batch-size", "4", "--no-costs", "--lr", "0.005", "--encoder", "resnet18"]
+        "--batch-size", "4", "--no-costs", "--lr", "0.005", "--encoder", "resnet18", "--encoder-lr-mult", "0.5",
+        "--freeze-encoder-steps", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,8 @@ def test_tiny_compare_on_a_pretrained_encoder_records_it(tmp_path: Path, weights
         run = out / "runs" / variant / "seed0"
         kwargs = yaml.safe_load((run / "config.yaml").read_text())["model"]["kwargs"]
         assert kwargs["encoder"] == "resnet18" and kwargs["encoder_weights"] == str(own) and "channels" not in kwargs
+        train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+        assert train["encoder_lr_mult"] == 0.5 and train["freeze_encoder_steps"] == 1
         fingerprint = json.loads((run / "fingerprint.json").read_text())
         assert fingerprint["model.kwargs.encoder_weights.sha256"] == sha
         assert not any(str(own) in json.dumps(v) for v in fingerprint.values())  # the bytes count, not the path
@@ -86,6 +89,7 @@ def test_tiny_compare_on_a_pretrained_encoder_records_it(tmp_path: Path, weights
     for page in ("report.md", "report.html"):
         text = (out / page).read_text()
         assert "resnet18 for every model" in text and f"resnet18.safetensors (SHA-256 {sha[:12]})" in text, page
+        assert "encoder learning rate x 0.5, frozen for the first 1 steps" in text, page
 
     moved = tmp_path / "elsewhere.safetensors"  # the same bytes under another name: every run is reused
     shutil.move(own, moved)
@@ -134,6 +138,10 @@ def test_identity_follows_the_weights_bytes_not_their_path(tmp_path: Path) -> No
     ({"plan": "plan.yaml"}, r"--plan plan.yaml cannot train models on --encoder"),
     ({"encoder": "resnet81"}, r"--encoder: unknown value 'resnet81'.*resnet18"),
     ({"encoder": None, "encoder_weights": "w.pth"}, r"--encoder-weights needs --encoder NAME"),
+    ({"encoder": None, "encoder_lr_mult": 0.1}, r"--encoder-lr-mult would have no effect without --encoder"),
+    ({"encoder": None, "freeze_encoder_steps": 3}, r"--freeze-encoder-steps would have no effect without --encoder"),
+    ({"encoder_lr_mult": 0}, r"encoder.lr.mult"),
+    ({"freeze_encoder_steps": -1}, r"freeze.encoder.steps"),
 ])
 def test_what_cannot_apply_to_an_encoder_is_refused(options: dict, message: str) -> None:
     options = {"models": ["unet", "unet_plusplus"], "encoder": "resnet18", **options} if options else {"encoder": "resnet18"}

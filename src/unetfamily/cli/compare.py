@@ -90,6 +90,10 @@ def _add_architecture(p: argparse.ArgumentParser) -> None:
                    "then do not apply, and no --plan: the recipe options below")
     p.add_argument("--encoder-weights", metavar="PATH", help="ImageNet weights of the --encoder (safetensors or a "
                    "weights-only .pth); runs are identified by the file's SHA-256, not its path")
+    p.add_argument("--encoder-lr-mult", type=float, default=1.0, help="the --encoder's learning rate is --lr times "
+                   "this (train.encoder_lr_mult)")
+    p.add_argument("--freeze-encoder-steps", type=int, default=0, help="the --encoder's weights and norm statistics "
+                   "stay as loaded for this many optimiser steps (train.freeze_encoder_steps)")
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
@@ -111,7 +115,8 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         size=args.size, batch_size=args.batch_size, lr=args.lr, loss=args.loss, augment=args.augment,
         device=args.device, folds=args.folds, first_seed=args.first_seed, primary=args.primary,
         nsd_tolerance=args.nsd_tolerance, lr_grid=_floats("--lr-grid", args.lr_grid), costs=args.costs, plan=args.plan,
-        encoder=args.encoder, encoder_weights=args.encoder_weights,
+        encoder=args.encoder, encoder_weights=args.encoder_weights, encoder_lr_mult=args.encoder_lr_mult,
+        freeze_encoder_steps=args.freeze_encoder_steps,
         executor=args.executor, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run, loggers=split_list(args.loggers), mlflow_uri=args.mlflow_uri,
         mlflow_experiment=args.mlflow_experiment,

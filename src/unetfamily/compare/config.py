@@ -72,6 +72,8 @@ class CompareConfig:
     # encoder_weights (a file; made absolute here, so that every worker reads the same one) when given.
     encoder: str | None = None
     encoder_weights: str | None = None
+    encoder_lr_mult: float = number(1.0, gt=0)  # train.encoder_lr_mult of every run (with an encoder)
+    freeze_encoder_steps: int = integer(0, ge=0)  # train.freeze_encoder_steps of every run (with an encoder)
     # "auto": each variant trains with the recipe `unetfamily plan` fits to the data, device and budget; a path:
     # that plan file; "none": the options above. Unset: "auto" unless a recipe option (TUNING) is set.
     plan: str | None = None
@@ -173,6 +175,11 @@ def _check_encoder(cfg: CompareConfig) -> None:
     if cfg.encoder is None:
         if cfg.encoder_weights is not None:
             raise ConfigError("--encoder-weights needs --encoder NAME: the backbone architecture the weights are for")
+        unused = [flag for flag, default in (("--encoder-lr-mult", cfg.encoder_lr_mult == 1),
+                                             ("--freeze-encoder-steps", cfg.freeze_encoder_steps == 0)) if not default]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)} would have no effect without --encoder NAME: the families' own "
+                              "encoders train with the decoder")
         return
     cfg.encoder = resolve_choice("--encoder", cfg.encoder, list_encoders(),
                                  hint="`unetfamily models --encoders` lists them")

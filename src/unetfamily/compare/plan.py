@@ -59,7 +59,8 @@ def base_config(cfg: CompareConfig, data: dict[str, Any]) -> Config:
         optim=OptimConfig(name="adamw", lr=cfg.lr, weight_decay=1e-4),
         schedule=ScheduleConfig(name="cosine", warmup_steps=10),
         train=TrainConfig(epochs=cfg.epochs, max_steps=cfg.steps, max_seconds=cfg.seconds, device=cfg.device,
-                          progress=False, loggers=tensorboard_only(cfg), eval_every=1),
+                          progress=False, loggers=tensorboard_only(cfg), eval_every=1,
+                          encoder_lr_mult=cfg.encoder_lr_mult, freeze_encoder_steps=cfg.freeze_encoder_steps),
     )
 
 

@@ -75,14 +75,17 @@ def _widths(config: CompareConfig) -> str:
     return "paper" if config.widths == "paper" else f"{config.widths}, base width {config.base_width}"
 
 
-def _encoder(encoder: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """The Encoder row: the backbone every model is built on and the weight file it starts from."""
+def _encoder(encoder: Mapping[str, Any] | None, config: CompareConfig) -> list[tuple[str, str]]:
+    """The Encoder row: the backbone every model is built on, the weight file it starts from, how it trains."""
     if not encoder:
         return []
     weights = ("random initialisation (no --encoder-weights)" if not encoder.get("weights") else
                f"weights from {encoder['weights']} (SHA-256 {str(encoder.get('sha256'))[:12]}), with the ImageNet "
                "input normalisation")
-    return [("Encoder", f"{encoder['name']} for every model; {weights}")]
+    training = [f"learning rate x {config.encoder_lr_mult:g}" if config.encoder_lr_mult != 1 else "",
+                f"frozen for the first {config.freeze_encoder_steps} steps" if config.freeze_encoder_steps else ""]
+    training = "; encoder " + ", ".join(t for t in training if t) if any(training) else ""
+    return [("Encoder", f"{encoder['name']} for every model; {weights}{training}")]
 
 
 def _evaluation(results: CompareResults) -> str:
@@ -116,7 +119,7 @@ def _protocol(results: CompareResults) -> list[Block]:
         ("Task", f"{p.task}; classes: {_fmt(p.classes)}"),
         ("Splits", ", ".join(f"{k} {v}" for k, v in p.splits.items()) + f"; evaluated on {_evaluation(results)}"),
         ("Models", _fmt(config.models) + (f"; ablations: {_fmt(config.ablations)}" if config.ablations else "")),
-        *_encoder(p.encoder),
+        *_encoder(p.encoder, p.config),
         ("Primary metric", f"{METRIC_LABELS.get(p.primary_metric, p.primary_metric)} per case; NSD tolerance "
                            f"{_fmt(config.nsd_tolerance)} px"),
         ("Budget", _fmt(p.budget)), ("Seeds", _fmt(p.seeds)),
