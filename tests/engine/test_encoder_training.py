@@ -196,6 +196,7 @@ def test_cli_train_with_encoder_weights_then_eval_without_the_file(
     folder = export_pretrained(tmp_path / "run", tmp_path / "folder")  # checks its outputs against the checkpoint's
     card = (folder / "README.md").read_text()  # its training section names the ImageNet normalisation (1 channel)
     assert '- input normalisation: {"clip": null, "mean": [0.449], "std": [0.226]}' in card
+    assert f"`resnet18` backbone (docs/models.md, \"Pretrained encoders\"); initialised from `{own.name}` |" in card
     assert from_pretrained(folder).input_norm is not None
 
 

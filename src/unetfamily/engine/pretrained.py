@@ -147,6 +147,9 @@ def export_pretrained(checkpoint: str | Path, out_dir: str | Path,
     """
     path = resolve_checkpoint(checkpoint)
     model, ckpt = load_model(path, "cpu")
+    started = ((ckpt.config.get("model") or {}).get("kwargs") or {}).get("encoder_weights")
+    if started and "_encoder_weights" not in model.__dict__:  # the card names the file the run started from
+        model.__dict__["_encoder_weights"] = {"file": Path(str(started)).name, "sha256": None}
     derived = checkpoint_card(ckpt, path)
     given = ModelCard.of(card)
     merged = dataclasses.replace(derived, **{f.name: getattr(given, f.name) for f in dataclasses.fields(ModelCard)

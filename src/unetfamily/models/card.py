@@ -171,8 +171,8 @@ def _model_section(card: ModelCard, facts: Mapping[str, Any]) -> list[str]:
     if facts["kwargs"].get("encoder"):
         weights = facts.get("encoder_weights")
         rows.append(("encoder", f"`{facts['kwargs']['encoder']}` backbone (docs/models.md, \"Pretrained encoders\"); "
-                     + (f"initialised from `{weights['file']}` (SHA-256 {weights['sha256'][:16]}...)" if weights
-                        else "initial weights not recorded")))
+                     + (f"initialised from `{weights['file']}`" if weights else "initial weights not recorded")
+                     + (f" (SHA-256 {weights['sha256'][:16]}...)" if weights and weights.get("sha256") else "")))
     lines = ["## Model", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
              "Rebuilt by `unetfamily.from_pretrained` as:", "", "```python",
              f"unetfamily.create_model({', '.join([repr(facts['name'])] + [f'{k}={v!r}' for k, v in facts['kwargs'].items()])})",
