@@ -13,7 +13,10 @@ __all__ = ["fold_batchnorm"]
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every conv -> BatchNorm pair merged into the conv.
+    """An eval-mode copy of ``model`` with the conv -> BatchNorm pair of every family block merged into the conv.
+
+    The blocks are the families' :class:`ConvNormAct` units; a pretrained backbone's own
+    BatchNorm layers (``encoder=...``) are left as they are.
 
     In eval mode BatchNorm is the affine map y = (x - mean) / sqrt(var + eps) * gamma + beta with
     fixed statistics, so it folds into the preceding convolution: W' = W * s, b' = (b - mean) * s
