@@ -108,3 +108,20 @@ def test_missing_and_unexpected_keys_are_listed(vgg16_state: dict[str, torch.Ten
 def test_refuses_a_state_of_no_vgg16_layout() -> None:
     with pytest.raises(ConfigError, match="my.pth: the state is not torchvision's vgg16 layout"):
         convert_vgg16({"conv1.weight": torch.zeros(64, 3, 7, 7)}, "my.pth")
+
+
+def test_create_model_reads_a_vgg16_file_and_attaches_imagenet_norm(
+        vgg16_state: dict[str, torch.Tensor], tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_model's path for FCN (the reading of files is tested on a small encoder: a VGG-16 file is 550 MB)."""
+    import unetfamily.models._registry as registry
+    from unetfamily.models import create_model
+    from unetfamily.models.encoders.weights import IMAGENET_MEAN
+
+    path = tmp_path / "vgg16.pth"
+    path.write_bytes(b"stand-in")  # read_state_dict is replaced below; the SHA-256 is taken of these bytes
+    monkeypatch.setattr(registry, "read_state_dict", lambda p: {k: v.float() for k, v in vgg16_state.items()})
+    model = create_model("fcn32s_voc", encoder_weights=str(path))
+    assert torch.equal(model.fc[0].weight, vgg16_state["classifier.0.weight"].float().view(4096, 512, 7, 7))
+    assert model.input_norm.mean.flatten().tolist() == pytest.approx(IMAGENET_MEAN)
+    with pytest.raises(ConfigError, match="fc_channels"):
+        create_model("fcn32s", fc_channels=64, encoder_weights=str(path))
