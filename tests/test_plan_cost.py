@@ -69,3 +69,22 @@ def test_the_fitted_models_norm_follows_the_batch_and_its_step_is_measured_with_
     large = planfit.fit_family("unet", "unet", {}, step, (64, 64), in_channels=1, outputs=1, device=torch.device("cpu"),
                                budget=Budget(steps=100), memory=2**40, train_pixels=1e9, val_cases=1)
     assert large.batch_size >= 8 and large.kwargs["norm"] == "batch"
+
+
+def test_on_cuda_the_loader_workers_hide_the_pipeline_behind_the_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # loader.num_workers: auto on CUDA: 4 CPUs give 3 worker processes making batches while the steps run
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("UNETFAMILY_CPUS", raising=False)
+    step = planfit.StepCost(2, (64, 64), 0.1, 0.03, 2**20)
+    monkeypatch.setattr(planfit, "measure_step", lambda *a, **k: step)
+
+    def fit_cuda(sample_s: float) -> planfit.FamilyFit:
+        return planfit.fit_family("unet", "unet", {}, step, (64, 64), in_channels=1, outputs=1,
+                                  device=torch.device("cuda"), budget=Budget(seconds=100), memory=2**40,
+                                  train_pixels=1e6, val_cases=1,
+                                  data=lambda patch: DataCost(cold_s=sample_s, warm_s=sample_s, cases=50, cached=False))
+
+    hidden = fit_cuda(0.1)  # a batch of 2 takes 0.2 s, 0.067 s with 3 workers: within the 0.1 s step
+    assert hidden.data_seconds == 0.0 and hidden.step_seconds == pytest.approx(0.1)
+    slow = fit_cuda(0.6)  # 1.2 s a batch, 0.4 s with 3 workers: the step waits 0.3 s
+    assert slow.data_seconds == pytest.approx(0.3) and "its 3 loader workers make" in slow.reason

@@ -79,6 +79,14 @@ Logger = Literal["tensorboard", "mlflow"]  # the loggers train.loggers may list
 LOGGERS: tuple[str, ...] = get_args(Logger)
 
 
+def _workers(what: str, value: int | Literal["auto"]) -> None:
+    """DataLoader worker processes: "auto" (chosen per device at run start, unetfamily.data.workers) or >= 0."""
+    if isinstance(value, str) and value != "auto":
+        raise ConfigError(f"{what}={value!r} is not valid; use 'auto' or a whole number of worker processes >= 0")
+    if value != "auto":
+        Range(ge=0, integer=True)(what, value)
+
+
 def _loggers(what: str, value: list[str]) -> None:
     if isinstance(value, (list, tuple)) and len(set(value)) < len(value):
         raise ConfigError(f"{what}={list(value)!r} names a logger twice; name each once")
@@ -105,7 +113,8 @@ class LoaderConfig(_Section):
     section = "loader"
     batch_size: int = integer(8, ge=1)
     val_batch_size: int | None = integer(None, ge=1, null="use loader.batch_size")
-    num_workers: int = integer(0, ge=0)
+    # "auto": on CUDA min(8, CPUs - 1) split among the node's ranks, else 0 (resolved and logged at run start)
+    num_workers: int | Literal["auto"] = field(default="auto", metadata={"check": _workers})
 
 
 @dataclass
@@ -262,8 +271,21 @@ def _check_value(path: str, value: Any, hint: Any) -> Any:
             return [v if item is Any else _check_value(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
         if base in (str, bool, dict) and isinstance(value, base):
             return value
-    expected = getattr(hint, "__name__", None) if get_origin(hint) is None else None
-    raise ConfigError(f"{path}={value!r} has the wrong type; expected {expected or hint}")
+        if base is Literal and any(value == choice and type(value) is type(choice) for choice in get_args(t)):
+            return value
+    raise ConfigError(f"{path}={value!r} has the wrong type; expected {_shown_type(hint)}")
+
+
+def _shown_type(hint: Any) -> str:
+    """A type as errors show it: ``int``, ``list[str]``, ``int or 'auto'``, ``float or null``."""
+    origin = get_origin(hint)
+    if hint is type(None):
+        return "null"
+    if origin is Literal:
+        return " or ".join(map(repr, get_args(hint)))
+    if origin is not None and origin not in (dict, list):  # a union
+        return " or ".join(_shown_type(t) for t in get_args(hint))
+    return str(hint) if origin is not None else getattr(hint, "__name__", str(hint))
 
 
 def dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

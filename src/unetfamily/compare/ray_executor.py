@@ -2,7 +2,8 @@
 
 Each task trains and evaluates its run with :func:`~unetfamily.compare.run.train_and_evaluate`, the same
 function the local executor calls, in the run folder under ``--out`` (storage every node must see), with
-``--cpus-per-run`` CPUs (its torch threads) and ``--gpus-per-run`` GPUs. A task whose worker process or
+``--cpus-per-run`` CPUs (its torch threads, and the CPUs ``loader.num_workers: auto`` shares out on a GPU)
+and ``--gpus-per-run`` GPUs. A task whose worker process or
 node dies is retried by Ray (:data:`MAX_RETRIES`) and resumes from the run's last checkpoint; a task that
 fails with an error of its own (bad data, bad config) is not retried: it is reported with its one-line
 error and the other runs go on. Ctrl-C cancels the tasks still running (their checkpoints stay) and the
@@ -23,6 +24,7 @@ from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.live import LiveTable, RunRow
 from unetfamily.compare.plan import PlannedRun
 from unetfamily.compare.results import RunFailure, RunResult
+from unetfamily.data.workers import CPUS_ENV
 from unetfamily.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -216,11 +218,13 @@ def _env() -> dict[str, str]:
 
 def _call_task(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, cwd: str, env: dict[str, str]) -> Any:
     """On a worker: ``fn(*args)`` in the driver's working folder (relative data paths and run folders resolve as
-    there), with its forwarded environment and ``threads`` torch threads."""
+    there), with its forwarded environment and ``threads`` torch threads; ``loader.num_workers: auto`` counts only
+    those ``threads`` CPUs (Ray reserves them for the task without pinning it to them)."""
     import torch
 
     os.chdir(cwd)
     os.environ.update(env)
+    os.environ[CPUS_ENV] = str(threads)
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return fn(*args)

@@ -102,7 +102,7 @@ def _predictions(model: nn.Module, split: EvalSplit, device: torch.device,
     model.eval()
     with torch.no_grad():
         for batch in window.loader(split):
-            images = batch["image"].to(device)
+            images = batch["image"].to(device, non_blocking=True)
             if window.size is None:
                 labels = logits_to_labels(model(images), split.info.num_classes)
             else:

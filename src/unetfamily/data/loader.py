@@ -4,13 +4,20 @@
 :class:`~unetfamily.data.base.SegmentationDataset` runs its transform under that seed, so the
 batches, augmentation included, depend only on ``seed`` and the epoch: the same with 0, 1 or 8
 workers, and the same after a restart.
+
+``make_loader(..., timed=True)`` also says how long each batch took to make where it was made (in
+its worker process, or in the training process with 0 workers): the batch's ``data_seconds``
+(:data:`DATA_SECONDS`), a float covering the samples' reading, augmenting and collating. The
+training loop takes it out of the batch and reports what the loader can deliver against what the
+steps consume (:mod:`unetfamily.engine.throughput`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +27,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from unetfamily.data.base import SegmentationDataset
 from unetfamily.data.errors import DataConfigError, DataError
 
-__all__ = ["SeededSampler", "collate", "make_loader"]
+__all__ = ["SeededSampler", "collate", "make_loader", "DATA_SECONDS"]
+
+#: Key of a timed loader's batches (``make_loader(..., timed=True)``): seconds spent making the batch.
+DATA_SECONDS = "data_seconds"
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +120,39 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class _Samples(list):
+    """The samples of one batch, and the seconds spent making them (``seconds``)."""
+
+    seconds = 0.0
+
+
+class _TimedDataset(Dataset):
+    """``dataset`` whose batches of samples (``__getitems__``, which DataLoader calls) carry their making time."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.dataset[key]
+
+    def __getitems__(self, keys: Iterable[Any]) -> _Samples:
+        start = time.perf_counter()
+        samples = _Samples(self.dataset[key] for key in keys)
+        samples.seconds = time.perf_counter() - start
+        return samples
+
+
+def _timed_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`collate`, with the seconds spent making the batch (samples and collating) as ``data_seconds``."""
+    start = time.perf_counter()
+    batch = collate(samples)
+    batch[DATA_SECONDS] = getattr(samples, "seconds", 0.0) + time.perf_counter() - start
+    return batch
+
+
 def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
@@ -129,6 +172,7 @@ def make_loader(
     world_size: int = 1,
     prefetch_factor: int | None = None,
     num_samples: int | None = None,
+    timed: bool = False,
 ) -> DataLoader:
     """A DataLoader whose batches (order and augmentation) are fixed by ``seed``.
 
@@ -138,6 +182,7 @@ def make_loader(
     workers fork, so they share the decoded samples instead of each decoding its own copy.
     ``rank``/``world_size`` shard the data for DistributedDataParallel. ``num_samples`` (per rank;
     None: one pass over the data) makes every epoch that many samples (:class:`SeededSampler`).
+    ``timed``: each batch also holds ``data_seconds``, the seconds spent making it (module docstring).
     """
     if batch_size < 1:
         raise DataConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -159,12 +204,12 @@ def make_loader(
             sampler = None  # type: ignore[assignment]
         generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        dataset,
+        _TimedDataset(dataset) if timed else dataset,
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=_timed_collate if timed else collate,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=drop_last,
         worker_init_fn=_seed_worker if num_workers > 0 else None,

@@ -5,7 +5,9 @@ The loop calls one :class:`Loggers`, whatever is listed: the parameters once at 
 (:meth:`~Loggers.scalars`), an overlay image every ``train.image_every`` steps
 (:meth:`~Loggers.image`), the run's files at the end (:meth:`~Loggers.artifacts`), and
 :meth:`~Loggers.close`. Both loggers take the same names: ``train/loss/<term>``, ``train/lr``,
-``train/images_per_s``, ``val/<metric>`` (at the global step), ``train/overlay``.
+``train/images_per_s``, ``val/<metric>`` (at the global step), ``train/overlay``, and per epoch
+``data/images_per_s``, ``data/train_images_per_s``, ``data/waited_fraction``
+(:mod:`~unetfamily.engine.throughput`).
 
 * ``tensorboard``: event files in ``<output_dir>/tensorboard/`` (its files are already in the run
   folder, so it logs no parameters or artifacts);

@@ -39,8 +39,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from unetfamily.data.loader import DATA_SECONDS
 from unetfamily.engine.run_setup import TrainingError, TrainRun
 from unetfamily.engine.schedule import lr_at
+from unetfamily.engine.throughput import timed_batches
 from unetfamily.models import final_output
 from unetfamily.overlay import overlay
 
@@ -90,6 +92,7 @@ class StepResult:
     lr: float
     stopping: bool
     out_of_time: bool = False  # the ranks agree that train.max_seconds ran out during this step
+    seconds: float = 0.0  # the step's time, forward to optimiser update (ends on a value read from the device)
 
 
 def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = None) -> bool:
@@ -100,18 +103,21 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
     :class:`~unetfamily.engine.status.RunProgress`, or None) counts the steps.
     Returns True when ``run.deadline`` passed and the epoch ended early (after the step during which
     it passed, on every rank alike), so a time budget holds within one step, not one epoch.
-    Raises :class:`StopRequested` after the step during which ``stop`` was set.
+    Raises :class:`StopRequested` after the step during which ``stop`` was set. At the epoch's end
+    rank 0 logs the data's images/s against the training's (:mod:`~unetfamily.engine.throughput`).
     """
     run.train_loader.sampler.set_epoch(epoch)
     run.train_model.train()
     scaler = torch.amp.GradScaler("cuda") if run.amp == "fp16" else None  # fresh each epoch, as in 0.1.0
-    skip = run.state.step - epoch * run.steps_per_epoch
-    for index, batch in enumerate(run.train_loader):
+    skip, late = run.state.step - epoch * run.steps_per_epoch, False
+    for index, (batch, waited, began) in enumerate(timed_batches(run.train_loader)):
+        made = batch.pop(DATA_SECONDS, 0.0)  # seconds spent making the batch (a timed loader's)
         if index < skip:
             continue
         if run.state.step >= run.total_steps:
             break
         result = train_step(run, batch, scaler, stop)
+        run.throughput.add(len(batch["image"]), result.seconds, made, waited, began)
         if progress is not None:
             progress.update(1)
             if getattr(progress, "shows_postfix", True):  # reading the loss waits for the device: only for a bar
@@ -122,8 +128,10 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
         if result.stopping or (stop.requested and not dist.is_initialized()):
             raise StopRequested
         if result.out_of_time:
-            return True
-    return False
+            late = True
+            break
+    run.throughput.report(run.loggers, run.state.step, main=run.dist.main)
+    return late
 
 
 def _checkpoint_due(run: TrainRun) -> bool:
@@ -178,11 +186,12 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     run.state.step = step + 1
     if skipped:
         _count_skipped(run, step)
+    seconds = time.perf_counter() - start  # the update check above read a value back: the device is done
     if run.loggers and step % max(1, cfg.train.log_every) == 0:
-        _log_step(run, step, terms, lr, images.shape[0] / (time.perf_counter() - start))
+        _log_step(run, step, terms, lr, images.shape[0] / seconds)
         if cfg.train.image_every and step % cfg.train.image_every == 0:
             run.loggers.image("train/overlay", _overlay_grid(images, masks, output), step)
-    return StepResult(terms, lr, stopping, late)
+    return StepResult(terms, lr, stopping, late, seconds)
 
 
 def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.Tensor], scaler: Any, step: int) -> bool:

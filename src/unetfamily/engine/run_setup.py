@@ -30,6 +30,7 @@ from unetfamily.engine.device import resolve_amp, resolve_device
 from unetfamily.engine.encoder_training import EncoderTraining, encoder_training
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
+from unetfamily.engine.throughput import DataThroughput
 from unetfamily.files import atomic_write_bytes
 from unetfamily.models import SegmentationModel, create_model
 
@@ -101,6 +102,7 @@ class TrainRun:
     channels_last: bool = False  # train.channels_last, "auto" resolved: the model's and the batches' memory format
     amp: str = "none"  # train.amp, "auto" resolved: the autocast mode of the steps and the validation
     encoder: EncoderTraining = field(default_factory=EncoderTraining)  # train.encoder_lr_mult, freeze_encoder_steps
+    throughput: DataThroughput = field(default_factory=lambda: DataThroughput(0))  # its workers: num_workers resolved
 
     @property
     def steps_per_epoch(self) -> int:
@@ -175,7 +177,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     criterion = _build_criterion(cfg, train_set.info)
     if dist_info.main:  # written once the model and loss accepted the config, so a refused one leaves no trace
         _write_run_config(run_dir, cfg)
-    train_loader, val_loader = _build_loaders(cfg, train_set, val_set, dist_info)
+    train_loader, val_loader, throughput = _build_loaders(cfg, train_set, val_set, dist_info, device)
     _log_epoch_meaning(cfg, len(train_set), len(val_set), len(train_loader))  # info: rank 0 only
     total_steps = _total_steps(cfg, len(train_loader))
     state = RunState.from_checkpoint(resumed) if resumed is not None else RunState()
@@ -185,7 +187,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last, amp=amp,
-        encoder=encoder, log_handler=_file_log(run_dir) if dist_info.main else None,
+        encoder=encoder, throughput=throughput, log_handler=_file_log(run_dir) if dist_info.main else None,
     )
     if dist_info.main:
         try:
@@ -346,17 +348,26 @@ def _val_batch(cfg: Config) -> int:
     return cfg.loader.val_batch_size or cfg.loader.batch_size
 
 
-def _build_loaders(cfg: Config, train_set: Any, val_set: Any, dist_info: Distributed) -> tuple[Any, Any]:
-    """(train, val) loaders; a train epoch is train.steps_per_epoch batches when set, else one pass."""
+def _build_loaders(cfg: Config, train_set: Any, val_set: Any, dist_info: Distributed,
+                   device: torch.device) -> tuple[Any, Any, DataThroughput]:
+    """(train, val) loaders and the meter of the train loader's throughput, for its worker processes (loader.num_workers,
+    "auto" resolved for ``device`` and the ranks on this node, and logged); a train epoch is train.steps_per_epoch
+    batches when set, else one pass.
+    Batches are made in pinned memory for a CUDA device; the train loader's say how long they took to make."""
     from unetfamily.data import make_loader
+    from unetfamily.data.workers import resolve_num_workers
 
-    shared = dict(num_workers=cfg.loader.num_workers, seed=cfg.train.seed, rank=dist_info.rank,
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", dist_info.world_size))  # torchrun sets it
+    workers, why = resolve_num_workers(cfg.loader.num_workers, device, local_ranks)
+    if dist_info.main:
+        log.info("loader.num_workers %s -> %d: %s", cfg.loader.num_workers, workers, why)
+    shared = dict(num_workers=workers, pin_memory=device.type == "cuda", seed=cfg.train.seed, rank=dist_info.rank,
                   world_size=dist_info.world_size)
     batch, steps = cfg.loader.batch_size, cfg.train.steps_per_epoch
-    train_loader = make_loader(train_set, batch, shuffle=True, drop_last=len(train_set) > batch,
+    train_loader = make_loader(train_set, batch, shuffle=True, drop_last=len(train_set) > batch, timed=True,
                                num_samples=None if steps is None else steps * batch, **shared)
     val_loader = make_loader(val_set, _val_batch(cfg), shuffle=False, **shared)
-    return train_loader, val_loader
+    return train_loader, val_loader, DataThroughput(workers)
 
 
 def _log_epoch_meaning(cfg: Config, train_images: int, val_images: int, steps_per_epoch: int) -> None:

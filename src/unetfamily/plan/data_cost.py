@@ -1,8 +1,10 @@
 """What the data pipeline adds to a training step: reading, scaling, augmenting and cropping each sample.
 
 The model's step is measured by :func:`unetfamily.bench.measure` on random tensors; a real step also
-waits for its batch. With the default loader (``loader.num_workers: 0``) the samples are made in the
-training process, one after another, so a step costs the model's step plus ``batch`` samples. Leaving
+waits for its batch. Where the loader makes the samples in the training process (``loader.num_workers``
+0, what ``auto`` means off CUDA) they are made one after another, so a step costs the model's step plus
+``batch`` samples; on CUDA ``auto`` has worker processes make them during the steps, and a step waits only
+for what they do not hide (:func:`unetfamily.plan.fit.fit_family`; an estimate, not measured). Leaving
 that out made time-budgeted plans promise up to twice the steps a run could make (a 530x621 JPEG
 decoded, scaled and elastically deformed per sample): the run was then cut by its time budget before
 its learning-rate schedule had decayed. :func:`measure_data_cost` times the real pipeline of the

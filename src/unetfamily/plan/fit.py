@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from unetfamily.bench import measure
+from unetfamily.data.workers import resolve_num_workers
 from unetfamily.engine.device import resolve_amp
 from unetfamily.engine.inference import tile_starts
 from unetfamily.engine.run_setup import FUSED_OPTIMIZER_DEVICES
@@ -97,7 +98,9 @@ class FamilyFit:
     peak_memory_mb: float
     reason: str
     probe: dict[str, Any] = field(default_factory=dict)
-    data_seconds: float = 0.0  # of step_seconds: making the batch (read, scale, augment, crop; see data_cost)
+    # of step_seconds: waiting for the batch (read, scale, augment, crop; see data_cost): all of making it with 0
+    # loader workers (off CUDA), what the workers leave over on CUDA
+    data_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +220,17 @@ def _batch(cost: StepCost, patch: tuple[int, int], budget: Budget, memory: int, 
     return batch, stop
 
 
+def _waited(batch_s: float, step_s: float, workers: int) -> float:
+    """Seconds a step of ``step_s`` waits for its batch, which takes ``batch_s`` to make: all of them when the
+    training process makes it (0 workers), else what ``workers`` processes making batches during the steps
+    leave over."""
+    return batch_s if workers == 0 else max(0.0, batch_s / workers - step_s)
+
+
+def _made_by(workers: int) -> str:
+    return "make the batch" if workers == 0 else f"wait for the batch its {workers} loader workers make"
+
+
 def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost, image: tuple[int, int], *,
                in_channels: int, outputs: int, device: torch.device, budget: Budget, memory: int,
                train_pixels: float, val_cases: int, data: Callable[[tuple[int, int]], DataCost] | None = None,
@@ -225,9 +239,10 @@ def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost,
 
     ``cost`` is the model's probe (:func:`probe`); the chosen patch and batch are measured once more
     so the steps come from the real step time: the model's step plus ``batch`` samples of the data
-    pipeline (``data(patch)``, :mod:`unetfamily.plan.data_cost`), and each validation's forward passes
-    plus reading its ``val_cases`` images (``val_read``); the forward passes are counted over ``sizes``
-    (image sizes after scaling, spread over the dataset's range; default: the median ``image`` only).
+    pipeline (``data(patch)``, :mod:`unetfamily.plan.data_cost`; on CUDA only what the worker processes of
+    ``loader.num_workers: auto``, making batches during the steps, leave over), and each validation's
+    forward passes plus reading its ``val_cases`` images (``val_read``); the forward passes are counted over
+    ``sizes`` (image sizes after scaling, spread over the dataset's range; default: the median ``image`` only).
     """
     patch = affordable_patch(cost, image, budget, memory)
     batch, stop = _batch(cost, patch, budget, memory, train_pixels)
@@ -241,18 +256,19 @@ def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost,
     val_s = val_cases * tiles * per_pixel * val_window[0] * val_window[1]
     if val_read is not None:
         val_s += val_cases * val_read.per_sample(val_cases * MIN_EPOCHS)
-    data_s = 0.0
+    data_s, workers = 0.0, resolve_num_workers("auto", device)[0]  # the recipe leaves loader.num_workers auto
     if data is not None:
         pipeline = data(tuple(patch))  # type: ignore[arg-type]
-        epochs, spe, _ = split_steps(budget, real.step_s + batch * pipeline.cold_s, val_s)
-        data_s = batch * pipeline.per_sample(epochs * spe * batch)  # cached data: cold reads only on a first pass
+        epochs, spe, _ = split_steps(budget, real.step_s + _waited(batch * pipeline.cold_s, real.step_s, workers), val_s)
+        # cached data: cold reads only on a first pass
+        data_s = _waited(batch * pipeline.per_sample(epochs * spe * batch), real.step_s, workers)
     step_s = real.step_s + data_s
     epochs, spe, steps_why = split_steps(budget, step_s, val_s)
     whole = patch[0] >= image[0] and patch[1] >= image[1]
     reason = (f"patch {patch[0]}x{patch[1]} ({'the whole median image' if whole else 'the largest the budget affords'}"
               f"; probe {cost.step_s:.3g} s/step at {cost.batch}x{cost.patch[0]}px), batch {batch} (stopped by {stop}), "
               f"{norm.reason}; "
-              f"{steps_why}" + (f" ({data_s:.3g} s of each step make the batch)" if data_s else ""))
+              f"{steps_why}" + (f" ({data_s:.3g} s of each step {_made_by(workers)})" if data_s else ""))
     log.info("%s: %s", model_id, reason)
     return FamilyFit(model=name, kwargs=dict(kwargs), patch=list(patch), window=list(val_window), batch_size=batch,
                      epochs=epochs,
