@@ -226,3 +226,19 @@ def case_results(scores: Mapping[str, Any], metric: str = "dice", folds: int = 1
                 runs.append(RunResult(variant=vid, seed=seed, fold=fold, train_seconds=10.0, steps=10,
                                       test={metric: mean}, per_image=per_image))
     return CompareResults(protocol=protocol, variants=variants, runs=runs)
+
+
+@pytest.fixture()
+def spy_fit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The output folders of every training run started (``engine.train.fit`` still runs them)."""
+    import unetfamily.engine.train as train_mod
+
+    trained: list[str] = []
+    real = train_mod.fit
+
+    def spy(cfg, resume=False, overwrite=False):  # noqa: ANN001, ANN202
+        trained.append(cfg.output_dir)
+        return real(cfg, resume=resume, overwrite=overwrite)
+
+    monkeypatch.setattr(train_mod, "fit", spy)
+    return trained

@@ -16,7 +16,6 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-import unetfamily.engine.train as train_mod
 from unetfamily.cli import main
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.identity import differing_fields, encoder_record, run_fingerprint
@@ -40,19 +39,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
-
-
-@pytest.fixture()
-def spy_fit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    trained: list[str] = []
-    real = train_mod.fit
-
-    def spy(cfg, resume=False, overwrite=False):  # noqa: ANN001, ANN202
-        trained.append(cfg.output_dir)
-        return real(cfg, resume=resume, overwrite=overwrite)
-
-    monkeypatch.setattr(train_mod, "fit", spy)
-    return trained
 
 
 def _sha256(path: Path) -> str:

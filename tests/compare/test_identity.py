@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import unetfamily.engine.train as train_mod
 from unetfamily.cli import main
 from unetfamily.compare.identity import differing_fields, run_fingerprint
 
@@ -25,19 +24,6 @@ def _data(tmp_path: Path, spec: dict, name: str = "data.yaml") -> str:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec))
     return str(path)
-
-
-@pytest.fixture()
-def spy_fit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    trained: list[str] = []
-    real = train_mod.fit
-
-    def spy(cfg, resume=False, overwrite=False):  # noqa: ANN001, ANN202
-        trained.append(cfg.output_dir)
-        return real(cfg, resume=resume, overwrite=overwrite)
-
-    monkeypatch.setattr(train_mod, "fit", spy)
-    return trained
 
 
 def _without_timestamps(text: str) -> str:
