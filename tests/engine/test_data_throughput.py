@@ -20,8 +20,8 @@ from unetfamily.engine.throughput import DataThroughput
 from unetfamily.engine.train import fit
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU: only its type is read
-LINE = re.compile(r"data (\d+) images/s \((\d+) workers?\) vs training (\d+) images/s; waited (\d+)% of the time "
-                  r"for data")
+LINE = re.compile(r"data ([\d.]+) images/s \((\d+) workers?\) vs training ([\d.]+) images/s; waited (\d+)% of the "
+                  r"time for data")
 
 
 def _config(tmp_path: Path, workers: Any = "auto", epochs: int = 1, **train: Any) -> dict[str, Any]:
@@ -99,9 +99,10 @@ def test_a_timed_loader_says_how_long_each_batch_took_to_make() -> None:
         assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, plain))  # the same batches
 
 
-def _lines(run: Path) -> list[tuple[str, int, int, int, int]]:
+def _lines(run: Path) -> list[tuple[str, float, int, float, int]]:
     text = (run / "train.log").read_text()
-    return [(line.split()[2], *map(int, LINE.search(line).groups())) for line in text.splitlines() if LINE.search(line)]
+    found = [(line.split()[2], LINE.search(line).groups()) for line in text.splitlines() if LINE.search(line)]
+    return [(level, float(data), int(used), float(training), int(waited)) for level, (data, used, training, waited) in found]
 
 
 @pytest.mark.parametrize("workers", ["auto", 2])
@@ -146,6 +147,11 @@ def test_the_numbers_go_to_the_loggers_and_rank_0_alone_reports(caplog: pytest.L
     assert loggers.calls[0][1] == 12 and set(loggers.calls[0][0]) == {
         "data/images_per_s", "data/train_images_per_s", "data/waited_fraction"}
     assert "data 800 images/s (4 workers) vs training 400 images/s" in caplog.text
+    slow = DataThroughput(workers=0)  # a full-width model on a CPU: rates below 1 keep their digits
+    slow.add(2, step_seconds=1.4, made_seconds=0.05, waited_seconds=0.05, began=time.perf_counter())
+    with caplog.at_level(logging.INFO, logger="unetfamily"):
+        slow.report(Recorder(), 1)
+    assert "data 40 images/s (0 workers) vs training 1.43 images/s" in caplog.text
     meter.add(8, step_seconds=0.02, made_seconds=0.04, waited_seconds=0.0, began=time.perf_counter())
     caplog.clear()
     assert meter.report(loggers, 24, main=False) is not None and len(loggers.calls) == 1 and not caplog.text

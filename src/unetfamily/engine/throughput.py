@@ -81,8 +81,8 @@ class DataThroughput:
         self.images, self.step_seconds, self.made_seconds, self.waited_seconds, self.began = 0, 0.0, 0.0, 0.0, None
         if rates is None or not main:
             return rates
-        line = (f"data {rates['data']:.0f} images/s ({self.workers} worker{'' if self.workers == 1 else 's'}) vs "
-                f"training {rates['training']:.0f} images/s; waited {100 * rates['waited']:.0f}% of the time for data")
+        line = (f"data {_rate(rates['data'])} images/s ({self.workers} worker{'' if self.workers == 1 else 's'}) vs "
+                f"training {_rate(rates['training'])} images/s; waited {100 * rates['waited']:.0f}% of the time for data")
         if rates["data"] < rates["training"] and not self.warned:
             self.warned = True
             log.warning("%s: the data is slower than the training steps, which wait for it; raise loader.num_workers "
@@ -93,3 +93,8 @@ class DataThroughput:
             loggers.scalars({"data/images_per_s": rates["data"], "data/train_images_per_s": rates["training"],
                              "data/waited_fraction": rates["waited"]}, step)
         return rates
+
+
+def _rate(value: float) -> str:
+    """Images per second with three significant digits at most and no exponent (412, 18.3, 1.42, 0.0714)."""
+    return f"{value:.0f}" if value >= 100 else f"{float(f'{value:.3g}'):g}"
