@@ -61,7 +61,13 @@ def test_run_folder_contents(tmp_path: Path) -> None:
     assert summary.metrics["step"] == 8 and summary.history[-1]["step"] == 8 and summary.seconds > 0
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["kwargs"]["num_classes"] == 1 and saved["train"]["epochs"] == 1
-    assert "epoch 1 step 8" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "epoch 1 step 8" in log
+    # The choices setup made, and why, open the file (logged before train.log could be opened).
+    setup = ["train.amp auto -> none", "train.channels_last auto ->", "loader.num_workers auto -> 0",
+             "epoch = one pass over"]
+    assert all(line in log for line in setup), log[:2000]
+    assert max(log.index(line) for line in setup) < log.index("epoch 1 step 8")
     assert any((run / "tensorboard").glob("events.out.tfevents.*"))
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.safetensors", "last.safetensors"}
 

@@ -30,6 +30,7 @@ from unetfamily.engine.device import resolve_amp, resolve_device
 from unetfamily.engine.encoder_training import EncoderTraining, encoder_training
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
+from unetfamily.engine.run_log import held_setup_log, open_train_log
 from unetfamily.engine.throughput import DataThroughput
 from unetfamily.files import atomic_write_bytes
 from unetfamily.models import SegmentationModel, create_model
@@ -143,8 +144,15 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     folder holding a run is refused unless ``resume`` continues it or ``overwrite`` replaces it.
     With ``resume`` the run continues from ``<output_dir>/checkpoints/last.safetensors`` under its
     saved config, of which ``config`` may change only the budget and run-time settings
-    (:func:`~unetfamily.engine.run_folder.resumed_config`).
+    (:func:`~unetfamily.engine.run_folder.resumed_config`). What setup logs (its choices and their
+    reasons) opens ``train.log`` (:mod:`unetfamily.engine.run_log`).
     """
+    with held_setup_log() as earlier:
+        return _setup_run(config, resume, overwrite, earlier)
+
+
+def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logging.LogRecord]) -> TrainRun:
+    """:func:`setup_run`'s steps; ``earlier`` are the records logged so far, written first into train.log."""
     from unetfamily.data import build_dataset, check_dataset
 
     run_dir = Path(config.output_dir)
@@ -187,7 +195,7 @@ def setup_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last, amp=amp,
-        encoder=encoder, throughput=throughput, log_handler=_file_log(run_dir) if dist_info.main else None,
+        encoder=encoder, throughput=throughput, log_handler=open_train_log(run_dir, earlier) if dist_info.main else None,
     )
     if dist_info.main:
         try:
@@ -384,16 +392,3 @@ def _log_epoch_meaning(cfg: Config, train_images: int, val_images: int, steps_pe
         log.info("validation predicts each of %d images in sliding windows of %dx%d (overlap %g, Gaussian "
                  "blending of probabilities), one image at a time", val_images, window[0], window[1],
                  cfg.train.val_overlap)
-
-
-def _file_log(run_dir: Path) -> logging.Handler:
-    try:
-        handler = logging.FileHandler(run_dir / "train.log")
-    except OSError as exc:
-        raise TrainingError(f"cannot write {run_dir / 'train.log'}: {exc.strerror or exc}; choose a writable output_dir") from exc
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("unetfamily")
-    root.addHandler(handler)
-    if root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    return handler
