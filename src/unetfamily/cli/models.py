@@ -52,13 +52,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _list_encoders() -> int:
     """One line per encoder: name, parameters, GMACs at 256 x 256, strides, widths, weight layouts."""
+    import torch
+
     from unetfamily.bench import count_flops, count_params
     from unetfamily.models.encoders import encoder_spec, list_encoders
 
     out("encoder\tparameters\tGMACs@256\tstrides\twidths\tweights from")
     for name in list_encoders():
         spec = encoder_spec(name)
-        backbone = spec.build(3, 5)
+        with torch.device("meta"):  # counted, never run: no weights allocated or initialised
+            backbone = spec.build(3, 5)
         macs = count_flops(backbone, (1, 3, 256, 256)) / 2e9
         info = backbone.feature_info
         refs = ", ".join(f"{lib} {model}" for lib, model in spec.reference.items())

@@ -113,7 +113,7 @@ class ConvNeXt(Backbone):
         super().__init__()
         depth = check_depth(NAME, depth)
         kept = sum(r <= 2**depth for r in REDUCTIONS)
-        rates = torch.linspace(0, drop_path_rate, sum(DEPTHS)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(DEPTHS), device="cpu").tolist()  # numbers, also under a meta device
         starts = [sum(DEPTHS[:s]) for s in range(len(DEPTHS))]
         if kept:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, DIMS[0], 4, stride=4), LayerNorm2d(DIMS[0], eps=LN_EPS))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -92,7 +93,8 @@ def _first_width(backbone: nn.Module, name: str) -> int:
     info = backbone.feature_info
     if info:
         return int(info[0]["num_chs"])
-    full = encoder_spec(name).build(3, 5)  # a depth too shallow for any stage: read the width off the full one
+    with torch.device("meta"):  # a depth too shallow for any stage: read the width off the full one, unallocated
+        full = encoder_spec(name).build(3, 5)
     return int(full.feature_info[0]["num_chs"])
 
 
