@@ -114,13 +114,17 @@ class DoubleConv(nn.Sequential):
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
-    """Weights (channels, channels, k, k) that make a transposed conv a per-channel bilinear upsampler."""
+    """Weights (channels, channels, k, k) that make a transposed conv a per-channel bilinear upsampler.
+
+    Made on the CPU whatever the default device: a model built on the meta device (to be counted) would
+    otherwise load torch's meta decompositions for ``arange``, about a second the first time.
+    """
     factor = (kernel_size + 1) // 2
     center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
-    og = torch.arange(kernel_size, dtype=torch.float64)
+    og = torch.arange(kernel_size, dtype=torch.float64, device="cpu")
     filt1d = 1 - (og - center).abs() / factor
     filt = filt1d[:, None] * filt1d[None, :]
-    weight = torch.zeros(channels, channels, kernel_size, kernel_size, dtype=torch.float64)
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size, dtype=torch.float64, device="cpu")
     weight[range(channels), range(channels)] = filt
     return weight.float()
 
