@@ -34,10 +34,10 @@ def _timed_train(cls: type, phases: list[float]) -> Any:
     """``cls.train`` wrapped so that each call's wall time is appended to ``phases``."""
     original = cls.train
 
-    def train(self: Any, runs: list[Any]) -> Any:
+    def train(self: Any, *args: Any) -> Any:
         start = time.perf_counter()
         try:
-            return original(self, runs)
+            return original(self, *args)
         finally:
             phases.append(time.perf_counter() - start)
 

@@ -24,6 +24,7 @@ from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.live import LiveTable, RunRow
 from unetfamily.compare.plan import PlannedRun
 from unetfamily.compare.results import RunFailure, RunResult
+from unetfamily.compare.run_order import longest_first
 from unetfamily.data.workers import CPUS_ENV
 from unetfamily.errors import ConfigError, require
 
@@ -180,8 +181,10 @@ class RayExecutor:
     def __enter__(self) -> RayExecutor:
         self.ray, self.started = _connect(self.cfg)
         try:
-            check_shared_storage(self.ray, self.out)
             self.res = resources(self.cfg, self.ray.cluster_resources(), self.runs)
+            # workers start (and import torch) while the storage is probed and the runs are planned
+            self._warming = [self._submit(_warm_up) for _ in range(min(self.runs, self.capacity()))]
+            check_shared_storage(self.ray, self.out)
         except BaseException:
             self.__exit__()
             raise
@@ -203,13 +206,49 @@ class RayExecutor:
         """``fn(*args)`` as one task with a run's resources (e.g. measuring costs on a worker that trains)."""
         return self.ray.get(self._submit(fn, *args))
 
-    def train(self, runs: list[PlannedRun]) -> tuple[list[RunResult | None], list[RunFailure]]:
+    def capacity(self) -> int:
+        """How many runs the cluster's alive nodes hold at once now (nodes that join later count when they do)."""
+        return max(1, sum(_slots(node.get("Resources", {}), self.res) for node in self.ray.nodes() if node.get("Alive")))
+
+    def train(self, runs: list[PlannedRun],
+              work: list[float] | None = None) -> tuple[list[RunResult | None], list[RunFailure]]:
         """Train every run as a task; (each run's result or None where it failed, the failures), in run order.
 
-        Raises KeyboardInterrupt after cancelling the outstanding tasks when the driver is interrupted.
+        Runs start in the order of ``work`` (each run's estimated work, see :mod:`~unetfamily.compare.run_order`),
+        the largest first, as many at once as the cluster holds: Ray does not keep the order of queued tasks,
+        so the driver submits the next run when one ends. Raises KeyboardInterrupt after cancelling the running
+        tasks when the driver is interrupted (the runs not started are not submitted).
         """
-        refs = [self._submit(_train_run, run, self.res.device, self.cfg.nsd_tolerance) for run in runs]
-        return _collect(self.ray, runs, refs, self.table([RunRow(run.label, run.dir) for run in runs]))
+        order = longest_first(work) if work is not None else list(range(len(runs)))
+        submit = lambda i: self._submit(_train_run, runs[i], self.res.device, self.cfg.nsd_tolerance)  # noqa: E731
+        return _collect(self.ray, runs, order, submit, self.capacity,
+                        self.table([RunRow(run.label, run.dir) for run in runs]), self.demand)
+
+    def demand(self, unfinished: int) -> None:
+        """Tell a cluster's autoscaler the runs not finished yet, as if all were submitted (0: none left).
+
+        The driver holds back what does not fit now (to keep the order), so the autoscaler would see no
+        queued task to scale up for; Ray's ``request_resources`` states the demand instead. Nothing on a
+        local instance, which cannot grow."""
+        if self.cfg.ray_address is None:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        bundle = {"CPU": float(self.res.cpus), **({"GPU": self.res.gpus} if self.res.gpus else {})}
+        request_resources(bundles=[bundle] * unfinished)
+
+
+def _slots(node: dict[str, float], res: Resources) -> int:
+    """Runs of ``res`` that fit at once on a node with the resources ``node`` (Ray's ``Resources``)."""
+    fits = [int(node.get("CPU", 0) // res.cpus)] if res.cpus else []
+    if res.gpus:
+        fits.append(int(node.get("GPU", 0) / res.gpus + 1e-9))
+    return min(fits) if fits else 0
+
+
+def _warm_up() -> None:
+    """On a worker: import what a run needs (torch, the models, the engine), so the first run starts at once."""
+    import unetfamily.compare.run  # noqa: F401
 
 
 def _env() -> dict[str, str]:
@@ -230,19 +269,27 @@ def _call_task(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, cwd:
     return fn(*args)
 
 
-def _collect(ray: Any, runs: list[PlannedRun], refs: list[Any],
-             live: LiveTable) -> tuple[list[RunResult | None], list[RunFailure]]:
-    """Wait for every task, refreshing the live table; cancel the rest on KeyboardInterrupt."""
-    index = {ref: i for i, ref in enumerate(refs)}
+def _collect(ray: Any, runs: list[PlannedRun], order: list[int], submit: Callable[[int], Any],
+             capacity: Callable[[], int], live: LiveTable,
+             demand: Callable[[int], None] = lambda n: None) -> tuple[list[RunResult | None], list[RunFailure]]:
+    """Submit the runs in ``order``, at most ``capacity()`` at a time, and wait for every task, refreshing the live
+    table; cancel the running ones on KeyboardInterrupt. ``demand(n)``: the number of unfinished runs whenever it
+    changes, and 0 at the end."""
     results: list[RunResult | None] = [None] * len(runs)
     failures: list[RunFailure] = []
-    pending = list(refs)
+    queue, running, stated = list(reversed(order)), {}, None
     try:
         with live:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            while queue or running:
+                if len(queue) + len(running) != stated:
+                    stated = len(queue) + len(running)
+                    demand(stated)
+                for _ in range(min(len(queue), capacity() - len(running))):
+                    i = queue.pop()
+                    running[submit(i)] = i
+                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                 for ref in done:
-                    i = index[ref]
+                    i = running.pop(ref)
                     try:
                         results[i] = RunResult.from_dict(ray.get(ref))
                         live.rows[i].finish("done")
@@ -253,8 +300,10 @@ def _collect(ray: Any, runs: list[PlannedRun], refs: list[Any],
                         log.error("%s failed: %s", runs[i].label, error)
                 live.refresh()
     except KeyboardInterrupt:
-        for ref in pending:
+        for ref in running:
             ray.cancel(ref, force=True)
         raise KeyboardInterrupt("compare interrupted; the runs still training were cancelled (their checkpoints "
                                 "are kept): run the same command again to continue") from None
+    finally:
+        demand(0)
     return results, failures

@@ -16,11 +16,13 @@ interrupted run resumes from its last checkpoint, measured costs are kept in
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -42,6 +44,7 @@ from unetfamily.compare.results import (
 )
 from unetfamily.compare.artifacts import load_cases, save_cases
 from unetfamily.compare.run import PREDICTIONS, train_and_evaluate
+from unetfamily.compare.run_order import estimated_work
 from unetfamily.compare.variants import Variant, build_variants
 from unetfamily.config import Config
 from unetfamily.data import build_dataset
@@ -106,6 +109,35 @@ def _receptive_field(variant: Variant, in_channels: int, num_classes: int) -> in
     return receptive_field(model, in_channels)
 
 
+def _receptive_fields(variants: list[Variant], in_channels: int, num_classes: int) -> dict[str, int | None]:
+    """Each variant's receptive field (:func:`_receptive_field`), by variant id."""
+    return {v.id: _receptive_field(v, in_channels, num_classes) for v in variants}
+
+
+class _Inline(Executor):
+    """An executor that runs each call at once, in the caller's thread (its errors raise there)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@contextlib.contextmanager
+def _beside_training(background: bool) -> Iterator[Executor]:
+    """A thread for the driver's own work while Ray's workers train (``background``), else :class:`_Inline`:
+    the local executor trains in this process, which has no idle time to fill. An interrupted comparison does
+    not wait for the thread."""
+    if not background:
+        yield _Inline()
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="compare-driver")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _cost_shape(variant: Variant, cfg: CompareConfig, data: ComparisonData, plan: Plan | None) -> tuple[tuple[int, int], int]:
     """((H, W), batch) the costs are measured at: the evaluated size and the batch; under a plan, whose images keep
     their own sizes, the median image after the plan's scaling and the variant's fitted batch."""
@@ -114,23 +146,26 @@ def _cost_shape(variant: Variant, cfg: CompareConfig, data: ComparisonData, plan
     return plan.median_image, plan.families[variant.id].batch_size
 
 
-def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData,
-                  plan: Plan | None = None, call: Callable[..., Any] = lambda fn, *args: fn(*args)) -> tuple[Costs, int]:
+def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData, plan: Plan | None = None,
+                  call: Callable[..., Any] = lambda fn, *args: fn(*args),
+                  field: int | None = None) -> tuple[Costs, int | None]:
     """(costs, receptive field) of ``variant``, measured once per setting and kept in ``runs/<id>/cost.json``.
 
-    ``call(fn, *args)`` runs the measurement: here, or on a worker of the kind that trained the runs."""
+    ``call(fn, *args)`` runs the measurement: here, or on a worker of the kind that trained the runs;
+    ``field``: the variant's receptive field when already computed (:func:`_receptive_fields`)."""
     path = out / "runs" / variant.id / "cost.json"
     (size, batch), info = _cost_shape(variant, cfg, data, plan), data.info
     setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": batch,
                "device": cfg.device, "in_channels": info.in_channels, "classes": info.num_model_outputs,
                "version": __version__}
     saved = json.loads(path.read_text()) if path.is_file() else {}
+    if field is None:
+        field = saved.get("receptive_field") or _receptive_field(variant, info.in_channels, info.num_model_outputs)
     if not cfg.costs:
-        return Costs(), saved.get("receptive_field") or _receptive_field(variant, info.in_channels, info.num_model_outputs)
+        return Costs(), field
     if saved.get("setting") != to_jsonable(setting):
         cost = call(_costs, variant, info.in_channels, info.num_model_outputs, size, batch, _cost_device(cfg))
-        rf = _receptive_field(variant, info.in_channels, info.num_model_outputs)
-        saved = {**cost, "receptive_field": rf, "setting": setting}
+        saved = {**cost, "receptive_field": field, "setting": setting}
         write_json(path, saved, indent=None)
     return Costs.from_dict(saved), saved["receptive_field"]
 
@@ -152,7 +187,8 @@ class _Local:
     def __exit__(self, *exc: Any) -> None:
         return None
 
-    def train(self, runs: list[PlannedRun]) -> tuple[list[RunResult | None], list[RunFailure]]:
+    def train(self, runs: list[PlannedRun],
+              work: list[float] | None = None) -> tuple[list[RunResult | None], list[RunFailure]]:
         return list(execute_locked(runs, lambda run: train_and_evaluate(run, self.device, self.nsd_tolerance))), []
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -236,18 +272,23 @@ def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None,
     runs = tracking.nest(plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
                                    {"nsd_tolerance": cfg.nsd_tolerance}, config_of))
     check_stale(runs, out, rerun)
-    with _executor(cfg, out, device, len(runs), stream) as executor:
-        outcomes, failures = executor.train(runs)
-        failed = {f.variant for f in failures}
-        kept = [v for v in variants if v.id not in failed]
-        if not kept:
-            raise RunsFailedError(f"every model had a failed run; nothing to compare: {failures[0].label}: "
-                                  f"{failures[0].error} (each run's log is in its folder under {out / 'runs'})")
-        rows = []
-        for variant in kept:
-            costs, rf = _cached_costs(variant, out, cfg, data, plan, executor.call)
-            rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
-                                      dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
+    ray = cfg.executor == "ray"
+    with _beside_training(ray) as beside:  # what the driver computes while Ray's workers start and train
+        # a pool of workers starts the longest runs first; one process trains them in the listed order
+        work = beside.submit(estimated_work, runs, data.image_shape, data.info.num_model_outputs) if ray else None
+        fields = beside.submit(_receptive_fields, variants, data.info.in_channels, data.info.num_model_outputs)
+        with _executor(cfg, out, device, len(runs), stream) as executor:
+            outcomes, failures = executor.train(runs, None if work is None else work.result())
+            failed = {f.variant for f in failures}
+            kept = [v for v in variants if v.id not in failed]
+            if not kept:
+                raise RunsFailedError(f"every model had a failed run; nothing to compare: {failures[0].label}: "
+                                      f"{failures[0].error} (each run's log is in its folder under {out / 'runs'})")
+            rows = []
+            for variant in kept:
+                costs, rf = _cached_costs(variant, out, cfg, data, plan, executor.call, fields.result()[variant.id])
+                rows.append(VariantResult(variant.id, variant.label, variant.model, variant.family, variant.ablation,
+                                          dict(variant.kwargs), costs, rf, lrs.get(variant.id, cfg.lr)))
     finished = [r for r in outcomes if r is not None and r.variant not in failed]
     results = CompareResults(_protocol(cfg, data, base_of(data.folds[0]), plan, encoder), rows, finished,
                              _save_artifacts(out, data, [r for r in runs if r.variant.id not in failed]), failures)
