@@ -11,7 +11,9 @@ One process, one after another on an idle machine: the same 8-run comparison (ea
 Each into a fresh --out. Reported: the wall time of the training phase (all runs trained and evaluated:
 ``executor.train``) and of the whole command (data, plan, report too), the speed-up of ray x2 over
 ray x1, parallel efficiency = speed-up / 2, and Ray's overhead per run = (ray x1 - local) / runs on
-the training phase.
+the training phase. Also each mode's sum of the runs' own training seconds (``train_seconds``, timed in the
+process that trained each run), which separates what slows the runs themselves when two train at once
+(sharing the machine's cores, caches, memory bandwidth and disk) from how busy the scheduler keeps the workers.
 """
 from __future__ import annotations
 
@@ -56,13 +58,14 @@ def measure(cfg: CompareConfig, cpus: int | None, root: Path, name: str) -> dict
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
     try:
-        run_compare(cfg, root / name)
+        results = run_compare(cfg, root / name)
     finally:
         whole = time.perf_counter() - start
         cls.train = original
         if cpus is not None:
             ray.shutdown()
-    return {"train_s": round(phases[0], 2), "whole_s": round(whole, 2)}
+    runs_s = sum(run.train_seconds for run in results.runs)
+    return {"train_s": round(phases[0], 2), "whole_s": round(whole, 2), "runs_s": round(runs_s, 2)}
 
 
 def main() -> None:
@@ -89,14 +92,20 @@ def main() -> None:
         "speedup_train": round(speedup["train_s"], 3), "efficiency_train": round(speedup["train_s"] / 2, 3),
         "speedup_whole": round(speedup["whole_s"], 3), "efficiency_whole": round(speedup["whole_s"] / 2, 3),
         "ray_overhead_per_run_s": round((one["train_s"] - local["train_s"]) / runs, 2),
+        # the same runs' own training seconds, two at a time against one at a time: what slows the runs themselves
+        "runs_slowdown_2_workers": round(two["runs_s"] / one["runs_s"], 3),
+        # the share of the phase the two workers spent in training steps (the rest: setup, evaluation, start)
+        "training_share_2_workers": round(two["runs_s"] / (2 * two["train_s"]), 3),
     }
     print(f"{runs} runs of {args.steps} steps at {args.size} px, 1 thread each")
-    print("| executor | training phase (s) | whole command (s) |\n|---|---:|---:|")
+    print("| executor | training phase (s) | whole command (s) | runs' own training, summed (s) |\n|---|---:|---:|---:|")
     for label, m in (("local", local), ("ray, 1 worker", one), ("ray, 2 workers", two)):
-        print(f"| {label} | {m['train_s']:.1f} | {m['whole_s']:.1f} |")
+        print(f"| {label} | {m['train_s']:.1f} | {m['whole_s']:.1f} | {m['runs_s']:.1f} |")
     print(f"speed-up 2 vs 1 worker: {result['speedup_train']:.2f}x training ({result['efficiency_train']:.0%} "
           f"efficiency), {result['speedup_whole']:.2f}x whole command ({result['efficiency_whole']:.0%})")
     print(f"Ray's overhead per run: {result['ray_overhead_per_run_s']:.2f} s")
+    print(f"each run's own training, two at a time against one at a time: {result['runs_slowdown_2_workers']:.2f}x; "
+          f"the two workers in training steps {result['training_share_2_workers']:.0%} of the training phase")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
