@@ -83,6 +83,15 @@ def test_auto_memory_format_follows_the_rule_and_is_logged(tmp_path: Path, model
         run.close("done")
 
 
+@pytest.mark.parametrize("size", [128, 256])
+def test_unet_plusplus_rerun_is_logged_at_its_sizes(tmp_path: Path, size: int, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="unetfamily"):
+        run = setup_run(config_from_dict(_config(tmp_path, "unet_plusplus", size)))
+    run.close("done")
+    logged = "train.memory_saving recompute: 256x256 inputs: UNet++ also re-runs the nested nodes" in caplog.text
+    assert logged is (size == 256)
+
+
 @pytest.mark.parametrize("forced", [True, False])
 def test_an_explicit_memory_format_is_kept(tmp_path: Path, forced: bool) -> None:
     run = setup_run(config_from_dict(_config(tmp_path, "fcn8s", 64, channels_last=forced)))

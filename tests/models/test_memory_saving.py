@@ -138,3 +138,38 @@ def test_memory_saving_lowers_peak_training_memory(name: str, kwargs: dict, reco
     plain = _train_peak(name, kwargs, "none")
     assert _train_peak(name, kwargs, "recompute") < recompute_max * plain
     assert _train_peak(name, kwargs, "checkpoint") < checkpoint_max * plain
+
+
+def test_unet_plusplus_reruns_its_finest_rows_from_the_rule_size_bit_identically(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From RERUN_FROM_PIXELS, "recompute" re-runs the nested nodes of the RERUN_ROWS finest rows in backward:
+    each of their convolutions runs twice, the others once, and every output, gradient and BatchNorm statistic
+    equals the plain path's bit for bit (the re-run does not update the running statistics twice)."""
+    import unetfamily.models.unet_plusplus as upp
+
+    model = create_model("unet_plusplus", channels=(4, 8, 8, 16, 16), norm="batch", deep_supervision=True)
+    x = torch.randn(2, 3, 45, 38)
+    monkeypatch.setattr(upp, "RERUN_FROM_PIXELS", 45 * 38)
+    calls: dict[str, int] = {}
+    for name, module in model.nodes.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    saving = _train_step(model, "recompute", x)
+    rows = {name: int(name.split("_")[1]) for name in calls}
+    assert {n: c for n, c in calls.items()} == {n: 2 if rows[n] < upp.RERUN_ROWS else 1 for n in calls}
+    calls.clear()
+    plain = _train_step(model, "none", x)
+    assert set(calls.values()) == {1}
+    for key in plain:
+        assert all(torch.equal(a, b) for a, b in zip(plain[key], saving[key])), key
+
+
+def test_unet_plusplus_rerun_rule_and_its_note() -> None:
+    from unetfamily.models.unet_plusplus import RERUN_ROWS, rerun_rows
+
+    assert rerun_rows((256, 256)) == RERUN_ROWS == 2 and rerun_rows((255, 256)) == 0 and rerun_rows((512, 128)) == 2
+    model = create_model("unet_plusplus", channels=(4, 8, 8))
+    assert "re-runs the nested nodes of its 2 finest rows" in model.memory_saving_note((256, 256))
+    assert model.memory_saving_note((128, 128)) is None
+    assert model.set_memory_saving("none").memory_saving_note((256, 256)) is None
+    assert model.set_memory_saving("checkpoint").memory_saving_note((256, 256)) is None  # every node re-runs
+    assert create_model("unet", channels=(4, 8)).memory_saving_note((512, 512)) is None

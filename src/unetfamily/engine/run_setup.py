@@ -175,8 +175,9 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
     check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
                   batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
     cfg = _with_data_shapes(cfg, train_set.info)
-    channels_last = _channels_last(cfg, device, train_set, amp, dist_info.main)
-    model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last)
+    input_hw = (int(train_set[0]["image"].shape[-2]), int(train_set[0]["image"].shape[-1]))
+    channels_last = _channels_last(cfg, device, input_hw, amp, dist_info.main)
+    model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last, input_hw)
     encoder = encoder_training(model, cfg)  # refuses its options for a model without an encoder
     optimizer = _build_optimizer(model, cfg, device, encoder)
     if resumed is not None and resumed.optimizer_state is not None:
@@ -284,22 +285,23 @@ def _amp(cfg: Config, device: torch.device, main: bool) -> str:
     return amp
 
 
-def _channels_last(cfg: Config, device: torch.device, train_set: Any, amp: str, main: bool) -> bool:
-    """``train.channels_last``, with ``"auto"`` decided by the measured rule for this model, device and input size."""
+def _channels_last(cfg: Config, device: torch.device, input_hw: tuple[int, int], amp: str, main: bool) -> bool:
+    """``train.channels_last``, with ``"auto"`` decided by the measured rule for this model, device and the
+    training images' (H, W) ``input_hw``."""
     from unetfamily.models import prefers_channels_last
 
     if cfg.train.channels_last != "auto":
         return bool(cfg.train.channels_last)
-    height, width = (int(side) for side in train_set[0]["image"].shape[-2:])
-    chosen, why = prefers_channels_last(cfg.model.name, device, (height, width), amp)
+    chosen, why = prefers_channels_last(cfg.model.name, device, input_hw, amp)
     if main:
         log.info("train.channels_last auto -> %s: %s", str(chosen).lower(), why)
     return chosen
 
 
-def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
-                 resumed: Checkpoint | None, channels_last: bool) -> tuple[nn.Module, nn.Module]:
-    """(model, train_model): the seeded model on ``device``, and the DDP / compiled wrapper the steps call."""
+def _build_model(cfg: Config, device: torch.device, dist_info: Distributed, resumed: Checkpoint | None,
+                 channels_last: bool, input_hw: tuple[int, int]) -> tuple[nn.Module, nn.Module]:
+    """(model, train_model): the seeded model on ``device``, and the DDP / compiled wrapper the steps call;
+    ``input_hw``: the training images' (H, W), for the log."""
     torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
     if resumed is not None:  # the checkpoint holds every weight: an encoder_weights file is not read again
         model = create_model(cfg.model.name, **rebuild_kwargs(cfg.model.kwargs))
@@ -311,6 +313,9 @@ def _build_model(cfg: Config, device: torch.device, dist_info: Distributed,
         model.to(memory_format=torch.channels_last)
     if isinstance(model, SegmentationModel):
         model.set_memory_saving(cfg.train.memory_saving)
+        note = model.memory_saving_note(input_hw)
+        if note is not None and dist_info.main:
+            log.info("train.memory_saving %s: %s", cfg.train.memory_saving, note)
     train_model: nn.Module = model
     if dist_info.world_size > 1:
         if device.type == "cuda":

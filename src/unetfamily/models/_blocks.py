@@ -319,8 +319,10 @@ class SegmentationModel(nn.Module):
         """Choose how training saves memory (measured in docs/speed.md).
 
         - ``"recompute"`` (default): cheap tensors (norm + ReLU outputs, resized features,
-          concatenations) are recomputed in backward instead of stored; no convolution is re-run.
-          Outputs and gradients are bit-identical to ``"none"``.
+          concatenations) are recomputed in backward instead of stored; the only convolutions
+          re-run are UNet++'s two finest rows of nested nodes on inputs from 256 x 256
+          (:meth:`memory_saving_note` says so for a given size). Outputs and gradients are
+          bit-identical to ``"none"``.
         - ``"checkpoint"``: also re-run UNet++'s nested nodes in backward from their inputs, and
           convolve UNet3+'s up-sampled sources by channel groups: least memory. Bit-identical,
           except UNet3+ sources wider than 128 channels (equal to float rounding).
@@ -331,6 +333,10 @@ class SegmentationModel(nn.Module):
         check_choice("memory_saving", mode, MEMORY_SAVINGS)
         self.memory_saving = mode
         return self
+
+    def memory_saving_note(self, input_hw: tuple[int, int]) -> str | None:
+        """What the memory-saving mode does beyond its description for (H, W) ``input_hw`` inputs, for the log."""
+        return None
 
     def forward(self, x: Tensor) -> ModelOutput:
         """Logits for ``x`` of shape (N, in_channels, H, W); every 4-D output is (N, num_classes, H, W)."""

@@ -212,6 +212,18 @@ def checkpoint_block(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
                       context_fn=lambda: (contextlib.nullcontext(), _recompute_flag()))
 
 
+def rerun_block(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
+    """``fn(*args)``, re-run in backward (only ``args`` kept) under "recompute" and "checkpoint"; else plain.
+
+    For blocks whose stored tensors cost more memory than their re-run costs time (wide maps, few
+    channels): the re-run executes the same kernels on the same inputs, so results stay bit-identical.
+    """
+    if active_mode() == "none":
+        return fn(*args)
+    return checkpoint(fn, *args, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _recompute_flag()))
+
+
 @contextlib.contextmanager
 def memory_saving(mode: MemorySaving) -> Iterator[None]:
     """Run a forward pass under ``mode`` ("none", "recompute" or "checkpoint"; see the module docstring).

@@ -39,12 +39,28 @@ from torch import Tensor, nn
 
 from unetfamily.errors import ConfigError
 from unetfamily.models._blocks import DoubleConv, Norm, SegmentationModel, Upsample, check_choice, make_upsample
-from unetfamily.models._memory import cat_channels, checkpoint_block
+from unetfamily.models._memory import cat_channels, checkpoint_block, rerun_block
 from unetfamily.models._registry import register_model
 from unetfamily.models.encoders.pyramid import make_encoder
 from unetfamily.models.input_norm import attach_input_norm
 
 __all__ = ["UNetPlusPlus"]
+
+
+#: Under ``memory_saving="recompute"``, inputs of at least this many pixels (H x W) have the nested nodes of the
+#: :data:`RERUN_ROWS` finest rows re-run in backward (:func:`~unetfamily.models._memory.rerun_block`) instead
+#: of their convolution outputs kept. Fitted by ``benchmarks/speed.py`` (docs/speed.md): at 256 x 256 the two
+#: full- and half-resolution rows hold most of the stored activations and re-running their convolutions
+#: (a few % of the step's FLOPs, 64-128 channels) cuts the peak by a quarter; at 128 x 128 the peak is the
+#: weights' and gradients' and the re-run only costs time.
+RERUN_FROM_PIXELS = 256 * 256
+RERUN_ROWS = 2
+
+
+def rerun_rows(input_hw: tuple[int, ...]) -> int:
+    """How many of the finest rows of nested nodes "recompute" re-runs for (H, W) ``input_hw`` inputs."""
+    return RERUN_ROWS if input_hw[0] * input_hw[1] >= RERUN_FROM_PIXELS else 0
+
 
 
 class UNetPlusPlus(SegmentationModel):
@@ -113,11 +129,20 @@ class UNetPlusPlus(SegmentationModel):
     def _nodes(self, x: Tensor, level: int) -> dict[tuple[int, int], Tensor]:
         """Features X^{i,j} for all i + j <= level, computed column by column."""
         feats = {(i, 0): f for i, f in enumerate(self.encoder(x, depth=level))}
+        rerun = rerun_rows(tuple(x.shape[-2:]))
         for j in range(1, level + 1):
             for i in range(level + 1 - j):
                 node = functools.partial(self._nested_node, i, j)
-                feats[i, j] = checkpoint_block(node, feats[i + 1, j - 1], *(feats[i, k] for k in range(j)))
+                block = rerun_block if i < rerun else checkpoint_block
+                feats[i, j] = block(node, feats[i + 1, j - 1], *(feats[i, k] for k in range(j)))
         return feats
+
+    def memory_saving_note(self, input_hw: tuple[int, int]) -> str | None:
+        rows = rerun_rows(input_hw) if self.memory_saving != "none" else 0
+        if not rows or self.memory_saving == "checkpoint":
+            return None
+        return (f"{input_hw[0]}x{input_hw[1]} inputs: UNet++ also re-runs the nested nodes of its {rows} finest "
+                f"rows in backward (their maps are the largest it keeps; bit-identical, docs/speed.md)")
 
     def _nested_node(self, i: int, j: int, deeper: Tensor, *row: Tensor) -> Tensor:
         """X^{i,j} = H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})]); the concatenation is recomputable."""
