@@ -37,8 +37,9 @@ GROUPS = {
 }
 
 
-def profile_defaults(model: str, shape: list[int]) -> None:
-    """Print the grouped profile of one default training step of ``model`` at ``shape`` (N, C, H, W)."""
+def profile_defaults(model: str, shape: list[int], by_shape: int = 0) -> None:
+    """Print the grouped profile of one default training step of ``model`` at ``shape`` (N, C, H, W);
+    ``by_shape``: also the operators with the most self time, by input shapes (that many rows)."""
     from speed import build, defaults_run
 
     from unetfamily.bench import count_train_flops, peak_gflops
@@ -47,9 +48,12 @@ def profile_defaults(model: str, shape: list[int]) -> None:
         _, step, _ = defaults_run(model, shape, str(Path(tmp) / "run"), [])
         step()
         step()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=by_shape > 0) as prof:
             step()
     events = prof.key_averages()
+    if by_shape:
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=by_shape,
+                                                                 max_name_column_width=30, max_shapes_column_width=90))
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     grouped = {name: 0.0 for name in GROUPS}
     for event in events:
@@ -73,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--by-shape", type=int, default=0, metavar="N",
+                   help="also print the N operators with the most self time, grouped by input shapes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for model in args.models.split(","):
-        profile_defaults(model, [args.batch, 3, args.size, args.size])
+        profile_defaults(model, [args.batch, 3, args.size, args.size], args.by_shape)
     return 0
 
 

@@ -119,10 +119,19 @@ def step_functions(model: str, variant: str, shape: list[int], folder: str, over
     return net, step, forward
 
 
+def _rerun_rows(spec: dict) -> None:
+    """``--rerun-rows N``: UNet++'s recompute re-runs its N finest rows at every input size (0: none)."""
+    if spec.get("rerun_rows") is not None:
+        import unetfamily.models.unet_plusplus as upp
+
+        upp.RERUN_ROWS, upp.RERUN_FROM_PIXELS = spec["rerun_rows"], 0
+
+
 def time_worker(spec: dict) -> dict:
     """Every variant of one model in this process, their steps and forwards interleaved round by round."""
     from unetfamily.bench import count_train_flops, peak_gflops
 
+    _rerun_rows(spec)
     torch.set_num_threads(spec["threads"])
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +162,7 @@ def memory_worker(spec: dict) -> dict:
     """Peak memory of one (model, variant), alone in this process."""
     from unetfamily.bench import peak_memory
 
+    _rerun_rows(spec)
     torch.set_num_threads(spec["threads"])
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; each variant's median")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a default of the defaults variant (e.g. train.channels_last=false); repeatable")
+    p.add_argument("--rerun-rows", type=int, help="UNet++: re-run this many finest rows at every size (default: "
+                   "the rule of models/unet_plusplus.py)")
     p.add_argument("--json", help="write all rows (and the peak probe) to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -204,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_worker(spec) if spec["what"] == "time" else memory_worker(spec)))
         return 0
     shape = [args.batch, 3, args.size, args.size]
-    base = {"shape": shape, "threads": args.threads, "repeats": args.repeats, "set": args.set}
+    base = {"shape": shape, "threads": args.threads, "repeats": args.repeats, "set": args.set,
+            "rerun_rows": args.rerun_rows}
     rows: list[dict] = []
     peak: dict[str, float] = {}
     for model in args.models.split(","):
