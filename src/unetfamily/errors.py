@@ -9,6 +9,7 @@ traceback and exits with code 2. Each also subclasses the builtin it refines (``
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import math
 import numbers
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "Range", "regular_file", "show_value", "unknown_choice",
+__all__ = ["UnetFamilyError", "ConfigError", "MissingExtraError", "Range", "file_sha256", "regular_file", "show_value", "unknown_choice",
            "resolve_choice", "require", "check_tree", "MAX_VALUES"]
 
 
@@ -204,3 +205,12 @@ def _path(where: tuple | None) -> str:
         where, key = where
         parts.append(key)
     return "".join(reversed(parts))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (weight files, downloaded archives, data files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

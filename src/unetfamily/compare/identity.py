@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from unetfamily import __version__
-from unetfamily.errors import ConfigError, UnetFamilyError, regular_file
-from unetfamily.models.encoders.weights import file_sha256
+from unetfamily.errors import ConfigError, UnetFamilyError, file_sha256, regular_file
 
 __all__ = ["FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock",
            "weights_sha256", "encoder_record"]

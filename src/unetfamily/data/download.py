@@ -31,7 +31,8 @@ from unetfamily.data.arrange import PLANNERS
 from unetfamily.data.errors import DataConfigError, DataError, unknown_choice
 from unetfamily.data.fetch import DownloadError, FetchOptions, Progress, fetch, with_base_url
 from unetfamily.data.io import regular_file
-from unetfamily.data.sources import Checksums, Source, file_digest, find_source, load_checksums, pixel_digest
+from unetfamily.data.sources import Checksums, Source, find_source, load_checksums, pixel_digest
+from unetfamily.errors import file_sha256
 from unetfamily.files import WriteError, atomic_write_bytes
 
 __all__ = ["BASE_URL_ENV", "ChecksumError", "download_dataset", "archive_paths"]
@@ -95,7 +96,7 @@ def _get_archives(name: str, source: Source, given: Mapping[str, Path], download
             url = with_base_url(archive.url, base_url)
             log.info("%s: downloading %s", name, url)
             path, ours = fetch(url, downloads / archive.filename, options=options, progress=progress), True
-        if archive.sha256 and (got := file_digest(path)) != archive.sha256:
+        if archive.sha256 and (got := file_sha256(path)) != archive.sha256:
             if ours:
                 path.unlink(missing_ok=True)
             todo = "it was removed: run the same command again" if ours else "get the file again"
@@ -134,7 +135,7 @@ def _arrange(name: str, source: Source, paths: Mapping[str, Path], staging: Path
 
 def _verify(name: str, source: Source, staging: Path, produced: Mapping[str, str], sums: Checksums) -> dict[str, str]:
     """Check ``produced`` against ``sums`` (pixels for derived files); returns every file's sha256."""
-    digests = {target: file_digest(staging / target) for target in produced}
+    digests = {target: file_sha256(staging / target) for target in produced}
     checked = {a.role for a in source.archives if a.verified}
     bad = []
     for target, role in produced.items():

@@ -24,7 +24,7 @@ import numpy as np
 from unetfamily.data.errors import DataError, unknown_choice
 from unetfamily.data.io import read_image
 
-__all__ = ["Archive", "Checksums", "DATASETS", "SOURCES", "Source", "file_digest", "find_source", "github",
+__all__ = ["Archive", "Checksums", "DATASETS", "SOURCES", "Source", "find_source", "github",
            "load_checksums", "pixel_digest"]
 
 GITHUB_ZIP = "https://codeload.github.com/{repo}/zip/{commit}"
@@ -159,15 +159,6 @@ def load_checksums(name: str) -> Checksums:
     if not tables[0]:
         raise DataError(f"no checksums shipped for dataset {name!r} (checksums/{name}.sha256); reinstall unetfamily")
     return Checksums(tables[0], tables[1])
-
-
-def file_digest(path: str | Path) -> str:
-    """The sha256 of the file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pixel_digest(path: str | Path) -> str:

@@ -36,6 +36,7 @@ from torch import nn
 
 from unetfamily.errors import UnetFamilyError, regular_file
 from unetfamily.files import WriteError, atomic_write_bytes, dump_json, fsync_dir
+from unetfamily.models import rebuild_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -301,21 +302,3 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{resolve_checkpoint(path)}: cannot rebuild the model from the checkpoint ({exc})") from exc
     return model.to(device).eval(), ckpt
-
-
-def rebuild_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``model.kwargs`` of a saved config, to rebuild a model whose weights come from a checkpoint.
-
-    ``encoder_weights=PATH`` (the ImageNet file a run started from) is dropped, so the file need not
-    exist any more: the checkpoint holds the loaded and trained weights. The ImageNet input
-    normalisation that ``create_model`` attaches with the weights (unless ``input_norm`` is given)
-    is given instead, so the rebuilt model has the same modules; its values come from the checkpoint.
-    """
-    if not isinstance(kwargs, dict) or kwargs.get("encoder_weights") is None:
-        return kwargs
-    from unetfamily.models.encoders.weights import imagenet_norm
-
-    rest = {k: v for k, v in kwargs.items() if k != "encoder_weights"}
-    if rest.get("input_norm") is None:
-        rest["input_norm"] = imagenet_norm(int(rest.get("in_channels", 3)))
-    return rest

@@ -11,7 +11,9 @@ from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_outp
 from unetfamily.models._fold import fold_batchnorm
 from unetfamily.models._memory import MemorySaving
 from unetfamily.models.families import FAMILIES, Family, family_kwargs, family_of, model_label
-from unetfamily.models._registry import create_model, list_models, model_entrypoint, register_model, resolve_model_name
+from unetfamily.models._registry import (
+    create_model, list_models, model_entrypoint, rebuild_kwargs, register_model, resolve_model_name,
+)
 from unetfamily.models.card import ModelCard
 from unetfamily.models.encoder import FeatureInfo, UNetEncoder
 from unetfamily.models.fcn import FCN
@@ -42,6 +44,7 @@ __all__ = [
     "family_of",
     "model_label",
     "prefers_channels_last",
+    "rebuild_kwargs",
     "receptive_field",
     "final_output",
     "fold_batchnorm",

@@ -21,8 +21,8 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from unetfamily.errors import ConfigError, resolve_choice, unknown_choice
-from unetfamily.models.encoders.weights import file_sha256, imagenet_norm, read_state_dict
+from unetfamily.errors import ConfigError, file_sha256, resolve_choice, unknown_choice
+from unetfamily.models.encoders.weights import imagenet_norm, read_state_dict
 from unetfamily.models.input_norm import attach_input_norm, check_input_norm
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "resolve_model_name"]
@@ -108,13 +108,34 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     model = factory(**kwargs)
     if state is not None:
         model.load_encoder_weights(state, f"encoder_weights={encoder_weights}")
-        # The weights expect ImageNet-normalised images: the normalisation joins the model (and
-        # so its checkpoints and exports) unless the caller chose one.
-        input_norm = imagenet_norm(int(getattr(model, "in_channels"))) if input_norm is None else input_norm
+        input_norm = weights_input_norm(int(getattr(model, "in_channels")), input_norm)
         model.__dict__["_encoder_weights"] = {"file": Path(encoder_weights).name, "sha256": file_sha256(encoder_weights)}
     # What save_pretrained records: this name and these arguments rebuild the model.
     model.__dict__["_created_as"] = (name, {**kwargs, **({} if input_norm is None else {"input_norm": input_norm})})
     return model if input_norm is None else attach_input_norm(model, input_norm)
+
+
+def weights_input_norm(in_channels: int, given: Any) -> Any:
+    """The input normalisation of a model whose encoder starts from ImageNet weights: ``given``, else ImageNet's.
+
+    The weights expect ImageNet-normalised images, so the normalisation joins the model (and so its
+    checkpoints and exports) unless the caller chose one."""
+    return imagenet_norm(in_channels) if given is None else given
+
+
+def rebuild_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``model.kwargs`` of a saved config, to rebuild a model whose weights come from a checkpoint.
+
+    ``encoder_weights=PATH`` (the ImageNet file a run started from) is dropped, so the file need not
+    exist any more: the checkpoint holds the loaded and trained weights. The input normalisation
+    :func:`create_model` attached with the weights (:func:`weights_input_norm`) is given instead, so
+    the rebuilt model has the same modules; its values come from the checkpoint.
+    """
+    if not isinstance(kwargs, dict) or kwargs.get("encoder_weights") is None:
+        return kwargs
+    rest = {k: v for k, v in kwargs.items() if k != "encoder_weights"}
+    rest["input_norm"] = weights_input_norm(int(rest.get("in_channels", 3)), rest.get("input_norm"))
+    return rest
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,7 +15,6 @@ normalisation that goes with the weights (:func:`imagenet_norm`) follows the sam
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from unetfamily.errors import ConfigError, regular_file
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_norm", "read_state_dict", "load_weights", "file_sha256"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_norm", "read_state_dict", "load_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,6 @@ def imagenet_norm(in_channels: int) -> dict[str, Any]:
         return {"mean": [sum(IMAGENET_MEAN) / 3], "std": [sum(IMAGENET_STD) / 3], "clip": None}
     return {"mean": [IMAGENET_MEAN[c % 3] for c in range(in_channels)],
             "std": [IMAGENET_STD[c % 3] for c in range(in_channels)], "clip": None}
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path, what: str = "encoder_weights") -> dict[str, Tensor]:
