@@ -191,3 +191,13 @@ def test_demand_reaches_the_autoscaler_only_when_joining_a_cluster(monkeypatch: 
     local.res = Resources(1, 0.0, "cpu")
     local.demand(3)
     assert len(requests) == 2
+
+
+def test_the_warm_up_task_imports_the_run_code_and_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from unetfamily.compare.ray_executor import _warm_up
+
+    assert _warm_up() is None
+    monkeypatch.setitem(sys.modules, "unetfamily.compare.run", None)  # the import fails as on a broken node
+    assert "ImportError" in _warm_up()

@@ -183,7 +183,8 @@ class RayExecutor:
         try:
             self.res = resources(self.cfg, self.ray.cluster_resources(), self.runs)
             # workers start (and import torch) while the storage is probed and the runs are planned
-            self._warming = [self._submit(_warm_up) for _ in range(min(self.runs, self.capacity()))]
+            warm = self.ray.remote(_warm_up).options(num_cpus=self.res.cpus, num_gpus=self.res.gpus)
+            self._warming = [warm.remote() for _ in range(min(self.runs, self.capacity()))]
             check_shared_storage(self.ray, self.out)
         except BaseException:
             self.__exit__()
@@ -246,9 +247,16 @@ def _slots(node: dict[str, float], res: Resources) -> int:
     return min(fits) if fits else 0
 
 
-def _warm_up() -> None:
-    """On a worker: import what a run needs (torch, the models, the engine), so the first run starts at once."""
-    import unetfamily.compare.run  # noqa: F401
+def _warm_up() -> str | None:
+    """On a worker: import what a run needs (torch, the models, the engine), so the first run starts at once.
+
+    Never raises (nobody waits for it, and Ray would log an unretrieved error): a node that cannot import
+    the package fails its runs, which report the error; returns it here for a debugger."""
+    try:
+        import unetfamily.compare.run  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - reported by the runs themselves
+        return repr(exc)
+    return None
 
 
 def _env() -> dict[str, str]:
