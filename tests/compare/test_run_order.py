@@ -201,3 +201,16 @@ def test_the_warm_up_task_imports_the_run_code_and_never_raises(monkeypatch: pyt
     assert _warm_up() is None
     monkeypatch.setitem(sys.modules, "unetfamily.compare.run", None)  # the import fails as on a broken node
     assert "unetfamily.compare.run" in _warm_up()
+
+
+def test_a_kept_result_has_no_work_left_and_an_interrupted_run_what_its_status_says(tmp_path: Path) -> None:
+    import json
+
+    runs = [replace(planned("unet", narrow(4)), dir=tmp_path / name) for name in ("kept", "half", "new", "odd")]
+    for run in runs:
+        run.dir.mkdir()
+    (runs[0].dir / "result.json").write_text("{}")
+    (runs[1].dir / "status.json").write_text(json.dumps({"state": "training", "step": 5, "total": 20}))
+    (runs[3].dir / "status.json").write_text("{not json")
+    work = estimated_work(runs, SHAPE, 1)
+    assert work[0] == 0 and work[1] == pytest.approx(0.75 * work[2]) and work[3] == work[2] > 0

@@ -6,7 +6,8 @@ training the last long run while the others idle. Starting the longest first (Gr
 bounds that tail by the shortest runs. The length of a run is estimated, not measured: the
 multiply-accumulates of its model's forward pass on one image of the comparison's size (counted on
 the meta device: nothing is allocated or run), times the images it trains on (batch x optimiser
-steps). Within a comparison every run shares the budget's form (epochs, steps or seconds), so the
+steps), times the share still to train (a kept result: none; an interrupted run: what its status
+file says is left). Within a comparison every run shares the budget's form (epochs, steps or seconds), so the
 estimates order runs; they are not durations.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from unetfamily.compare.plan import PlannedRun
 from unetfamily.config import Config
+from unetfamily.engine.status import read_status
 from unetfamily.models import create_model
 from unetfamily.models.pretrained import count_macs
 
@@ -44,7 +46,8 @@ def _macs(run: PlannedRun, image_shape: tuple[int, ...], num_classes: int) -> in
 
 
 def estimated_work(runs: Sequence[PlannedRun], image_shape: tuple[int, ...], num_classes: int) -> list[float]:
-    """Each run's estimated work: forward MACs per (C, H, W) ``image_shape`` image x batch size x steps.
+    """Each run's estimated work: forward MACs per (C, H, W) ``image_shape`` image x batch size x steps x the
+    share left to train (:func:`_left`).
 
     Counted once per variant. A model that cannot be counted on the meta device gets the largest
     estimate (it starts first: an unknown length is the riskiest to leave for last), with a log line.
@@ -57,7 +60,19 @@ def estimated_work(runs: Sequence[PlannedRun], image_shape: tuple[int, ...], num
             except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
                 log.info("could not estimate %s's cost on the meta device (%s): it starts first", run.variant.id, exc)
                 macs[run.variant.id] = float("inf")
-    return [macs[r.variant.id] * r.config.loader.batch_size * _steps(r.config) for r in runs]
+    return [macs[r.variant.id] * r.config.loader.batch_size * _steps(r.config) * _left(r) for r in runs]
+
+
+def _left(run: PlannedRun) -> float:
+    """The share of ``run`` still to train: 0 when its result is kept, ``1 - step/total`` of an interrupted run's
+    last status (it resumes from its last checkpoint, at or before that step), else 1."""
+    if (run.dir / "result.json").is_file():
+        return 0.0
+    status = read_status(run.dir)
+    try:
+        return min(1.0, max(0.0, 1.0 - float(status["step"]) / float(status["total"])))
+    except (TypeError, KeyError, ValueError, ZeroDivisionError):
+        return 1.0
 
 
 def longest_first(work: Sequence[float]) -> list[int]:
