@@ -204,12 +204,17 @@ def active_mode() -> MemorySaving:
     return getattr(_state, "saving", "none") if torch.is_grad_enabled() else "none"
 
 
-def checkpoint_block(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
-    """``fn(*args)``, keeping only ``args`` for backward (re-run there) while gradients are recorded."""
-    if active_mode() != "checkpoint":
-        return fn(*args)
+def _rerun_in_backward(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
+    """``fn(*args)`` keeping only ``args`` for backward, where it is re-run with :func:`recomputing` true."""
     return checkpoint(fn, *args, use_reentrant=False,
                       context_fn=lambda: (contextlib.nullcontext(), _recompute_flag()))
+
+
+def checkpoint_block(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
+    """``fn(*args)``, keeping only ``args`` for backward (re-run there) under "checkpoint"; else plain."""
+    if active_mode() != "checkpoint":
+        return fn(*args)
+    return _rerun_in_backward(fn, *args)
 
 
 def rerun_block(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
@@ -220,8 +225,7 @@ def rerun_block(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
     """
     if active_mode() == "none":
         return fn(*args)
-    return checkpoint(fn, *args, use_reentrant=False,
-                      context_fn=lambda: (contextlib.nullcontext(), _recompute_flag()))
+    return _rerun_in_backward(fn, *args)
 
 
 @contextlib.contextmanager

@@ -62,7 +62,6 @@ def rerun_rows(input_hw: tuple[int, ...]) -> int:
     return RERUN_ROWS if input_hw[0] * input_hw[1] >= RERUN_FROM_PIXELS else 0
 
 
-
 class UNetPlusPlus(SegmentationModel):
     """UNet++ with nodes X^{i,j}, optional deep supervision, and inference-time pruning.
 
@@ -138,8 +137,8 @@ class UNetPlusPlus(SegmentationModel):
         return feats
 
     def memory_saving_note(self, input_hw: tuple[int, int]) -> str | None:
-        rows = rerun_rows(input_hw) if self.memory_saving != "none" else 0
-        if not rows or self.memory_saving == "checkpoint":
+        rows = rerun_rows(input_hw)
+        if self.memory_saving != "recompute" or not rows:  # "checkpoint" re-runs every node anyway
             return None
         return (f"{input_hw[0]}x{input_hw[1]} inputs: UNet++ also re-runs the nested nodes of its {rows} finest "
                 f"rows in backward (their maps are the largest it keeps; bit-identical, docs/speed.md)")
