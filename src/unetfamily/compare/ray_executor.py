@@ -292,7 +292,8 @@ def _collect(ray: Any, runs: list[PlannedRun], order: list[int], submit: Callabl
                 if len(queue) + len(running) != stated:
                     stated = len(queue) + len(running)
                     demand(stated)
-                for _ in range(min(len(queue), capacity() - len(running))):
+                room = capacity() - len(running) if queue else 0  # the cluster is asked only while runs wait
+                for _ in range(min(len(queue), room)):
                     i = queue.pop()
                     running[submit(i)] = i
                 done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)

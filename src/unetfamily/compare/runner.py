@@ -109,9 +109,17 @@ def _receptive_field(variant: Variant, in_channels: int, num_classes: int) -> in
     return receptive_field(model, in_channels)
 
 
-def _receptive_fields(variants: list[Variant], in_channels: int, num_classes: int) -> dict[str, int | None]:
-    """Each variant's receptive field (:func:`_receptive_field`), by variant id."""
-    return {v.id: _receptive_field(v, in_channels, num_classes) for v in variants}
+def _receptive_fields(variants: list[Variant], out: Path, in_channels: int, num_classes: int) -> dict[str, int | None]:
+    """Each variant's receptive field by variant id: the one kept in ``runs/<id>/cost.json`` by an earlier command
+    for the same model and arguments, else computed (:func:`_receptive_field`)."""
+    fields = {}
+    for v in variants:
+        path = out / "runs" / v.id / "cost.json"
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        setting = saved.get("setting") or {}
+        same = (setting.get("model"), setting.get("kwargs")) == (v.model, to_jsonable(v.kwargs))
+        fields[v.id] = saved.get("receptive_field") if same else _receptive_field(v, in_channels, num_classes)
+    return fields
 
 
 class _Inline(Executor):
@@ -146,28 +154,25 @@ def _cost_shape(variant: Variant, cfg: CompareConfig, data: ComparisonData, plan
     return plan.median_image, plan.families[variant.id].batch_size
 
 
-def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData, plan: Plan | None = None,
-                  call: Callable[..., Any] = lambda fn, *args: fn(*args),
-                  field: int | None = None) -> tuple[Costs, int | None]:
+def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: ComparisonData, plan: Plan | None,
+                  call: Callable[..., Any], field: int | None) -> tuple[Costs, int | None]:
     """(costs, receptive field) of ``variant``, measured once per setting and kept in ``runs/<id>/cost.json``.
 
     ``call(fn, *args)`` runs the measurement: here, or on a worker of the kind that trained the runs;
-    ``field``: the variant's receptive field when already computed (:func:`_receptive_fields`)."""
+    ``field``: the variant's receptive field (:func:`_receptive_fields`), kept beside the costs."""
     path = out / "runs" / variant.id / "cost.json"
     (size, batch), info = _cost_shape(variant, cfg, data, plan), data.info
     setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": batch,
                "device": cfg.device, "in_channels": info.in_channels, "classes": info.num_model_outputs,
                "version": __version__}
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    if field is None:
-        field = saved.get("receptive_field") or _receptive_field(variant, info.in_channels, info.num_model_outputs)
     if not cfg.costs:
         return Costs(), field
     if saved.get("setting") != to_jsonable(setting):
         cost = call(_costs, variant, info.in_channels, info.num_model_outputs, size, batch, _cost_device(cfg))
         saved = {**cost, "receptive_field": field, "setting": setting}
         write_json(path, saved, indent=None)
-    return Costs.from_dict(saved), saved["receptive_field"]
+    return Costs.from_dict(saved), field
 
 
 def _cost_device(cfg: CompareConfig) -> str:
@@ -276,7 +281,7 @@ def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None,
     with _beside_training(ray) as beside:  # what the driver computes while Ray's workers start and train
         # a pool of workers starts the longest runs first; one process trains them in the listed order
         work = beside.submit(estimated_work, runs, data.image_shape, data.info.num_model_outputs) if ray else None
-        fields = beside.submit(_receptive_fields, variants, data.info.in_channels, data.info.num_model_outputs)
+        fields = beside.submit(_receptive_fields, variants, out, data.info.in_channels, data.info.num_model_outputs)
         with _executor(cfg, out, device, len(runs), stream) as executor:
             outcomes, failures = executor.train(runs, None if work is None else work.result())
             failed = {f.variant for f in failures}
