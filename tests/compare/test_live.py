@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -71,30 +73,51 @@ def test_run_progress_keeps_status_json(tmp_path: Path) -> None:
 
 
 class FakeRay:
-    """Ray's API as check_shared_storage uses it: one node whose tasks write (or not) where the driver reads."""
+    """Ray's API as check_shared_storage uses it: nodes whose tasks write (or not) where the driver reads.
 
-    def __init__(self, shared: bool) -> None:
-        self.shared = shared
+    A task runs when its result is asked for, so ``events`` shows whether every node was asked before any answered."""
+
+    def __init__(self, shared: bool, nodes: int = 1) -> None:
+        self.shared, self.events = shared, []
+        self.node_list = [{"Alive": True, "NodeID": f"{i:02x}" * 28, "NodeManagerAddress": f"10.0.0.{7 + i}"}
+                          for i in range(nodes)] + [{"Alive": False, "NodeID": "ff" * 28}]
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"Alive": True, "NodeID": "ab" * 28, "NodeManagerAddress": "10.0.0.7"}]
+        return self.node_list
 
     def remote(self, num_cpus: int) -> Any:
         def wrap(fn: Any) -> Any:
-            def remote(path: str, token: str) -> str:
-                if self.shared:
-                    return fn(path, token)
-                return "node-b"  # a node with its own disk: it saw nothing and wrote nowhere the driver looks
+            def remote(path: str, token: str, node: str) -> Any:
+                self.events.append("asked")
+                return lambda: fn(path, token, node) if self.shared else "node-b"  # node-b: its own disk, writes nowhere seen
             return SimpleNamespace(options=lambda **_: SimpleNamespace(remote=remote))
         return wrap
 
-    def get(self, value: Any) -> Any:
-        return value
+    def get(self, refs: list[Any]) -> list[Any]:
+        self.events.append("get")
+        return [ref() for ref in refs]
 
 
 def test_the_storage_probe_passes_when_shared_and_names_the_node_when_not(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the probe uses Ray's node-affinity scheduling strategy")
-    check_shared_storage(FakeRay(shared=True), tmp_path / "out")
+    ray = FakeRay(shared=True, nodes=3)
+    check_shared_storage(ray, tmp_path / "out")
+    assert ray.events == ["asked"] * 3 + ["get"]  # every alive node at once, not one after another
     assert not [p for p in (tmp_path / "out").iterdir()]  # the probe files are removed
     with pytest.raises(ConfigError, match=r"--out .* is not shared with the Ray node node-b \(10.0.0.7\)"):
         check_shared_storage(FakeRay(shared=False), tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").iterdir()]
+
+
+def test_the_probe_runs_on_a_worker_without_importing_the_package(tmp_path: Path) -> None:
+    """Ray ships the probe by value: a worker answers it without importing unetfamily (and torch, ~2 s per node)."""
+    cloudpickle = pytest.importorskip("ray.cloudpickle", reason="Ray pickles the probe with its cloudpickle")
+    from unetfamily.compare.ray_executor import _probe_task
+
+    (tmp_path / "probe").write_text("token")
+    code = ("import sys, pickle; sys.modules['unetfamily'] = sys.modules['torch'] = None; "
+            "probe = pickle.loads(sys.stdin.buffer.read()); print(probe(sys.argv[1], 'token', 'n1'))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "probe")], input=cloudpickle.dumps(_probe_task()),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() and (tmp_path / "probe.n1").read_text() == "token"

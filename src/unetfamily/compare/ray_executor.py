@@ -90,24 +90,33 @@ def _connect(cfg: CompareConfig) -> tuple[Any, bool]:
     return ray, True
 
 
-def _probe_task(path: str, token: str) -> str:
-    """On a worker: read the driver's probe ``path`` and write its answer beside it; returns this node's name."""
-    import socket
+def _probe_task() -> Callable[[str, str, str], str]:
+    """The probe a worker runs: read the driver's file at ``path``, write its answer beside it, named by the Ray
+    node (two nodes may share a host name); returns the host's name.
 
-    host = socket.gethostname()
-    try:
-        seen = Path(path).read_text() if Path(path).is_file() else ""
-        Path(f"{path}.{host}").write_text(token if seen == token else "unseen")
-    except OSError:  # the folder does not exist on this node, or is not writable: the driver sees no answer
-        pass
-    return host
+    Made here, not defined at module level, so that Ray ships its code by value: a worker runs it without
+    importing this package (and torch, ~2 s), and the probe costs each node a task, not an import."""
+    def probe(path: str, token: str, node: str) -> str:
+        import pathlib
+        import socket
+
+        host = socket.gethostname()
+        try:
+            file = pathlib.Path(path)
+            seen = file.read_text() if file.is_file() else ""
+            pathlib.Path(f"{path}.{node}").write_text(token if seen == token else "unseen")
+        except OSError:  # the folder does not exist on this node, or is not writable: the driver sees no answer
+            pass
+        return host
+    return probe
 
 
 def check_shared_storage(ray: Any, out: Path) -> None:
     """Every alive node reads a file the driver wrote under ``out``, and the driver reads its answer back.
 
     ConfigError naming ``--out`` and the node otherwise: run folders and the report must be on storage
-    that every node sees (a shared filesystem mounted at the same path).
+    that every node sees (a shared filesystem mounted at the same path). The nodes answer at once, not
+    one after another.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -115,12 +124,13 @@ def check_shared_storage(ray: Any, out: Path) -> None:
     token = uuid.uuid4().hex
     probe = out / f".storage-probe-{token[:8]}"
     probe.write_text(token)
-    task = ray.remote(num_cpus=0)(_probe_task)
+    task = ray.remote(num_cpus=0)(_probe_task())
     try:
-        for node in (n for n in ray.nodes() if n.get("Alive")):
-            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            host = ray.get(task.options(scheduling_strategy=strategy).remote(str(probe.resolve()), token))
-            answer = Path(f"{probe}.{host}")
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        asked = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                 .remote(str(probe.resolve()), token, node["NodeID"]) for node in nodes]
+        for node, host in zip(nodes, ray.get(asked)):
+            answer = Path(f"{probe}.{node['NodeID']}")
             if not answer.is_file() or answer.read_text() != token:
                 what = "could not read the driver's probe" if answer.is_file() else "wrote nothing the driver can see"
                 raise ConfigError(f"--out {out.resolve()} is not shared with the Ray node {host} "
@@ -129,6 +139,8 @@ def check_shared_storage(ray: Any, out: Path) -> None:
             answer.unlink()
     finally:
         probe.unlink(missing_ok=True)
+        for left in out.glob(f"{probe.name}.*"):  # answers not read after a failure
+            left.unlink(missing_ok=True)
 
 
 def _train_run(run: PlannedRun, device: str, nsd_tolerance: float) -> dict[str, Any]:
@@ -182,10 +194,10 @@ class RayExecutor:
         self.ray, self.started = _connect(self.cfg)
         try:
             self.res = resources(self.cfg, self.ray.cluster_resources(), self.runs)
-            # workers start (and import torch) while the storage is probed and the runs are planned
+            check_shared_storage(self.ray, self.out)
+            # workers import torch and the run code while the runs are planned
             warm = self.ray.remote(_warm_up).options(num_cpus=self.res.cpus, num_gpus=self.res.gpus)
             self._warming = [warm.remote() for _ in range(min(self.runs, self.capacity()))]
-            check_shared_storage(self.ray, self.out)
         except BaseException:
             self.__exit__()
             raise
