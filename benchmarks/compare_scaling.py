@@ -13,14 +13,23 @@ Each into a fresh --out. Reported: the wall time of the training phase (all runs
 ray x1, parallel efficiency = speed-up / 2, and Ray's overhead per run = (ray x1 - local) / runs on
 the training phase. Also each mode's sum of the runs' own training seconds (``train_seconds``, timed in the
 process that trained each run), which separates what slows the runs themselves when two train at once
-(sharing the machine's cores, caches, memory bandwidth and disk) from how busy the scheduler keeps the workers.
+(sharing the machine's cores, caches, memory bandwidth and disk) from how busy the scheduler keeps the workers,
+and each mode's serial part (before the first run is submitted: data, storage probe, planning; after the last
+ends: the report).
+
+The machine's own ceiling, measured first: a training loop of the same models at the same widths and size
+(1 thread, nothing but forward, backward and Adam) in one process alone, then in two processes at once. Two at a time it runs
+``slowdown`` times slower; no scheduler gets two workers past an efficiency of 1 / slowdown.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +41,14 @@ from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.runner import run_compare
 
 
-def _timed_train(cls: type, phases: list[float]) -> Any:
-    """``cls.train`` wrapped so that each call's wall time is appended to ``phases``."""
+def _timed_train(cls: type, phases: list[float], starts: list[float]) -> Any:
+    """``cls.train`` wrapped so that each call's start (``perf_counter``) and wall time are appended to
+    ``starts`` and ``phases``."""
     original = cls.train
 
     def train(self: Any, *args: Any) -> Any:
         start = time.perf_counter()
+        starts.append(start)
         try:
             return original(self, *args)
         finally:
@@ -47,13 +58,60 @@ def _timed_train(cls: type, phases: list[float]) -> Any:
     return original
 
 
+def _loop(models: list[str], steps: int, size: int) -> float:
+    """In a worker process: wall seconds of ``steps`` training steps of each of the comparison's ``models`` at its
+    widths (base width 8), 1 thread, batch 4 of ``size`` px: forward, backward and Adam, nothing else."""
+    from unetfamily.compare.variants import build_variants
+    from unetfamily.models import create_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, size, size), torch.randint(0, 2, (4, size, size))
+    seconds = 0.0
+    for variant in build_variants(models, [], "small", 8, 3, 2):
+        model = create_model(variant.model, in_channels=3, num_classes=2, **variant.kwargs)
+        optimiser = torch.optim.Adam(model.parameters(), 1e-3)
+        for step in range(steps + 2):  # 2 warm-up steps
+            start = time.perf_counter()
+            out = model(x)
+            loss = sum(torch.nn.functional.cross_entropy(o, y) for o in (out if isinstance(out, list) else [out]))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            seconds += (time.perf_counter() - start) if step >= 2 else 0.0
+    return seconds
+
+
+def machine_ceiling(models: list[str], steps: int, size: int, rounds: int = 2) -> dict[str, float]:
+    """:func:`_loop`'s seconds alone and two at once (medians of ``rounds``), their ratio, and 1 / it."""
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_loop, [models] * 2, [0] * 2, [size] * 2))  # both workers import torch first
+        alone: list[float] = []
+        together: list[float] = []
+        for _ in range(rounds):
+            alone.append(pool.submit(_loop, models, steps, size).result())
+            together.extend(pool.map(_loop, [models] * 2, [steps] * 2, [size] * 2))
+    slowdown = statistics.median(together) / statistics.median(alone)
+    return {"alone_s": round(statistics.median(alone), 2), "together_s": round(statistics.median(together), 2),
+            "slowdown": round(slowdown, 3), "ceiling": round(1 / slowdown, 3)}
+
+
 def measure(cfg: CompareConfig, cpus: int | None, root: Path, name: str) -> dict[str, float]:
     """Wall seconds of one comparison's training phase and of the whole command; ``cpus`` None: local."""
     import ray
 
     phases: list[float] = []
+    starts: list[float] = []
     cls = runner._Local if cpus is None else ray_executor.RayExecutor
-    original = _timed_train(cls, phases)
+    original = _timed_train(cls, phases, starts)
+    probe, probes = ray_executor.check_shared_storage, []
+
+    def timed_probe(*args: Any) -> None:
+        start = time.perf_counter()
+        probe(*args)
+        probes.append(time.perf_counter() - start)
+
+    ray_executor.check_shared_storage = timed_probe
     if cpus is not None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
@@ -62,10 +120,14 @@ def measure(cfg: CompareConfig, cpus: int | None, root: Path, name: str) -> dict
     finally:
         whole = time.perf_counter() - start
         cls.train = original
+        ray_executor.check_shared_storage = probe
         if cpus is not None:
             ray.shutdown()
     runs_s = sum(run.train_seconds for run in results.runs)
-    return {"train_s": round(phases[0], 2), "whole_s": round(whole, 2), "runs_s": round(runs_s, 2)}
+    before = starts[0] - start
+    return {"train_s": round(phases[0], 2), "whole_s": round(whole, 2), "runs_s": round(runs_s, 2),
+            "before_s": round(before, 2), "after_s": round(whole - before - phases[0], 2),
+            "probe_s": round(sum(probes), 2)}
 
 
 def main() -> None:
@@ -74,8 +136,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--ceiling-steps", type=int, default=20, help="steps per model of the machine-ceiling loop")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    ceiling = machine_ceiling(args.models.split(","), args.ceiling_steps, args.size)
     torch.set_num_threads(1)  # the local executor's runs train in this process: 1 thread, as each Ray task
     common = dict(data="synthetic", models=args.models.split(","), seeds=args.seeds, steps=args.steps,
                   epochs=args.steps, size=args.size, batch_size=4, base_width=8, lr=3e-3, augment="none",
@@ -88,7 +152,7 @@ def main() -> None:
         two = measure(CompareConfig(**common, executor="ray", cpus_per_run=1), 2, root, "ray2")
     speedup = {k: one[k] / two[k] for k in ("train_s", "whole_s")}
     result = {
-        "runs": runs, "steps": args.steps, "size": args.size, "local": local, "ray_1_worker": one, "ray_2_workers": two,
+        "runs": runs, "steps": args.steps, "size": args.size, "machine": ceiling, "local": local, "ray_1_worker": one, "ray_2_workers": two,
         "speedup_train": round(speedup["train_s"], 3), "efficiency_train": round(speedup["train_s"] / 2, 3),
         "speedup_whole": round(speedup["whole_s"], 3), "efficiency_whole": round(speedup["whole_s"] / 2, 3),
         "ray_overhead_per_run_s": round((one["train_s"] - local["train_s"]) / runs, 2),
@@ -97,13 +161,18 @@ def main() -> None:
         # the share of the phase the two workers spent in training steps (the rest: setup, evaluation, start)
         "training_share_2_workers": round(two["runs_s"] / (2 * two["train_s"]), 3),
     }
+    print(f"this machine: the same training loop {ceiling['slowdown']:.2f}x slower two at once than alone "
+          f"({ceiling['together_s']:.2f} vs {ceiling['alone_s']:.2f} s): efficiency ceiling {ceiling['ceiling']:.0%}")
     print(f"{runs} runs of {args.steps} steps at {args.size} px, 1 thread each")
-    print("| executor | training phase (s) | whole command (s) | runs' own training, summed (s) |\n|---|---:|---:|---:|")
+    print("| executor | training phase (s) | whole command (s) | before / after the runs (s) "
+          "| runs' own training, summed (s) |\n|---|---:|---:|---:|---:|")
     for label, m in (("local", local), ("ray, 1 worker", one), ("ray, 2 workers", two)):
-        print(f"| {label} | {m['train_s']:.1f} | {m['whole_s']:.1f} | {m['runs_s']:.1f} |")
+        print(f"| {label} | {m['train_s']:.1f} | {m['whole_s']:.1f} | {m['before_s']:.1f} / {m['after_s']:.1f} "
+              f"| {m['runs_s']:.1f} |")
     print(f"speed-up 2 vs 1 worker: {result['speedup_train']:.2f}x training ({result['efficiency_train']:.0%} "
           f"efficiency), {result['speedup_whole']:.2f}x whole command ({result['efficiency_whole']:.0%})")
-    print(f"Ray's overhead per run: {result['ray_overhead_per_run_s']:.2f} s")
+    print(f"Ray's overhead per run: {result['ray_overhead_per_run_s']:.2f} s; the storage probe took "
+          f"{one['probe_s']:.2f} s (1 worker), {two['probe_s']:.2f} s (2 workers)")
     print(f"each run's own training, two at a time against one at a time: {result['runs_slowdown_2_workers']:.2f}x; "
           f"the two workers in training steps {result['training_share_2_workers']:.0%} of the training phase")
     if args.json:
