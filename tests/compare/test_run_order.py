@@ -203,6 +203,40 @@ def test_the_warm_up_task_imports_the_run_code_and_never_raises(monkeypatch: pyt
     assert "unetfamily.compare.run" in _warm_up()
 
 
+_FIRST_RUN = """
+import sys, torch
+from pathlib import Path
+from unetfamily.compare.config import CompareConfig
+from unetfamily.compare.ray_executor import _warm_up
+from unetfamily.compare.runner import run_compare
+torch.set_num_threads(1)
+if sys.argv[2] == "warm":
+    assert _warm_up() is None
+before = set(sys.modules)
+run_compare(CompareConfig(data="synthetic", models=["unet"], seeds=1, steps=1, epochs=1, size=32, batch_size=2,
+                          base_width=4, augment="none", costs=False, plan="none"), Path(sys.argv[1]))
+heavy = ("torch._dynamo", "torchmetrics", "unetfamily.engine.train", "unetfamily.metrics")
+print(sorted(m for m in set(sys.modules) - before if m in heavy))
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_after_the_warm_up_a_first_run_imports_nothing_heavy(tmp_path: Path, warm: bool) -> None:
+    """What a run imports lazily (the engine, the metrics, torch's compiler stack that the first optimiser
+    imports: ~1 s each) is imported by the warm-up, not by the first run of each worker."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FIRST_RUN, str(tmp_path / "out"), "warm" if warm else "cold"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = done.stdout.strip().splitlines()[-1]
+    if warm:
+        assert imported == "[]"
+    else:  # without it the run imports them: the test can tell
+        assert "torch._dynamo" in imported and "torchmetrics" in imported
+
+
 def test_a_kept_result_has_no_work_left_and_an_interrupted_run_what_its_status_says(tmp_path: Path) -> None:
     import json
 

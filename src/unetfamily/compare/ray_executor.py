@@ -260,12 +260,20 @@ def _slots(node: dict[str, float], res: Resources) -> int:
 
 
 def _warm_up() -> str | None:
-    """On a worker: import what a run needs (torch, the models, the engine), so the first run starts at once.
+    """On a worker: import what a run needs (torch, the models, the engine, the metrics), so the first run starts
+    at once. The engine and the metrics are imported lazily by a run, and torch imports its compiler stack when
+    the first optimiser is made (each ~1 s here).
 
     Never raises (nobody waits for it, and Ray would log an unretrieved error): a node that cannot import
     the package fails its runs, which report the error; returns it here for a debugger."""
     try:
-        import unetfamily.compare.run  # noqa: F401
+        import torch
+
+        import unetfamily.compare.run
+        import unetfamily.engine.train
+        import unetfamily.metrics  # noqa: F401
+
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
     except Exception as exc:  # noqa: BLE001 - reported by the runs themselves
         return repr(exc)
     return None
