@@ -112,12 +112,12 @@ def test_the_storage_probe_passes_when_shared_and_names_the_node_when_not(tmp_pa
 def test_the_probe_runs_on_a_worker_without_importing_the_package(tmp_path: Path) -> None:
     """Ray ships the probe by value: a worker answers it without importing unetfamily (and torch, ~2 s per node)."""
     cloudpickle = pytest.importorskip("ray.cloudpickle", reason="Ray pickles the probe with its cloudpickle")
-    from unetfamily.compare.ray_executor import _probe_task
+    from unetfamily.compare.ray_executor import _make_probe
 
     (tmp_path / "probe").write_text("token")
     code = ("import sys, pickle; sys.modules['unetfamily'] = sys.modules['torch'] = None; "
             "probe = pickle.loads(sys.stdin.buffer.read()); print(probe(sys.argv[1], 'token', 'n1'))")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "probe")], input=cloudpickle.dumps(_probe_task()),
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "probe")], input=cloudpickle.dumps(_make_probe()),
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().strip() and (tmp_path / "probe.n1").read_text() == "token"

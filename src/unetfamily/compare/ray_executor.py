@@ -90,7 +90,7 @@ def _connect(cfg: CompareConfig) -> tuple[Any, bool]:
     return ray, True
 
 
-def _probe_task() -> Callable[[str, str, str], str]:
+def _make_probe() -> Callable[[str, str, str], str]:
     """The probe a worker runs: read the driver's file at ``path``, write its answer beside it, named by the Ray
     node (two nodes may share a host name); returns the host's name.
 
@@ -124,7 +124,7 @@ def check_shared_storage(ray: Any, out: Path) -> None:
     token = uuid.uuid4().hex
     probe = out / f".storage-probe-{token[:8]}"
     probe.write_text(token)
-    task = ray.remote(num_cpus=0)(_probe_task())
+    task = ray.remote(num_cpus=0)(_make_probe())
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         asked = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
