@@ -175,7 +175,8 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
     check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
                   batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
     cfg = _with_data_shapes(cfg, train_set.info)
-    input_hw = (int(train_set[0]["image"].shape[-2]), int(train_set[0]["image"].shape[-1]))
+    height, width = train_set[0]["image"].shape[-2:]  # one sample read (and decoded) for the size
+    input_hw = (int(height), int(width))
     channels_last = _channels_last(cfg, device, input_hw, amp, dist_info.main)
     model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last, input_hw)
     encoder = encoder_training(model, cfg)  # refuses its options for a model without an encoder
