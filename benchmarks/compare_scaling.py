@@ -41,44 +41,43 @@ from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.runner import run_compare
 
 
-def _timed_train(cls: type, phases: list[float], starts: list[float]) -> Any:
-    """``cls.train`` wrapped so that each call's start (``perf_counter``) and wall time are appended to
-    ``starts`` and ``phases``."""
-    original = cls.train
+def _timed(owner: Any, name: str, starts: list[float], seconds: list[float]) -> Any:
+    """``owner.name`` (a method or a module's function) replaced by a wrapper that appends each call's start
+    (``perf_counter``) and wall time to ``starts`` and ``seconds``; returns the original, to put back."""
+    original = getattr(owner, name)
 
-    def train(self: Any, *args: Any) -> Any:
+    def timed(*args: Any) -> Any:
         start = time.perf_counter()
         starts.append(start)
         try:
-            return original(self, *args)
+            return original(*args)
         finally:
-            phases.append(time.perf_counter() - start)
+            seconds.append(time.perf_counter() - start)
 
-    cls.train = train
+    setattr(owner, name, timed)
     return original
 
 
 def _loop(models: list[str], steps: int, size: int) -> float:
     """In a worker process: wall seconds of ``steps`` training steps of each of the comparison's ``models`` at its
-    widths (base width 8), 1 thread, batch 4 of ``size`` px: forward, backward and Adam, nothing else."""
+    widths (base width 8), 1 thread, batch 4 of ``size`` px: forward, backward and Adam, nothing else
+    (:func:`unetfamily.bench.step_functions`)."""
+    from unetfamily.bench import step_functions
     from unetfamily.compare.variants import build_variants
     from unetfamily.models import create_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    x, y = torch.randn(4, 3, size, size), torch.randint(0, 2, (4, size, size))
     seconds = 0.0
     for variant in build_variants(models, [], "small", 8, 3, 2):
         model = create_model(variant.model, in_channels=3, num_classes=2, **variant.kwargs)
-        optimiser = torch.optim.Adam(model.parameters(), 1e-3)
-        for step in range(steps + 2):  # 2 warm-up steps
-            start = time.perf_counter()
-            out = model(x)
-            loss = sum(torch.nn.functional.cross_entropy(o, y) for o in (out if isinstance(out, list) else [out]))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            seconds += (time.perf_counter() - start) if step >= 2 else 0.0
+        _, step = step_functions(model, (4, 3, size, size))
+        for _ in range(2):  # warm-up steps
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        seconds += time.perf_counter() - start
     return seconds
 
 
@@ -100,18 +99,12 @@ def measure(cfg: CompareConfig, cpus: int | None, root: Path, name: str) -> dict
     """Wall seconds of one comparison's training phase and of the whole command; ``cpus`` None: local."""
     import ray
 
-    phases: list[float] = []
     starts: list[float] = []
+    phases: list[float] = []
+    probes: list[float] = []
     cls = runner._Local if cpus is None else ray_executor.RayExecutor
-    original = _timed_train(cls, phases, starts)
-    probe, probes = ray_executor.check_shared_storage, []
-
-    def timed_probe(*args: Any) -> None:
-        start = time.perf_counter()
-        probe(*args)
-        probes.append(time.perf_counter() - start)
-
-    ray_executor.check_shared_storage = timed_probe
+    original = _timed(cls, "train", starts, phases)
+    probe = _timed(ray_executor, "check_shared_storage", [], probes)
     if cpus is not None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
