@@ -3,9 +3,9 @@
 Used by ``benchmarks/*.py`` and by the ``bench`` / ``compare`` commands, so every cost figure the
 project reports comes from one implementation.
 
-- FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` on a ``meta``-device
-  copy of the model (no arithmetic is done, so paper-width models count instantly); 2 FLOPs per
-  multiply-accumulate, convolutions and matmuls only (pooling, norms and resizes are not counted,
+- FLOPs are counted with torch's own FLOP formulas (those of ``FlopCounterMode``, see
+  :mod:`unetfamily.models.flops`) on a ``meta``-device copy of the model (no arithmetic is done,
+  so paper-width models count instantly); 2 FLOPs per multiply-accumulate, convolutions and matmuls only (pooling, norms and resizes are not counted,
   as in the published figures).
 - Times are medians over repeats after warm-up (or minimums, ``stat="min"``, which a busy
   machine disturbs least), with ``torch.cuda.synchronize`` on CUDA.
@@ -20,7 +20,6 @@ project reports comes from one implementation.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -37,11 +36,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from unetfamily.config import Range
 from unetfamily.errors import UnetFamilyError, unknown_choice
 from unetfamily.files import write_json
+from unetfamily.models._blocks import output_tensors
+from unetfamily.models.flops import count_flops, count_train_flops
 
 __all__ = ["AMP_CHOICES", "MeasurementError", "ModelCost", "count_flops", "count_params", "count_train_flops",
            "memory_env", "peak_gflops", "measure", "measure_isolated", "peak_memory", "step_functions", "time_call"]
@@ -57,32 +57,6 @@ class MeasurementError(UnetFamilyError, RuntimeError):
 def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def _meta_copy(model: nn.Module) -> nn.Module:
-    """A ``meta``-device copy of ``model`` (of its module, for a ``torch.compile``'d model)."""
-    return copy.deepcopy(getattr(model, "_orig_mod", model)).to("meta")
-
-
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs (2 per MAC) of one eval-mode forward pass on an input of ``input_shape`` (N, C, H, W)."""
-    meta = _meta_copy(model).eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(input_shape, device="meta"))
-    return int(counter.get_total_flops())
-
-
-def count_train_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one training forward + backward pass (weight and input gradients) on the meta device.
-
-    The first layer's input gradient is not computed (the image needs none), so this is a little
-    under 3x :func:`count_flops`.
-    """
-    meta = _meta_copy(model).train()
-    with FlopCounterMode(display=False) as counter:
-        out = meta(torch.empty(input_shape, device="meta"))
-        sum(t.float().mean() for t in _all_tensors(out)).backward()
-    return int(counter.get_total_flops())
 
 
 def peak_gflops(device: torch.device | str = "cpu", repeats: int = 5) -> dict[str, float]:
@@ -158,12 +132,6 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         done.set()
         sampler.join()
     return max(peak, _rss_bytes()) - before
-
-
-def _all_tensors(out: object) -> list[Tensor]:
-    if isinstance(out, Tensor):
-        return [out]
-    return [t for o in out for t in _all_tensors(o)]
 
 
 @dataclass
@@ -253,7 +221,7 @@ def step_functions(model: nn.Module, input_shape: tuple[int, ...], device: torch
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             out = model(x)
-        loss = sum(t.float().mean() for t in _all_tensors(out))
+        loss = sum(t.float().mean() for t in output_tensors(out))
         loss.backward()
         optimizer.step()
 

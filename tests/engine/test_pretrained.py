@@ -197,15 +197,12 @@ def test_a_folder_holding_other_files_is_not_replaced(tmp_path: Path) -> None:
 
 
 def test_bare_card_says_what_is_unknown_and_counts_params_and_macs(tmp_path: Path) -> None:
-    from unetfamily.bench import count_flops
-
     model = tiny("unet_3plus", num_classes=1, cgm=True)
     card = (model.save_pretrained(tmp_path / "m") / "README.md").read_text()
     assert "Unknown: the training data was not recorded" in card
     assert "Unknown: no evaluation is recorded" in card and "model-index" not in card
     assert f"| parameters | {sum(p.numel() for p in model.parameters()):,} |" in card
     macs = pretrained_mod.count_macs(model, (1, 3, 256, 256))
-    assert macs == count_flops(model, (1, 3, 256, 256)) // 2
     assert f"{macs / 1e6:.3g} M multiply-accumulates per image at 1 x 3 x 256 x 256" in card
     assert "UNet 3+: A Full-Scale Connected UNet for Medical Image Segmentation" in card and "ICASSP 2020" in card
     assert "CGM: a tuple" in card

@@ -7,7 +7,7 @@ deep supervision it returns a list (final output first), with the UNet3+ CGM a t
 ``model.save_pretrained(DIR)`` writes a folder (config.json, model.safetensors, README.md model
 card) that :func:`from_pretrained` loads back (:mod:`unetfamily.models.pretrained`).
 """
-from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_output
+from unetfamily.models._blocks import ModelOutput, SegmentationModel, final_output, output_tensors
 from unetfamily.models._fold import fold_batchnorm
 from unetfamily.models._memory import MemorySaving
 from unetfamily.models.families import FAMILIES, Family, family_kwargs, family_of, model_label
@@ -47,6 +47,7 @@ __all__ = [
     "rebuild_kwargs",
     "receptive_field",
     "final_output",
+    "output_tensors",
     "fold_batchnorm",
     "from_pretrained",
     "list_models",

@@ -155,6 +155,13 @@ def final_output(out: ModelOutput) -> Tensor:
     return out[0] if isinstance(out, list) else out
 
 
+def output_tensors(out: ModelOutput) -> list[Tensor]:
+    """Every tensor of a raw model output (tensor, DS list, CGM tuple), in order: final logits first."""
+    if isinstance(out, Tensor):
+        return [out]
+    return [t for item in out for t in output_tensors(item)]
+
+
 def _crop(out: object, height: int, width: int) -> object:
     if isinstance(out, Tensor):
         return out[..., :height, :width] if out.dim() == 4 else out

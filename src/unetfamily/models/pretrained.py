@@ -39,6 +39,7 @@ from unetfamily.models._blocks import SegmentationModel
 from unetfamily.models._registry import create_model
 from unetfamily.models.card import ModelCard, render_card
 from unetfamily.models.families import family_of, model_label
+from unetfamily.models.flops import count_flops
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "FORMAT", "FORMAT_VERSION", "PretrainedError", "count_macs",
            "model_spec", "model_facts", "save_pretrained", "write_files", "check_destination"]
@@ -105,19 +106,9 @@ def model_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one eval forward pass on (N, C, H, W) ``input_shape``, counted on a meta copy.
-
-    Convolutions and matrix products only, by :class:`torch.utils.flop_counter.FlopCounterMode`:
-    the same count as :func:`unetfamily.bench.count_flops` / 2 (a test keeps them equal).
-    """
-    import copy
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    meta = copy.deepcopy(model).to("meta").eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(input_shape, device="meta"))
-    return int(counter.get_total_flops()) // 2
+    """Multiply-accumulates of one eval forward pass on (N, C, H, W) ``input_shape``, counted on a meta copy:
+    convolutions and matrix products (:func:`unetfamily.models.flops.count_flops` / 2)."""
+    return count_flops(model, input_shape) // 2
 
 
 def _dtype(model: nn.Module) -> str:

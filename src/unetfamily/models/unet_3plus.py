@@ -120,7 +120,8 @@ class _ResizeConv(torch.autograd.Function):
     def forward(ctx, x: Tensor, size: torch.Size, weight: Tensor, bias: Tensor | None, group: int | None) -> Tensor:
         ctx.size, ctx.has_bias = size, bias is not None
         device = x.device.type
-        ctx.conv_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)  # meta has none
+        ctx.conv_dtype = torch.get_autocast_dtype(device) if autocast else None
         ctx.groups = [slice(c, c + group) for c in range(0, x.shape[1], group)] if group else [slice(None)]
         ctx.save_for_backward(x, weight)
         pad = weight.shape[-1] // 2
