@@ -22,16 +22,16 @@ import numpy as np
 
 from unetfamily.compare.artifacts import first_seed_scores, load_artifacts
 from unetfamily.compare.evidence import ALPHA, CaseEvidence
+from unetfamily.compare.plots_grid import Cell, grid_png
 from unetfamily.compare.plots_svg import Tips, hover_point, svg_text
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float, scale
-from unetfamily.overlay import IGNORE_INDEX, overlay
+from unetfamily.overlay import overlay
 
 log = logging.getLogger(__name__)
 
 __all__ = ["make_plots"]
 
-CELL = 1.7  # inches per image in the image grids
 BETTER, WORSE, SAME = "#4daf4a", "#e41a1c", "#d9d9d9"  # significance map: row better, row worse, not separable
 
 
@@ -45,18 +45,6 @@ def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
-
-
-def _image_axis(ax: Any, picture: np.ndarray, title: str, outline: np.ndarray | None = None) -> None:
-    ax.imshow(picture, interpolation="nearest")
-    if outline is not None and (outline > 0).any() and not (outline > 0).all():
-        from matplotlib.patheffects import withStroke
-
-        lines = ax.contour((outline > 0) & (outline != IGNORE_INDEX), levels=[0.5], colors="white", linewidths=0.8)
-        lines.set_path_effects([withStroke(linewidth=1.8, foreground="black")])
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _log_axis(ax: Any) -> None:
@@ -189,18 +177,13 @@ def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarra
         difficulty = np.array([np.nanmean([scores[v].get(n, np.nan) for v in preds] + [np.nan]) for n in names])
     order = np.argsort(np.where(np.isnan(difficulty), np.inf, difficulty), kind="stable")
     rows = order[np.unique(np.linspace(0, len(order) - 1, min(k, len(order))).round().astype(int))]
-    cols = 2 + len(preds)
-    fig = _figure(CELL * cols, CELL * len(rows) + 0.4)
-    axes = np.asarray(fig.subplots(len(rows), cols, squeeze=False))
-    for r, i in enumerate(rows):
+    grid = []
+    for i in rows:
         img, gt = samples["images"][i], samples["masks"][i]
-        _image_axis(axes[r, 0], overlay(img, np.zeros_like(gt)), names[i][:24])
-        _image_axis(axes[r, 1], overlay(img, gt), "ground truth")
-        for c, (vid, pred) in enumerate(preds.items(), start=2):
-            dice = scores[vid].get(names[i], math.nan)
-            _image_axis(axes[r, c], overlay(img, pred[i]), f"{labels[vid]}\nDice {100 * dice:.1f}", gt)
-    fig.suptitle("Predictions on the same eval images (seed 0; white outline = ground truth)")
-    return _png(fig)
+        grid.append([Cell(overlay(img, np.zeros_like(gt)), names[i][:24]), Cell(overlay(img, gt), "ground truth")]
+                    + [Cell(overlay(img, pred[i]), f"{labels[vid]}\nDice {100 * scores[vid].get(names[i], math.nan):.1f}",
+                            gt) for vid, pred in preds.items()])
+    return grid_png(grid, "Predictions on the same eval images (seed 0; white outline = ground truth)")
 
 
 def failures_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
@@ -211,21 +194,11 @@ def failures_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarr
     if not ranked:
         return None
     index = {str(n): i for i, n in enumerate(samples["names"])}
-    fig = _figure(CELL * worst + 1.2, CELL * len(ranked) + 0.4)
-    axes = np.asarray(fig.subplots(len(ranked), worst, squeeze=False))
-    for r, (vid, items) in enumerate(ranked.items()):
-        for c in range(worst):
-            ax = axes[r, c]
-            if c >= len(items) or items[c][1] not in index:
-                ax.axis("off")
-                continue
-            dice, name = items[c]
-            i = index[name]
-            _image_axis(ax, overlay(samples["images"][i], preds[vid][i]), f"{name[:20]}\nDice {100 * dice:.1f}",
-                        samples["masks"][i])
-        axes[r, 0].set_ylabel(labels[vid], fontsize=9)
-    fig.suptitle("Worst eval images per model (seed 0; white outline = ground truth)")
-    return _png(fig)
+    grid = [[Cell(overlay(samples["images"][index[name]], preds[vid][index[name]]), f"{name[:20]}\nDice {100 * dice:.1f}",
+                  samples["masks"][index[name]]) if name in index else None for dice, name in items]
+            for vid, items in ranked.items()]
+    return grid_png(grid, "Worst eval images per model (seed 0; white outline = ground truth)",
+                    [labels[vid] for vid in ranked])
 
 
 def per_image_png(scores: Mapping[str, Mapping[str, float]], labels: Mapping[str, str],
