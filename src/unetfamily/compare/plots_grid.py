@@ -4,14 +4,15 @@ A grid of K x M pictures drawn as K x M matplotlib axes took over a second per f
 machine (every axes is created, laid out, measured and drawn; ``samples.png`` was a third of the
 report's time). Here the pictures are scaled into one RGB array (nearest neighbour when enlarged, a
 box filter when reduced, so a picture of any size fits its cell), the ground truth is outlined in
-pixels (white with a black edge, as the contours were drawn), and matplotlib only writes the captions
-and the PNG.
+pixels (white with a black edge, as the contours were drawn), and matplotlib only draws the captions,
+which are laid over the mosaic.
 """
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +100,22 @@ def grid_png(rows: Sequence[Sequence[Cell | None]], title: str, row_labels: Sequ
         if row_labels:
             fig.text((left - GAP_PX // 2) / width, 1 - (top + CELL_PX / 2) / height, row_labels[r], rotation=90,
                      ha="right", va="center", fontsize=9)
-    fig.figimage(canvas, 0, 0, origin="upper")
     fig.text(0.5, 1 - 8 / height, title, ha="center", va="top", fontsize=12)
+    return _png(canvas, fig)
+
+
+def _png(canvas: np.ndarray, fig: Any) -> bytes:
+    """PNG bytes of the (H, W, 3) ``canvas`` under ``fig``'s text, drawn by Agg on a transparent figure of the same
+    size in pixels (matplotlib's ``figimage`` resamples a large picture with masked arrays: seconds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    fig.patch.set_alpha(0)
+    agg = FigureCanvasAgg(fig)
+    agg.draw()
+    text = np.asarray(agg.buffer_rgba())
+    alpha = text[..., 3:4].astype(np.float32) / 255
+    out = (canvas * (1 - alpha) + text[..., :3] * alpha).round().astype(np.uint8)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    Image.fromarray(out).save(buffer, format="PNG")
     return buffer.getvalue()
