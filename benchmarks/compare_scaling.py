@@ -3,7 +3,10 @@
     python benchmarks/compare_scaling.py                      # 8 runs (4 models x 2 seeds) on synthetic data
     python benchmarks/compare_scaling.py --steps 60 --json docs/results/scale/compare_scaling.json
 
-One process, one after another on an idle machine: the same 8-run comparison (each run 1 thread)
+One process on an idle machine, the three modes one after another, in ``--rounds`` rounds (default 2; each
+mode's figures are medians over them, the efficiency of each round is kept too: this 2-core virtual machine's
+speed moves by 10-20% from minute to minute, and one round can land a slow spell on one mode):
+the same 8-run comparison (each run 1 thread)
   local   the local executor (runs one after another in this process): the baseline
   ray x1  a local Ray instance with 1 CPU: one task at a time, so its excess over ``local`` is Ray's
           overhead (scheduling, worker start, pickling the run, the storage probe)
@@ -130,6 +133,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--ceiling-steps", type=int, default=20, help="steps per model of the machine-ceiling loop")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of the three modes, one after another; each mode's figures are medians over them")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     ceiling = machine_ceiling(args.models.split(","), args.ceiling_steps, args.size)
@@ -138,11 +143,15 @@ def main() -> None:
                   epochs=args.steps, size=args.size, batch_size=4, base_width=8, lr=3e-3, augment="none",
                   costs=False, plan="none")
     runs = len(args.models.split(",")) * args.seeds
+    modes = {"local": (CompareConfig(**common), None),
+             "ray_1_worker": (CompareConfig(**common, executor="ray", cpus_per_run=1), 1),
+             "ray_2_workers": (CompareConfig(**common, executor="ray", cpus_per_run=1), 2)}
+    rounds: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        local = measure(CompareConfig(**common), None, root, "local")
-        one = measure(CompareConfig(**common, executor="ray", cpus_per_run=1), 1, root, "ray1")
-        two = measure(CompareConfig(**common, executor="ray", cpus_per_run=1), 2, root, "ray2")
+        for r in range(args.rounds):  # the modes take turns, so a slow spell of the machine is shared out
+            rounds.append({mode: measure(cfg, cpus, Path(tmp), f"{mode}_{r}") for mode, (cfg, cpus) in modes.items()})
+    local, one, two = ({k: round(statistics.median(rnd[mode][k] for rnd in rounds), 2) for k in rounds[0][mode]}
+                       for mode in modes)
     speedup = {k: one[k] / two[k] for k in ("train_s", "whole_s")}
     result = {
         "runs": runs, "steps": args.steps, "size": args.size, "machine": ceiling, "local": local, "ray_1_worker": one, "ray_2_workers": two,
@@ -153,10 +162,14 @@ def main() -> None:
         "runs_slowdown_2_workers": round(two["runs_s"] / one["runs_s"], 3),
         # the share of the phase the two workers spent in training steps (the rest: setup, evaluation, start)
         "training_share_2_workers": round(two["runs_s"] / (2 * two["train_s"]), 3),
+        # each round's own efficiencies: how much the machine moved them
+        "rounds": [{**rnd, "efficiency_train": round(rnd["ray_1_worker"]["train_s"] / rnd["ray_2_workers"]["train_s"] / 2, 3),
+                    "efficiency_whole": round(rnd["ray_1_worker"]["whole_s"] / rnd["ray_2_workers"]["whole_s"] / 2, 3)}
+                   for rnd in rounds],
     }
     print(f"this machine: the same training loop {ceiling['slowdown']:.2f}x slower two at once than alone "
           f"({ceiling['together_s']:.2f} vs {ceiling['alone_s']:.2f} s): efficiency ceiling {ceiling['ceiling']:.0%}")
-    print(f"{runs} runs of {args.steps} steps at {args.size} px, 1 thread each")
+    print(f"{runs} runs of {args.steps} steps at {args.size} px, 1 thread each; medians of {args.rounds} rounds")
     print("| executor | training phase (s) | whole command (s) | before / after the runs (s) "
           "| runs' own training, summed (s) |\n|---|---:|---:|---:|---:|")
     for label, m in (("local", local), ("ray, 1 worker", one), ("ray, 2 workers", two)):
@@ -166,6 +179,8 @@ def main() -> None:
           f"efficiency), {result['speedup_whole']:.2f}x whole command ({result['efficiency_whole']:.0%})")
     print(f"Ray's overhead per run: {result['ray_overhead_per_run_s']:.2f} s; the storage probe took "
           f"{one['probe_s']:.2f} s (1 worker), {two['probe_s']:.2f} s (2 workers)")
+    print("each round's efficiency, training phase / whole command: "
+          + ", ".join(f"{r['efficiency_train']:.0%} / {r['efficiency_whole']:.0%}" for r in result["rounds"]))
     print(f"each run's own training, two at a time against one at a time: {result['runs_slowdown_2_workers']:.2f}x; "
           f"the two workers in training steps {result['training_share_2_workers']:.0%} of the training phase")
     if args.json:
