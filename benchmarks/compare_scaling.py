@@ -61,6 +61,13 @@ def _timed(owner: Any, name: str, starts: list[float], seconds: list[float]) -> 
     return original
 
 
+def comparison(models: list[str], seeds: int, steps: int, size: int) -> dict[str, Any]:
+    """The benchmark's comparison (synthetic data, base width 8, batch 4, no costs, no plan) as CompareConfig
+    arguments, without the executor's."""
+    return dict(data="synthetic", models=models, seeds=seeds, steps=steps, epochs=steps, size=size, batch_size=4,
+                base_width=8, lr=3e-3, augment="none", costs=False, plan="none")
+
+
 def _loop(models: list[str], steps: int, size: int) -> float:
     """In a worker process: wall seconds of ``steps`` training steps of each of the comparison's ``models`` at its
     widths (base width 8), 1 thread, batch 4 of ``size`` px: forward, backward and Adam, nothing else
@@ -139,9 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     ceiling = machine_ceiling(args.models.split(","), args.ceiling_steps, args.size)
     torch.set_num_threads(1)  # the local executor's runs train in this process: 1 thread, as each Ray task
-    common = dict(data="synthetic", models=args.models.split(","), seeds=args.seeds, steps=args.steps,
-                  epochs=args.steps, size=args.size, batch_size=4, base_width=8, lr=3e-3, augment="none",
-                  costs=False, plan="none")
+    common = comparison(args.models.split(","), args.seeds, args.steps, args.size)
     runs = len(args.models.split(",")) * args.seeds
     modes = {"local": (CompareConfig(**common), None),
              "ray_1_worker": (CompareConfig(**common, executor="ray", cpus_per_run=1), 1),
