@@ -42,7 +42,7 @@ def same(a: dict, b: dict) -> bool:
 
 def test_ray_gives_the_local_executors_results(ray_cluster: object, tiny_data: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    args = ["compare", "--data", str(tiny_data), *COMMON, "--seeds", "2", "--steps", "8"]
+    args = ["compare", "--data", str(tiny_data), *COMMON, "--models", "fcn8s,unet", "--seeds", "2", "--steps", "8"]
     assert main([*args, "--executor", "ray", "--cpus-per-run", "1", "--out", str(tmp_path / "ray")]) == 0
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     import torch
@@ -58,6 +58,10 @@ def test_ray_gives_the_local_executors_results(ray_cluster: object, tiny_data: P
     assert all(same(by_ray[k], local[k]) for k in local)
     run = tmp_path / "ray" / "runs" / "unet" / "seed0"
     assert read_status(run)["state"] == "finished" and len((run / ATTEMPTS).read_text().splitlines()) == 1
+    # the first warm worker estimated the runs' work: with 2 slots, the 2 U-Net runs (more MACs, listed last)
+    # started first
+    started = {k: (tmp_path / "ray" / "runs" / k[0] / f"seed{k[1]}" / ATTEMPTS).stat().st_mtime for k in local}
+    assert max(started[("unet", s)] for s in (0, 1)) < min(started[("fcn8s", s)] for s in (0, 1))
 
 
 def _kill_when_checkpointed(run: Path, killed: list[int], deadline: float) -> None:

@@ -193,14 +193,43 @@ def test_demand_reaches_the_autoscaler_only_when_joining_a_cluster(monkeypatch: 
     assert len(requests) == 2
 
 
-def test_the_warm_up_task_imports_the_run_code_and_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_warm_up_task_imports_the_run_code_estimates_the_work_and_never_raises(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import sys
 
     from unetfamily.compare.ray_executor import _warm_up
 
-    assert _warm_up() is None
+    runs = [replace(planned("unet", narrow(4)), dir=tmp_path / "a"), replace(planned("unet", narrow(8)), dir=tmp_path / "b")]
+    assert _warm_up() == (None, None)
+    assert _warm_up((runs, SHAPE, 1)) == (None, estimated_work(runs, SHAPE, 1))
     monkeypatch.setitem(sys.modules, "unetfamily.compare.run", None)  # the import fails as on a broken node
-    assert "unetfamily.compare.run" in _warm_up()
+    error, work = _warm_up((runs, SHAPE, 1))
+    assert "unetfamily.compare.run" in error and work is None
+
+
+def test_the_driver_estimates_the_work_when_the_first_warm_up_could_not(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the Ray executor needs the optional 'ray' extra")
+    from unetfamily.compare.config import CompareConfig
+    from unetfamily.compare.ray_executor import RayExecutor
+
+    class Answers:
+        def __init__(self, answer: object) -> None:
+            self.answer = answer
+
+        def get(self, ref: str) -> object:
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    runs = [replace(planned("unet", narrow(4)), dir=tmp_path / "a"), replace(planned("unet", narrow(8)), dir=tmp_path / "b")]
+    expected = estimated_work(runs, SHAPE, 1)
+    ex = RayExecutor(CompareConfig(executor="ray"), tmp_path, 2, estimate=(runs, SHAPE, 1))
+    ex._work = "first warm-up"
+    for answer, work in [((None, [2.0, 1.0]), [2.0, 1.0]), (("ImportError('torch')", None), expected),
+                         (RuntimeError("the worker died"), expected)]:
+        ex.ray = Answers(answer)
+        assert ex._estimated_work() == work
+    assert RayExecutor(CompareConfig(executor="ray"), tmp_path, 2)._estimated_work() is None  # nothing to estimate
 
 
 _FIRST_RUN = """
@@ -211,7 +240,7 @@ from unetfamily.compare.ray_executor import _warm_up
 from unetfamily.compare.runner import run_compare
 torch.set_num_threads(1)
 if sys.argv[2] == "warm":
-    assert _warm_up() is None
+    assert _warm_up() == (None, None)
 before = set(sys.modules)
 run_compare(CompareConfig(data="synthetic", models=["unet"], seeds=1, steps=1, epochs=1, size=32, batch_size=2,
                           base_width=4, augment="none", costs=False, plan="none"), Path(sys.argv[1]))

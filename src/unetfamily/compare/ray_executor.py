@@ -24,7 +24,7 @@ from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.live import LiveTable, RunRow
 from unetfamily.compare.plan import PlannedRun
 from unetfamily.compare.results import RunFailure, RunResult
-from unetfamily.compare.run_order import longest_first
+from unetfamily.compare.run_order import estimated_work, longest_first
 from unetfamily.data.workers import CPUS_ENV
 from unetfamily.errors import ConfigError, require
 
@@ -38,6 +38,10 @@ MAX_RETRIES = 3
 ATTEMPTS = "attempts.log"
 #: Environment variables a task takes from the driver (where the data is, how threads are set).
 FORWARDED_ENV = ("UNETFAMILY_DATA_ROOT", "UNETFAMILY_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+#: What the runs' work is estimated from: (the runs, one image's (C, H, W) shape, the model's outputs).
+Estimate = tuple[list[PlannedRun], tuple[int, ...], int]
 
 
 @dataclass(frozen=True)
@@ -185,19 +189,22 @@ class RayExecutor:
     """
 
     def __init__(self, cfg: CompareConfig, out: Path, runs: int,
-                 table: Callable[[list[RunRow]], LiveTable] = LiveTable) -> None:
-        self.cfg, self.out, self.runs, self.table = cfg, out, runs, table
+                 table: Callable[[list[RunRow]], LiveTable] = LiveTable, estimate: Estimate | None = None) -> None:
+        self.cfg, self.out, self.runs, self.table, self.estimate = cfg, out, runs, table, estimate
         self.ray: Any = None
         self.started = False
+        self._work: Any = None  # the first warm-up task: the runs' estimated work
 
     def __enter__(self) -> RayExecutor:
         self.ray, self.started = _connect(self.cfg)
         try:
             self.res = resources(self.cfg, self.ray.cluster_resources(), self.runs)
             check_shared_storage(self.ray, self.out)
-            # workers import torch and the run code while the runs are planned
+            # workers import torch and the run code; the first estimates the runs' work once it has
             warm = self.ray.remote(_warm_up).options(num_cpus=self.res.cpus, num_gpus=self.res.gpus)
-            self._warming = [warm.remote() for _ in range(min(self.runs, self.capacity()))]
+            self._warming = [warm.remote(self.estimate if i == 0 else None)
+                             for i in range(min(self.runs, self.capacity()))]
+            self._work = self._warming[0] if self.estimate is not None else None
         except BaseException:
             self.__exit__()
             raise
@@ -227,15 +234,29 @@ class RayExecutor:
               work: list[float] | None = None) -> tuple[list[RunResult | None], list[RunFailure]]:
         """Train every run as a task; (each run's result or None where it failed, the failures), in run order.
 
-        Runs start in the order of ``work`` (each run's estimated work, see :mod:`~unetfamily.compare.run_order`),
-        the largest first, as many at once as the cluster holds: Ray does not keep the order of queued tasks,
-        so the driver submits the next run when one ends. Raises KeyboardInterrupt after cancelling the running
-        tasks when the driver is interrupted (the runs not started are not submitted).
+        Runs start in the order of ``work`` (each run's estimated work, see :mod:`~unetfamily.compare.run_order`;
+        by default the first warm-up's estimate of ``estimate``), the largest first, as many at once as the
+        cluster holds: Ray does not keep the order of queued tasks, so the driver submits the next run when
+        one ends. Raises KeyboardInterrupt after cancelling the running tasks when the driver is interrupted
+        (the runs not started are not submitted).
         """
+        work = work if work is not None else self._estimated_work()
         order = longest_first(work) if work is not None else list(range(len(runs)))
         submit = lambda i: self._submit(_train_run, runs[i], self.res.device, self.cfg.nsd_tolerance)  # noqa: E731
         return _collect(self.ray, runs, order, submit, self.capacity,
                         self.table([RunRow(run.label, run.dir) for run in runs]), self.demand)
+
+    def _estimated_work(self) -> list[float] | None:
+        """The runs' estimated work from the first warm-up task (None without ``estimate``); counted here when
+        that worker could not (it failed to import, or died)."""
+        if self._work is None:
+            return None
+        try:
+            _, work = self.ray.get(self._work)
+        except Exception as exc:  # noqa: BLE001 - any failure of that task: the driver counts instead
+            log.info("the first warm-up task did not estimate the runs' work (%s): estimating it here", _one_line(exc))
+            work = None
+        return work if work is not None else estimated_work(*self.estimate)
 
     def demand(self, unfinished: int) -> None:
         """Tell a cluster's autoscaler the runs not finished yet, as if all were submitted (0: none left).
@@ -259,13 +280,17 @@ def _slots(node: dict[str, float], res: Resources) -> int:
     return min(fits) if fits else 0
 
 
-def _warm_up() -> str | None:
+def _warm_up(estimate: Estimate | None = None) -> tuple[str | None, list[float] | None]:
     """On a worker: import what a run needs (torch, the models, the engine, the metrics), so the first run starts
-    at once. The engine and the metrics are imported lazily by a run, and torch imports its compiler stack when
-    the first optimiser is made (each ~1 s here).
+    at once, then estimate the runs' work if ``estimate`` (runs, (C, H, W) image shape, classes) asks for it.
+    The engine and the metrics are imported lazily by a run, and torch imports its compiler stack when
+    the first optimiser is made (each ~1 s here); counting the runs' MACs on the meta device needs that
+    stack too (torch runs some meta kernels through its Python references), so the estimate costs the worker
+    little more and the driver, which starts no run before a worker is warm, nothing.
 
-    Never raises (nobody waits for it, and Ray would log an unretrieved error): a node that cannot import
-    the package fails its runs, which report the error; returns it here for a debugger."""
+    Returns (the error or None, the runs' estimated work or None). Never raises (nobody may wait for it, and
+    Ray would log an unretrieved error): a node that cannot import the package fails its runs, which report
+    the error, and the driver estimates the work itself."""
     try:
         import torch
 
@@ -274,9 +299,9 @@ def _warm_up() -> str | None:
         import unetfamily.metrics  # noqa: F401
 
         torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+        return None, None if estimate is None else estimated_work(*estimate)
     except Exception as exc:  # noqa: BLE001 - reported by the runs themselves
-        return repr(exc)
-    return None
+        return repr(exc), None
 
 
 def _env() -> dict[str, str]:

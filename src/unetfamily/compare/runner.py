@@ -44,7 +44,6 @@ from unetfamily.compare.results import (
 )
 from unetfamily.compare.artifacts import load_cases, save_cases
 from unetfamily.compare.run import PREDICTIONS, train_and_evaluate
-from unetfamily.compare.run_order import estimated_work
 from unetfamily.compare.variants import Variant, build_variants
 from unetfamily.config import Config
 from unetfamily.data import build_dataset
@@ -200,13 +199,16 @@ class _Local:
         return fn(*args)
 
 
-def _executor(cfg: CompareConfig, out: Path, device: torch.device, runs: int, stream: IO[str] | None) -> Any:
+def _executor(cfg: CompareConfig, out: Path, device: torch.device,
+              estimate: tuple[list[PlannedRun], tuple[int, ...], int], stream: IO[str] | None) -> Any:
+    """The local executor, or a Ray executor for ``estimate``'s runs (with the image shape and outputs their work
+    is estimated from: see :class:`~unetfamily.compare.ray_executor.RayExecutor`)."""
     if cfg.executor == "local":
         return _Local(device, cfg.nsd_tolerance)
     from unetfamily.compare.live import LiveTable
     from unetfamily.compare.ray_executor import RayExecutor
 
-    return RayExecutor(cfg, out, runs, lambda rows: LiveTable(rows, stream))
+    return RayExecutor(cfg, out, len(estimate[0]), lambda rows: LiveTable(rows, stream), estimate)
 
 
 def _save_artifacts(out: Path, data: ComparisonData, runs: list[PlannedRun]) -> Artifacts:
@@ -279,11 +281,11 @@ def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None,
     check_stale(runs, out, rerun)
     ray = cfg.executor == "ray"
     with _beside_training(ray) as beside:  # what the driver computes while Ray's workers start and train
-        # a pool of workers starts the longest runs first; one process trains them in the listed order
-        work = beside.submit(estimated_work, runs, data.image_shape, data.info.num_model_outputs) if ray else None
         fields = beside.submit(_receptive_fields, variants, out, data.info.in_channels, data.info.num_model_outputs)
-        with _executor(cfg, out, device, len(runs), stream) as executor:
-            outcomes, failures = executor.train(runs, None if work is None else work.result())
+        # a pool of workers starts the longest runs first (a warm worker estimates them); one process trains
+        # them in the listed order
+        with _executor(cfg, out, device, (runs, data.image_shape, data.info.num_model_outputs), stream) as executor:
+            outcomes, failures = executor.train(runs)
             failed = {f.variant for f in failures}
             kept = [v for v in variants if v.id not in failed]
             if not kept:
