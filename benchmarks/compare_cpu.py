@@ -4,8 +4,8 @@
 
 One comparison on a local Ray instance with 2 CPUs (each run 1 thread), the CPU seconds (user + system) of
 every process from before to after it (``psutil``), grouped: the Ray workers that trained the runs, the driver
-(this process) and, within it, what its helper thread computes while the workers start and train (each run's
-estimated work, the variants' receptive fields; ``time.thread_time``), and Ray's own processes (raylet, GCS,
+(this process) and, within it, what its helper thread computes while the workers start and train (the
+variants' receptive fields; ``time.thread_time``), and Ray's own processes (raylet, GCS,
 agents, monitors). On a machine with as many cores as workers, every CPU second outside the workers is taken
 from them: it is what two workers lose against one, which has a core to spare.
 """
@@ -64,7 +64,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     spent: dict[str, float] = {}
-    originals = {name: _thread_timed(name, spent) for name in ("estimated_work", "_receptive_fields")}
+    originals = {name: _thread_timed(name, spent) for name in ("_receptive_fields",)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     me = psutil.Process().pid
     before, start = _cpu_seconds(psutil), time.perf_counter()
