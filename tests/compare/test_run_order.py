@@ -207,14 +207,20 @@ def test_the_warm_up_task_imports_the_run_code_estimates_the_work_and_never_rais
     assert "unetfamily.compare.run" in error and work is None
 
 
-def test_the_driver_estimates_the_work_when_the_first_warm_up_could_not(tmp_path: Path) -> None:
+def test_the_driver_estimates_the_work_when_the_first_warm_up_could_not(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray", reason="the Ray executor needs the optional 'ray' extra")
+    import ray.autoscaler.sdk as sdk
+
     from unetfamily.compare.config import CompareConfig
     from unetfamily.compare.ray_executor import RayExecutor
 
     class Answers:
         def __init__(self, answer: object) -> None:
             self.answer = answer
+
+        def wait(self, refs: list[str], timeout: float) -> tuple[list[str], list[str]]:
+            return ([], refs) if self.answer is None else (refs, [])  # None: not warm in time
 
         def get(self, ref: str) -> object:
             if isinstance(self.answer, Exception):
@@ -226,10 +232,16 @@ def test_the_driver_estimates_the_work_when_the_first_warm_up_could_not(tmp_path
     ex = RayExecutor(CompareConfig(executor="ray"), tmp_path, 2, estimate=(runs, SHAPE, 1))
     ex._work = "first warm-up"
     for answer, work in [((None, [2.0, 1.0]), [2.0, 1.0]), (("ImportError('torch')", None), expected),
-                         (RuntimeError("the worker died"), expected)]:
+                         (RuntimeError("the worker died"), expected), (None, expected)]:
         ex.ray = Answers(answer)
-        assert ex._estimated_work() == work
-    assert RayExecutor(CompareConfig(executor="ray"), tmp_path, 2)._estimated_work() is None  # nothing to estimate
+        assert ex._estimated_work(2) == work
+    assert RayExecutor(CompareConfig(executor="ray"), tmp_path, 2)._estimated_work(2) is None  # nothing to estimate
+    # joined to a cluster, the runs' demand reaches the autoscaler before the driver waits for a warm worker
+    requests: list[list[dict[str, float]]] = []
+    monkeypatch.setattr(sdk, "request_resources", lambda bundles: requests.append(bundles))
+    joined = RayExecutor(CompareConfig(executor="ray", ray_address="auto"), tmp_path, 2, estimate=(runs, SHAPE, 1))
+    joined.res, joined._work, joined.ray = Resources(1, 0.0, "cpu"), "first warm-up", Answers(None)
+    assert joined._estimated_work(2) == expected and requests == [[{"CPU": 1.0}] * 2]
 
 
 _FIRST_RUN = """

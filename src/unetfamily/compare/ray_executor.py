@@ -36,6 +36,8 @@ __all__ = ["MAX_RETRIES", "RayExecutor", "Resources", "resources", "check_shared
 MAX_RETRIES = 3
 #: A run folder's record of the tasks that started it, one line per attempt.
 ATTEMPTS = "attempts.log"
+#: Seconds the driver waits for the first warm-up task's estimate of the runs' work before counting it itself.
+WARM_UP_WAIT_S = 60
 #: Environment variables a task takes from the driver (where the data is, how threads are set).
 FORWARDED_ENV = ("UNETFAMILY_DATA_ROOT", "UNETFAMILY_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -185,7 +187,9 @@ class RayExecutor:
     """A Ray session for one comparison: ``with RayExecutor(cfg, out) as ex: ex.train(runs); ex.call(fn, ...)``.
 
     Joins ``--ray-address`` (or starts a local instance, shut down on exit), checks that ``out`` is shared,
-    and sizes each run's resources. ``table`` makes the live table from the runs' rows.
+    and sizes each run's resources. ``table`` makes the live table from the runs' rows; ``estimate`` (the runs,
+    one image's shape, the model's outputs), when given, is what the first warm worker estimates the runs' work
+    from, to start the longest first.
     """
 
     def __init__(self, cfg: CompareConfig, out: Path, runs: int,
@@ -240,22 +244,27 @@ class RayExecutor:
         one ends. Raises KeyboardInterrupt after cancelling the running tasks when the driver is interrupted
         (the runs not started are not submitted).
         """
-        work = work if work is not None else self._estimated_work()
+        work = work if work is not None else self._estimated_work(len(runs))
         order = longest_first(work) if work is not None else list(range(len(runs)))
         submit = lambda i: self._submit(_train_run, runs[i], self.res.device, self.cfg.nsd_tolerance)  # noqa: E731
         return _collect(self.ray, runs, order, submit, self.capacity,
                         self.table([RunRow(run.label, run.dir) for run in runs]), self.demand)
 
-    def _estimated_work(self) -> list[float] | None:
-        """The runs' estimated work from the first warm-up task (None without ``estimate``); counted here when
-        that worker could not (it failed to import, or died)."""
+    def _estimated_work(self, runs: int) -> list[float] | None:
+        """The ``runs`` runs' estimated work from the first warm-up task (None without ``estimate``); counted here
+        when that worker could not (it failed to import, or died) or is not warm within WARM_UP_WAIT_S (no node
+        has room for it yet: an autoscaler, told the runs' demand first, may still be starting one)."""
         if self._work is None:
             return None
-        try:
-            _, work = self.ray.get(self._work)
-        except Exception as exc:  # noqa: BLE001 - any failure of that task: the driver counts instead
-            log.info("the first warm-up task did not estimate the runs' work (%s): estimating it here", _one_line(exc))
-            work = None
+        self.demand(runs)
+        work = None
+        if self.ray.wait([self._work], timeout=WARM_UP_WAIT_S)[0]:
+            try:
+                _, work = self.ray.get(self._work)
+            except Exception as exc:  # noqa: BLE001 - any failure of that task: the driver counts instead
+                log.info("the first warm-up task failed (%s): the runs' work is estimated here", _one_line(exc))
+        else:
+            log.info("no worker warm after %d s: the runs' work is estimated here", WARM_UP_WAIT_S)
         return work if work is not None else estimated_work(*self.estimate)
 
     def demand(self, unfinished: int) -> None:
