@@ -7,7 +7,7 @@ Why measured and not derived from a formula: the families mix max-pooling, trans
 bilinear resizes and full-scale skips, and a formula per family would have to be kept in step
 with each model's code. The probe reads the receptive field off the gradient instead:
 
-1. a float64 CPU copy gets every (transposed) conv and linear weight set to a positive constant
+1. a float32 CPU copy gets every (transposed) conv and linear weight set to a positive constant
    and every bias to zero, and its normalisation layers replaced by the identity, so every
    activation is positive and no ReLU blocks a gradient; normalisation over a whole image or
    group would otherwise make each output depend on every input pixel;
@@ -19,6 +19,12 @@ with each model's code. The probe reads the receptive field off the gradient ins
    input pixels the output depends on; the side of their bounding box is the receptive field.
 
 The input side starts at 64 and doubles until that region stays clear of the border.
+
+The gradient spreads over the field like a repeated blur, so at the field's edge it is a product of
+many weights below one; should its smallest nonzero value come within a few orders of magnitude of
+float32's smallest (``_FLOAT32_FLOOR``), where an edge pixel could have underflowed to zero, the
+probe is run again in float64. On the families' models that never happened (float32 is 3x faster
+here: oneDNN has no float64 convolutions).
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
 _START_SIZE = 64
+_FLOAT32_FLOOR = 1e-30  # float32's smallest normal is 1.2e-38
 
 
 def receptive_field(model: nn.Module, in_channels: int, max_size: int = 1024) -> int:
@@ -46,7 +53,8 @@ def receptive_field(model: nn.Module, in_channels: int, max_size: int = 1024) ->
 
     ``model`` maps (N, ``in_channels``, S, S) to logits (N, C, S, S), or to a deep-supervision list
     or a (segmentation, classification) tuple (:func:`~unetfamily.models.final_output` picks the
-    final logits). The model itself is not changed: a float64 CPU copy is probed. Returns the
+    final logits). The model itself is not changed: a float32 CPU copy is probed (float64 if float32 could
+    have lost the field's edge, see the module's notes). Returns the
     larger of the region's height and width; if the region still reaches the border of a
     ``max_size`` input, that (a lower bound) is returned and a warning logged.
 
@@ -58,10 +66,16 @@ def receptive_field(model: nn.Module, in_channels: int, max_size: int = 1024) ->
         raise ConfigError(f"in_channels={in_channels} must be a positive number of image channels")
     if max_size < 8:
         raise ConfigError(f"max_size={max_size} is too small to probe a receptive field; use at least 8")
-    probe = _probe_copy(model)
+    dtype = torch.float32
+    probe = _probe_copy(model, dtype)
     size = min(_START_SIZE, max_size)
     while True:
-        extent, touches = _gradient_extent(probe, in_channels, size)
+        extent, touches, smallest = _gradient_extent(probe, in_channels, size, dtype)
+        if smallest < _FLOAT32_FLOOR and dtype == torch.float32:
+            log.debug("receptive field probe: gradient down to %.1e in float32; probing again in float64", smallest)
+            dtype = torch.float64
+            probe = probe.to(dtype)
+            continue
         if not touches:
             return extent
         if size >= max_size:
@@ -73,9 +87,9 @@ def receptive_field(model: nn.Module, in_channels: int, max_size: int = 1024) ->
         size = min(2 * size, max_size)
 
 
-def _probe_copy(model: nn.Module) -> nn.Module:
-    """A float64 CPU copy in training mode with positive constant weights, zero biases and no normalisation."""
-    probe = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).train()
+def _probe_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A ``dtype`` CPU copy in training mode with positive constant weights, zero biases and no normalisation."""
+    probe = copy.deepcopy(model).to(device="cpu", dtype=dtype).train()
     if isinstance(probe, SegmentationModel):
         probe.set_memory_saving("none")
     for module in list(probe.modules()):
@@ -93,9 +107,10 @@ def _probe_copy(model: nn.Module) -> nn.Module:
     return probe
 
 
-def _gradient_extent(probe: nn.Module, in_channels: int, size: int) -> tuple[int, bool]:
-    """(side of the nonzero-gradient box, whether it touches the border) for an S = ``size`` input."""
-    x = torch.ones(1, in_channels, size, size, dtype=torch.float64, requires_grad=True)
+def _gradient_extent(probe: nn.Module, in_channels: int, size: int, dtype: torch.dtype) -> tuple[int, bool, float]:
+    """(side of the nonzero-gradient box, whether it touches the border, the smallest nonzero gradient) for an
+    S = ``size`` input."""
+    x = torch.ones(1, in_channels, size, size, dtype=dtype, requires_grad=True)
     with _ProbeOps():
         out = final_output(probe(x))
     if out.dim() != 4 or out.shape[-2:] != x.shape[-2:]:
@@ -105,13 +120,14 @@ def _gradient_extent(probe: nn.Module, in_channels: int, size: int) -> tuple[int
         )
     centre = size // 2
     (grad,) = torch.autograd.grad(out[0, :, centre, centre].sum(), x)
-    seen = grad[0].abs().sum(0) > 0
+    magnitude = grad[0].abs().sum(0)
+    seen = magnitude > 0
     rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
     if rows.numel() == 0:
         raise ConfigError("the centre output pixel does not depend on the input; cannot measure a receptive field")
     top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
     touches = top == 0 or left == 0 or bottom == size - 1 or right == size - 1
-    return max(bottom - top + 1, right - left + 1), touches
+    return max(bottom - top + 1, right - left + 1), touches, float(magnitude[seen].min())
 
 
 def _avg_for_max(
