@@ -60,3 +60,10 @@ def test_grid_png_draws_every_cell_with_empty_places_and_row_labels() -> None:
     grey = (plain == 128).all(-1).sum()
     assert grey > (CELL_PX * CELL_PX * 32 / 48 + CELL_PX * CELL_PX * 50 / 200 + CELL_PX**2) * 0.9  # the three pictures
     assert (outlined == 0).all(-1).sum() > (plain == 0).all(-1).sum()  # the outline's black edge
+
+
+@pytest.mark.parametrize("letters", [0, 27, 28, 29, 57, 58, 113, 200])
+def test_grids_of_any_width_draw(letters: int) -> None:
+    """The figure is sized in inches: widths like 427 px (427 / 100 * 100 = 426.99999999999994 in Python) draw."""
+    png = Image.open(io.BytesIO(grid_png([[Cell(_grey(10, 10), "x")]], "t" * letters)))
+    assert png.size[0] >= CELL_PX

@@ -113,7 +113,9 @@ def _png(canvas: np.ndarray, fig: Any) -> bytes:
     fig.patch.set_alpha(0)
     agg = FigureCanvasAgg(fig)
     agg.draw()
-    text = np.asarray(agg.buffer_rgba())
+    height, width = canvas.shape[:2]
+    text = np.asarray(agg.buffer_rgba())[:height, :width]  # a pixel more or less, should inches x dpi round off
+    text = np.pad(text, ((0, height - text.shape[0]), (0, width - text.shape[1]), (0, 0)))
     alpha = text[..., 3:4].astype(np.float32) / 255
     out = (canvas * (1 - alpha) + text[..., :3] * alpha).round().astype(np.uint8)
     buffer = io.BytesIO()
