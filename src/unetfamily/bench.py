@@ -3,10 +3,10 @@
 Used by ``benchmarks/*.py`` and by the ``bench`` / ``compare`` commands, so every cost figure the
 project reports comes from one implementation.
 
-- FLOPs are counted with torch's own FLOP formulas (those of ``FlopCounterMode``, see
-  :mod:`unetfamily.models.flops`) on a ``meta``-device copy of the model (no arithmetic is done,
-  so paper-width models count instantly); 2 FLOPs per multiply-accumulate, convolutions and matmuls only (pooling, norms and resizes are not counted,
-  as in the published figures).
+- FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` on a ``meta``-device
+  copy of the model (:mod:`unetfamily.models.flops`; no arithmetic is done, so paper-width models
+  count instantly); 2 FLOPs per multiply-accumulate, convolutions and matmuls only (pooling, norms
+  and resizes are not counted, as in the published figures).
 - Times are medians over repeats after warm-up (or minimums, ``stat="min"``, which a busy
   machine disturbs least), with ``torch.cuda.synchronize`` on CUDA.
 - Peak memory on CUDA is ``max_memory_allocated`` above the level before the call. On CPU it is
