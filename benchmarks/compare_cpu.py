@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import unetfamily.compare.runner as runner
-from compare_scaling import comparison
+from compare_scaling import add_comparison_arguments, comparison
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.runner import run_compare
 
@@ -54,10 +54,7 @@ def _thread_timed(name: str, spent: dict[str, float]) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="fcn8s,unet,unet_plusplus,unet_3plus")
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
-    parser.add_argument("--size", type=int, default=64)
+    add_comparison_arguments(parser)
     args = parser.parse_args()
     import ray  # psutil is importable once Ray is (it ships it)
     import psutil

@@ -133,12 +133,17 @@ def measure(cfg: CompareConfig, cpus: int | None, root: Path, name: str) -> dict
             "probe_s": round(sum(probes), 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmark's comparison: --models, --seeds, --steps, --size."""
     parser.add_argument("--models", default="fcn8s,unet,unet_plusplus,unet_3plus")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
     parser.add_argument("--size", type=int, default=64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_comparison_arguments(parser)
     parser.add_argument("--ceiling-steps", type=int, default=20, help="steps per model of the machine-ceiling loop")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of the three modes, one after another; each mode's figures are medians over them")
