@@ -75,6 +75,27 @@ def test_a_matching_rerun_trains_nothing_and_reproduces_the_report(tmp_path: Pat
     assert again == first_json
 
 
+def test_damaged_run_records_are_named_and_recovered(tmp_path: Path, spy_fit: list[str], capsys,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    data, out = _data(tmp_path, SMALL), tmp_path / "out"
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 0
+    run = out / "runs" / "unet" / "seed0"
+    kept = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text('{"variant": "unet", "te')  # cut short: evaluated again from the checkpoint
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 0
+    assert f"{run / 'result.json'} cannot be read" in caplog.text and len(spy_fit) == 2
+    assert json.loads((run / "result.json").read_text())["test"] == kept["test"]
+    (run / "predictions.npz").write_bytes((run / "predictions.npz").read_bytes()[:100])  # the report goes on without
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 0 and len(spy_fit) == 2
+    assert "predictions of unet left out of the report's figures" in caplog.text
+    (run / "fingerprint.json").write_text("{")  # whose settings made the folder is unknown: a stale run
+    capsys.readouterr()
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error:") and "unreadable" in error and "--rerun" in error and len(spy_fit) == 2
+    assert main([*BASE, "--data", data, "--out", str(out), "--rerun"]) == 0 and len(spy_fit) == 3
+
+
 def test_two_compares_on_one_out_train_every_run_once(tmp_path: Path) -> None:
     data, out = _data(tmp_path, SMALL), tmp_path / "out"
     args = [sys.executable, "-m", "unetfamily", *BASE, "--models", "unet,unet_plusplus,unet_3plus", "--seeds", "2",

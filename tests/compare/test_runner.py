@@ -80,6 +80,16 @@ def test_rerun_skips_finished_runs(report: Path, monkeypatch: pytest.MonkeyPatch
     ]
 
 
+def test_an_unreadable_cost_cache_is_measured_again(report: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = report / "runs" / "unet" / "cost.json"
+    kept = json.loads(cache.read_text())
+    cache.write_text('{"params": 12')  # cut short (a full disk) or edited by hand
+    assert main([*ARGS, "--out", str(report)]) == 0
+    assert f"{cache} cannot be read" in caplog.text
+    again = json.loads(cache.read_text())
+    assert again["params"] == kept["params"] and again["receptive_field"] == kept["receptive_field"]
+
+
 def test_variants_and_ablations() -> None:
     variants = build_variants(["fcn8s", "unet", "unet_plusplus", "unet_3plus"], ["unet_depth", "unetpp_ds", "unet3p"],
                               "small", 8, in_channels=1, num_classes=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,11 +56,14 @@ def load_cases(path: Path, fields: Sequence[str]) -> Cases:
 
     Raises KeyError when a field is missing, OSError/ValueError when the file is unreadable.
     """
-    with np.load(path, allow_pickle=False) as f:
-        names = [str(n) for n in f["names"]]
-        out: Cases = {"names": names}
-        for key in fields:
-            out[key] = list(f[key]) if key in f.files else [f[f"{key}_{i}"] for i in range(len(names))]
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = [str(n) for n in f["names"]]
+            out: Cases = {"names": names}
+            for key in fields:
+                out[key] = list(f[key]) if key in f.files else [f[f"{key}_{i}"] for i in range(len(names))]
+    except (zipfile.BadZipFile, EOFError) as exc:  # cut short or not an .npz: unreadable, as a ValueError
+        raise ValueError(f"{path} is not a readable .npz ({exc})") from exc
     return out
 
 

@@ -108,7 +108,11 @@ def saved_fingerprint(run_dir: Path) -> dict[str, Any] | None:
     """The fingerprint a run folder was made with; None when the folder holds nothing of a run."""
     path = run_dir / FINGERPRINT_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # as a record of unknown settings: stale, --rerun clears it
+            return {"fingerprint": f"unreadable ({type(exc).__name__}: {exc})"}
+        return saved if isinstance(saved, dict) else {"fingerprint": "unreadable (not a JSON object)"}
     started = (run_dir / "result.json").is_file() or (run_dir / "checkpoints").is_dir()
     return {"fingerprint": "absent (made by unetfamily 0.1.0?)"} if started else None
 

@@ -125,6 +125,18 @@ def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device, nsd_tole
     return {k: scores[k] for k in KEPT_SCORES if k in scores}, per_image
 
 
+def _finished(done: Path) -> RunResult | None:
+    """The result a finished run kept in ``done``; None when there is none, or it cannot be read (the run is then
+    evaluated again from its last checkpoint, or trained again without one)."""
+    if not done.is_file():
+        return None
+    try:
+        return RunResult.from_dict(json.loads(done.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s cannot be read (%s): that run is evaluated again", done, exc)
+        return None
+
+
 def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: float) -> RunResult:
     """Train (or resume, or reuse) ``run`` and evaluate its final weights on its fold's cases, on ``device``.
 
@@ -141,9 +153,10 @@ def train_and_evaluate(run: PlannedRun, device: torch.device, nsd_tolerance: flo
         raise StaleRunError(f"{run.dir} was made under other settings by another compare on the same --out "
                             f"({describe_difference(run.label, differing_fields(saved, run.fingerprint), saved, run.fingerprint)}); "
                             "use a new --out")
-    if done.is_file():
+    finished = _finished(done)
+    if finished is not None:
         log.info("reuse %s: finished with the same settings (%s)", run.label, done)
-        return RunResult.from_dict(json.loads(done.read_text()))
+        return finished
     resume = last.is_file()
     log.info("%s %s", "resume" if resume else "train", run.label)
     write_json(run.dir / FINGERPRINT_FILE, run.fingerprint)

@@ -113,8 +113,7 @@ def _receptive_fields(variants: list[Variant], out: Path, in_channels: int, num_
     for the same model and arguments, else computed (:func:`_receptive_field`)."""
     fields = {}
     for v in variants:
-        path = out / "runs" / v.id / "cost.json"
-        saved = json.loads(path.read_text()) if path.is_file() else {}
+        saved = _saved_costs(out / "runs" / v.id / "cost.json")
         setting = saved.get("setting") or {}
         same = (setting.get("model"), setting.get("kwargs")) == (v.model, to_jsonable(v.kwargs))
         fields[v.id] = saved.get("receptive_field") if same else _receptive_field(v, in_channels, num_classes)
@@ -164,14 +163,27 @@ def _cached_costs(variant: Variant, out: Path, cfg: CompareConfig, data: Compari
     setting = {"model": variant.model, "kwargs": variant.kwargs, "size": list(size), "batch_size": batch,
                "device": cfg.device, "in_channels": info.in_channels, "classes": info.num_model_outputs,
                "version": __version__}
-    saved = json.loads(path.read_text()) if path.is_file() else {}
     if not cfg.costs:
         return Costs(), field
+    saved = _saved_costs(path)
     if saved.get("setting") != to_jsonable(setting):
         cost = call(_costs, variant, info.in_channels, info.num_model_outputs, size, batch, _cost_device(cfg))
         saved = {**cost, "receptive_field": field, "setting": setting}
         write_json(path, saved, indent=None)
     return Costs.from_dict(saved), field
+
+
+def _saved_costs(path: Path) -> dict[str, Any]:
+    """What ``cost.json`` at ``path`` keeps; {} when there is none or it cannot be read (the costs are then measured
+    again and the file rewritten: it is a cache)."""
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s cannot be read (%s): its costs are measured again", path, exc)
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def _cost_device(cfg: CompareConfig) -> str:
@@ -222,7 +234,11 @@ def _save_artifacts(out: Path, data: ComparisonData, runs: list[PlannedRun]) -> 
     for variant_id in dict.fromkeys(run.variant.id for run in runs):
         files = [run.dir / PREDICTIONS for run in runs if run.variant.id == variant_id and run.save_predictions]
         if files and all(f.is_file() for f in files):
-            parts = [load_cases(f, ("pred",)) for f in files]
+            try:
+                parts = [load_cases(f, ("pred",)) for f in files]
+            except (KeyError, OSError, ValueError) as exc:
+                log.warning("predictions of %s left out of the report's figures: %s", variant_id, exc)
+                continue
             name = f"artifacts/pred_{variant_id}.npz"
             save_cases(out / name, [n for p in parts for n in p["names"]], pred=[x for p in parts for x in p["pred"]])
             predictions[variant_id] = name
