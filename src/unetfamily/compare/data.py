@@ -21,8 +21,8 @@ from unetfamily.compare.identity import data_digest
 from unetfamily.data import options as data_options
 from unetfamily.plan.make import data_spec
 from unetfamily.data import (
-    DatasetInfo, SegmentationDataset, UnknownSplitError, build_dataset, check_dataset, make_loader,
-    stratified_folds,
+    DataError, DatasetInfo, SegmentationDataset, UnknownSplitError, build_dataset, build_training_split, check_dataset,
+    make_loader, stratified_folds,
 )
 
 log = logging.getLogger(__name__)
@@ -169,22 +169,27 @@ def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = Non
         if cfg.augment is not None:
             config["augment"] = None if cfg.augment == "none" else cfg.augment
     batch = 1 if cfg.plan != "none" else cfg.batch_size  # a plan's images keep their own sizes
-    sets = {"train": build_dataset(config, "train"), "val": build_split(config, "val"), "test": build_split(config, "test")}
+    pooled, train = build_training_split(config)  # data without splits: all its cases, cross-validated
+    sets = {pooled: train, "val": build_split(config, "val"), "test": build_split(config, "test")}
     sets = {split: ds for split, ds in sets.items() if ds is not None}
     # Every file of every split checked once, before any run trains (folds and lr search read the same files).
     check_dataset(config, list(sets), optional=[], datasets=sets,
-                  batch_sizes={s: cfg.batch_size if s == "train" else batch for s in sets})
+                  batch_sizes={s: cfg.batch_size if s == pooled else batch for s in sets})
     digests = {split: (digests or {}).get(split) or data_digest(ds) for split, ds in sets.items()}
+    if not any(fg for digest in digests.values() for fg in digest["foreground"]):
+        raise DataError(f"{cfg.data}: no mask holds a class other than 0 ({train.info.classes[0]!r}) in any split: "
+                        "there is nothing to segment, so no model can be told from another; check the masks and "
+                        "their mask_encoding (docs/data.md)")
     k = cfg.folds if cfg.folds is not None else (1 if "test" in sets else DEFAULT_FOLDS)
     if k == 1:
         held_out = "test" if "test" in sets else "val"
         if held_out not in sets:
             raise DataError(f"{cfg.data}: the data has neither a test nor a val split to evaluate on; "
-                            "give it one, or use --folds K to cross-validate")
+                            "give it one, or use --folds K (K >= 2) to cross-validate")
         folds = [Fold(0, config, eval_split(held_out, config, held_out, batch, sets[held_out]))]
     else:
-        pool = {split: digests[split] for split in ("train", "val") if split in digests}
+        pool = {split: digests[split] for split in (pooled, "val") if split in digests}
         folds = cross_validation_folds(config, pool, k, batch)
         held_out = "folds"
     splits = {split: digest["count"] for split, digest in digests.items()}
-    return ComparisonData(config, name, sets["train"].info, splits, held_out, folds, digests)
+    return ComparisonData(config, name, train.info, splits, held_out, folds, digests)

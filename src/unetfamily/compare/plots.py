@@ -25,7 +25,7 @@ from unetfamily.compare.evidence import ALPHA, CaseEvidence
 from unetfamily.compare.plots_grid import Cell, grid_png
 from unetfamily.compare.plots_svg import Tips, hover_point, svg_text
 from unetfamily.compare.results import CompareResults, lower_is_better
-from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float, scale
+from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, as_float, finite_mean, scale
 from unetfamily.overlay import overlay
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,7 @@ def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarra
     if not preds:
         return None
     names = [str(n) for n in samples["names"]]
-    with np.errstate(all="ignore"):
-        difficulty = np.array([np.nanmean([scores[v].get(n, np.nan) for v in preds] + [np.nan]) for n in names])
+    difficulty = np.array([finite_mean([scores[v].get(n, np.nan) for v in preds]) for n in names])
     order = np.argsort(np.where(np.isnan(difficulty), np.inf, difficulty), kind="stable")
     rows = order[np.unique(np.linspace(0, len(order) - 1, min(k, len(order))).round().astype(int))]
     grid = []

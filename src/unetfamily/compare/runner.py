@@ -46,7 +46,7 @@ from unetfamily.compare.artifacts import load_cases, save_cases
 from unetfamily.compare.run import PREDICTIONS, train_and_evaluate
 from unetfamily.compare.variants import Variant, build_variants
 from unetfamily.config import Config
-from unetfamily.data import build_dataset
+from unetfamily.data import build_training_split
 from unetfamily.errors import UnetFamilyError
 from unetfamily.files import to_jsonable, write_json
 from unetfamily.plan import Plan, native_config
@@ -252,7 +252,7 @@ def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData
         return None, data, build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width,
                                           data.info.in_channels, data.info.num_model_outputs, cfg.encoder_kwargs)
     native = native_config(data_config(cfg.data, None)[0])
-    train = build_dataset(native, "train")
+    pooled, train = build_training_split(native)
     train.cache = False  # read once for the plan and the digest; the runs build their own (scaled) datasets
     variants = build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width, train.info.in_channels,
                               train.info.num_model_outputs, cfg.encoder_kwargs)
@@ -260,7 +260,7 @@ def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData
     val = build_split(native, "val")
     val_cases = len(val) if val is not None and cfg.folds in (None, 1) else max(1, len(train) // (cfg.folds or 5))
     plan = comparison_plan(cfg, out, native, train, digest["sha256"], variants, val_cases)
-    data = load_comparison_data(cfg, plan.data_config(variants[0].id), {"train": digest})
+    data = load_comparison_data(cfg, plan.data_config(variants[0].id), {pooled: digest})
     return plan, data, variants
 
 

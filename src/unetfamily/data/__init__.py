@@ -25,7 +25,9 @@ from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
 from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
 from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
 from unetfamily.data.loader import SeededSampler, collate, make_loader
-from unetfamily.data.registry import build_dataset, data_root, list_datasets, load_data_config, register_dataset
+from unetfamily.data.registry import (
+    build_dataset, build_training_split, data_root, list_datasets, load_data_config, register_dataset,
+)
 from unetfamily.data.splits import kfold_split, random_split, read_split_file
 from unetfamily.data.stats import DatasetStatistics, dataset_statistics
 from unetfamily.data.synthetic import SyntheticShapes
@@ -49,6 +51,7 @@ __all__ = [
     "UnknownSplitError",
     "build_augmentation",
     "build_dataset",
+    "build_training_split",
     "check_dataset",
     "collate",
     "data_root",

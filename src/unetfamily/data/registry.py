@@ -39,7 +39,9 @@ from unetfamily.data.probe import detect_channels
 from unetfamily.data.splits import select_samples
 from unetfamily.data.synthetic import SyntheticShapes
 
-__all__ = ["build_dataset", "data_root", "list_datasets", "load_data_config", "register_dataset"]
+__all__ = [
+    "build_dataset", "build_training_split", "data_root", "list_datasets", "load_data_config", "register_dataset",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,30 @@ def build_dataset(
         dataset.transform = _build_augment(augment, dataset)
     log.info("built %s split %r: %d samples, classes %s", kind, split, len(dataset), dataset.info.classes)
     return dataset
+
+
+def build_training_split(config: Mapping[str, Any] | str | Path) -> tuple[str, SegmentationDataset]:
+    """(split name, dataset) of the cases a model may train on: the ``train`` split, or, when the dataset defines
+    no split at all (a plain folder of images and masks, a config without ``splits``), ``all`` of its cases.
+
+    Callers that hold cases out by cross-validation (``compare``, ``plan``) pool them. A dataset that defines
+    other splits but not ``train`` raises the :class:`UnknownSplitError` of ``train``.
+    """
+    try:
+        return "train", build_dataset(config, "train")
+    except UnknownSplitError as no_train:
+        for split in ("val", "test"):
+            try:
+                build_dataset(config, split)
+            except UnknownSplitError:
+                continue
+            raise no_train
+        try:
+            pooled = build_dataset(config, "all")
+        except UnknownSplitError:  # a layout that chooses files per split and has no train folder
+            raise no_train from None
+        log.info("the dataset defines no splits: all %d cases are training cases", len(pooled))
+        return "all", pooled
 
 
 def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) -> Callable:

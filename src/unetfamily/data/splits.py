@@ -140,7 +140,8 @@ def select_split(
         return list(names)
     if not spec:
         raise UnknownSplitError(
-            f"split {split!r} requested but the dataset defines no 'splits'; use split 'all' or add splits"
+            f"split {split!r} requested but the dataset defines no 'splits'; add them to its config, e.g. "
+            "splits: {fractions: {train: 0.8, val: 0.2}, seed: 0} (docs/data.md), or use split 'all'"
         )
     form = "give {split: list_file, ...}, {fractions: {...}, seed}, or {folds, fold, seed}"
     spec = dict(options.mapping("splits", spec, form))

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from unetfamily.data import build_dataset, load_data_config
+from unetfamily.data import build_training_split, load_data_config
 from unetfamily.data.base import SegmentationDataset, scaled_size
 from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
 from unetfamily.plan import rules
@@ -72,14 +72,15 @@ def make_plan(
 ) -> Plan:
     """The plan for training ``models`` on the dataset ``data`` (a dataset config) on ``device`` within ``budget``.
 
-    The fingerprint is read from the train split at native size (``train`` if given, else built from
-    ``data`` without resize and augmentation) and cached in the JSON file ``cache`` under ``key``. Each
+    The fingerprint is read from the train split at native size (``train`` if given, else built from ``data``
+    without resize and augmentation; every case when the data defines no splits) and cached in the JSON file
+    ``cache`` under ``key``. Each
     model is measured on ``device`` with the current torch threads. ``val_cases``: images validated on
     each epoch (default: a fifth of the training images), for the validation's share of a time budget.
     """
     native = native_config(data)
     if train is None:
-        train = build_dataset(native, "train")
+        train = build_training_split(native)[1]  # data without splits: all its cases
         train.cache = False  # the fingerprint reads each image once: do not keep them all in memory
     fp = _fingerprint(native, train, cache, key)
     info, dev = train.info, torch.device(device)

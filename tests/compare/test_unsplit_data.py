@@ -1,0 +1,77 @@
+"""Data that defines no splits (a plain folder of images/ and masks/, the layout `compare --data my_dataset/`
+documents): every case is a training case, held out by cross-validation; data with nothing to segment is refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unetfamily.cli import main
+from unetfamily.data import UnknownSplitError, build_training_split
+from unetfamily.plan import Budget, FamilyFit
+
+ARGS = ["compare", "--models", "unet", "--seeds", "1", "--steps", "2", "--size", "32", "--batch-size", "4",
+        "--base-width", "4", "--no-costs"]
+
+
+def _folder(root: Path, cases: int = 10, foreground: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(cases):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:20, 6:18] = 1 if foreground and i % 3 else 0
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / f"c{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
+    return root
+
+
+def test_a_folder_without_splits_trains_on_every_case(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d")
+    split, dataset = build_training_split({"type": "folder", "root": str(root)})
+    assert (split, len(dataset)) == ("all", 10)
+    split, dataset = build_training_split({"type": "folder", "root": str(root),
+                                           "splits": {"fractions": {"train": 0.8, "val": 0.2}, "seed": 0}})
+    assert (split, len(dataset)) == ("train", 8)
+    (tmp_path / "val.txt").write_text("c0\nc1\n")  # a val split but no train split: not taken for 'no splits'
+    with pytest.raises(UnknownSplitError, match="'train'"):
+        build_training_split({"type": "folder", "root": str(root), "splits": {"val": str(tmp_path / "val.txt")}})
+
+
+def test_compare_cross_validates_a_folder_without_splits(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, out = _folder(tmp_path / "d"), tmp_path / "out"
+    assert main([*ARGS, "--data", str(root), "--folds", "2", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"]["splits"] == {"all": 10}
+    cases = sorted(p["name"] for r in results["runs"] for p in r["per_image"])
+    assert cases == sorted(f"c{i}" for i in range(10))  # every case held out exactly once
+    capsys.readouterr()
+    assert main([*ARGS, "--data", str(root), "--folds", "1", "--out", str(tmp_path / "one")]) == 2
+    error = capsys.readouterr().err
+    assert "neither a test nor a val split" in error and "--folds K" in error
+
+
+def test_data_with_nothing_to_segment_is_refused_before_training(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    root, out = _folder(tmp_path / "d", foreground=False), tmp_path / "out"
+    assert main([*ARGS, "--data", str(root), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "no mask holds a class other than 0" in error and "mask_encoding" in error and str(root) in error
+    assert not (out / "runs").exists()
+
+
+def test_a_plan_reads_every_case_of_a_folder_without_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetfamily.plan import make, rules
+
+    root = _folder(tmp_path / "d")
+    monkeypatch.setattr(make, "probe", lambda name, *a, **k: name)
+    monkeypatch.setattr(make, "affordable_patch", lambda cost, *a, **k: (32, 64))
+    monkeypatch.setattr(make.rules, "scale", lambda fp, patch: rules.Choice(1.0, "native"))
+    monkeypatch.setattr(make, "fit_family", lambda mid, name, *a, **k: FamilyFit(
+        model=name, kwargs={}, patch=[32, 32], window=[32, 32], batch_size=2, epochs=1, steps_per_epoch=1,
+        step_seconds=0.1, validation_seconds=0.1, peak_memory_mb=1.0, reason="stub"))
+    plan = make.make_plan({"type": "folder", "root": str(root)}, [("unet", "unet", {})], budget=Budget(steps=4))
+    assert plan.fingerprint["cases"] == 10
