@@ -75,3 +75,17 @@ def test_a_plan_reads_every_case_of_a_folder_without_splits(tmp_path: Path, monk
         step_seconds=0.1, validation_seconds=0.1, peak_memory_mb=1.0, reason="stub"))
     plan = make.make_plan({"type": "folder", "root": str(root)}, [("unet", "unet", {})], budget=Budget(steps=4))
     assert plan.fingerprint["cases"] == 10
+
+
+def test_a_folder_is_read_with_the_config_or_class_names_written_beside_it(tmp_path: Path) -> None:
+    from unetfamily.data.convert import convert_dataset
+    from unetfamily.plan.make import data_spec
+
+    root = _folder(tmp_path / "labelme")
+    (root / "classes.txt").write_text("_background_\npolyp\n")  # as `dataset labelme` writes it
+    config, name = data_spec(str(root))
+    assert name == "labelme" and list(build_training_split(config)[1].info.classes) == ["_background_", "polyp"]
+    converted = tmp_path / "plain"  # `dataset convert` lays out DIR/<split>/images and names them in DIR/data.yaml
+    convert_dataset({"type": "synthetic", "size": 32, "num_samples": {"train": 4, "val": 2}}, converted)
+    split, dataset = build_training_split(data_spec(str(converted))[0])
+    assert (split, len(dataset)) == ("train", 4)

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "compare", run, help="train UNet-family models under one protocol and report which fits the data",
         description="Train the chosen models with the same data, budget, optimiser and seeds; evaluate them on the "
                     "held-out split; measure their cost; write report.md, report.html, results.json and results.csv.")
-    p.add_argument("--data", default="synthetic", help="dataset config YAML, a folder with images/ and masks/, or a type name")
+    p.add_argument("--data", default="synthetic", help="dataset config YAML, a folder (images/ and masks/, or the data.yaml `dataset convert` wrote there), or a type name")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated registry names")
     p.add_argument("--ablations", default="", help=f"comma-separated: {', '.join(ABLATIONS)}, or 'all'")
     p.add_argument("--seeds", type=int, default=3, help="runs per model, with seeds 0..SEEDS-1")

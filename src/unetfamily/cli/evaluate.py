@@ -16,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``unetfamily eval``."""
     p = command(subparsers, "eval", run, help="evaluate a checkpoint on a dataset split")
     p.add_argument("--checkpoint", required=True, help="run folder or .safetensors checkpoint")
-    p.add_argument("--data", help="dataset config (YAML path or dataset type name); none: the run's own data config")
+    p.add_argument("--data", help="dataset config YAML, a folder with images/ and masks/, or a type name; "
+                                  "none: the run's own data config")
     p.add_argument("--split", default="val", help="dataset split to score")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     p.add_argument("--hd95", action="store_true", help="also compute HD95 (binary tasks only)")
@@ -55,11 +56,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _data_spec(data: str | None) -> Any:
-    """``--data``: an existing file is a dataset config file, a bare word a type name; a missing path is refused."""
+    """``--data``: a dataset config file, a folder (as ``compare --data``), or a type name; a missing path is
+    refused."""
+    from unetfamily.plan.make import data_spec
+
     if not data:
         return None
     check_data_option("--data", data)
-    return data if Path(data).exists() else {"type": data}
+    return data_spec(data)[0]
 
 
 def _number(value: float | None) -> str:

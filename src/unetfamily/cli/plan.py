@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 description="Fingerprint the training images (sizes, intensities, classes, objects), apply the rules of "
                             "docs/plan.md and fit each model's patch, batch and steps to the device and the budget. "
                             "Writes a YAML plan; train one model with `unetfamily train --plan PLAN --model NAME`.")
-    p.add_argument("data", help="dataset config YAML, a folder with images/ and masks/, or a dataset type name")
+    p.add_argument("data", help="dataset config YAML, a folder (images/ and masks/, or the data.yaml `dataset convert` wrote there), or a type name")
     p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated registry names to fit")
     p.add_argument("--base-width", type=int, help="encoder width of the first level; none: the papers' widths")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the runs will train (measured there)")
