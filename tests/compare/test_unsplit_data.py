@@ -89,3 +89,10 @@ def test_a_folder_is_read_with_the_config_or_class_names_written_beside_it(tmp_p
     convert_dataset({"type": "synthetic", "size": 32, "num_samples": {"train": 4, "val": 2}}, converted)
     split, dataset = build_training_split(data_spec(str(converted))[0])
     assert (split, len(dataset)) == ("train", 4)
+
+
+def test_the_dataset_commands_take_a_folder_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _folder(tmp_path / "d")
+    assert main(["dataset", "check", str(root)]) == 0
+    assert "samples: all 10" in capsys.readouterr().out
+    assert main(["dataset", "info", str(root), "--split", "all"]) == 0

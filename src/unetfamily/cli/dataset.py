@@ -22,14 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="dataset_command", required=True, metavar="SUBCOMMAND")
 
     info = command(sub, "info", run_info, help="counts, classes and mask statistics of a dataset config")
-    info.add_argument("config", help="YAML config path, or a dataset type such as 'synthetic' or 'camvid'")
+    info.add_argument("config", help="YAML config path, a folder (images/ and masks/, or the data.yaml "
+                      "`dataset convert` wrote there), or a dataset type such as 'synthetic' or 'camvid'")
     info.add_argument("--split", default="train", help="split to inspect ('all' for every sample)")
     info.add_argument("--samples", type=int, default=8, help="samples to decode for the statistics")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     check = command(sub, "check", run_check, help="check every file of every split, as training does before its "
                     "first step")
-    check.add_argument("config", help="YAML config path, or a dataset type such as 'synthetic' or 'camvid'")
+    check.add_argument("config", help="YAML config path, a folder (images/ and masks/, or the data.yaml "
+                      "`dataset convert` wrote there), or a dataset type such as 'synthetic' or 'camvid'")
     check.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                        help="split to check (repeatable); default: train, val and test where defined, else all")
     check.add_argument("--batch-size", type=int, default=1,

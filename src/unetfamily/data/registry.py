@@ -72,17 +72,28 @@ def data_root() -> Path:
 def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     """A dataset config from a mapping, a YAML file, or a registered type's name (``"synthetic"``).
 
-    A top-level ``data`` mapping (an experiment config) is used if present.
+    A top-level ``data`` mapping (an experiment config) is used if present. A folder is read through the
+    ``data.yaml`` in it (as ``dataset convert`` writes), else as a ``folder`` dataset of its images/ and
+    masks/, with the class names of a ``classes.txt`` there (as ``dataset labelme`` writes).
     """
     if isinstance(config, str) and config in _REGISTRY:
         return {"type": config}
     if isinstance(config, (str, Path)):
-        config = _read_yaml(Path(config))
+        config = _folder_config(Path(config)) if Path(config).is_dir() else _read_yaml(Path(config))
     config = dict(config)
     if "type" not in config and isinstance(config.get("data"), Mapping):
         config = dict(config["data"])
     if "type" not in config:
         raise DataConfigError(f"dataset config has no 'type'; choose one of {', '.join(list_datasets())}")
+    return config
+
+
+def _folder_config(path: Path) -> Mapping[str, Any]:
+    if (path / "data.yaml").is_file():
+        return _read_yaml(path / "data.yaml")
+    config = {"type": "folder", "root": str(path)}
+    if (path / "classes.txt").is_file():
+        config["classes"] = str(path / "classes.txt")
     return config
 
 

@@ -36,15 +36,8 @@ def data_spec(spec: str) -> tuple[dict[str, Any], str]:
     ``dataset convert`` writes; else images/ + masks/, with the class names of a ``classes.txt`` there, as
     ``dataset labelme`` writes), or a type name."""
     path = Path(spec)
-    if path.is_file():
-        return dict(load_data_config(path)), path.stem
-    if path.is_dir():
-        if (path / "data.yaml").is_file():  # a folder `dataset convert` wrote: its config names its splits
-            return dict(load_data_config(path / "data.yaml")), path.name
-        config: dict[str, Any] = {"type": "folder", "root": str(path)}
-        if (path / "classes.txt").is_file():  # written by `dataset labelme` beside images/ and masks/
-            config["classes"] = str(path / "classes.txt")
-        return config, path.name
+    if path.is_file() or path.is_dir():  # a folder: see load_data_config
+        return dict(load_data_config(path)), path.stem if path.is_file() else path.name
     return {"type": spec}, spec
 
 
