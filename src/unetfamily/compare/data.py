@@ -157,6 +157,15 @@ def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any
     return folds
 
 
+def check_foreground(data: str, digests: dict[str, dict[str, Any]], info: DatasetInfo) -> None:
+    """A DataError when no case of the digested splits (:func:`data_digest`) holds a class other than 0: there is
+    nothing to segment, and every model would score alike (mostly a wrong ``mask_encoding``)."""
+    if not any(fg for digest in digests.values() for fg in digest["foreground"]):
+        raise DataError(f"{data}: no mask of {' or '.join(digests)} holds a class other than 0 ({info.classes[0]!r}): "
+                        "there is nothing to segment, so no model can be told from another; check the masks and "
+                        "their mask_encoding (docs/data.md)")
+
+
 def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = None,
                          digests: dict[str, dict[str, Any]] | None = None) -> ComparisonData:
     """Resolve ``cfg.data`` (with ``cfg.size`` and ``cfg.augment``), fingerprint it and lay out its folds.
@@ -176,10 +185,7 @@ def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = Non
     check_dataset(config, list(sets), optional=[], datasets=sets,
                   batch_sizes={s: cfg.batch_size if s == pooled else batch for s in sets})
     digests = {split: (digests or {}).get(split) or data_digest(ds) for split, ds in sets.items()}
-    if not any(fg for digest in digests.values() for fg in digest["foreground"]):
-        raise DataError(f"{cfg.data}: no mask holds a class other than 0 ({train.info.classes[0]!r}) in any split: "
-                        "there is nothing to segment, so no model can be told from another; check the masks and "
-                        "their mask_encoding (docs/data.md)")
+    check_foreground(cfg.data, digests, train.info)
     k = cfg.folds if cfg.folds is not None else (1 if "test" in sets else DEFAULT_FOLDS)
     if k == 1:
         held_out = "test" if "test" in sets else "val"

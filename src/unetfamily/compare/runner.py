@@ -30,7 +30,7 @@ import torch
 
 from unetfamily import __version__
 from unetfamily.compare.config import CompareConfig
-from unetfamily.compare.data import ComparisonData, build_split, data_config, load_comparison_data
+from unetfamily.compare.data import ComparisonData, build_split, check_foreground, data_config, load_comparison_data
 from unetfamily.compare.identity import data_digest, encoder_record
 from unetfamily.compare.lr_search import choose_learning_rates
 from unetfamily.compare.planned import comparison_plan, planned_config
@@ -257,6 +257,7 @@ def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData
     variants = build_variants(cfg.models, cfg.ablations, cfg.widths, cfg.base_width, train.info.in_channels,
                               train.info.num_model_outputs, cfg.encoder_kwargs)
     digest = data_digest(train)
+    check_foreground(cfg.data, {pooled: digest}, train.info)  # before the plan measures the models
     val = build_split(native, "val")
     val_cases = len(val) if val is not None and cfg.folds in (None, 1) else max(1, len(train) // (cfg.folds or 5))
     plan = comparison_plan(cfg, out, native, train, digest["sha256"], variants, val_cases)
