@@ -157,6 +157,18 @@ _SPECIAL_KINDS = (
 )
 
 
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is not a regular file (following symlinks): "a directory", "a named
+    pipe (FIFO)", "a socket", "a character device", "a block device"; None for a regular file or nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
 def regular_file(path: str | Path, what: str = "file", error: type[UnetFamilyError] = UnetFamilyError) -> Path:
     """``path`` if it is a regular file (a symlink to one is fine), checked with ``os.stat`` before any open.
 

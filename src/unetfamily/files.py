@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from unetfamily.errors import UnetFamilyError
+from unetfamily.errors import UnetFamilyError, special_kind
 
 __all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "to_jsonable", "dump_json", "fsync_dir", "write_json"]
 
@@ -30,6 +30,7 @@ _WHAT_TO_DO = {
     errno.EROFS: "the file system is read-only; choose a writable folder",
     errno.EACCES: "you may not write there; choose a writable folder",
     errno.EPERM: "you may not write there; choose a writable folder",
+    errno.EEXIST: "choose another file name",
 }
 
 
@@ -72,10 +73,18 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, shown_a
     (for files rewritten every few seconds, such as a run's status, on filesystems where fsync is slow). An :class:`OSError` on the
     way (a full disk, a read-only folder) becomes a :class:`WriteError` naming ``path``, or
     ``shown_as`` where ``path`` is a staging place the user never sees (the file's destination);
+    a symlink is written through (the file it names is replaced), and a folder, device, pipe or socket at
+    ``path`` is refused the same way;
     other errors from ``write`` propagate as they are. Either way the temporary file is removed and
     the target is untouched.
     """
     path = Path(path)
+    if path.is_symlink():  # the file the link names is replaced; the link stays
+        path = Path(os.path.realpath(path))
+    kind = special_kind(path)
+    if kind is not None:  # a rename would put a plain file in place of a folder, a device or a pipe
+        raise WriteError(Path(shown_as) if shown_as is not None else path,
+                         OSError(errno.EEXIST, f"it is {kind}, which is never replaced by a file"))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -95,3 +95,23 @@ def test_real_read_only_checkpoint_folder(tmp_path: Path) -> None:
         assert load_checkpoint(path).step == 1
     finally:
         path.parent.chmod(0o755)
+
+
+def test_a_write_never_replaces_a_device_pipe_or_folder_and_goes_through_a_link(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.json")
+    (tmp_path / "folder.json").mkdir()
+    for name, kind in (("pipe.json", "a named pipe"), ("folder.json", "a directory")):
+        with pytest.raises(files.WriteError, match=rf"could not write .*{name}: it is {kind}"):
+            files.write_json(tmp_path / name, {"a": 1})
+    assert (tmp_path / "pipe.json").is_fifo() and (tmp_path / "folder.json").is_dir()
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to("real.json")
+    files.write_json(tmp_path / "link.json", {"a": 1})
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == '{\n "a": 1\n}'
+
+
+def test_eval_refuses_an_out_that_is_a_device_with_or_without_overwrite(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    os.mkfifo(tmp_path / "pipe.json")
+    for extra in ([], ["--overwrite"]):
+        assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "pipe.json"), *extra]) == 2
+        assert "is a named pipe (FIFO), not a file this command may write" in capsys.readouterr().err

@@ -106,9 +106,14 @@ def refuse_existing_output(option: str, path: Path | None, overwrite: bool) -> N
 
     A command never replaces a file it was not asked to (a checkpoint, a run's config, an earlier result).
     """
-    from unetfamily.errors import ConfigError
+    from unetfamily.errors import ConfigError, special_kind
 
-    if path is None or overwrite or not path.exists():
+    if path is None:
+        return
+    kind = special_kind(path)
+    if kind is not None and kind != "a directory":  # a device, pipe or socket: never replaced, --overwrite or not
+        raise ConfigError(f"{option} {path}: is {kind}, not a file this command may write; choose another {option}")
+    if overwrite or not path.exists():
         return
     what = "a folder" if path.is_dir() else "a file"
     raise ConfigError(f"{option} {path}: {what} of that name exists and would be replaced; pass --overwrite to "

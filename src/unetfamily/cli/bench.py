@@ -113,6 +113,5 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_json(args.json, {"device": device, "rows": rows}, indent=2)
         except OSError as exc:
-            raise ConfigError(f"cannot write --json {args.json}: {exc.strerror or exc} (the rows are printed above)") \
-                from exc
+            raise ConfigError(f"--json: {exc} (the rows are printed above)") from exc  # a WriteError names the file
     return EXIT_OK

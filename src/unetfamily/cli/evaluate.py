@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         write_json(path, result, indent=2)
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose another --out") from exc
+        raise ConfigError(f"{exc}; choose another --out") from exc  # a WriteError: it names the file
     out(f"{'class':<20}{'IoU':>8}{'Dice':>8}")
     for name, iou, dice in zip(result["classes"], result["per_class_iou"], result["per_class_dice"]):
         out(f"{name:<20}{_number(iou):>8}{_number(dice):>8}")
