@@ -29,6 +29,7 @@ from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, rebuild_kw
 from unetfamily.engine.device import resolve_amp, resolve_device
 from unetfamily.engine.encoder_training import EncoderTraining, encoder_training
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
+from unetfamily.engine.preflight import check_batch_statistics, with_data_shapes
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
 from unetfamily.engine.run_log import held_setup_log, open_train_log
 from unetfamily.engine.throughput import DataThroughput
@@ -174,11 +175,12 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
     # Every file of both splits read once now, so no data error can surface after training started.
     check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
                   batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
-    cfg = _with_data_shapes(cfg, train_set.info)
+    cfg = with_data_shapes(cfg, train_set.info)
     height, width = train_set[0]["image"].shape[-2:]  # one sample read (and decoded) for the size
     input_hw = (int(height), int(width))
     channels_last = _channels_last(cfg, device, input_hw, amp, dist_info.main)
     model, train_model = _build_model(cfg, device, dist_info, resumed, channels_last, input_hw)
+    check_batch_statistics(model, min(cfg.loader.batch_size, len(train_set)), train_set.info.in_channels, input_hw)
     encoder = encoder_training(model, cfg)  # refuses its options for a model without an encoder
     optimizer = _build_optimizer(model, cfg, device, encoder)
     if resumed is not None and resumed.optimizer_state is not None:
@@ -243,14 +245,6 @@ def _setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return info, device
-
-
-def _with_data_shapes(cfg: Config, info: Any) -> Config:
-    """``cfg`` with in_channels and num_classes from the data filled in, so the saved config rebuilds the model."""
-    kwargs = {**cfg.model.kwargs}
-    kwargs.setdefault("in_channels", info.in_channels)
-    kwargs.setdefault("num_classes", info.num_model_outputs)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kwargs))
 
 
 def _write_run_config(run_dir: Path, cfg: Config) -> None:
