@@ -100,3 +100,24 @@ def test_the_dataset_commands_take_a_folder_too(tmp_path: Path, capsys: pytest.C
     assert main(["dataset", "check", str(root)]) == 0
     assert "samples: all 10" in capsys.readouterr().out
     assert main(["dataset", "info", str(root), "--split", "all"]) == 0
+
+
+def test_too_few_cases_for_the_folds_are_refused_before_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, out = _folder(tmp_path / "d", cases=3), tmp_path / "out"
+    args = ["compare", "--models", "unet", "--seeds", "1", "--steps", "1", "--base-width", "4", "--no-costs",
+            "--data", str(root), "--out", str(out)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "5-fold cross-validation (the default for data without a test split)" in error
+    assert "use --folds 3 or fewer" in error and not out.exists()  # refused before the plan wrote anything
+
+
+def test_a_plan_left_by_a_failed_comparison_does_not_block_the_next(tmp_path: Path) -> None:
+    root, out = _folder(tmp_path / "d"), tmp_path / "out"
+    out.mkdir()
+    (out / "plan.yaml").write_text("left by a comparison that failed after planning\n")
+    (out / "plan_fingerprint.json").write_text("{}")
+    assert main([*ARGS, "--data", str(root), "--folds", "2", "--out", str(out)]) == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main([*ARGS, "--data", str(root), "--folds", "2", "--out", str(tmp_path / "other")]) == 2

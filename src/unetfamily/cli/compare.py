@@ -149,7 +149,9 @@ def _check_out_folder(out: Path) -> None:
     """Refuse an --out that is a file, or a folder holding other things than a comparison (never mixed into)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the report (a new one, or an earlier --out)")
-    started = (out / "runs").is_dir() or (out / "results.json").is_file() or (out / "mlflow_run.json").is_file()
+    from unetfamily.compare.identity import COMPARISON_ENTRIES
+
+    started = any((out / name).exists() for name in COMPARISON_ENTRIES)
     if out.is_dir() and any(out.iterdir()) and not started:
         raise ConfigError(f"--out {out} holds other files and no comparison; give a new or empty folder, or the "
                           "--out of an earlier comparison to resume it")

@@ -157,6 +157,18 @@ def cross_validation_folds(config: dict[str, Any], pool: dict[str, dict[str, Any
     return folds
 
 
+def fold_count(cfg: CompareConfig, has_test: bool, pooled: int) -> int:
+    """``--folds``, or its default (1 when the data has a test split, else DEFAULT_FOLDS); a DataError when K >= 2
+    folds are more than the ``pooled`` cases (train and val) they split."""
+    k = cfg.folds if cfg.folds is not None else (1 if has_test else DEFAULT_FOLDS)
+    if k >= 2 and k > pooled:
+        default = " (the default for data without a test split)" if cfg.folds is None else ""
+        fix = f"use --folds {pooled} or fewer" if pooled >= 2 else "add cases"
+        raise DataError(f"{cfg.data}: {k}-fold cross-validation{default} needs at least {k} cases to hold out, "
+                        f"and the data has {pooled}; {fix}")
+    return k
+
+
 def check_foreground(data: str, digests: dict[str, dict[str, Any]], info: DatasetInfo) -> None:
     """A DataError when no case of the digested splits (:func:`data_digest`) holds a class other than 0: there is
     nothing to segment, and every model would score alike (mostly a wrong ``mask_encoding``)."""
@@ -186,7 +198,7 @@ def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = Non
                   batch_sizes={s: cfg.batch_size if s == pooled else batch for s in sets})
     digests = {split: (digests or {}).get(split) or data_digest(ds) for split, ds in sets.items()}
     check_foreground(cfg.data, digests, train.info)
-    k = cfg.folds if cfg.folds is not None else (1 if "test" in sets else DEFAULT_FOLDS)
+    k = fold_count(cfg, "test" in sets, sum(digests[s]["count"] for s in (pooled, "val") if s in digests))
     if k == 1:
         held_out = "test" if "test" in sets else "val"
         if held_out not in sets:

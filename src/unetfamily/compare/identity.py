@@ -27,12 +27,16 @@ import numpy as np
 from unetfamily import __version__
 from unetfamily.errors import ConfigError, UnetFamilyError, file_sha256, regular_file
 
-__all__ = ["FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock",
+__all__ = ["COMPARISON_ENTRIES", "FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock",
            "weights_sha256", "encoder_record"]
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+#: What a comparison writes at the top of its --out, before and after its runs (the plan and its fingerprint
+#: cache come first): a folder holding any of them is a comparison's, which the same command resumes
+COMPARISON_ENTRIES = ("runs", "results.json", "mlflow_run.json", "plan.yaml", "plan_fingerprint.json", "lr_search",
+                      "artifacts")
 #: Config fields that do not change what a run learns or scores.
 NOT_FINGERPRINTED = ("output_dir", "train.progress", "train.loggers", "train.mlflow_", "train.log_every",
                      "train.image_every", "train.checkpoint_every", "loader.num_workers")

@@ -30,7 +30,9 @@ import torch
 
 from unetfamily import __version__
 from unetfamily.compare.config import CompareConfig
-from unetfamily.compare.data import ComparisonData, build_split, check_foreground, data_config, load_comparison_data
+from unetfamily.compare.data import (
+    ComparisonData, build_split, check_foreground, data_config, fold_count, load_comparison_data,
+)
 from unetfamily.compare.identity import data_digest, encoder_record
 from unetfamily.compare.lr_search import choose_learning_rates
 from unetfamily.compare.planned import comparison_plan, planned_config
@@ -259,6 +261,7 @@ def _prepare(cfg: CompareConfig, out: Path) -> tuple[Plan | None, ComparisonData
     digest = data_digest(train)
     check_foreground(cfg.data, {pooled: digest}, train.info)  # before the plan measures the models
     val = build_split(native, "val")
+    fold_count(cfg, build_split(native, "test") is not None, len(train) + (len(val) if val is not None else 0))
     val_cases = len(val) if val is not None and cfg.folds in (None, 1) else max(1, len(train) // (cfg.folds or 5))
     plan = comparison_plan(cfg, out, native, train, digest["sha256"], variants, val_cases)
     data = load_comparison_data(cfg, plan.data_config(variants[0].id), {pooled: digest})
