@@ -9,7 +9,9 @@ linestrip 10 px wide, point = 5 px radius disc, mask = a base64 PNG in the box o
 shapes overwrite earlier ones, as in ``labelme.utils.shapes_to_label``.
 
 Class lists follow labelme's ``labels.txt`` convention: one label per line, ``__ignore__`` marks
-pixels to ignore and ``_background_`` is class 0.
+pixels to ignore and ``_background_`` is class 0. A label names its class with surrounding whitespace
+stripped, as the folder loader reads ``classes.txt``; ``_background_`` and ``background`` (any case) are
+class 0, ``__ignore__`` (any case) the ignore index.
 
 ``imagePath`` is only read inside the dataset root: an absolute path, or one that climbs out with
 ``..`` (symlinks resolved), is a DataError. When ``imageData`` is present it is used instead.
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 LINE_WIDTH, POINT_SIZE = 10, 5  # labelme.utils.shape_to_mask defaults
 MAX_COORDINATE = 1e6  # points farther out are corrupt, and drawing them (a circle of that radius) is slow
 IGNORE_LABEL, BACKGROUND_LABEL = "__ignore__", "_background_"
+#: Labels meaning class 0 (compared stripped and case-folded): labelme's and the name classes.txt gives it.
+BACKGROUND_NAMES = frozenset({BACKGROUND_LABEL, "background"})
 #: Suffix of a copied image by its Pillow format (the bytes are copied, never re-encoded).
 IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
                 "WEBP": ".webp"}
@@ -202,25 +206,63 @@ def rasterize_shapes(
     ``class_index`` maps labels to class indices (or the ignore index); an unknown label is a DataError.
     """
     mask = np.zeros((height, width), np.uint8)
-    for shape in shapes:
-        label = shape.get("label")
-        if not isinstance(label, str) or label not in class_index:
-            raise DataError(
-                f"{where}: label {label!r} is not in the class list {sorted(class_index)}; add it to --labels"
-            )
-        mask[_shape_mask(shape, height, width, Path(str(where)))] = class_index[label]
+    lookup = {_class_name(name): value for name, value in class_index.items()}
+    for i, shape in enumerate(shapes):
+        label = _label(shape, i, where)
+        if _class_name(label) not in lookup:
+            raise DataError(f"{where}: label {label!r} is not in the class list {sorted(class_index)} (shape {i}); "
+                            "add it to --labels")
+        mask[_shape_mask(shape, height, width, Path(str(where)))] = lookup[_class_name(label)]
     return mask
 
 
-def _class_list(labels_file: Path | None, files: list[Path]) -> list[str]:
-    """Class names, ``_background_`` first; ``__ignore__`` is not a class (it maps to ignore_index)."""
+def _label(shape: Mapping, i: int, where: Path | str) -> str:
+    """The ``label`` of shape ``i``; a DataError unless it is a string of one non-blank line."""
+    label = shape.get("label")
+    if not isinstance(label, str) or len(label.strip().splitlines()) != 1:  # "", "  ", "a\nb" included
+        raise DataError(f"{where}: shape {i}: label must be a non-empty one-line string, got "
+                        f"{repr(label) if 'label' in shape else 'none'}; set the shape's label in labelme")
+    return label
+
+
+def _class_name(label: str) -> str:
+    """The class ``label`` names: stripped (as classes.txt is read), reserved names in labelme's spelling."""
+    name = label.strip()
+    if name.casefold() in BACKGROUND_NAMES:
+        return BACKGROUND_LABEL
+    return IGNORE_LABEL if name.casefold() == IGNORE_LABEL else name
+
+
+def _class_list(labels_file: Path | None, files: list[Path], source: Path) -> list[str]:
+    """Class names, ``_background_`` first; ``__ignore__`` is not a class (it maps to ignore_index).
+
+    Without ``labels_file``: the sorted labels found; two spellings of one class (case, whitespace) are refused.
+    """
+    reserved = (IGNORE_LABEL, BACKGROUND_LABEL)
     if labels_file is not None:
-        names = read_lines(labels_file, "the labels file")
-        return [BACKGROUND_LABEL] + [n for n in names if n not in (IGNORE_LABEL, BACKGROUND_LABEL)]
-    found: set[str] = set()
+        names = [_class_name(n) for n in read_lines(labels_file, "the labels file")]
+        names = [n for n in names if n not in reserved]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice or not names:
+            raise DataError(f"{labels_file}: " + (f"{twice} listed twice; list each class once" if twice else
+                            f"no class besides {', '.join(reserved)}; add the class names, one per line"))
+        return [BACKGROUND_LABEL, *names]
+    first: dict[str, tuple[str, Path]] = {}  # case-folded class name -> (label as first written, its file)
     for f in files:
-        found |= {str(s.get("label")) for s in _read_document(f)["shapes"]}
-    return [BACKGROUND_LABEL] + sorted(found - {IGNORE_LABEL, BACKGROUND_LABEL})
+        for i, shape in enumerate(_read_document(f)["shapes"]):
+            label = _label(shape, i, f)
+            if _class_name(label) not in reserved:
+                seen = first.setdefault(_class_name(label).casefold(), (label, f))
+                if seen[0] != label:
+                    raise DataError(
+                        f"{seen[1]}: label {seen[0]!r} and {f}: label {label!r} differ only in letter case or "
+                        "surrounding whitespace; nothing was written. Make them the same in the labelme files, or give "
+                        "--labels (it matches labels ignoring surrounding whitespace; list both if they are 2 classes)"
+                    )
+    if not first:
+        raise DataError(f"{source}: no shape in the {len(files)} labelme file(s) has a class label (only "
+                        "__ignore__ / background shapes, or none): nothing to segment; label objects or give --labels")
+    return [BACKGROUND_LABEL, *sorted(_class_name(label) for label, _ in first.values())]
 
 
 def convert_labelme(
@@ -254,7 +296,7 @@ def convert_labelme(
         raise DataError(f"{source}: several JSON files share the name(s) {dupes[:5]}; output names must be unique")
     if not overwrite:
         _refuse_existing(out, stems)
-    classes = _class_list(Path(labels_file) if labels_file else None, files)
+    classes = _class_list(Path(labels_file) if labels_file else None, files, source)
     if not len(classes) <= ignore_index <= 255:
         raise DataError(
             f"{len(classes)} classes do not fit an 8-bit PNG mask with ignore_index={ignore_index} (--ignore-index); "
