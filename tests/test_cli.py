@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from unetfamily.cli import main
 
@@ -86,3 +87,14 @@ def test_a_message_that_spans_lines_is_printed_as_one_error_line(monkeypatch, ca
     assert main(["dataset", "info", "synthetic"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1] == "error: a.tar: cannot open: - method gz: bad - method tar: 'invalid header'"
+
+
+def test_overrides_after_a_flag_are_overrides_and_other_strays_are_refused(tmp_path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    assert main(["train", f"output_dir={out}", "data.type=synthetic", "data.size=16", "--overwrite",
+                 "train.max_steps=1", "model.kwargs={channels: [4, 8]}", "train.progress=false"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 1 and saved["model"]["kwargs"]["channels"] == [4, 8]
+    with pytest.raises(SystemExit):
+        main(["train", f"output_dir={out}", "--overwrite", "--bogus", "x=1"])
+    assert "unrecognized arguments: --bogus x=1" in capsys.readouterr().err

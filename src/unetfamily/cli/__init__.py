@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("unetfamily")
 
 #: The command modules in the order ``unetfamily --help`` lists them.
+_OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a dotted key=value override (train.epochs=3)
 COMMANDS = (models, dataset, plan, train, evaluate, predict, export, bench, compare)
 
 
@@ -39,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (defaults to ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all(_OVERRIDE.match(a) for a in extra):
+        args.overrides = [*args.overrides, *extra]  # key=value after a flag: argparse ends positionals at a flag
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
