@@ -55,6 +55,19 @@ def test_to_channels_and_scaling():
         image_to_float(np.array([0.0, 3.5], np.float32), "raw.tif")
 
 
+@pytest.mark.parametrize("values, match", [
+    ([0.25, np.nan, 0.5, 0.75], r"nan.tif: float image contains 1 NaN value\(s\) \(of 4 values; the others lie in "
+                                r"\[0.25, 0.75\]\); replace them"),
+    ([np.inf, -np.inf, np.nan, 2.0], r"contains 1 NaN and 2 infinite value\(s\) \(of 4 values; the others lie in \[2, 2\]"),
+    ([np.nan, np.nan], r"contains 2 NaN value\(s\) \(of 2 values; none is finite\)"),
+])
+def test_non_finite_float_pixels_are_counted_not_shown_as_a_nan_range(values, match):
+    """NaN made the message read 'values in [nan, nan]; rescale it to [0, 1]'."""
+    with pytest.raises(DataError, match=match) as caught:
+        image_to_float(np.array(values, np.float32), "nan.tif")
+    assert "[nan" not in str(caught.value)
+
+
 def test_corrupt_truncated_and_missing_files_name_the_file(tmp_path, rng):
     not_image = tmp_path / "notes.png"
     not_image.write_text("this is not a PNG")

@@ -177,3 +177,21 @@ def test_a_fifo_named_like_an_image_is_refused_without_opening(issue_root):
     os.mkfifo(issue_root / "train" / "labels" / "5_label.gif")
     with pytest.raises(DataError, match=r"5_label.gif: is a named pipe \(FIFO\), not a regular file"):
         build_dataset(config(issue_root), "train")
+
+
+CONTROL_NAMES = ["a\nb", "c\td", "e\rf", "g\x0bh", "i\x85j", "k\u2028l", "plain"]
+
+
+@pytest.mark.parametrize("layout", [
+    {"mask_suffix": "_m"},
+    {"images": "images/{id}.png", "masks": "masks/{id}_m.*"},
+    {"image_regex": r"(?P<id>.+)\.png", "mask_regex": r"(?P<id>.+)_m\.png"},
+], ids=["folder", "template", "regex"])
+def test_names_with_a_newline_or_other_control_characters_pair_like_any_other(tmp_path, rng, layout):
+    """A newline in a file name dropped the sample silently ('.' without DOTALL stops at it)."""
+    for name in CONTROL_NAMES:
+        save(tmp_path / "images" / f"{name}.png", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+        save(tmp_path / "masks" / f"{name}_m.png", mask_of(len(name)))
+    ds = build_dataset({"type": "folder", "root": str(tmp_path), **layout}, "all")
+    assert sorted(ds.names) == sorted(CONTROL_NAMES)
+    assert all(s.image.stem == s.name and s.mask.stem == f"{s.name}_m" for s in ds.samples)

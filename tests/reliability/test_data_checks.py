@@ -639,3 +639,21 @@ def test_float_tiff_images_outside_0_1_and_unread_formats(tmp_path, caplog):
     tifffile.imwrite(tmp_path / "v.tif", -RNG.random((6, 8, 8)).astype(np.float32))
     with pytest.raises(DataError, match=r"v.tif slice 0: float image with values in \[-"):
         check_dataset(stack)
+
+
+def test_nan_in_float_images_is_named_as_nan_by_the_folder_check_and_the_tiff_stack_check(tmp_path):
+    """The audit's float32 TIFF with one NaN pixel was refused as 'float image with values in [nan, nan]'."""
+    root = tmp_path / "d"
+    image = RNG.random((16, 16)).astype(np.float32)
+    image[3, 3] = np.nan
+    (root / "images").mkdir(parents=True)
+    tifffile.imwrite(root / "images" / "f.tif", image)
+    png(root / "masks" / "f.png", mask())
+    with pytest.raises(DataError, match=r"f.tif: float image contains 1 NaN value\(s\) \(of 256 values"):
+        build_dataset({"type": "folder", "root": str(root)}, "all")
+    stack = _stack(tmp_path, slices={"train": [0, 3], "val": [3, 6]})
+    volume = RNG.random((6, 8, 8)).astype(np.float32)
+    volume[4, 1, 1:3] = np.inf
+    tifffile.imwrite(tmp_path / "v.tif", volume)
+    with pytest.raises(DataError, match=r"v.tif slice 4: float image contains 2 infinite value\(s\) \(of 64 values"):
+        check_dataset(stack)

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from unetfamily.data import options
 from unetfamily.data.encodings import MaskEncoding, decode_mask
 from unetfamily.data.errors import DataConfigError, DataError
+from unetfamily.data.exif import Oriented, file_orientation, size_mismatch
 from unetfamily.data.io import image_to_float, read_image, read_mask, to_channels
 from unetfamily.data.probe import detect_channels
 from unetfamily.errors import Range
@@ -327,10 +328,12 @@ class PairedFilesDataset(SegmentationDataset):
 
 
 
-def _check_size(image_path: Path, image: np.ndarray, what: str, path: Path | None, other: np.ndarray) -> None:
-    """A DataError naming both files when ``other`` (a mask or ROI, ``(H, W)``) is not the image's ``(H, W)``."""
+def _check_size(image_path: Path, image: np.ndarray, what: str, path: Path, other: np.ndarray) -> None:
+    """A DataError naming both files when ``other`` (a mask or ROI, ``(H, W)``) is not the image's ``(H, W)``.
+
+    The message gives each file's EXIF orientation where one was applied (:func:`~unetfamily.data.exif.size_mismatch`).
+    """
     if image.shape[:2] != other.shape:
-        raise DataError(
-            f"{image_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its {what} {path} is "
-            f"{other.shape[1]}x{other.shape[0]}; the {what} must have the image's size"
-        )
+        first = Oriented(Path(image_path), *image.shape[:2], file_orientation(image_path))
+        second = Oriented(Path(path), *other.shape, file_orientation(path))
+        raise DataError(size_mismatch(first, second, what))

@@ -11,7 +11,9 @@ cached per file), sizes and channels. It then checks the dataset as a whole:
   as ignore in another) and hold some class besides background;
 - a split batched by more than one image has one image size after ``resize``/``crop_size``;
 - no sample is in two splits (leakage) or twice in one under two names: a WARNING, or with the
-  data config's ``strict: true`` a DataError.
+  data config's ``strict: true`` a DataError;
+- pairs whose EXIF orientation tags differ although their sizes cannot tell (square, or turned by
+  180 degrees): one WARNING for the dataset (:mod:`unetfamily.data.exif`).
 
 Every bad file is collected; one DataError names the first few and counts them all.
 """
@@ -35,6 +37,7 @@ from unetfamily.data import options
 from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset
 from unetfamily.data.encodings import ambiguous_reading, decode_mask
 from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
+from unetfamily.data.exif import size_mismatch, turned_differently, unturned_warning
 from unetfamily.data.folds import FoldDataset
 from unetfamily.data.formats import TiffStackDataset
 from unetfamily.data.io import RawMask, convertible, image_to_float
@@ -75,6 +78,7 @@ class _Split:
     sizes: dict[tuple[int, int], str] = field(default_factory=dict)  # (H, W) -> first sample of that size
     values: set[int] = field(default_factory=set)  # decoded mask values (classes, ignore_index)
     readings: dict[str, str] = field(default_factory=dict)  # how `auto` read an ambiguous mask -> one such file
+    unturned: list[tuple] = field(default_factory=list)  # (image, mask, what) turned differently, sizes agreeing
 
 
 def check_dataset(
@@ -113,6 +117,9 @@ def check_dataset(
     found = _check_classes(reports, info, warnings)
     _check_sizes(built, reports, batch_sizes or {})
     _check_duplicates(reports, strict, warnings)
+    unturned = [pair for r in reports for pair in r.unturned]
+    if unturned:  # one WARNING for the whole dataset, naming an example
+        warnings.append(unturned_warning(len({image.path for image, _, _ in unturned}), *unturned[0]))
     for text in warnings:
         log.warning("%s", text)
     seconds = time.perf_counter() - start
@@ -218,12 +225,8 @@ def _check_pairs(ds: PairedFilesDataset, indices: list[int], report: _Split, ful
         if not errors and not convertible(image.channels, info.in_channels):
             errors.append(f"{s.image}: image has {image.channels} channels; cannot convert to "
                           f"in_channels={info.in_channels} (gray <-> RGB convert, alpha is dropped)")
-        if not errors and (image.height, image.width) != (mask.height, mask.width):
-            errors.append(f"{s.image} is {image.width}x{image.height} (WxH) but its mask {s.mask} is "
-                          f"{mask.width}x{mask.height}; image and mask must have the same size")
-        if not errors and roi is not None and (image.height, image.width) != (roi.height, roi.width):
-            errors.append(f"{s.image} is {image.width}x{image.height} (WxH) but its region-of-interest mask "
-                          f"{s.roi} is {roi.width}x{roi.height}; the region-of-interest mask must have the image's size")
+        if not errors:
+            errors = _pair_sizes(image, mask, roi, report)
         if not errors:
             errors += _record_mask(mask.values, ds.encoding, info, report)
         if errors:
@@ -231,6 +234,15 @@ def _check_pairs(ds: PairedFilesDataset, indices: list[int], report: _Split, ful
             continue
         report.sizes.setdefault((image.height, image.width), s.name)
         report.identities.append((s.name, image.digest))
+
+
+def _pair_sizes(image: Any, mask: Any, roi: Any, report: _Split) -> list[str]:
+    """The size mismatches of an image and its mask (and ROI); pairs turned differently noted in ``report``."""
+    pairs = [(mask, "mask"), *([(roi, "region-of-interest mask")] if roi is not None else [])]
+    errors = [e for other, what in pairs if (e := size_mismatch(image, other, what))]
+    if not errors:
+        report.unturned += [(image, other, what) for other, what in pairs if turned_differently(image, other)]
+    return errors
 
 
 def _record_mask(values: RawMask, encoding: Any, info: DatasetInfo, report: _Split) -> list[str]:

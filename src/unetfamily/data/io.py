@@ -7,9 +7,9 @@ a :class:`DataError` (Pillow only warns between 1x and 2x the limit; here both a
 the same limit is applied to TIFF pages.
 
 Pixels come back as a viewer displays them: an EXIF Orientation tag 2..8 (cameras and phones write
-it into JPEG, TIFF, PNG and WebP files) is applied to images and masks alike, so a pair stays
-aligned, and :func:`inspect_image` reports the displayed size (orientations 5..8 swap height and
-width). A file of several frames (animated GIF, WebP or PNG; a multi-page TIFF) is refused, never
+it into JPEG, TIFF, PNG and WebP files) turns each file, image or mask, by its own tag
+(:mod:`unetfamily.data.exif`, which also words a pair whose tags differ), and :func:`inspect_image`
+reports the displayed size (orientations 5..8 swap height and width). A file of several frames (animated GIF, WebP or PNG; a multi-page TIFF) is refused, never
 read as its first frame; an MPO (a JPEG with extra pictures) is read as its primary picture.
 """
 
@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import Image
 
 from unetfamily import errors
 from unetfamily.data.errors import DataError
+from unetfamily.data.exif import applied_orientation, exif_transpose, orientation
 
 __all__ = [
-    "IMAGE_SUFFIXES", "RawMask", "check_pixels", "convertible", "exif_transpose", "image_to_float", "inspect_image",
-    "is_lossy", "mask_from_image", "natural_key", "open_image", "orientation", "palette_indices", "pil_errors",
-    "read_image", "read_lines", "read_mask", "read_volume", "regular_file", "to_channels",
+    "IMAGE_SUFFIXES", "RawMask", "applied_orientation", "check_pixels", "convertible", "exif_transpose",
+    "image_header", "image_to_float", "inspect_image", "is_lossy", "mask_from_image", "natural_key", "open_image",
+    "orientation", "palette_indices", "pil_errors", "read_image", "read_lines", "read_mask", "read_volume",
+    "regular_file", "to_channels",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -151,22 +153,6 @@ def is_lossy(im: Image.Image) -> bool:
     return tiff_jpeg or bool(im.info.get(_LOSSY_INFO))
 
 
-def orientation(im: Image.Image) -> int:
-    """The EXIF Orientation (1..8) ``im`` is stored with; 1 (as stored) when absent or invalid."""
-    value = im.getexif().get(ExifTags.Base.Orientation, 1)
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def exif_transpose(im: Image.Image) -> Image.Image:
-    """Turn the loaded ``im`` in place to its displayed orientation (``PIL.ImageOps.exif_transpose``); return it.
-
-    Mode, palette, ``format`` and ``info`` are kept; a second call changes nothing (the tag is dropped).
-    """
-    if orientation(im) != 1:
-        ImageOps.exif_transpose(im, in_place=True)
-    return im
-
-
 def open_image(source: Path | BinaryIO, name: str | Path | None = None) -> Image.Image:
     """Open and fully decode ``source`` (a path to a regular file, or a binary file object) with Pillow.
 
@@ -201,8 +187,15 @@ def _mode_channels(im: Image.Image) -> int:
 
 
 def inspect_image(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int]:
-    """``(height, width, channels)`` of the image file whose bytes are ``data``, and check its integrity cheaply.
+    """``(height, width, channels)`` of the image file whose bytes are ``data`` (see :func:`image_header`)."""
+    height, width, channels, _ = image_header(data, name, full=full)
+    return height, width, channels
 
+
+def image_header(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int, int]:
+    """``(height, width, channels, orientation)`` of the image file ``data``, and check its integrity cheaply.
+
+    ``orientation`` is the EXIF orientation (1..8) the file is turned upright by (1: read as stored).
     The size is the displayed one (EXIF orientations 5..8 swap height and width, as :func:`read_image`
     does). Without decoding all pixels where the format allows: a PNG's chunks are read and their CRCs
     verified (a truncated or altered file fails), a JPEG's compressed data is decoded at 1/8 scale
@@ -222,15 +215,15 @@ def inspect_image(data: bytes, name: str | Path, *, full: bool = False) -> tuple
                 exif_transpose(im)
                 if full:
                     _pil_to_array(im)
-                return im.height, im.width, channels
-            turned = (im.format != "PNG" or "exif" in im.info) and orientation(im) >= 5  # (a PNG's getexif loads it)
-            h, w = (im.width, im.height) if turned else (im.height, im.width)
+                return im.height, im.width, channels, applied_orientation(im)
+            turn = orientation(im) if im.format != "PNG" or "exif" in im.info else 1  # (a PNG's getexif loads it)
+            h, w = (im.width, im.height) if turn >= 5 else (im.height, im.width)
             if im.format == "PNG":
                 im.verify()
             else:
                 im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
-    return h, w, channels
+    return h, w, channels, turn
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -366,7 +359,19 @@ def image_to_float(arr: np.ndarray, path: Path | str) -> np.ndarray:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-        if lo < 0.0 or hi > 1.0 or not np.isfinite([lo, hi]).all():
+        if not np.isfinite([lo, hi]).all():  # min and max are NaN (or infinite) when any pixel is
+            raise DataError(_non_finite_message(arr, path))
+        if lo < 0.0 or hi > 1.0:
             raise DataError(f"{path}: float image with values in [{lo:g}, {hi:g}]; rescale it to [0, 1] first")
         return arr.astype(np.float32)
     raise DataError(f"{path}: unsupported pixel type {arr.dtype}; use 8/16-bit unsigned integers or floats in [0, 1]")
+
+
+def _non_finite_message(arr: np.ndarray, path: Path | str) -> str:
+    """The error for a float image holding NaN or infinite values: how many of each, and the finite range."""
+    counts = " and ".join(f"{n:,d} {kind}" for n, kind in ((np.count_nonzero(np.isnan(arr)), "NaN"),
+                                                            (np.count_nonzero(np.isinf(arr)), "infinite")) if n)
+    finite = arr[np.isfinite(arr)]
+    rest = f"the others lie in [{finite.min():g}, {finite.max():g}]" if finite.size else "none is finite"
+    return (f"{path}: float image contains {counts} value(s) (of {arr.size:,d} values; {rest}); replace them "
+            "with real values (e.g. numpy.nan_to_num) and rescale the image to [0, 1]")

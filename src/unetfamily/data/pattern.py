@@ -12,7 +12,8 @@ pattern in one of three forms:
   not end in a readable extension or ``.*`` gets ``.*``; extensions match in any case. ``{id}`` and
   the ``{word}`` wildcards are non-greedy: in ``{id}_{tag}``, ``7_a_b`` gives id ``7``;
 - a folder and a regular expression with a named ``id`` group (``mask_regex``), searched in the
-  path of every readable file below the folder, relative to it (``a/7_label.png``).
+  path of every readable file below the folder, relative to it (``a/7_label.png``); compiled with
+  ``re.DOTALL``, as the folder form's pattern: a name may hold a newline and is not dropped for it.
 
 Any of the three may be a mapping ``{split: value}`` instead, one value per split.
 """
@@ -102,7 +103,7 @@ def _entries(folder: Path, keys: str = "", warn: bool = True) -> list[Path]:
 def folder_pattern(folder: Path, suffix: str = "", what: str = "image", keys: str = "'images'/'image_suffix'"
                    ) -> FilePattern:
     """The files ``folder/ID{suffix}.EXT`` (EXT: any readable extension), sample id ``ID``."""
-    one = re.compile("(?P<id>.+?)" + re.escape(suffix) + _ANY_EXT)
+    one = re.compile("(?P<id>.+?)" + re.escape(suffix) + _ANY_EXT, re.DOTALL)  # a name may hold a newline
     return FilePattern(what, keys, folder, one, f"'{folder / ('{id}' + suffix)}.*'", (one,))
 
 
@@ -175,7 +176,7 @@ def regex_pattern(key: str, regex: str, folder: Path) -> FilePattern:
     """The files below ``folder`` whose relative path ``regex`` (with a named ``id`` group) is found in."""
     rx_key = f"{_SINGULAR[key]}_regex"
     try:
-        compiled = re.compile(regex)
+        compiled = re.compile(regex, re.DOTALL)  # '.' matches any character of a name, a newline too
     except re.error as e:
         raise DataConfigError(f"{rx_key}={regex!r} is not a valid regular expression ({e})") from e
     if "id" not in compiled.groupindex:

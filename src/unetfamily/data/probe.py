@@ -21,10 +21,12 @@ import numpy as np
 from PIL import Image, ImageChops
 
 from unetfamily.data.errors import DataError
+from unetfamily.data.exif import applied_orientation
 from unetfamily.data.io import (
-    TIFF_SUFFIXES, RawMask, image_to_float, inspect_image, is_lossy, mask_from_image, open_image, palette_indices,
+    TIFF_SUFFIXES, RawMask, image_header, image_to_float, is_lossy, mask_from_image, open_image, palette_indices,
     read_image, read_mask, regular_file,
 )
+from unetfamily.data.tiff import tiff_orientation
 
 __all__ = ["ImageProbe", "MaskProbe", "dataset_channels", "detect_channels", "distinct_values", "probe_image",
            "probe_mask"]
@@ -38,13 +40,17 @@ _CACHE_LIMIT = 200_000  # entries; a probe is a few hundred bytes
 
 @dataclass(frozen=True)
 class ImageProbe:
-    """An image file's size, its channel count as :func:`~unetfamily.data.io.read_image` returns it, and a digest."""
+    """An image file's size, its channel count as :func:`~unetfamily.data.io.read_image` returns it, and a digest.
+
+    ``orientation`` is the EXIF orientation the image is turned upright by (1: read as stored).
+    """
 
     path: Path
     height: int
     width: int
     channels: int
     digest: str  # BLAKE2b of the file's bytes: equal files are the same sample
+    orientation: int = 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class MaskProbe:
     height: int
     width: int
     values: RawMask
+    orientation: int = 1  # the EXIF orientation the mask is turned upright by (1: read as stored)
 
 
 def _cached(kind: str, path: Path, make):  # noqa: ANN001, ANN202 - (kind, path) -> probe
@@ -89,10 +96,10 @@ def probe_image(path: str | Path, *, full: bool = False) -> ImageProbe:
             arr = read_image(path)
             if arr.dtype not in (np.uint8, np.uint16):
                 image_to_float(arr, path)  # float pixels outside [0, 1], int32, ...: refused as training would
-            h, w, c = arr.shape[0], arr.shape[1], 1 if arr.ndim == 2 else arr.shape[2]
+            h, w, c, turn = arr.shape[0], arr.shape[1], 1 if arr.ndim == 2 else arr.shape[2], tiff_orientation(path)
         else:
-            h, w, c = inspect_image(data, path, full=full)
-        return ImageProbe(path, h, w, c, hashlib.blake2b(data, digest_size=16).hexdigest())
+            h, w, c, turn = image_header(data, path, full=full)
+        return ImageProbe(path, h, w, c, hashlib.blake2b(data, digest_size=16).hexdigest(), turn)
 
     return _cached("image-full" if full else "image", path, make)
 
@@ -140,13 +147,15 @@ def probe_mask(path: str | Path) -> MaskProbe:
     def make() -> MaskProbe:
         if path.suffix.lower() in TIFF_SUFFIXES:
             raw = read_mask(path)
-            return MaskProbe(path, *raw.values.shape[:2], RawMask(distinct_values(raw.values), False, False, path))
+            values = RawMask(distinct_values(raw.values), False, False, path)
+            return MaskProbe(path, *raw.values.shape[:2], values, tiff_orientation(path))
         im = open_image(path)
         indexed = palette_indices(im)
         values = _counted_values(im) if indexed or im.mode not in ("P", "PA") else None  # gray GIF: its levels
         if values is None:
             values = distinct_values(mask_from_image(im, path).values)
-        return MaskProbe(path, im.height, im.width, RawMask(values, indexed, is_lossy(im), path))
+        raw = RawMask(values, indexed, is_lossy(im), path)
+        return MaskProbe(path, im.height, im.width, raw, applied_orientation(im))
 
     return _cached("mask", path, make)
 

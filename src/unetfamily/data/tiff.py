@@ -27,7 +27,7 @@ from PIL import Image, ImageSequence
 from unetfamily.data.errors import DataError
 from unetfamily.data.io import check_pixels, exif_transpose, open_image, pil_errors, regular_file
 
-__all__ = ["LOSSY_COMPRESSIONS", "orient", "read_tiff_page", "read_tiff_stack"]
+__all__ = ["LOSSY_COMPRESSIONS", "orient", "read_tiff_page", "read_tiff_stack", "tiff_orientation"]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,16 @@ def _samples_last(pixels: np.ndarray, axes: str) -> np.ndarray:
 
 def _orientation(page: Any) -> int:
     value = page.tags.valueof(ORIENTATION_TAG, 1)
-    return value if isinstance(value, int) else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def tiff_orientation(path: str | Path) -> int:
+    """The Orientation tag (1..8) of the TIFF ``path``'s first page, from its header; 1 (as stored) without one."""
+    path = regular_file(path, "image")
+    import tifffile
+
+    with _tiff_errors(path, "TIFF"), tifffile.TiffFile(path) as tif:
+        return _orientation(tif.pages[0]) if len(tif.pages) else 1
 
 
 def read_tiff_page(path: str | Path) -> tuple[np.ndarray, bool]:
