@@ -59,11 +59,11 @@ def test_data_with_nothing_to_segment_is_refused_before_training(tmp_path: Path,
     root, out = _folder(tmp_path / "d", foreground=False), tmp_path / "out"
     assert main([*ARGS, "--data", str(root), "--out", str(out)]) == 2
     error = capsys.readouterr().err
-    assert "no mask of all holds a class other than 0" in error and "mask_encoding" in error and str(root) in error
+    assert "none of the 10 masks (all) holds a class other than 0" in error and "mask_encoding" in error and str(root) in error
     assert not (out / "runs").exists()
     # with the default plan: refused before the plan measures the models
     assert main(["compare", "--models", "unet", "--data", str(root), "--out", str(out), "--minutes", "1"]) == 2
-    assert "no mask of all holds a class other than 0" in capsys.readouterr().err
+    assert "none of the 10 masks (all) holds a class other than 0" in capsys.readouterr().err
     assert not (out / "plan.yaml").exists()
 
 

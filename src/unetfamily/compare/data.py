@@ -173,7 +173,9 @@ def check_foreground(data: str, digests: dict[str, dict[str, Any]], info: Datase
     """A DataError when no case of the digested splits (:func:`data_digest`) holds a class other than 0: there is
     nothing to segment, and every model would score alike (mostly a wrong ``mask_encoding``)."""
     if not any(fg for digest in digests.values() for fg in digest["foreground"]):
-        raise DataError(f"{data}: no mask of {' or '.join(digests)} holds a class other than 0 ({info.classes[0]!r}): "
+        cases = sum(d["count"] for d in digests.values())
+        raise DataError(f"{data}: none of the {cases} masks ({', '.join(digests)}) holds a class other than 0 "
+                        f"({info.classes[0]!r}): "
                         "there is nothing to segment, so no model can be told from another; check the masks and "
                         "their mask_encoding (docs/data.md)")
 
