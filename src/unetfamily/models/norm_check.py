@@ -29,11 +29,15 @@ def single_value_norms(model: nn.Module, input_shape: tuple[int, ...]) -> list[t
     on an (N, C, H, W) input of ``input_shape`` gives one value per channel (per image, for InstanceNorm) to
     compute its statistics from; [] when there is none.
 
-    Runs the model's own forward pass in training mode on meta copies of its weights (``torch.func``):
-    the model's weights, buffers and mode are left as they were. A pass that cannot run on the meta
+    Runs the model's own forward pass in training mode on meta copies of its weights (``torch.func``) when a
+    layer could be such (batch 1, or any InstanceNorm): the model's weights, buffers and mode are left as
+    they were. A pass that cannot run on the meta
     device finds nothing (logged at debug level), so this never stops a model that would train.
     """
-    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+    # a batch of two or more images gives every BatchNorm at least two values per channel: no pass needed
+    kinds: tuple[type, ...] = (nn.modules.instancenorm._InstanceNorm,)
+    if input_shape[0] < 2:
+        kinds += (nn.modules.batchnorm._BatchNorm,)
     norms = {m: name for name, m in model.named_modules() if isinstance(m, kinds)}
     if not norms:
         return []
