@@ -121,3 +121,16 @@ def test_a_plan_left_by_a_failed_comparison_does_not_block_the_next(tmp_path: Pa
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert main([*ARGS, "--data", str(root), "--folds", "2", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_a_pool_of_images_of_several_sizes_is_checked_as_held_out_cases_under_a_plan(tmp_path: Path) -> None:
+    from unetfamily.compare.config import CompareConfig
+    from unetfamily.compare.data import load_comparison_data
+
+    root = _folder(tmp_path / "d")
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(root / "images" / "c0.png")  # one case of another size
+    Image.fromarray(np.ones((40, 48), np.uint8)).save(root / "masks" / "c0.png")
+    data = load_comparison_data(CompareConfig(data=str(root), models=["unet"], folds=2))  # a plan crops the batches
+    assert data.splits == {"all": 10} and len(data.folds) == 2
+    with pytest.raises(Exception, match="cannot be stacked into batches of 8"):  # without a plan, --size is needed
+        load_comparison_data(CompareConfig(data=str(root), models=["unet"], folds=2, plan="none"))

@@ -196,8 +196,10 @@ def load_comparison_data(cfg: CompareConfig, config: dict[str, Any] | None = Non
     sets = {pooled: train, "val": build_split(config, "val"), "test": build_split(config, "test")}
     sets = {split: ds for split, ds in sets.items() if ds is not None}
     # Every file of every split checked once, before any run trains (folds and lr search read the same files).
+    # the training batch is checked on "train" (under a plan, cropped to its patches); a pool of data without
+    # splits is checked as the held-out cases are (each fold's training cases are cropped when its run starts)
     check_dataset(config, list(sets), optional=[], datasets=sets,
-                  batch_sizes={s: cfg.batch_size if s == pooled else batch for s in sets})
+                  batch_sizes={s: cfg.batch_size if s == "train" else batch for s in sets})
     digests = {split: (digests or {}).get(split) or data_digest(ds) for split, ds in sets.items()}
     check_foreground(cfg.data, digests, train.info)
     k = fold_count(cfg, "test" in sets, sum(digests[s]["count"] for s in (pooled, "val") if s in digests))
