@@ -157,3 +157,44 @@ def test_bootstrap_is_seeded() -> None:
     one, two = (case_evidence(results, ["a", "b"], "dice", seed=3) for _ in range(2))
     assert np.array_equal(one.ranks.rank_probs, two.ranks.rank_probs)
     assert np.array_equal(one.ranks.ci_low, two.ranks.ci_low)
+
+
+def test_a_case_no_model_has_a_score_for_is_named_where_it_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    results = case_results({"unet": [[0.8, math.nan, 0.6]], "fcn8s": [[0.7, math.nan, 0.5]]})
+    with caplog.at_level(logging.WARNING):
+        scores = case_scores(results, ["unet", "fcn8s"], "dice")
+    assert scores.cases == ["case_000", "case_002"] and scores.dropped == ["case_001"]
+    assert "1 case(s) have no dice score for any model (no pixel to score): left out, e.g. case_001" in caplog.text
+
+
+def test_tied_winners_share_the_opening_and_unmeasured_costs_recommend_no_cheaper_model() -> None:
+    from unetfamily.compare.results import Costs
+
+    rng, base = _base(seeds=1)
+    results = case_results({"unet": base, "fcn8s": base.copy()}, macs={"unet": 2e9, "fcn8s": 1e9})
+    text = _verdict(results)
+    assert "**U-Net** and **FCN-8s** share the highest mean Dice per case" in text
+    assert "**FCN-8s** cannot be separated from U-Net" in text  # measured costs: FCN-8s is the cheaper here
+    for v in results.variants:
+        v.costs = Costs()  # --no-costs
+    text = _verdict(results)
+    assert "costs were not measured (--no-costs), so which of them is cheaper is not known" in text
+    assert "No cheaper model" not in text
+
+
+def test_each_case_resolves_empty_masks_the_same_way_for_every_model() -> None:
+    import torch
+
+    from unetfamily.compare.run import _case
+    from unetfamily.metrics import per_image_scores
+
+    target = torch.zeros(3, 30, 40, dtype=torch.long)
+    target[0, 5:10, 5:10] = 1  # an object the model misses
+    target[2] = 255  # nothing to score
+    logits = torch.full((3, 1, 30, 40), -5.0)  # the model finds nothing anywhere
+    scores = per_image_scores(logits, target, 2, with_hd95=True, nsd_tolerance=2.0, with_cldice=True)
+    rows = [{"name": str(i), **{k: v[i].item() for k, v in scores.items() if v.dim() == 1}} for i in range(3)]
+    missed, empty, ignored = (_case(r) for r in rows)
+    assert missed["dice"] == 0.0 and missed["hd95"] == pytest.approx(50.0)  # the diagonal of 30 x 40
+    assert empty == {"name": "1", "dice": 1.0, "iou": 1.0, "nsd": 1.0, "cldice": 1.0, "hd95": 0.0}
+    assert all(math.isnan(ignored[k]) for k in ("dice", "iou", "nsd", "cldice", "hd95"))

@@ -3,9 +3,11 @@
 The unit of evidence is the CASE (an evaluated image), as challengeR and Metrics Reloaded
 recommend: every variant's score on a case is averaged over its seeds (with K folds each case
 comes from the one run per seed whose fold held it out), cases are matched by name across
-variants, and undefined scores are resolved the same way for every variant
-(:func:`unetfamily.compare.stats.case_matrix`: an overlap score of an empty prediction of an
-empty reference is perfect, an HD95 with exactly one empty mask is the worst HD95 seen).
+variants, and undefined scores are resolved the same way for every variant: each run resolves its
+own cases (``compare.run``: both masks empty is perfect, exactly one empty has the image's diagonal
+as HD95), and results of older versions still holding NaN are resolved by
+:func:`unetfamily.compare.stats.case_matrix` (an overlap score of an empty prediction of an empty
+reference is perfect, an HD95 with exactly one empty mask is the worst HD95 seen).
 
 :func:`case_scores` builds that (V, C) matrix with the seed spread and the per-fold means;
 :func:`case_evidence` adds the Holm-adjusted pairwise Wilcoxon tests and the bootstrap rank
@@ -158,6 +160,11 @@ def case_scores(results: CompareResults, variant_ids: Sequence[str], metric: str
     # A case with no defined score anywhere carries no information (stats.case_matrix drops such
     # columns); dropping them here first keeps the names aligned with the columns.
     keep = ~np.isnan(raw).all(axis=0)
+    unscored = [c for c, k in zip(cases, keep, strict=True) if not k]
+    if unscored:  # no valid pixel (e.g. an all-ignore mask): the same for every model
+        log.warning("%d case(s) have no %s score for any model (no pixel to score): left out, e.g. %s",
+                    len(unscored), metric, ", ".join(unscored[:3]))
+        dropped = sorted([*dropped, *unscored])
     resolved = case_matrix(raw[:, keep], empty_is_perfect=higher, higher_is_better=higher) if rows else raw
     present, fold, cases = present[:, keep], fold[:, keep], [c for c, k in zip(cases, keep, strict=True) if k]
     variants = list(tables)

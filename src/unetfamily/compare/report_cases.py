@@ -120,7 +120,8 @@ def case_section(results: CompareResults, ev: CaseEvidence | None, labels: Mappi
 def _left_out(dropped: Sequence[str], excluded: Sequence[str], labels: Mapping[str, str]) -> str:
     parts = []
     if dropped:
-        parts.append(f"{len(dropped)} case(s) some model has no score for were left out ({', '.join(dropped[:5])}"
+        parts.append(f"{len(dropped)} case(s) some model (or every model: no pixel to score) has no score for were "
+                     f"left out ({', '.join(dropped[:5])}"
                      + (", ..." if len(dropped) > 5 else "") + ")")
     if excluded:
         parts.append("models without per-case scores were left out: "

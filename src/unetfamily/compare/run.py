@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,29 @@ def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device, nsd_tole
     scores = evaluate(model, window.loader(split), device, info.num_classes, info.ignore_index, per_image=True,
                       hd95=info.num_classes == 2, nsd_tolerance=nsd_tolerance, cldice=True,
                       **window.evaluate_options(split))
-    per_image = [{k: r[k] for k in CASE_SCORES if k in r} for r in scores["per_image"]]
-    return {k: scores[k] for k in KEPT_SCORES if k in scores}, per_image
+    per_image = [_case(r) for r in scores["per_image"]]
+    kept = {k: scores[k] for k in KEPT_SCORES if k in scores}
+    if "hd95" in kept:  # the mean over the cases as resolved, missed and hallucinated objects included
+        values = [c["hd95"] for c in per_image if c.get("hd95") is not None and math.isfinite(c["hd95"])]
+        kept["hd95"] = sum(values) / len(values) if values else math.nan
+    return kept, per_image
+
+
+def _case(row: dict[str, Any]) -> dict[str, Any]:
+    """One case's CASE_SCORES from its per-image ``row``, the undefined scores of empty masks resolved as the
+    report counts them (the same for every model): nothing to find and nothing found is perfect (overlap scores
+    1, HD95 0); an object missed or hallucinated (exactly one mask empty) has the HD95 of the image's diagonal,
+    the farthest two of its pixels lie apart. A case without a valid pixel keeps NaN (nothing to score)."""
+    case = {k: row[k] for k in CASE_SCORES if k in row}
+    if not row.get("valid", True):  # HD95 calls such a pair of (empty) masks 0: nothing is scored here
+        return {k: v if k == "name" else math.nan for k, v in case.items()}
+    target_empty, prediction_empty = row.get("target_empty"), row.get("prediction_empty")
+    if target_empty and prediction_empty:
+        case.update({k: 1.0 for k in ("dice", "iou", "nsd", "cldice") if k in case})
+        case.update({"hd95": 0.0} if "hd95" in case else {})
+    elif target_empty is not None and target_empty != prediction_empty and "hd95" in case:
+        case["hd95"] = float(row["image_diagonal"])
+    return case
 
 
 def _finished(done: Path) -> RunResult | None:

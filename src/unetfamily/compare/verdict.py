@@ -203,7 +203,10 @@ def _opening(results: CompareResults, evidence: CaseEvidence, win: VariantSummar
     best = "lowest" if lower_is_better(metric) else "highest"
     ranks = evidence.ranks
     i = evidence.variants.index(win.id)
-    text = (f"On {_where(results, evidence.n_cases)}, **{win.label}** has the {best} mean {name} per case: "
+    labels = {v.id: v.label for v in results.variants}
+    same = [labels.get(v, v) for v in evidence.variants if v != win.id and evidence.mean(v) == evidence.mean(win.id)]
+    who = f"**{win.label}** has" if not same else f"{_labels([f'**{x}**' for x in [win.label, *same]])} share"
+    text = (f"On {_where(results, evidence.n_cases)}, {who} the {best} mean {name} per case: "
             f"{_pts(evidence.mean(win.id), metric=metric)}")
     if ranks is not None and evidence.n_cases > 1:
         text += (f" (95% CI {_pts(ranks.ci_low[i], metric=metric)}\u2013{_pts(ranks.ci_high[i], metric=metric)} "
@@ -265,6 +268,14 @@ def _recommendation(evidence: CaseEvidence, order: Sequence[VariantSummary], met
     win, margin, u = order[0], practical_margin(metric), unit(metric)
     tests = {s.id: evidence.pair(win.id, s.id) for s in order[1:]}
     near = [win] + [s for s in order[1:] if tests[s.id].p_adj >= ALPHA and abs(tests[s.id].mean_diff) <= margin]
+    if not all(math.isfinite(min(s.cost_key())) for s in order):  # --no-costs: which is cheaper is unknown
+        if len(near) == 1:
+            return [f"No other model is both inseparable from it and within {_pts(margin, metric=metric)} {u} of it: "
+                    f"use **{win.label}**."]
+        return [f"{_labels([s.label for s in near[1:]])} cannot be separated from {win.label} and "
+                f"{'is' if len(near) == 2 else 'are'} within {_pts(margin, metric=metric)} {u} of it; costs were not "
+                "measured (--no-costs), so which of them is cheaper is not known: run the same command without "
+                "--no-costs to choose by cost."]
     cheap = min(near, key=VariantSummary.cost_key)
     how = f"cannot be separated from {win.label} and is within {_pts(margin, metric=metric)} {u} of it"
     if cheap is not win:
