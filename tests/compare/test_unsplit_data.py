@@ -48,6 +48,13 @@ def test_compare_cross_validates_a_folder_without_splits(tmp_path: Path, capsys:
     assert results["protocol"]["splits"] == {"all": 10}
     cases = sorted(p["name"] for r in results["runs"] for p in r["per_image"])
     assert cases == sorted(f"c{i}" for i in range(10))  # every case held out exactly once
+    from unetfamily.engine.checkpoint import load_checkpoint
+    from unetfamily.engine.predict import Predictor
+    from unetfamily.engine.pretrained import checkpoint_card
+
+    run = out / "runs" / "unet" / "seed0" / "fold0"  # --size 32 lives in the cv_fold's base: predict resizes alike
+    assert Predictor.from_checkpoint(run, device="cpu").resize == (32, 32)
+    assert checkpoint_card(load_checkpoint(run / "checkpoints" / "last.safetensors"), run).resize == [32, 32]
     capsys.readouterr()
     assert main([*ARGS, "--data", str(root), "--folds", "1", "--out", str(tmp_path / "one")]) == 2
     error = capsys.readouterr().err

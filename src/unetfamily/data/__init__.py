@@ -20,7 +20,7 @@ from unetfamily.data.augment import Augmentation, build_augmentation  # kornia i
 from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset, num_model_outputs
 from unetfamily.data.check import DatasetCheck, check_dataset
 from unetfamily.data.encodings import MaskEncoding, decode_mask
-from unetfamily.data.folds import FoldDataset, stratified_folds  # registers the cv_fold type
+from unetfamily.data.folds import FoldDataset, data_geometry, stratified_folds  # registers the cv_fold type
 from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
 from unetfamily.data.fingerprint import Fingerprint, fingerprint_dataset, load_or_compute_fingerprint
 from unetfamily.data.formats import TiffStackDataset, pair_folder, voc_pairs
@@ -52,6 +52,7 @@ __all__ = [
     "build_augmentation",
     "build_dataset",
     "build_training_split",
+    "data_geometry",
     "check_dataset",
     "collate",
     "data_root",

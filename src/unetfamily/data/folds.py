@@ -31,11 +31,20 @@ from unetfamily.data.base import SegmentationDataset, _as_size
 from unetfamily.data.errors import DataConfigError, DataError, unknown_split
 from unetfamily.data.registry import build_dataset, load_data_config, register_dataset
 
-__all__ = ["FoldDataset", "cv_fold", "stratified_folds"]
+__all__ = ["FoldDataset", "cv_fold", "data_geometry", "stratified_folds"]
 
 log = logging.getLogger(__name__)
 
 FOLD_SPLITS = ("train", "val")
+
+
+def data_geometry(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The training images' geometry a dataset config gives, ``{"resize", "scale", "size"}`` (each None when not
+    set): a ``cv_fold`` config's own, else its ``base``'s, where ``cv_fold`` moves ``resize`` (so predict and
+    export resize inputs as a cross-validated run was trained)."""
+    config = config if isinstance(config, Mapping) else {}
+    base = config.get("base") if config.get("type") == "cv_fold" and isinstance(config.get("base"), Mapping) else {}
+    return {key: config.get(key) if config.get(key) is not None else base.get(key) for key in ("resize", "scale", "size")}
 
 
 def stratified_folds(names: Sequence[str], strata: Sequence[Hashable], folds: int, seed: int = 0) -> dict[str, int]:

@@ -71,11 +71,13 @@ class ExportWrapper(nn.Module):
 def _as_model(checkpoint_or_model: SegmentationModel | str | Path) -> tuple[SegmentationModel, dict]:
     if isinstance(checkpoint_or_model, nn.Module):
         return checkpoint_or_model, {}
+    from unetfamily.data import data_geometry
     from unetfamily.engine.checkpoint import load_model
 
     model, ckpt = load_model(checkpoint_or_model, "cpu")
     data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
-    return model, {**ckpt.extra, "scale": (data or {}).get("scale"), "resize": (data or {}).get("resize")}
+    geometry = data_geometry(data)  # a cross-validated run keeps data.resize in its cv_fold's base
+    return model, {**ckpt.extra, "scale": geometry["scale"], "resize": geometry["resize"]}
 
 
 def _metadata(model: SegmentationModel, extra: dict) -> dict[str, str]:

@@ -117,7 +117,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu", **kwargs: object) -> "Predictor":
         """A predictor for the model in a checkpoint file, run folder or model folder (``save_pretrained``'s:
         ``config.json`` gives its classes and input geometry); ``kwargs`` as the constructor."""
-        from unetfamily.data import options as data_options
+        from unetfamily.data import data_geometry, options as data_options
         from unetfamily.engine.checkpoint import load_model
         from unetfamily.models import from_pretrained
 
@@ -130,8 +130,9 @@ class Predictor:
             data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
         predictor = cls(model, device=device, **kwargs)
         predictor.classes = config.get("classes")
-        predictor.scale = float((data or {}).get("scale") or 1.0)
-        predictor.resize = data_options.size("data.resize", (data or {}).get("resize"))
+        geometry = data_geometry(data)  # a cross-validated run keeps data.resize in its cv_fold's base
+        predictor.scale = float(geometry["scale"] or 1.0)
+        predictor.resize = data_options.size("data.resize", geometry["resize"])
         return predictor
 
     def logits(self, x: Tensor) -> Tensor:

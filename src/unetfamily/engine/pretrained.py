@@ -97,14 +97,17 @@ def checkpoint_card(ckpt: Checkpoint, source: str | Path) -> ModelCard:
 
     ``source`` names the checkpoint in the card. Fields the checkpoint lacks stay None (unknown).
     """
+    from unetfamily.data import data_geometry
+
     config = ckpt.config if isinstance(ckpt.config, Mapping) else {}
     data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
     classes = ckpt.extra.get("classes")
     classes = [str(c) for c in classes] if isinstance(classes, list) else None
     training_data = _training_data(config, classes)
-    resize = _resize(data)
-    scale = data.get("scale")
-    side = data.get("size")  # a synthetic dataset's image side, before data.scale
+    geometry = data_geometry(data)  # a cross-validated run keeps data.resize in its cv_fold's base
+    resize = _resize(geometry)
+    scale = geometry["scale"]
+    side = geometry["size"]  # a synthetic dataset's image side, before data.scale
     size = [round(side * float(scale or 1.0))] * 2 if isinstance(side, int) and not resize else None
     return ModelCard(
         source=f"training checkpoint {source} (step {ckpt.step})", training_data=training_data,
