@@ -102,6 +102,10 @@ def test_runs_table_links_each_runs_log_tensorboard_and_checkpoint(make_results,
            " | [last.safetensors](runs/unet/seed1/checkpoints/last.safetensors) |" in runs
     hrefs = re.findall(r'<a href="(runs/[^"]+)">', page)
     assert len(hrefs) == 3 * len(raw["runs"]) and all((root / h).exists() for h in hrefs)
+    for run in raw["runs"]:  # trained with --loggers '': no TensorBoard folder, so no link to one
+        (root / "runs" / run["variant"] / f"seed{run['seed']}" / "tensorboard").rmdir()
+    runs = write_report(CompareResults.from_dict(raw), root)["report.md"].read_text().split("## Runs")[1]
+    assert "[tensorboard]" not in runs and "| [train.log](runs/unet/seed1/train.log) | — |" in runs
 
 
 def test_case_files_of_an_earlier_report_are_removed(make_results) -> None:

@@ -30,7 +30,13 @@ EXIT_INTERRUPTED = 130
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps the description's line breaks."""
+    """Shows every option's default and keeps the description's line breaks; a switch (``--no-costs``) shows none,
+    since its stored value reads as the opposite of the switch ("--no-costs ... (default: True)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def command(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],

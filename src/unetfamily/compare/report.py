@@ -185,9 +185,10 @@ def _runs(results: CompareResults, report_dir: Path) -> list[Block]:
         folder = f"runs/{run.variant}/seed{run.seed}" + (f"/fold{run.fold}" if results.protocol.folds > 1 else "")
         if not (report_dir / folder).is_dir():
             continue
-        rows.append([labels.get(run.variant, run.variant), str(run.seed), str(run.fold), str(run.steps),
-                     f"[train.log]({folder}/train.log)", f"[tensorboard]({folder}/tensorboard)",
-                     f"[last.safetensors]({folder}/checkpoints/last.safetensors)"])
+        links = [f"[{name}]({folder}/{path})" if (report_dir / folder / path).exists() else "—"
+                 for name, path in (("train.log", "train.log"), ("tensorboard", "tensorboard"),
+                                    ("last.safetensors", "checkpoints/last.safetensors"))]  # --loggers '': no events
+        rows.append([labels.get(run.variant, run.variant), str(run.seed), str(run.fold), str(run.steps), *links])
     if not rows:
         return []
     return [("h2", "Runs"), ("p", "Each run's folder: its log, its TensorBoard events (`tensorboard --logdir runs`) "
