@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from unetfamily.cli import main
@@ -141,3 +142,15 @@ def test_a_pool_of_images_of_several_sizes_is_checked_as_held_out_cases_under_a_
     assert data.splits == {"all": 10} and len(data.folds) == 2
     with pytest.raises(Exception, match="cannot be stacked into batches of 8"):  # without a plan, --size is needed
         load_comparison_data(CompareConfig(data=str(root), models=["unet"], folds=2, plan="none"))
+
+
+def test_the_same_folder_named_by_another_path_is_the_same_data(tmp_path: Path, spy_fit: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    root, out = _folder(tmp_path / "d"), tmp_path / "out"
+    assert main([*ARGS, "--data", str(root), "--folds", "2", "--out", str(out)]) == 0
+    trained = len(spy_fit)
+    monkeypatch.chdir(tmp_path)
+    assert main([*ARGS, "--data", "d", "--folds", "2", "--out", "out"]) == 0  # relative, from another folder
+    assert len(spy_fit) == trained  # reused: where the data lies is not what it is
+    config = yaml.safe_load((out / "runs" / "unet" / "seed0" / "fold0" / "config.yaml").read_text())
+    assert config["data"]["base"]["root"] == str(root.resolve())  # the run reads its data from any folder

@@ -88,7 +88,8 @@ def run_fingerprint(config: Mapping[str, Any], data: Mapping[str, Mapping[str, A
     of each split it reads (``{"train": ..., "eval": ...}``), ``extra`` anything else that
     decides the result (fold, input size, evaluation split).
     """
-    flat = {k: v for k, v in _flatten(config).items() if not k.startswith(NOT_FINGERPRINTED)}
+    flat = {k: v for k, v in _flatten(config).items() if not k.startswith(NOT_FINGERPRINTED)
+            and not (k.startswith("data.") and k.endswith(".root"))}  # where the data lies: its digests decide
     weights = flat.pop("model.kwargs.encoder_weights", None)
     if weights is not None:  # the bytes decide the result, not where the file lies
         flat["model.kwargs.encoder_weights.sha256"] = weights_sha256(weights)

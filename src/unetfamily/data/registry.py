@@ -91,6 +91,7 @@ def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 def _folder_config(path: Path) -> Mapping[str, Any]:
     if (path / "data.yaml").is_file():
         return _read_yaml(path / "data.yaml")
+    path = path.resolve()  # a run's saved config reads the same files from any working folder
     config = {"type": "folder", "root": str(path)}
     if (path / "classes.txt").is_file():
         config["classes"] = str(path / "classes.txt")
