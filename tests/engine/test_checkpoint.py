@@ -99,3 +99,12 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope.safetensors")
     with pytest.raises(CheckpointError, match="no checkpoint in run folder"):
         load_checkpoint(tmp_path)
+
+
+def test_a_model_folder_given_for_a_run_folder_is_named_as_such(tmp_path: Path) -> None:
+    from unetfamily.engine.checkpoint import resolve_checkpoint
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is a model folder .* predict takes it"):
+        resolve_checkpoint(tmp_path)

@@ -195,6 +195,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
             candidate = path / "checkpoints" / f"{name}.safetensors"
             if candidate.is_file():
                 return candidate
+        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():  # models.pretrained's files
+            raise CheckpointError(f"{path} is a model folder (from --export-best or export --format pretrained), not a "
+                                  "training run: predict takes it, unetfamily.from_pretrained loads it; eval and "
+                                  "export need the run folder it came from (its card names it) or its checkpoint")
         raise CheckpointError(f"no checkpoint in run folder {path} (expected checkpoints/best.safetensors or last.safetensors)")
     if not os.path.lexists(path):
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run folder")
