@@ -23,8 +23,8 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("unetfamily")
 
-#: The command modules in the order ``unetfamily --help`` lists them.
 _OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a dotted key=value override (train.epochs=3)
+#: The command modules in the order ``unetfamily --help`` lists them.
 COMMANDS = (models, dataset, plan, train, evaluate, predict, export, bench, compare)
 
 
