@@ -211,8 +211,10 @@ def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], eviden
         ("h2", "Results"), results_table(results, summaries),
         ("p", f"Mean \u00b1 sample std over seeds (std left out with one seed); {_units(results, summaries)}; ranked "
               f"by the mean {name} per case (the Case-level statistics below); the best value of each column in "
-              f"bold.{_rf_note(summaries)} Costs are per image at the evaluated size: MACs = multiply-accumulates, "
-              "latency = batch-1 eval forward, peak memory = one training step, train = wall-clock seconds per run."),
+              "bold. Dice and IoU here pool every held-out pixel of a run (one confusion matrix), the other scores "
+              f"are means over its cases; with many empty cases the two can differ widely.{_rf_note(summaries)} "
+              "Costs are per image at the evaluated size: MACs = multiply-accumulates, latency = batch-1 eval "
+              "forward, peak memory = one training step, train = wall-clock seconds per run."),
         *case_section(results, evidence, labels, plots), *class_table(results, summaries),
         *pruning_table(summaries, metric), *_plots(plots), ("h2", "Case browser"), *browser, *_protocol(results),
         *runs,
