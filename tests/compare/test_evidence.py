@@ -192,7 +192,7 @@ def test_each_case_resolves_empty_masks_the_same_way_for_every_model() -> None:
     target[0, 5:10, 5:10] = 1  # an object the model misses
     target[2] = 255  # nothing to score
     logits = torch.full((3, 1, 30, 40), -5.0)  # the model finds nothing anywhere
-    scores = per_image_scores(logits, target, 2, with_hd95=True, nsd_tolerance=2.0, with_cldice=True)
+    scores = per_image_scores(logits, target, 2, with_hd95=True, nsd_tolerance=2.0, with_cldice=True, describe=True)
     rows = [{"name": str(i), **{k: v[i].item() for k, v in scores.items() if v.dim() == 1}} for i in range(3)]
     missed, empty, ignored = (_case(r) for r in rows)
     assert missed["dice"] == 0.0 and missed["hd95"] == pytest.approx(50.0)  # the diagonal of 30 x 40

@@ -88,7 +88,7 @@ def evaluate(
         metrics.update(output, masks)
         if per_image:
             scores = per_image_scores(output, masks, num_classes, ignore_index=ignore_index, threshold=threshold,
-                                      with_hd95=hd95, nsd_tolerance=nsd_tolerance, with_cldice=cldice)
+                                      with_hd95=hd95, nsd_tolerance=nsd_tolerance, with_cldice=cldice, describe=True)
             _add_images(images_scores, scores, batch.get("name"), len(images))
     result = {k: _plain(v) for k, v in metrics.compute().items()}
     if per_image:

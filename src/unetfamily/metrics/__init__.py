@@ -142,6 +142,7 @@ def per_image_scores(
     with_hd95: bool = False,
     nsd_tolerance: float | None = None,
     with_cldice: bool = False,
+    describe: bool = False,
 ) -> dict[str, Tensor]:
     """Scores of each image, for evaluation reports.
 
@@ -153,26 +154,28 @@ def per_image_scores(
         nsd_tolerance: also return the normalised surface Dice at this tolerance in pixels:
             ``per_class_nsd`` (N, K) and ``nsd`` (N,), the mean over foreground classes.
         with_cldice: also return centreline Dice: ``per_class_cldice`` (N, K) and ``cldice`` (N,).
+        describe: also return what each image holds, to resolve the NaN scores of empty masks (below).
 
     Returns:
         ``per_class_dice``, ``per_class_iou`` (N, K) float64 (NaN where the class is absent from
         both prediction and target in that image) and ``dice``, ``iou`` (N,): the mean over
         foreground classes present (binary: class 1; an image with empty prediction and empty
-        target gets NaN); ``target_empty`` and ``prediction_empty`` (N,) bool (no foreground class on
-        the valid pixels; both True also where no pixel is valid), ``valid`` (N,) bool (some pixel is not
-        ``ignore_index``) and ``image_diagonal`` (N,) float64 (the image's diagonal in pixels, the farthest
-        two of its pixels can lie apart), to resolve the NaN scores of empty masks.
+        target gets NaN); with ``describe``, ``target_empty`` and ``prediction_empty`` (N,) bool (no
+        foreground class on the valid pixels; both True also where no pixel is valid), ``valid`` (N,) bool
+        (some pixel is not ``ignore_index``) and ``image_diagonal`` (N,) float64 (the image's diagonal in
+        pixels, the farthest two of its pixels can lie apart).
     """
     _check_target(target)
     k = _num_classes(num_classes)
     pred = _labels(output, target, k, threshold, ignore_index)
     scores = scores_from_confusion(_confusion(pred, target, k, ignore_index))
     out = {name: scores[name] for name in ("per_class_dice", "per_class_iou", "dice", "iou")}
-    valid = target != ignore_index
-    out["valid"] = valid.flatten(1).any(1)
-    out["target_empty"] = ~((target > 0) & valid).flatten(1).any(1)
-    out["prediction_empty"] = ~((pred > 0) & valid).flatten(1).any(1)
-    out["image_diagonal"] = torch.full((target.shape[0],), math.hypot(*target.shape[-2:]), dtype=torch.float64)
+    if describe:
+        valid = target != ignore_index
+        out["valid"] = valid.flatten(1).any(1)
+        out["target_empty"] = ~((target > 0) & valid).flatten(1).any(1)
+        out["prediction_empty"] = ~((pred > 0) & valid).flatten(1).any(1)
+        out["image_diagonal"] = torch.full((target.shape[0],), math.hypot(*target.shape[-2:]), dtype=torch.float64)
     if with_hd95:
         out["hd95"] = _hd95_batch(pred, target, k, ignore_index)
     if nsd_tolerance is not None:
