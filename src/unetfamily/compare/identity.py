@@ -27,15 +27,17 @@ import numpy as np
 from unetfamily import __version__
 from unetfamily.errors import ConfigError, UnetFamilyError, file_sha256, regular_file
 
-__all__ = ["COMPARISON_ENTRIES", "FINGERPRINT_FILE", "StaleRunError", "data_digest", "run_fingerprint", "differing_fields", "run_lock",
-           "weights_sha256", "encoder_record"]
+__all__ = ["COMPARISON_ENTRIES", "FINGERPRINT_FILE", "PLAN_FILE", "PLAN_FINGERPRINT_FILE", "StaleRunError",
+           "data_digest", "run_fingerprint", "differing_fields", "run_lock", "weights_sha256", "encoder_record"]
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+#: A comparison's plan in its --out, and the plan's cache of the data's fingerprint (compare.planned writes both)
+PLAN_FILE, PLAN_FINGERPRINT_FILE = "plan.yaml", "plan_fingerprint.json"
 #: What a comparison writes at the top of its --out, before and after its runs (the plan and its fingerprint
 #: cache come first): a folder holding any of them is a comparison's, which the same command resumes
-COMPARISON_ENTRIES = ("runs", "results.json", "mlflow_run.json", "plan.yaml", "plan_fingerprint.json", "lr_search",
+COMPARISON_ENTRIES = ("runs", "results.json", "mlflow_run.json", PLAN_FILE, PLAN_FINGERPRINT_FILE, "lr_search",
                       "artifacts")
 #: Config fields that do not change what a run learns or scores.
 NOT_FINGERPRINTED = ("output_dir", "train.progress", "train.loggers", "train.mlflow_", "train.log_every",

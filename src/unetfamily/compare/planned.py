@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from unetfamily.compare.config import CompareConfig
+from unetfamily.compare.identity import PLAN_FILE, PLAN_FINGERPRINT_FILE
 from unetfamily.compare.plan import tensorboard_only
 from unetfamily.compare.variants import Variant
 from unetfamily.config import Config
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PLAN_FILE", "budget_of", "comparison_plan", "planned_config"]
 
-PLAN_FILE = "plan.yaml"
 #: What a saved plan must have been made for to be reused (not the threads: they change step times only).
 _REUSED_IF_EQUAL = ("models", "budget", "device", "data")
 
@@ -56,7 +56,7 @@ def comparison_plan(cfg: CompareConfig, out: Path, data: dict[str, Any], train: 
             log.info("reusing the plan in %s", out / PLAN_FILE)
             return saved
         log.info("planning the runs: fingerprinting the data and measuring %d model(s) on %s", len(models), cfg.device)
-        plan = make_plan(data, models, device=cfg.device, budget=budget, cache=out / "plan_fingerprint.json",
+        plan = make_plan(data, models, device=cfg.device, budget=budget, cache=out / PLAN_FINGERPRINT_FILE,
                          key=digest, val_cases=val_cases, train=train)
         plan.request = {**plan.request, **request}
     plan.save(out / PLAN_FILE)
