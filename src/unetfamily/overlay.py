@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLASS_COLORS", "IGNORE_INDEX", "class_colors", "overlay"]
+__all__ = ["CLASS_COLORS", "IGNORE_INDEX", "class_colors", "overlay", "overlay_rows"]
 
 #: RGB colours of classes 0..13 (0 = background, black); higher classes cycle through 1..13.
 CLASS_COLORS = np.array([
@@ -41,3 +41,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, ignore_inde
     out = np.where(fg[..., None], (1 - alpha) * rgb + alpha * class_colors(np.where(fg, m, 0)), rgb)
     out = np.where(ignored[..., None], 0.5 * out + 64, out)
     return out.round().clip(0, 255).astype(np.uint8)
+
+
+def overlay_rows(images: np.ndarray, masks: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """(N*H, 3*W, 3) uint8: one row per sample of ``images`` (N, C, H, W), its mask and its prediction (N, H, W):
+    the image alone, the mask's overlay and the prediction's overlay side by side."""
+    rows = [np.concatenate([overlay(image, np.zeros_like(mask)), overlay(image, mask), overlay(image, pred)], axis=1)
+            for image, mask, pred in zip(images, masks, predictions)]
+    return np.concatenate(rows, axis=0)

@@ -34,7 +34,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -44,7 +43,7 @@ from unetfamily.engine.run_setup import TrainingError, TrainRun
 from unetfamily.engine.schedule import lr_at
 from unetfamily.engine.throughput import timed_batches
 from unetfamily.models import final_output
-from unetfamily.overlay import overlay
+from unetfamily.overlay import overlay_rows
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
     """
     run.train_loader.sampler.set_epoch(epoch)
     run.train_model.train()
-    scaler = torch.amp.GradScaler("cuda") if run.amp == "fp16" else None  # fresh each epoch, as in 0.1.0
+    scaler = _loss_scaler(run)
     skip, late = run.state.step - epoch * run.steps_per_epoch, False
     for index, (batch, waited, began) in enumerate(timed_batches(run.train_loader)):
         made = batch.pop(DATA_SECONDS, 0.0)  # seconds spent making the batch (a timed loader's)
@@ -132,6 +131,15 @@ def train_one_epoch(run: TrainRun, epoch: int, stop: StopFlag, progress: Any = N
             break
     run.throughput.report(run.loggers, run.state.step, main=run.dist.main)
     return late
+
+
+def _loss_scaler(run: TrainRun) -> Any:
+    """fp16: the run's one GradScaler, resumed at the scale its checkpoint kept (PyTorch's AMP recipe); else None."""
+    if run.amp == "fp16" and run.scaler is None:
+        run.scaler = torch.amp.GradScaler(run.device.type)
+        if run.state.loss_scale and run.scaler.is_enabled():
+            run.scaler.load_state_dict(run.state.loss_scale)
+    return run.scaler
 
 
 def _checkpoint_due(run: TrainRun) -> bool:
@@ -208,8 +216,12 @@ def _apply_gradients(run: TrainRun, loss: torch.Tensor, terms: dict[str, torch.T
                           "non-finite on another rank", terms, run.cfg.train.nan_policy)
     _clip(params, norm, run.cfg.train.grad_clip)
     if scaler:
+        scale = scaler.get_scale()
         scaler.step(run.optimizer)
         scaler.update()
+        if scaler.get_scale() < scale:  # the scaler skipped the update: inf or NaN in the scaled gradients
+            log.info("step %d: fp16 gradients overflowed, step skipped; loss scale %g -> %g", step, scale,
+                     scaler.get_scale())
     else:
         run.optimizer.step()
     return False
@@ -384,8 +396,5 @@ def _overlay_grid(images: torch.Tensor, masks: torch.Tensor, output: Any, n: int
     """(3, n*H, 3*W) uint8 image for the loggers: per sample the input, ground truth and prediction overlays."""
     logits = final_output(output)[:n].detach().float()
     preds = (logits.sigmoid()[:, 0] > 0.5).long() if logits.shape[1] == 1 else logits.argmax(1)
-    rows = []
-    for image, mask, pred in zip(images[:n].detach().float().cpu().numpy(), masks[:n].cpu().numpy(), preds.cpu().numpy()):
-        plain = overlay(image, np.zeros_like(mask))  # the input alone, as RGB
-        rows.append(np.concatenate([plain, overlay(image, mask), overlay(image, pred)], axis=1))
-    return torch.from_numpy(np.concatenate(rows, axis=0)).permute(2, 0, 1)
+    grid = overlay_rows(images[:n].detach().float().cpu().numpy(), masks[:n].cpu().numpy(), preds.cpu().numpy())
+    return torch.from_numpy(grid).permute(2, 0, 1)

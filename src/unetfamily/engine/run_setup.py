@@ -53,17 +53,19 @@ class RunState:
     bad_evals: int = 0  # evaluations since the best one (early stopping)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry of scores per evaluation
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (nan_policy='skip')
+    loss_scale: dict[str, Any] | None = None  # train.amp fp16: the GradScaler's state_dict (scale, growth tracker)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> RunState:
         extra = ckpt.extra
         return cls(ckpt.step, extra.get("best"), extra.get("bad_evals", 0), extra.get("history", []),
-                   extra.get("skipped_steps", 0))
+                   extra.get("skipped_steps", 0), extra.get("loss_scale"))
 
     def to_extra(self) -> dict[str, Any]:
         """What a checkpoint's ``extra`` holds besides the data's classes (``step`` is saved apart)."""
+        scale = {"loss_scale": self.loss_scale} if self.loss_scale else {}
         return {"best": self.best, "bad_evals": self.bad_evals, "history": self.history,
-                "skipped_steps": self.skipped_steps}
+                "skipped_steps": self.skipped_steps, **scale}
 
 
 @dataclass
@@ -105,6 +107,7 @@ class TrainRun:
     amp: str = "none"  # train.amp, "auto" resolved: the autocast mode of the steps and the validation
     encoder: EncoderTraining = field(default_factory=EncoderTraining)  # train.encoder_lr_mult, freeze_encoder_steps
     throughput: DataThroughput = field(default_factory=lambda: DataThroughput(0))  # its workers: num_workers resolved
+    scaler: Any = None  # train.amp fp16: the run's one GradScaler (engine.loop makes it at the first step)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -120,6 +123,8 @@ class TrainRun:
 
     def save(self, path: Path, epoch: int) -> None:
         """Checkpoint the model, optimizer and run state to ``path`` (rank 0 only)."""
+        if self.scaler is not None and self.scaler.is_enabled():
+            self.state.loss_scale = self.scaler.state_dict()
         if self.dist.main:
             extra = {"classes": list(self.info.classes), "ignore_index": self.info.ignore_index, **self.state.to_extra()}
             save_checkpoint(path, self.model, self.cfg.to_dict(), step=self.state.step, epoch=epoch,
