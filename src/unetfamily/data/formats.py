@@ -76,7 +76,7 @@ def voc_pairs(
     images = find_files(folder_pattern(root / image_dir, "", "image", "'image_dir'"))
     masks = find_files(folder_pattern(root / mask_dir, "", "mask", "'mask_dir'"))
     pairs = []
-    for name in check_listed(read_split_file(list_file), list_file, strict):
+    for name in check_listed(read_split_file(list_file, images), list_file, strict):
         if name not in images:
             raise DataError(f"{list_file}: sample {name!r} has no image in {root / image_dir}")
         if name not in masks:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ _WORD = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 _ONE_PART = "[^/]+?"
 _SINGULAR = {"images": "image", "masks": "mask", "roi": "roi"}
 _WHAT = {"images": "image", "masks": "mask", "roi": "region-of-interest mask"}
+_KEY = {what: _SINGULAR[key] for key, what in _WHAT.items()}  # "region-of-interest mask" -> "roi"
+#: Pairing warnings already logged (see :func:`_warn_once`).
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,14 @@ class FilePattern:
     regex: re.Pattern[str]
     shown: str
     segments: tuple[re.Pattern[str], ...] = ()
+
+
+def _warn_once(text: str, *args: object) -> None:
+    """A WARNING, logged once per process: every split and fold built pairs the files again (30 times in a compare)."""
+    message = text % args
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -95,8 +107,8 @@ def _entries(folder: Path, keys: str = "", warn: bool = True) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
     unread = [p.name for p in entries if p.suffix.lower() in UNREAD_SUFFIXES]
     if unread and warn:
-        log.warning("%d image(s) in %s are skipped: only %s files are read, e.g. %s; convert them to PNG",
-                    len(unread), folder, ", ".join(IMAGE_SUFFIXES), unread[:3])
+        _warn_once("%d image(s) in %s are skipped: only %s files are read, e.g. %s; convert them to PNG",
+                   len(unread), folder, ", ".join(IMAGE_SUFFIXES), unread[:3])
     return entries
 
 
@@ -260,6 +272,9 @@ def _walk(pattern: FilePattern) -> list[Path]:
 def find_files(pattern: FilePattern) -> dict[str, Path]:
     """Sample id -> file, in natural order of the ids (``2`` before ``10``).
 
+    Ids are in Unicode normal form C: a name written with a decomposed accent (``e`` + U+0301, as macOS
+    file systems and archives made there store it) pairs with the same name written precomposed.
+
     DataErrors: the searched folder is missing, a matching name is not a regular file (checked
     without opening it), a regex gives an empty id, or two files give the same id (both named).
     """
@@ -269,7 +284,7 @@ def find_files(pattern: FilePattern) -> dict[str, Path]:
         match = pattern.regex.fullmatch(rel) if pattern.segments else pattern.regex.search(rel)
         if match is None:
             continue
-        sample = match.group("id")
+        sample = unicodedata.normalize("NFC", match.group("id"))  # 'é' as one code point or as 'e' + accent
         if not sample:
             raise DataError(f"{path}: {pattern.shown} gives an empty id; make the 'id' group match the sample id")
         regular_file(path, pattern.what)
@@ -305,6 +320,41 @@ def _found(pattern: FilePattern) -> dict[str, Path]:
     return found
 
 
+def _not_masks(images: FilePattern, image_files: dict[str, Path], others: dict[FilePattern, dict[str, Path]]
+               ) -> dict[str, Path]:
+    """``image_files`` without the files the mask (or ROI) pattern takes: masks kept beside their images
+    (``x.png`` and ``x_mask.png`` in one folder) match the image pattern too, and a mask is never an image.
+
+    A DataError when every image file is also a mask or ROI file (the patterns cannot tell them apart).
+    """
+    taken = {path: pattern for pattern, files in others.items() for path in files.values()}
+    kept = {sample: path for sample, path in image_files.items() if path not in taken}
+    if not kept:
+        path = next(iter(image_files.values()))
+        raise DataError(f"{images.base}: every image matching {images.shown} is also a {taken[path].what} matching "
+                        f"{taken[path].shown} (e.g. {path.name}); give the {taken[path].what}s a suffix or their own "
+                        f"folder, and set {taken[path].keys} to match only them")
+    if len(kept) < len(image_files):
+        log.info("%d file(s) matching %s are taken as masks, not images, e.g. %s", len(image_files) - len(kept),
+                 images.shown, next(p.name for p in image_files.values() if p in taken))
+    return kept
+
+
+def _suffix_hint(sample: str, files: dict[str, Path], pattern: FilePattern) -> str:
+    """`` The masks are named like 'x_mask.png': ...`` when an unpaired id is another file's id plus a suffix
+    (``img_1`` and ``img_1_mask``, or ``img_1_img`` and ``img_1``): the suffix to declare, and where."""
+    longer = [other for other in files if other != sample and other.startswith(sample)]
+    shorter = [other for other in files if other != sample and sample.startswith(other)]
+    if longer:
+        key, suffix, example = f"{_KEY[pattern.what]}_suffix", longer[0][len(sample):], files[longer[0]].name
+    elif shorter:
+        key, suffix, example = "image_suffix", sample[len(shorter[-1]):], files[shorter[-1]].name
+    else:
+        return ""
+    return (f" The {pattern.what}s are named like {example!r}: declare {key}: {suffix!r} in the data config (for a "
+            f"folder given as the data, a data.yaml in it: type: folder, root: ., {key}: {suffix!r}).")
+
+
 def pair_files(
     images: FilePattern,
     masks: FilePattern,
@@ -322,6 +372,7 @@ def pair_files(
         raise unknown_choice("on_missing", on_missing, ("error", "skip"))
     image_files, mask_files = _found(images), _found(masks)
     roi_files = _found(roi) if roi is not None else {}
+    image_files = _not_masks(images, image_files, {masks: mask_files, **({roi: roi_files} if roi else {})})
     pairs, missing = [], []
     for sample, image in image_files.items():
         lacking = [p for p, files in ((masks, mask_files), (roi, roi_files)) if p is not None and sample not in files]
@@ -331,16 +382,18 @@ def pair_files(
             pairs.append(SamplePaths(sample, image, mask_files[sample], roi_files.get(sample)))
     if missing and on_missing == "error":
         sample, image, pattern = missing[0]
+        files = mask_files if pattern is masks else roi_files
         raise DataError(f"{image}: id {sample!r} has no {pattern.what} matching {pattern.shown} ({len(missing)} "
-                        f"image(s) lack one). Add the files, fix {pattern.keys}, or set on_missing: skip")
+                        f"image(s) lack one).{_suffix_hint(sample, files, pattern)} Add the files, fix "
+                        f"{pattern.keys}, or set on_missing: skip")
     if missing:
-        log.warning("skipped %d image(s) without a %s, e.g. %s", len(missing),
-                    " or ".join(sorted({p.what for _, _, p in missing})), [str(i) for _, i, _ in missing[:5]])
+        _warn_once("skipped %d image(s) without a %s, e.g. %s", len(missing),
+                   " or ".join(sorted({p.what for _, _, p in missing})), [str(i) for _, i, _ in missing[:5]])
     for pattern, files in ((masks, mask_files), (roi, roi_files)):
-        orphans = len(set(files) - set(image_files))
+        orphans = [files[sample].name for sample in files if sample not in image_files]
         if pattern is not None and orphans:
-            log.warning("%d %s(s) matching %s have no image matching %s", orphans, pattern.what, pattern.shown,
-                        images.shown)
+            _warn_once("%d %s(s) matching %s have no image matching %s, e.g. %s", len(orphans), pattern.what,
+                       pattern.shown, images.shown, orphans[:5])
     if not pairs:
         wanted = "a mask" if roi is None else "both a mask and a region-of-interest mask"
         raise DataError(f"{images.base}: no image has {wanted}; set on_missing: error to see the first that lacks one")

@@ -13,7 +13,8 @@ A dataset config chooses one with its ``splits`` key:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +30,41 @@ __all__ = ["check_listed", "kfold_split", "random_split", "read_split_file", "se
 log = logging.getLogger(__name__)
 
 
-def read_split_file(path: str | Path) -> list[str]:
+def read_split_file(path: str | Path, names: Collection[str] | None = None) -> list[str]:
     """Sample names listed in a text file, one per line.
 
     Blank lines and ``#`` comments are skipped. A line naming paths (CamVid's
     ``/SegNet/CamVid/train/X.png /SegNet/CamVid/trainannot/X.png``) gives the stem of its first path.
+    ``names``: the dataset's sample names, when known. A line that is one of them, or the path of a file
+    whose stem is one (``images/case 7.png``), is taken whole, so a name may hold spaces.
     """
     path = Path(path)
-    names = []
+    known = set(names) if names is not None else set()
+    listed = []
     for line in read_lines(path, "split list"):
         line = line.split("#", 1)[0].strip()
         if line:
-            first = line.split()[0]
-            is_path = "/" in first or "\\" in first or first.lower().endswith(IMAGE_SUFFIXES)
-            names.append(Path(first.replace("\\", "/")).stem if is_path else first)
-    if not names:
+            listed.append(_listed_name(line, known))
+    if not listed:
         raise DataError(f"{path}: split list is empty")
-    return names
+    return listed
+
+
+def _stem(entry: str) -> str:
+    """The sample name a list entry gives: the stem of a path (a ``/`` or an image suffix), else the entry."""
+    is_path = "/" in entry or "\\" in entry or entry.lower().endswith(IMAGE_SUFFIXES)
+    return Path(entry.replace("\\", "/")).stem if is_path else entry
+
+
+def _listed_name(line: str, known: set[str]) -> str:
+    """The sample a list line names: the whole line when it (or its path's stem) is a known name, else its
+    first whitespace-separated path (a line may list an image and its mask)."""
+    if known:
+        line = unicodedata.normalize("NFC", line)  # sample ids are in normal form C (unetfamily.data.pattern)
+    for candidate in (line, _stem(line)):
+        if candidate in known:
+            return candidate
+    return _stem(line.split()[0])
 
 
 def check_listed(names: list[str], path: Path, strict: bool = False) -> list[str]:
@@ -154,7 +173,7 @@ def select_split(
     path = Path(spec[split])
     if root is not None and not path.is_absolute():
         path = root / path
-    listed = check_listed(read_split_file(path), path, strict)
+    listed = check_listed(read_split_file(path, names), path, strict)
     known = set(names)
     missing = [n for n in listed if n not in known]
     if missing:
