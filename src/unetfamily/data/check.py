@@ -79,6 +79,7 @@ class _Split:
     values: set[int] = field(default_factory=set)  # decoded mask values (classes, ignore_index)
     readings: dict[str, str] = field(default_factory=dict)  # how `auto` read an ambiguous mask -> one such file
     unturned: list[tuple] = field(default_factory=list)  # (image, mask, what) turned differently, sizes agreeing
+    dtypes: dict[str, Path] = field(default_factory=dict)  # pixel type of the image files -> first such file
 
 
 def check_dataset(
@@ -117,6 +118,7 @@ def check_dataset(
     found = _check_classes(reports, info, warnings)
     _check_sizes(built, reports, batch_sizes or {})
     _check_duplicates(reports, strict, warnings)
+    _check_dtypes(reports, warnings)
     unturned = [pair for r in reports for pair in r.unturned]
     if unturned:  # one WARNING for the whole dataset, naming an example
         warnings.append(unturned_warning(len({image.path for image, _, _ in unturned}), *unturned[0]))
@@ -233,6 +235,7 @@ def _check_pairs(ds: PairedFilesDataset, indices: list[int], report: _Split, ful
             report.problems += errors
             continue
         report.sizes.setdefault((image.height, image.width), s.name)
+        report.dtypes.setdefault(image.dtype, s.image)
         report.identities.append((s.name, image.digest))
 
 
@@ -316,6 +319,11 @@ def _check_readings(reports: Sequence[_Split]) -> None:
         )
 
 
+#: Names of a background class 0 (stripped, lower case); every score leaves class 0 out (CamVid's is sky): warned.
+BACKGROUND_NAMES = frozenset({"background", "bg", "back", "backdrop", "void", "none", "nothing", "unlabeled",
+                              "unlabelled", "other", "others", "clutter", "negative", "normal", "empty", "0"})
+
+
 def _check_classes(reports: Sequence[_Split], info: DatasetInfo, warnings: list[str]) -> list[str]:
     """The classes found in the masks; a DataError when only background and ignore_index are."""
     found = set().union(*(r.values for r in reports))
@@ -334,6 +342,12 @@ def _check_classes(reports: Sequence[_Split], info: DatasetInfo, warnings: list[
     if absent:
         warnings.append(f"classes {absent} appear in no mask of the splits checked "
                         f"({', '.join(r.name for r in reports)}); their scores will be undefined")
+    first = info.classes[0]
+    if first.strip().strip("_").lower() not in BACKGROUND_NAMES:
+        warnings.append(f"class 0 is {first!r}, and every score takes class 0 for background: dice, iou, NSD, HD95 "
+                        f"and a comparison's verdict average classes 1..{info.num_classes - 1} and leave {first!r} "
+                        "out, and a mask of class 0 alone counts as empty. If it is a class like the others, judge by "
+                        "miou, mdice (all classes) and the per-class scores; if it is background, name it so")
     return names
 
 
@@ -348,6 +362,21 @@ def _check_sizes(built: Mapping[str, SegmentationDataset], reports: Sequence[_Sp
             f"split {r.name!r}: images of {len(r.sizes)} sizes (HxW {examples}) cannot be stacked into batches of "
             f"{batch[r.name]}; set the dataset's 'resize', an augmentation 'crop_size' (train only), or batch size 1"
         )
+
+
+def _check_dtypes(reports: Sequence[_Split], warnings: list[str]) -> None:
+    """A warning when the image files have several pixel types: each is scaled by its own type's range, so one
+    brightness reads ~257x darker from a 16-bit file than from an 8-bit one (a mixed export)."""
+    dtypes: dict[str, Path] = {}
+    for r in reports:
+        for dtype, path in r.dtypes.items():
+            if dtype.startswith("uint"):  # float images are in [0, 1] already, whatever the others' type
+                dtypes.setdefault(dtype, path)
+    if len(dtypes) > 1:
+        found = ", ".join(f"{dtype} (e.g. {path})" for dtype, path in sorted(dtypes.items()))
+        warnings.append(f"the images have several pixel types: {found}; each is scaled to [0, 1] by its own type's "
+                        "range (8-bit /255, 16-bit /65535), so the same intensity reads differently in each. Save "
+                        "them all with one bit depth")
 
 
 def _check_duplicates(reports: Sequence[_Split], strict: bool, warnings: list[str]) -> None:
