@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,10 +48,31 @@ def native_config(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def dataset_key(config: dict[str, Any], dataset: SegmentationDataset) -> str:
-    """A cache key of a dataset: its config and sample names (cheap; the files' contents are not read)."""
-    text = json.dumps({"config": config, "names": [dataset.sample_name(i) for i in range(len(dataset))]},
-                      sort_keys=True, default=str)
+    """A cache key of a dataset: its config, sample names and the size and modification time of every file it reads
+    (cheap: the files' contents are not read), so a fingerprint is measured again when a mask or image is edited."""
+    text = json.dumps({"config": config, "names": [dataset.sample_name(i) for i in range(len(dataset))],
+                       "files": _file_stamps(dataset)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_stamps(dataset: Any) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of the files ``dataset`` reads: its samples' image, mask and region-of-interest
+    files (folder types), its volumes (``tiff_stack``), those of the datasets a fold pools; missing files left out."""
+    paths: list[Path] = []
+    for sample in getattr(dataset, "samples", None) or []:
+        paths += [p for p in (getattr(sample, "image", None), getattr(sample, "mask", None),
+                              getattr(sample, "roi", None)) if p is not None]
+    paths += [p for p in (getattr(dataset, "images_path", None), getattr(dataset, "labels_path", None)) if p]
+    stamps = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stamps.append((str(path), st.st_size, st.st_mtime_ns))
+    if callable(getattr(dataset, "sources", None)):
+        stamps += [stamp for part, _ in dataset.sources() for stamp in _file_stamps(part)]
+    return stamps
 
 
 def _fingerprint(data: dict[str, Any], train: SegmentationDataset, cache: Path | None, key: str | None) -> Fingerprint:
