@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from unetfamily.cli._common import (AT_LEAST_ONE, EXIT_OK, PROBABILITY, check_data_option, check_options, command,
                                     option_name, out, refuse_existing_output)
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "default_output", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="binary models: foreground probability threshold, in (0, 1); "
                    "none given: 0.5 (refused for multi-class models, which are scored by argmax)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when available)")
-    p.add_argument("--out", type=Path, help="JSON file to write (none: eval_<split>.json in the checkpoint's run folder)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--out", type=Path, help="JSON file to write (none: eval_<split>.json in the checkpoint's run "
+                   "folder, or beside a checkpoint file that is not in one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (--out or the default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_options(args, batch_size=AT_LEAST_ONE, threshold=PROBABILITY)
     refuse_existing_output("--out", args.out, args.overwrite)
-    result = evaluate_checkpoint(args.checkpoint, _data_spec(args.data), args.split, batch_size=args.batch_size,
-                                 hd95=args.hd95, threshold=args.threshold,
-                                 device=resolve_device(args.device, "--device"),
+    device = resolve_device(args.device, "--device")
+    data = _data_spec(args.data)
+    path = args.out or default_output(args.checkpoint, args.split, args.overwrite)
+    result = evaluate_checkpoint(args.checkpoint, data, args.split, batch_size=args.batch_size,
+                                 hd95=args.hd95, threshold=args.threshold, device=device,
                                  names={k: option_name(k) for k in ("threshold", "hd95", "batch_size", "data")})
-    path = args.out or Path(result["checkpoint"]).parent.parent / f"eval_{args.split}.json"
     try:
         write_json(path, result, indent=2)
     except OSError as exc:
@@ -53,6 +56,26 @@ def run(args: argparse.Namespace) -> int:
     out("  ".join(f"{k}={_number(result[k])}" for k in summary))
     out(f"wrote {path}")
     return EXIT_OK
+
+
+def default_output(checkpoint: str | Path, split: str, overwrite: bool = False) -> Path:
+    """Where ``eval`` writes without ``--out``: ``eval_<split>.json`` in the run folder of a checkpoint under
+    ``<run>/checkpoints/`` (or given as the run folder), else beside the checkpoint file.
+
+    Found before anything is evaluated, and refused when it exists unless ``overwrite``: an earlier result (of
+    this split, perhaps of other data) is never replaced without a word.
+    """
+    from unetfamily.engine.checkpoint import resolve_checkpoint
+    from unetfamily.errors import ConfigError
+
+    file = resolve_checkpoint(checkpoint)
+    folder = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    path = folder / f"eval_{split}.json"
+    if os.path.lexists(path) and not overwrite:
+        raise ConfigError(f"{path} (eval's output when no --out is given) already exists, from an earlier evaluation "
+                          f"of split {split!r}; nothing was evaluated. Pass --overwrite to replace it, or name another "
+                          "file with --out")
+    return path
 
 
 def _data_spec(data: str | None) -> Any:

@@ -171,6 +171,8 @@ def evaluate_checkpoint(
     model, ckpt = load_model(checkpoint, where)
     dataset = build_dataset(ckpt.config.get("data", {}) if data is None else data, split)
     _check_fit(model, dataset.info, hd95, threshold, name)
+    if data is not None:
+        _check_geometry(ckpt.config.get("data"), dataset, name["data"])
     window, overlap = _saved_window(ckpt.config, checkpoint)
     loader = make_loader(dataset, 1 if window is not None else batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
@@ -192,6 +194,33 @@ def _saved_window(config: dict[str, Any], checkpoint: str | Path) -> tuple[list[
     except ConfigError as exc:
         raise ConfigError(f"checkpoint {checkpoint}: its config is not valid: {exc}") from exc
     return window, overlap
+
+
+def _geometry_words(resize: Any, scale: float) -> str:
+    if resize is not None:
+        return f"resized to {resize[0]} x {resize[1]} (resize: [{resize[0]}, {resize[1]}])"
+    return f"scaled by {scale:g} (scale: {scale:g})" if scale != 1.0 else "at their own size (no resize or scale)"
+
+
+def _check_geometry(trained: Any, dataset: Any, option: str) -> None:
+    """Refuse data whose images reach the model at another geometry (``resize`` / ``scale``) than its training data's,
+    when the model was trained on resized images.
+
+    The model would be scored at a scale it never saw, while ``predict`` resizes its inputs as in training; the
+    message says what to set in the data config. Datasets that do not say how they resize are not checked.
+    """
+    from unetfamily.data import data_geometry, options as data_options
+
+    if not hasattr(dataset, "resize") or not hasattr(dataset, "scale"):
+        return
+    geometry = data_geometry(trained)
+    want = data_options.size("data.resize", geometry["resize"]), float(geometry["scale"] or 1.0)
+    have = dataset.resize if dataset.resize is None else tuple(int(v) for v in dataset.resize), float(dataset.scale)
+    if want != (None, 1.0) and want != have:  # trained at native size: how the data is sized is the user's choice
+        raise ConfigError(f"{option}: the model was trained on images {_geometry_words(*want)} but this dataset gives "
+                          f"them {_geometry_words(*have)}, a scale the model never saw; set "
+                          f"{_geometry_words(*want).split('(')[-1].rstrip(')')} in the data config (as predict resizes "
+                          "its inputs), or score it with its own data config (leave --data out)")
 
 
 def _check_fit(model: nn.Module, info: Any, hd95: bool, threshold: float | None, name: Mapping[str, str]) -> None:
