@@ -112,6 +112,8 @@ class Predictor:
         self.scale: float = 1.0
         self.resize: tuple[int, int] | None = None
         self.mask_dtype = torch.uint8 if max(self.num_classes, 2) <= 256 else torch.int32
+        # Tiles enter the model in its weights' dtype (a bf16 or float64 model folder); outputs become float32.
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu", **kwargs: object) -> "Predictor":
@@ -137,6 +139,7 @@ class Predictor:
 
     def logits(self, x: Tensor) -> Tensor:
         """Final logits (B, K, h, w) float32 of ``x`` (B, C, h, w) float, on the model's device."""
+        x = x.to(self.dtype)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with autocast:
             if self.mode is not None:

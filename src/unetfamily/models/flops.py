@@ -20,8 +20,9 @@ __all__ = ["count_flops", "count_train_flops"]
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    """A ``meta``-device copy of ``model`` (of its module, for a ``torch.compile``'d model)."""
-    return copy.deepcopy(getattr(model, "_orig_mod", model)).to("meta")
+    """A float32 ``meta``-device copy of ``model`` (of its module, for a ``torch.compile``'d model): the counts do not
+    depend on the weights' dtype, and the float32 input the counters feed fits a bf16 or float64 model's copy too."""
+    return copy.deepcopy(getattr(model, "_orig_mod", model)).to("meta", torch.float32)
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
