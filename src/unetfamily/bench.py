@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import statistics
@@ -266,11 +267,21 @@ def measure_isolated(
             proc = subprocess.run([sys.executable, "-m", "unetfamily.bench", json.dumps(spec), what, str(result)],
                                   capture_output=True, text=True, env=env)
             if proc.returncode != 0 or not result.is_file():
-                raise MeasurementError(f"measuring {name} failed:\n{proc.stderr[-2000:]}")
+                raise MeasurementError(_failure(name, input_shape, train, amp, proc))
             # Strict JSON has no NaN: a time that was not measured comes back as null.
             results[what] = {k: math.nan if v is None else v for k, v in json.loads(result.read_text()).items()}
     return {**results["time"], "forward_peak_bytes": results["memory"]["forward_peak_bytes"],
             "train_peak_bytes": results["memory"]["train_peak_bytes"]}
+
+
+def _failure(name: str, shape: tuple[int, ...], train: bool, amp: str, proc: subprocess.CompletedProcess) -> str:
+    """One line saying which measurement failed and why: the worker's exception (its traceback goes to the debug
+    log), or how the process ended when it printed none (killed for memory)."""
+    logging.getLogger(__name__).debug("the worker measuring %s failed:\n%s", name, proc.stderr)
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    cause = lines[-1] if lines else f"the worker process ended with exit code {proc.returncode} and no message"
+    what = f"{'a training step and ' if train else ''}a forward pass at input {tuple(shape)} (N, C, H, W), amp {amp}"
+    return f"measuring {name} failed: {what}: {cause}"
 
 
 def _worker(spec_json: str, what: str, result_path: str) -> None:
