@@ -1,6 +1,7 @@
 """Where the CPU time of ``compare --executor ray`` goes: the workers, the driver, and Ray's own processes.
 
     python benchmarks/compare_cpu.py          # the 8-run comparison of compare_scaling.py, 2 workers x 1 thread
+    python benchmarks/compare_cpu.py --steps 60   # its shorter runs, as measured in docs/scale.md
 
 One comparison on a local Ray instance with 2 CPUs (each run 1 thread), the CPU seconds (user + system) of
 every process from before to after it (``psutil``), grouped: the Ray workers that trained the runs, the driver

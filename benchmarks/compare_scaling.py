@@ -1,7 +1,13 @@
 """``compare --executor ray`` against itself with one worker and with two, and against the local executor.
 
     python benchmarks/compare_scaling.py                      # 8 runs (4 models x 2 seeds) on synthetic data
-    python benchmarks/compare_scaling.py --steps 60 --json docs/results/scale/compare_scaling.json
+    python benchmarks/compare_scaling.py --json docs/results/scale/compare_scaling_240_1.json
+    python benchmarks/compare_scaling.py --steps 60           # runs of ~7 s: mostly a worker's start-up
+
+Each run trains 240 steps by default (about 25 s on this machine): long enough that what is measured is how
+busy the scheduler keeps the workers, not the ~5 s a fresh worker process spends importing torch and the
+metrics before its first run (a fixed cost, the same for one worker as for two, which runs of minutes or hours
+do not notice). ``--steps 60`` keeps the shorter runs of the first measurements (docs/scale.md has both).
 
 One process on an idle machine, the three modes one after another, in ``--rounds`` rounds (default 2; each
 mode's figures are medians over them, the efficiency of each round is kept too: this 2-core virtual machine's
@@ -137,7 +143,7 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the benchmark's comparison: --models, --seeds, --steps, --size."""
     parser.add_argument("--models", default="fcn8s,unet,unet_plusplus,unet_3plus")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
+    parser.add_argument("--steps", type=int, default=240, help="optimiser steps per run")
     parser.add_argument("--size", type=int, default=64)
 
 
