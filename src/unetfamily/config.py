@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from unetfamily.config_file import apply_overrides, read_config_file
+from unetfamily.config_file import apply_overrides, read_config_file, read_experiment_file
 from unetfamily.errors import MAX_VALUES, ConfigError, Range, check_tree, show_value as _show
 
 log = logging.getLogger(__name__)
@@ -364,6 +364,9 @@ def check_config(config: Config) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML/TOML config (or the defaults when ``path`` is None) and apply overrides."""
-    data = read_config_file(Path(path)) if path is not None else {}
+    """Load a YAML/TOML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Relative paths of its ``data`` section are relative to the file's folder (:func:`~unetfamily.config_file.
+    anchor_paths`); the overrides' are relative to the working folder."""
+    data = read_experiment_file(Path(path)) if path is not None else {}
     return config_from_dict(apply_overrides(data, list(overrides or [])))

@@ -1,4 +1,5 @@
-"""Reading a config file (YAML or TOML) and applying ``key.sub=value`` overrides to the mapping it holds.
+"""Reading a config file (YAML or TOML), anchoring the relative paths of its dataset config to the file's folder
+(:func:`anchor_paths`), and applying ``key.sub=value`` overrides to the mapping it holds.
 
 Both are strict: a YAML key given twice in one mapping is an error (PyYAML would keep the last), a
 file that is not a regular file, not UTF-8 or not valid YAML/TOML is a :class:`ConfigError` naming
@@ -7,7 +8,10 @@ into a checked :class:`~unetfamily.config.Config`.
 """
 from __future__ import annotations
 
+import logging
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,13 @@ import yaml
 
 from unetfamily.errors import ConfigError, regular_file
 
-__all__ = ["read_config_file", "apply_overrides"]
+__all__ = ["read_config_file", "read_experiment_file", "apply_overrides", "anchor_paths", "DATA_PATH_KEYS"]
+
+log = logging.getLogger(__name__)
+
+#: Dataset config keys naming files or folders by a path of their own (other paths, such as templates, split lists
+#: and ``images``/``masks`` folders, are relative to ``root``), per dataset type; ``"*"``: every type.
+DATA_PATH_KEYS = {"*": ("root", "classes"), "tiff_stack": ("images", "labels")}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -54,6 +64,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_experiment_file(path: Path) -> dict[str, Any]:
+    """:func:`read_config_file` of an experiment config, its ``data`` section's relative paths anchored to the
+    file's folder (:func:`anchor_paths`), as a dataset config file's are."""
+    data = read_config_file(path)
+    if isinstance(data.get("data"), Mapping):
+        data["data"] = anchor_paths(data["data"], path.parent)
+    return data
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in place."""
     for item in overrides:
@@ -72,3 +91,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[parts[-1]] = value
     return data
+
+
+def anchor_paths(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """A dataset ``config`` (read from a file in ``folder``) with its relative paths made relative to ``folder``.
+
+    A data config file's ``root: .`` means the file's own folder, whatever the working folder: read
+    against the working folder it would find no data there, or other data (an ``images/`` folder of the
+    working folder). ``root``, a class-list file (``classes: classes.txt``) and a ``tiff_stack``'s
+    ``images``/``labels`` are anchored (:data:`DATA_PATH_KEYS`; also in a ``cv_fold``'s ``base``); ``~`` and
+    ``$VARS`` are expanded first, and absolute paths are kept. A path found only from the working folder
+    (configs written before paths were anchored, e.g. ``configs/my.yaml`` with ``root: data/mine``) is read
+    from there, with a warning saying what to write.
+    """
+    config = dict(config)
+    for key in DATA_PATH_KEYS["*"] + DATA_PATH_KEYS.get(str(config.get("type")), ()):
+        value = config.get(key)
+        if isinstance(value, str) and value:
+            path = Path(os.path.expandvars(value)).expanduser()
+            anchored = path if path.is_absolute() else folder.resolve() / path
+            if not anchored.exists() and path.exists():
+                log.warning("%s: %s: %s is not in the config's folder but is in the working folder, and is read from "
+                            "there; relative paths in a config file are relative to its folder: write %s: %s",
+                            folder, key, value, key, os.path.relpath(path.resolve(), folder.resolve()))
+                anchored = path.resolve()
+            config[key] = str(anchored)
+    if isinstance(config.get("base"), Mapping):
+        config["base"] = anchor_paths(config["base"], folder)
+    return config

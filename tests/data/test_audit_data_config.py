@@ -128,3 +128,19 @@ def test_a_class_0_that_is_not_background_is_warned_about(tmp_path: Path, first:
     assert bool(found) == warned
     if warned:
         assert f"class 0 is {first!r}" in found[0] and "miou" in found[0]
+
+
+def test_an_experiment_config_reads_its_data_paths_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    # train --config exp.yaml (load_config) anchors the data section as load_data_config does; overrides typed on
+    # the command line stay relative to the working folder
+    from unetfamily.config import load_config
+
+    mine = tmp_path / "mine"
+    _dataset(mine, ["a", "b", "c"])
+    (mine / "exp.yaml").write_text(yaml.safe_dump({"data": {"type": "folder", "root": "."}}))
+    elsewhere = tmp_path / "elsewhere"
+    _dataset(elsewhere, ["x", "y"])
+    monkeypatch.chdir(elsewhere)
+    assert Path(load_config(mine / "exp.yaml").data["root"]) == mine.resolve()
+    assert load_config(mine / "exp.yaml", ["data.root=."]).data["root"] == "."

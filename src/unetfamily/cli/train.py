@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> Config:
     """The config file (or the defaults) with the overrides; with --resume, the run's saved config below them."""
-    from unetfamily.config import apply_overrides, load_config, read_config_file
+    from unetfamily.config import apply_overrides, load_config
+    from unetfamily.config_file import read_experiment_file
     from unetfamily.engine.run_folder import config_for_resume
 
     if args.model is not None and args.plan is None:
@@ -66,7 +67,7 @@ def _config(args: argparse.Namespace) -> Config:
         return _planned(args)
     if not args.resume:
         return load_config(args.config, args.overrides)
-    user = read_config_file(Path(args.config)) if args.config else {}
+    user = read_experiment_file(Path(args.config)) if args.config else {}
     return config_for_resume(apply_overrides(user, list(args.overrides)))
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
+from unetfamily.config_file import anchor_paths
 from unetfamily.data import options
 from unetfamily.data.base import PairedFilesDataset, SegmentationDataset
 from unetfamily.data.encodings import MaskEncoding
@@ -89,39 +90,6 @@ def load_data_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         config = anchor_paths(config, source if source.is_dir() else source.parent)
     if "type" not in config:
         raise DataConfigError(f"dataset config has no 'type'; choose one of {', '.join(list_datasets())}")
-    return config
-
-
-#: Config keys naming files or folders by a path of their own (other paths, such as templates, split lists and
-#: ``images``/``masks`` folders, are relative to ``root``), per dataset type; ``"*"``: every type.
-_PATH_KEYS = {"*": ("root", "classes"), "tiff_stack": ("images", "labels")}
-
-
-def anchor_paths(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
-    """``config`` (read from a YAML file in ``folder``) with its relative paths made relative to ``folder``.
-
-    A data config file's ``root: .`` means the file's own folder, whatever the working folder: read
-    against the working folder it would find no data there, or other data (an ``images/`` folder of the
-    working folder). ``root``, a class-list file (``classes: classes.txt``) and a ``tiff_stack``'s
-    ``images``/``labels`` are anchored (also in a ``cv_fold``'s ``base``); ``~`` and ``$VARS`` are expanded
-    first, and absolute paths are kept. A path found only from the working folder (configs written before
-    paths were anchored, e.g. ``configs/my.yaml`` with ``root: data/mine``) is read from there, with a warning.
-    """
-    config = dict(config)
-    keys = _PATH_KEYS["*"] + _PATH_KEYS.get(str(config.get("type")), ())
-    for key in keys:
-        value = config.get(key)
-        if isinstance(value, str) and value:
-            path = _path(value)
-            anchored = path if path.is_absolute() else folder.resolve() / path
-            if not anchored.exists() and path.exists():
-                log.warning("%s: %s: %s is not in the config's folder but is in the working folder, and is read from "
-                            "there; relative paths in a config file are relative to its folder: write %s: %s",
-                            folder, key, value, key, os.path.relpath(path.resolve(), folder.resolve()))
-                anchored = path.resolve()
-            config[key] = str(anchored)
-    if isinstance(config.get("base"), Mapping):
-        config["base"] = anchor_paths(config["base"], folder)
     return config
 
 
