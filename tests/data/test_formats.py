@@ -146,3 +146,10 @@ def test_tiff_stack_slices_and_split(tmp_path, rng):
     tifffile.imwrite(tmp_path / "short.tif", labels[:3], photometric="minisblack")
     with pytest.raises(DataError, match="same slice count"):
         build_dataset({**config, "labels": str(tmp_path / "short.tif")}, "train")
+
+
+def test_voc_all_is_every_listed_sample_once(voc_root):
+    # docs/data.md: split "all" always returns every sample; VOC has no all.txt, so it is the union of its lists
+    (voc_root / "ImageSets" / "Segmentation" / "trainval.txt").write_text("2007_000032\n2007_000039\n2007_000063\n")
+    every = build_dataset({"type": "voc", "root": str(voc_root)}, "all")
+    assert every.names == ["2007_000032", "2007_000039", "2007_000063"]  # in list order, each once

@@ -66,17 +66,24 @@ def voc_pairs(
 ) -> list[SamplePaths]:
     """Pascal VOC layout: names from ``{lists_dir}/{split}.txt``, ``{image_dir}/NAME.jpg``, ``{mask_dir}/NAME.png``.
 
-    A name listed twice is a warning, or with ``strict`` an error (:func:`~unetfamily.data.splits.check_listed`).
+    ``split="all"`` without an ``all.txt``: every sample of every list there (``train`` and ``val``: VOC's
+    ``trainval``), once. A name listed twice in a list is a warning, or with ``strict`` an error
+    (:func:`~unetfamily.data.splits.check_listed`).
     """
     root = Path(root)
     list_file = root / lists_dir / f"{split}.txt"
-    if not os.path.lexists(list_file):
-        available = sorted(p.stem for p in (root / lists_dir).glob("*.txt"))
-        raise UnknownSplitError(f"{list_file}: no such split list; available: {available or 'none'}")
+    available = sorted((root / lists_dir).glob("*.txt"))
+    lists = [list_file] if os.path.lexists(list_file) or split != "all" else available
+    if not lists or not os.path.lexists(lists[0]):
+        raise UnknownSplitError(f"{list_file}: no such split list; available: {[p.stem for p in available] or 'none'}")
     images = find_files(folder_pattern(root / image_dir, "", "image", "'image_dir'"))
     masks = find_files(folder_pattern(root / mask_dir, "", "mask", "'mask_dir'"))
     pairs = []
-    for name in check_listed(read_split_file(list_file, images), list_file, strict):
+    listed = [(name, file) for file in lists for name in check_listed(read_split_file(file, images), file, strict)]
+    if len(lists) > 1:  # "all" over every list: each sample once (a sample listed twice in one list is served twice)
+        seen: set[str] = set()
+        listed = [(name, file) for name, file in listed if not (name in seen or seen.add(name))]
+    for name, list_file in listed:
         if name not in images:
             raise DataError(f"{list_file}: sample {name!r} has no image in {root / image_dir}")
         if name not in masks:
