@@ -70,3 +70,18 @@ def test_eval_command_says_what_to_set_in_one_line(tmp_path: Path, capsys: pytes
                  "--device", "cpu", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "set resize: [16, 20] in the data config" in err and not out.exists()
+
+
+def test_class_names_against_the_models(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the same names in another order would score each class as another: refused; other names: a warning
+    data = _folder(tmp_path / "data")
+    ckpt = _checkpoint(tmp_path / "run", data)
+    with pytest.raises(ConfigError, match="classes in another order"):
+        evaluate_checkpoint(ckpt, {**data, "classes": ["foreground", "background"]}, split="all", device="cpu")
+    with caplog.at_level("WARNING", logger="unetfamily.engine.evaluate"):
+        evaluate_checkpoint(ckpt, {**data, "classes": ["background", "polyp"]}, split="all", device="cpu")
+    assert "are not named as the model's (background, foreground)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="unetfamily.engine.evaluate"):
+        evaluate_checkpoint(ckpt, data, split="all", device="cpu")
+    assert "not named as the model's" not in caplog.text

@@ -173,6 +173,7 @@ def evaluate_checkpoint(
     _check_fit(model, dataset.info, hd95, threshold, name)
     if data is not None:
         _check_geometry(ckpt.config.get("data"), dataset, name["data"])
+        _check_class_names(ckpt.extra.get("classes"), list(dataset.info.classes), name["data"])
     window, overlap = _saved_window(ckpt.config, checkpoint)
     loader = make_loader(dataset, 1 if window is not None else batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
@@ -221,6 +222,20 @@ def _check_geometry(trained: Any, dataset: Any, option: str) -> None:
                           f"them {_geometry_words(*have)}, a scale the model never saw; set "
                           f"{_geometry_words(*want).split('(')[-1].rstrip(')')} in the data config (as predict resizes "
                           "its inputs), or score it with its own data config (leave --data out)")
+
+
+def _check_class_names(trained: Any, given: list[str], option: str) -> None:
+    """The data's class names against those the model was trained with (its checkpoint's): the same names in
+    another order are refused (class i would be scored as another class); other names are a warning."""
+    if not isinstance(trained, list) or trained == given:
+        return
+    if sorted(map(str, trained)) == sorted(given):
+        raise ConfigError(f"{option}: the dataset lists the model's classes in another order ({', '.join(given)}; the "
+                          f"model: {', '.join(map(str, trained))}), so each class would be scored as another; list "
+                          "them in the model's order")
+    log.warning("%s: the dataset's classes (%s) are not named as the model's (%s): class i is scored under the "
+                "dataset's name; check that they mean the same, in the same order", option, ", ".join(given),
+                ", ".join(map(str, trained)))
 
 
 def _check_fit(model: nn.Module, info: Any, hd95: bool, threshold: float | None, name: Mapping[str, str]) -> None:
