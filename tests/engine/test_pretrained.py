@@ -317,6 +317,7 @@ def test_export_pretrained_from_a_training_checkpoint(trained_run: Path, tmp_pat
     assert scores["dice"] == entry["dice"] and meta["model-index"][0]["results"][0]["dataset"]["split"] == "val"
     assert "resize images by 1.25 (data.scale)" in card and "at 1 x 1 x 40 x 40" in card
     assert "clip to [0, 1], then (x - mean) / std per channel" in card and "- loss: dice_ce" in card
+    assert ckpt.extra["amp"] == "none" and "- amp: none (train.amp auto)" in card  # what "auto" ran as, on the CPU
 
 
 def test_predict_takes_a_model_folder_with_its_geometry(trained_run: Path, tmp_path: Path) -> None:

@@ -76,6 +76,9 @@ def _training_config(config: Mapping[str, Any], ckpt: Checkpoint) -> dict[str, A
     for key in ("seed", "amp", "monitor"):
         if key in train:
             out[key] = train[key]
+    ran = ckpt.extra.get("amp")  # what "auto" resolved to when the run trained (older checkpoints do not keep it)
+    if isinstance(ran, str) and ran != out.get("amp"):
+        out["amp"] = f"{ran} (train.amp {out['amp']})" if "amp" in out else ran
     norm = rebuild_kwargs(dict((config.get("model") or {}).get("kwargs") or {})).get("input_norm")  # ImageNet's with encoder_weights
     out["input normalisation"] = _compact(norm) if norm else "none"
     return out

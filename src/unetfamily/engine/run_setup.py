@@ -126,7 +126,8 @@ class TrainRun:
         if self.scaler is not None and self.scaler.is_enabled():
             self.state.loss_scale = self.scaler.state_dict()
         if self.dist.main:
-            extra = {"classes": list(self.info.classes), "ignore_index": self.info.ignore_index, **self.state.to_extra()}
+            extra = {"classes": list(self.info.classes), "ignore_index": self.info.ignore_index, "amp": self.amp,
+                     **self.state.to_extra()}  # amp: the autocast the steps ran under, train.amp "auto" resolved
             save_checkpoint(path, self.model, self.cfg.to_dict(), step=self.state.step, epoch=epoch,
                             optimizer=self.optimizer, extra=extra)
 
