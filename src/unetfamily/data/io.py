@@ -186,16 +186,22 @@ def _mode_channels(im: Image.Image) -> int:
     return len(im.getbands())
 
 
+def _mode_dtype(im: Image.Image) -> str:
+    """The pixel type :func:`read_image` returns for an image of this mode: what scales it to [0, 1]."""
+    return "uint16" if im.mode.startswith("I;16") or im.mode == "I" else "float32" if im.mode == "F" else "uint8"
+
+
 def inspect_image(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int]:
     """``(height, width, channels)`` of the image file whose bytes are ``data`` (see :func:`image_header`)."""
-    height, width, channels, _ = image_header(data, name, full=full)
+    height, width, channels, _, _ = image_header(data, name, full=full)
     return height, width, channels
 
 
-def image_header(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int, int]:
-    """``(height, width, channels, orientation)`` of the image file ``data``, and check its integrity cheaply.
+def image_header(data: bytes, name: str | Path, *, full: bool = False) -> tuple[int, int, int, int, str]:
+    """``(height, width, channels, orientation, dtype)`` of the image file ``data``, and check its integrity cheaply.
 
-    ``orientation`` is the EXIF orientation (1..8) the file is turned upright by (1: read as stored).
+    ``orientation`` is the EXIF orientation (1..8) the file is turned upright by (1: read as stored);
+    ``dtype`` the pixel type :func:`read_image` returns for it ("uint8", "uint16" or "float32").
     The size is the displayed one (EXIF orientations 5..8 swap height and width, as :func:`read_image`
     does). Without decoding all pixels where the format allows: a PNG's chunks are read and their CRCs
     verified (a truncated or altered file fails), a JPEG's compressed data is decoded at 1/8 scale
@@ -206,7 +212,7 @@ def image_header(data: bytes, name: str | Path, *, full: bool = False) -> tuple[
         with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
             check_pixels(Path(str(name)), (im.height, im.width))
             _one_frame(im, name)
-            channels = _mode_channels(im)
+            channels, dtype = _mode_channels(im), _mode_dtype(im)
             # PNG and JPEG give size, orientation and integrity without a full decode; not a PNG whose
             # eXIf chunk follows its pixels (Pillow sees it only on load)
             cheap = im.format in ("JPEG", "MPO") or im.format == "PNG" and ("exif" in im.info or b"eXIf" not in data)
@@ -215,7 +221,7 @@ def image_header(data: bytes, name: str | Path, *, full: bool = False) -> tuple[
                 exif_transpose(im)
                 if full:
                     _pil_to_array(im)
-                return im.height, im.width, channels, applied_orientation(im)
+                return im.height, im.width, channels, applied_orientation(im), dtype
             turn = orientation(im) if im.format != "PNG" or "exif" in im.info else 1  # (a PNG's getexif loads it)
             h, w = (im.width, im.height) if turn >= 5 else (im.height, im.width)
             if im.format == "PNG":
@@ -223,7 +229,7 @@ def image_header(data: bytes, name: str | Path, *, full: bool = False) -> tuple[
             else:
                 im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
-    return h, w, channels, turn
+    return h, w, channels, turn, dtype
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

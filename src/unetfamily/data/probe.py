@@ -10,7 +10,6 @@ building ``train`` and then ``val``, reads each file once. A file changed on dis
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import threading
@@ -24,8 +23,8 @@ from PIL import Image, ImageChops
 from unetfamily.data.errors import DataError
 from unetfamily.data.exif import applied_orientation
 from unetfamily.data.io import (
-    PIL_FORMATS, TIFF_SUFFIXES, RawMask, image_header, image_to_float, is_lossy, mask_from_image, open_image,
-    palette_indices, read_image, read_mask, regular_file,
+    TIFF_SUFFIXES, RawMask, image_header, image_to_float, is_lossy, mask_from_image, open_image, palette_indices,
+    read_image, read_mask, regular_file,
 )
 from unetfamily.data.tiff import tiff_orientation
 
@@ -101,18 +100,10 @@ def probe_image(path: str | Path, *, full: bool = False) -> ImageProbe:
             h, w, c, turn = arr.shape[0], arr.shape[1], 1 if arr.ndim == 2 else arr.shape[2], tiff_orientation(path)
             dtype = arr.dtype.name
         else:
-            h, w, c, turn = image_header(data, path, full=full)
-            dtype = _pil_dtype(data)
+            h, w, c, turn, dtype = image_header(data, path, full=full)
         return ImageProbe(path, h, w, c, hashlib.blake2b(data, digest_size=16).hexdigest(), turn, dtype)
 
     return _cached("image-full" if full else "image", path, make)
-
-
-def _pil_dtype(data: bytes) -> str:
-    """The pixel type :func:`~unetfamily.data.io.read_image` gives a Pillow-read file, from its header's mode."""
-    with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:  # header only (the file was checked already)
-        mode = im.mode
-    return "uint16" if mode.startswith("I;16") or mode == "I" else "float32" if mode == "F" else "uint8"
 
 
 def distinct_values(values: np.ndarray) -> np.ndarray:
