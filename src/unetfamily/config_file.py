@@ -19,7 +19,8 @@ import yaml
 
 from unetfamily.errors import ConfigError, regular_file
 
-__all__ = ["read_config_file", "read_experiment_file", "apply_overrides", "anchor_paths", "DATA_PATH_KEYS"]
+__all__ = ["read_config_file", "read_experiment_file", "apply_overrides", "anchor_paths", "expand_path",
+           "DATA_PATH_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def expand_path(value: str | Path) -> Path:
+    """A path given in a config, with ``$VARS`` and ``~`` expanded."""
+    return Path(os.path.expandvars(str(value))).expanduser()
+
+
 def anchor_paths(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """A dataset ``config`` (read from a file in ``folder``) with its relative paths made relative to ``folder``.
 
@@ -108,7 +114,7 @@ def anchor_paths(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     for key in DATA_PATH_KEYS["*"] + DATA_PATH_KEYS.get(str(config.get("type")), ()):
         value = config.get(key)
         if isinstance(value, str) and value:
-            path = Path(os.path.expandvars(value)).expanduser()
+            path = expand_path(value)
             anchored = path if path.is_absolute() else folder.resolve() / path
             if not anchored.exists() and path.exists():
                 log.warning("%s: %s: %s is not in the config's folder but is in the working folder, and is read from "

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from unetfamily.config_file import anchor_paths
+from unetfamily.config_file import anchor_paths, expand_path
 from unetfamily.data import options
 from unetfamily.data.base import PairedFilesDataset, SegmentationDataset
 from unetfamily.data.encodings import MaskEncoding
@@ -189,16 +189,12 @@ def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) 
     return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **spec)
 
 
-def _path(value: str | Path) -> Path:
-    return Path(os.path.expandvars(str(value))).expanduser()
-
-
 def _classes(classes: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:
     """A class list given inline or as a text file with one class per line."""
     if classes is None:
         return list(default)
     if isinstance(classes, str):
-        return read_lines(_path(classes), "class list")
+        return read_lines(expand_path(classes), "class list")
     if not isinstance(classes, Sequence):
         raise DataConfigError(f"classes={classes!r} is invalid; give a list of class names or a text file of them")
     return [str(c) for c in classes]
@@ -235,7 +231,7 @@ def folder(
     ``{split}`` in a folder or template is the split's name. Without ``in_channels`` it is decided
     once from every image of the split's files (before ``splits`` selects from them).
     """
-    root = _path(root)
+    root = expand_path(root)
     layout = {"images": (images, image_suffix, image_regex), "masks": (masks, mask_suffix, mask_regex)}
     if roi is not None:
         layout["roi"] = (roi, roi_suffix, roi_regex)
@@ -283,7 +279,8 @@ def voc(
     """Pascal VOC layout: palette PNG masks whose indices are classes, 255 = ignore (border)."""
     for key, value in (("image_dir", image_dir), ("mask_dir", mask_dir), ("lists_dir", lists_dir)):
         options.text(key, value)
-    pairs = voc_pairs(_path(root), split, image_dir=image_dir, mask_dir=mask_dir, lists_dir=lists_dir, strict=strict)
+    pairs = voc_pairs(expand_path(root), split, image_dir=image_dir, mask_dir=mask_dir, lists_dir=lists_dir,
+                      strict=strict)
     return PairedFilesDataset(
         pairs,
         _classes(classes, VOC_CLASSES),
@@ -313,8 +310,8 @@ def tiff_stack(
     if slices is not None:  # a list would be read as slice indices by TiffStackDataset
         options.mapping("slices", slices, "give {split: [start, stop], ...}, e.g. {train: [0, 24], val: [24, 30]}")
     return TiffStackDataset(
-        _path(images),
-        _path(labels),
+        expand_path(images),
+        expand_path(labels),
         _classes(classes, ["background", "foreground"]),
         encoding=MaskEncoding.parse(mask_encoding),
         ignore_index=ignore_index,
@@ -354,7 +351,7 @@ def synthetic(
 
 def named_root(name: str, root: str | Path | None) -> Path:
     """The folder of a named real dataset; a clear error when it is absent."""
-    path = _path(root) if root is not None else data_root() / name
+    path = expand_path(root) if root is not None else data_root() / name
     if not path.is_dir():
         raise DataError(
             f"{path}: dataset folder for {name!r} not found; set UNETFAMILY_DATA_ROOT to the folder that "
