@@ -45,7 +45,8 @@ from unetfamily.models._blocks import output_tensors
 from unetfamily.models.flops import count_flops, count_train_flops
 
 __all__ = ["AMP_CHOICES", "MeasurementError", "ModelCost", "count_flops", "count_params", "count_train_flops",
-           "memory_env", "peak_gflops", "measure", "measure_isolated", "peak_memory", "step_functions", "time_call"]
+           "format_gmacs", "memory_env", "peak_gflops", "measure", "measure_isolated", "peak_memory", "step_functions",
+           "time_call"]
 
 #: Autocast dtypes a measurement can run under ("none": fp32).
 AMP_CHOICES = ("none", "bf16", "fp16")
@@ -58,6 +59,22 @@ class MeasurementError(UnetFamilyError, RuntimeError):
 def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def format_gmacs(macs: float) -> str:
+    """``macs`` in GMACs as text of at most 9 characters that keeps at least 3 significant digits.
+
+    ``197.70``, ``2.37``, ``0.481``, ``0.00312``, ``1.23e-06``: two decimals from 1 GMAC up (as the
+    tables always printed), 3 significant digits below, in exponent form under 1e-5 GMACs (10 k MACs)
+    so the text still fits a column. Exactly 0 is ``0``; so a small model never reads as free (``0.00``).
+    """
+    gmacs = macs / 1e9
+    if not math.isfinite(gmacs) or gmacs == 0:
+        return f"{gmacs:g}"
+    if abs(gmacs) >= 1:
+        return f"{gmacs:.2f}"
+    decimals = 2 - math.floor(math.log10(abs(gmacs)))  # 0.0123: 4 decimals, 3 significant digits
+    return f"{gmacs:.{decimals}f}" if decimals <= 7 else f"{gmacs:.2e}"
 
 
 def peak_gflops(device: torch.device | str = "cpu", repeats: int = 5) -> dict[str, float]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from unetfamily.cli._common import (
 __all__ = ["add_parser", "run"]
 
 DEFAULT_MODELS = "fcn8s,unet,unet_plusplus,unet_3plus"
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +55,39 @@ def _width(value: str) -> int | None:
     return width
 
 
-def _checked(args: argparse.Namespace) -> tuple[list[str], list[str], int | None, str]:
-    """(model names, amp dtypes, base width, device) from the options; a bad one raises ConfigError."""
+def _distinct(option: str, values: list[Any], spelled: list[str] | None = None) -> tuple[list[Any], str | None]:
+    """(``values`` once each, in the user's order; a note naming the repeated ones, or None when none is).
+
+    ``spelled`` holds what the user wrote for each value (``unet`` and ``UNet`` are one model), shown in the note.
+    """
+    spelled = spelled or [str(v) for v in values]
+    once = list(dict.fromkeys(values))
+    repeated = [v for v in once if values.count(v) > 1]
+    if not repeated:
+        return once, None
+    parts = []
+    for value in repeated:
+        spellings = list(dict.fromkeys(s for v, s in zip(values, spelled) if v == value))
+        also = f" (as {', '.join(spellings)})" if spellings != [str(value)] else ""
+        parts.append(f"{value} {values.count(value)} times{also}")
+    return once, f"{option} names {'; '.join(parts)}"
+
+
+def _distinct_options(args: argparse.Namespace, models: list[str], spelled: list[str],
+                      amps: list[str]) -> tuple[list[str], list[int], list[str]]:
+    """(models, sizes, amp dtypes) once each in the order given; one warning names what was repeated."""
+    models, model_note = _distinct("--models", models, spelled)
+    sizes, size_note = _distinct("--size", list(args.size))
+    amps, amp_note = _distinct("--amp", amps)
+    notes = [note for note in (model_note, size_note, amp_note) if note]
+    if notes:
+        log.warning("%s; each (model, size, amp) is measured and printed once", "; ".join(notes))
+    return models, sizes, amps
+
+
+def _checked(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], int | None, str]:
+    """(model names, sizes, amp dtypes, base width, device) from the options, each value once; a bad one raises
+    ConfigError."""
     from unetfamily.bench import AMP_CHOICES
     from unetfamily.engine.device import resolve_device
     from unetfamily.errors import ConfigError, unknown_choice
@@ -67,17 +101,24 @@ def _checked(args: argparse.Namespace) -> tuple[list[str], list[str], int | None
     for amp in amps:
         if amp not in AMP_CHOICES:
             raise unknown_choice("--amp", amp, AMP_CHOICES)
-    models = [resolve_model_name(m) for m in split_names("--models", args.models)]
+    spelled = split_names("--models", args.models)
+    models = [resolve_model_name(m) for m in spelled]
+    width = _width(args.width)
     device = str(resolve_device(args.device or "auto", "--device"))
     refuse_existing_output("--json", args.json, args.overwrite)
     if args.json is not None and not args.json.parent.is_dir():  # found out now, not after measuring
         raise ConfigError(f"--json {args.json}: folder {args.json.parent} does not exist; create it or choose another")
-    return models, amps, _width(args.width), device
+    models, sizes, amps = _distinct_options(args, models, spelled, amps)  # warns only once the options are valid
+    return models, sizes, amps, width, device
 
 
 def _row_line(row: dict[str, Any]) -> str:
+    """One table row; GMACs keep 3 significant digits (a tiny model's 0.00312, not 0.00)."""
+    from unetfamily.bench import format_gmacs
+
     train_mb = row["train_peak_bytes"] / 2**20 if row["train_peak_bytes"] >= 0 else float("nan")
-    return (f"{row['model']:<24}{row['size']:>6}{row['amp']:>6}{row['params']:>12,d}{row['macs_per_image'] / 1e9:>10.2f}"
+    gmacs = format_gmacs(row["macs_per_image"])
+    return (f"{row['model']:<24}{row['size']:>6}{row['amp']:>6}{row['params']:>12,d}{gmacs:>10}"
             f"{row['forward_s'] * 1e3:>9.1f}{row['images_per_s']:>8.1f}{row['train_step_s'] * 1e3:>10.1f}"
             f"{train_mb:>10.0f}")
 
@@ -91,14 +132,14 @@ def run(args: argparse.Namespace) -> int:
     from unetfamily.files import write_json
     from unetfamily.models import family_kwargs
 
-    models, amps, width, device = _checked(args)
+    models, sizes, amps, width, device = _checked(args)
     memory_saving = args.memory_saving or "recompute"
     out(f"device={device} batch={args.batch} width={args.width} threads={torch.get_num_threads()} "
         f"channels_last={args.channels_last} memory_saving={'-' if args.no_train else memory_saving}")
     out(f"{'model':<24}{'size':>6}{'amp':>6}{'params':>12}{'GMACs/img':>10}{'fwd ms':>9}{'img/s':>8}{'train ms':>10}"
         f"{'train MB':>10}")
     rows = []
-    for size in args.size:
+    for size in sizes:
         for name in models:
             kwargs = {**family_kwargs(name, width), "in_channels": args.in_channels, "num_classes": args.num_classes}
             shape = (args.batch, args.in_channels, size, size)

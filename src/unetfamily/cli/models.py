@@ -54,7 +54,7 @@ def _list_encoders() -> int:
     """One line per encoder: name, parameters, GMACs at 256 x 256, strides, widths, weight layouts."""
     import torch
 
-    from unetfamily.bench import count_flops, count_params
+    from unetfamily.bench import count_flops, count_params, format_gmacs
     from unetfamily.models.encoders import encoder_spec, list_encoders
 
     out("encoder\tparameters\tGMACs@256\tstrides\twidths\tweights from")
@@ -62,9 +62,9 @@ def _list_encoders() -> int:
         spec = encoder_spec(name)
         with torch.device("meta"):  # counted, never run: no weights allocated or initialised
             backbone = spec.build(3, 5)
-        macs = count_flops(backbone, (1, 3, 256, 256)) / 2e9
+        macs = format_gmacs(count_flops(backbone, (1, 3, 256, 256)) / 2)  # 3 significant digits: 0.481, not 0.48
         info = backbone.feature_info
         refs = ", ".join(f"{lib} {model}" for lib, model in spec.reference.items())
-        out(f"{name}\t{count_params(backbone):,d}\t{macs:.2f}\t{'/'.join(map(str, info.reductions()))}\t"
+        out(f"{name}\t{count_params(backbone):,d}\t{macs}\t{'/'.join(map(str, info.reductions()))}\t"
             f"{'/'.join(map(str, info.channels()))}\t{refs}")
     return EXIT_OK
