@@ -117,17 +117,21 @@ def test_a_path_found_only_from_the_working_folder_is_still_read_with_a_warning(
     assert "relative to its folder: write root: ../data/mine" in caplog.text
 
 
-@pytest.mark.parametrize("first,warned", [("sky", True), ("road", True), ("background", False), ("_background_", False),
-                                          ("Void", False), ("bg", False)])
-def test_a_class_0_that_is_not_background_is_warned_about(tmp_path: Path, first: str, warned: bool) -> None:
-    # every score leaves class 0 out of its means as background: a dataset whose class 0 is content (CamVid's sky)
-    # must hear it, or its headline Dice silently leaves that class out
+@pytest.mark.parametrize("first,declared,warned", [
+    ("sky", None, True), ("road", None, True), ("background", None, False), ("_background_", None, False),
+    ("Void", None, False), ("bg", None, False), ("sky", False, False), ("sky", True, False)])
+def test_a_class_0_scored_because_of_its_name_is_said(tmp_path: Path, first: str, declared: bool | None,
+                                                     warned: bool) -> None:
+    # background: auto scores a class 0 not named like a background (CamVid's sky) like the other classes; a
+    # dataset whose class 0 is a background under another name must hear it, or its Dice silently changes meaning
     _dataset(tmp_path, ["a", "b", "c"], value=1)
-    cfg = {"type": "folder", "root": str(tmp_path), "classes": [first, "thing"], "mask_encoding": "index"}
-    found = [w for w in check_dataset(cfg, ["all"], optional=[]).warnings if "every score takes class 0" in w]
+    cfg = {"type": "folder", "root": str(tmp_path), "classes": [first, "thing", "other"], "mask_encoding": "index"}
+    if declared is not None:
+        cfg["background"] = declared
+    found = [w for w in check_dataset(cfg, ["all"], optional=[]).warnings if "not named like a background" in w]
     assert bool(found) == warned
     if warned:
-        assert f"class 0 is {first!r}" in found[0] and "miou" in found[0]
+        assert f"class 0 ({first!r})" in found[0] and "background: true" in found[0] and "all 3 classes" in found[0]
 
 
 def test_an_experiment_config_reads_its_data_paths_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

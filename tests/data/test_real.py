@@ -92,6 +92,7 @@ def test_camvid():
     assert sizes == {"train": 123, "val": 34, "test": 39, "all": 196}
     test = build_dataset({"type": "camvid"}, "test")
     assert len(test.info.classes) == 11 and test.info.ignore_index == 11 and test.num_model_outputs == 11
+    assert not test.info.has_background  # sky is class 0: scored like the other classes
     assert test.names[:3] == ["0001TP_008550", "0001TP_008730", "0001TP_008910"]
     counts = sum(torch.bincount(test[i]["mask"].flatten(), minlength=12) for i in range(3))
     assert test[0]["image"].shape == (3, 360, 480)

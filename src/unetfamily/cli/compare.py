@@ -46,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST_SEED .. FIRST_SEED+SEEDS-1 (a disjoint "
                    "set of seeds checks whether the verdict reproduces)")
     p.add_argument("--primary", default="dice", help=f"the per-case score that ranks the models ({', '.join(PRIMARY_METRICS)}; "
-                   "multi-class: mean over foreground classes; hd95: lower is better)")
+                   "multi-class: mean over foreground classes, over all when the data's class 0 is not a "
+                   "background; hd95: lower is better)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0,
                    help="pixels of boundary disagreement the normalised surface Dice forgives")
     p.add_argument("--lr-grid", help="comma-separated learning rates, e.g. 1e-3,3e-3,1e-2: each model picks its own on "

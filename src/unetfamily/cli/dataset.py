@@ -72,6 +72,7 @@ def run_info(args: argparse.Namespace) -> int:
         "samples": len(ds),
         "classes": ds.info.classes,
         "ignore_index": ds.info.ignore_index,
+        "background": ds.info.has_background,
         "in_channels": ds.info.in_channels,
         "num_model_outputs": ds.info.num_model_outputs,
         **asdict(stats),
@@ -111,7 +112,9 @@ def run_check(args: argparse.Namespace) -> int:
     info = result.info
     out(f"data check passed: {result.files} file(s) read in {result.seconds:.2f} s")
     out(f"samples: {', '.join(f'{k} {v}' for k, v in result.samples.items())}")
-    out(f"classes: {info.classes} (ignore_index {info.ignore_index}); found in the masks: {result.classes_found}")
+    out(f"classes: {info.classes} (ignore_index {info.ignore_index}; class 0 "
+        f"{'is a background, left out of the foreground scores' if info.has_background else 'is scored'}); "
+        f"found in the masks: {result.classes_found}")
     out(f"in_channels: {info.in_channels}; distinct image sizes: {result.image_sizes}")
     for warning in result.warnings:
         err(f"warning: {warning}")

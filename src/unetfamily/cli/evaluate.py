@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         out(f"{name:<20}{_number(iou):>8}{_number(dice):>8}")
     summary = ["dice", "iou", "miou", "pixel_accuracy"] + (["hd95"] if args.hd95 else [])
     out("  ".join(f"{k}={_number(result[k])}" for k in summary))
+    classes = result["classes"]
+    averaged = (f"classes 1..{len(classes) - 1} ({classes[0]} is a background, left out)" if result["background"]
+                else f"all {len(classes)} classes ({classes[0]} is not a background)")
+    out(f"dice, iou: mean over {averaged}")
     out(f"wrote {path}")
     return EXIT_OK
 

@@ -20,7 +20,7 @@ import torch
 from unetfamily.compare.config import CompareConfig
 from unetfamily.compare.data import ComparisonData, Fold, eval_split, fold_config
 from unetfamily.compare.identity import data_digest
-from unetfamily.compare.plan import base_config, check_stale, execute_locked, plan_runs
+from unetfamily.compare.plan import base_config, check_stale, execute_locked, plan_runs, scoring
 from unetfamily.compare.results import lower_is_better
 from unetfamily.engine.score_order import finite_score, order_key
 from unetfamily.compare.run import train_and_evaluate
@@ -73,7 +73,7 @@ def choose_learning_rates(cfg: CompareConfig, data: ComparisonData, variants: li
     for lr in cfg.lr_grid or []:
         runs = plan_runs(inner, variants, [cfg.first_seed], out / "lr_search" / f"lr{lr:g}",
                          lambda fold: _short_budget(base_config(cfg, fold.data)), lambda v, lr=lr: lr,
-                         {"nsd_tolerance": cfg.nsd_tolerance, "search": "lr"})
+                         {**scoring(cfg, data.info), "search": "lr"})
         check_stale(runs, out, rerun)
         for run, result in zip(runs, execute_locked(runs, lambda r: train_and_evaluate(r, device, cfg.nsd_tolerance))):
             value = finite_score(result.test.get(metric))

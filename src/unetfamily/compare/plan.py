@@ -25,10 +25,12 @@ from unetfamily.compare.identity import (
 )
 from unetfamily.compare.variants import Variant
 from unetfamily.config import Config, LoaderConfig, LossConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from unetfamily.data import DatasetInfo
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlannedRun", "base_config", "plan_runs", "check_stale", "run_config", "execute_locked", "saved_fingerprint"]
+__all__ = ["PlannedRun", "base_config", "plan_runs", "check_stale", "run_config", "execute_locked", "saved_fingerprint",
+           "scoring"]
 
 T = TypeVar("T")
 
@@ -77,6 +79,13 @@ def run_config(base: Config, variant: Variant, seed: int, run_dir: Path, lr: flo
         base, model=ModelConfig(name=variant.model, kwargs=dict(variant.kwargs)), optim=optim,
         train=dataclasses.replace(base.train, seed=seed), output_dir=str(run_dir),
     )
+
+
+def scoring(cfg: CompareConfig, info: DatasetInfo) -> dict[str, Any]:
+    """The evaluation settings every run's fingerprint holds: the NSD tolerance, and ``scores_class0`` when class 0
+    is scored like the other classes (absent otherwise, so runs scored before the data's ``background`` existed
+    stay valid: they left class 0 out, as a background is left out now)."""
+    return {"nsd_tolerance": cfg.nsd_tolerance, **({} if info.has_background else {"scores_class0": True})}
 
 
 def plan_runs(data: ComparisonData, variants: list[Variant], seeds: list[int], out: Path,

@@ -112,11 +112,18 @@ def _recipe_rows(p: Any, config: CompareConfig) -> list[tuple[str, str]]:
     ]
 
 
+def _scored(p: Any) -> str:
+    """What the foreground scores average, when class 0 is content (a background is left out, as usual)."""
+    if p.background or not p.classes:
+        return ""
+    return f"; class 0 ({p.classes[0]}) is not a background: Dice, IoU, NSD and clDice average all {len(p.classes)} classes"
+
+
 def _protocol(results: CompareResults) -> list[Block]:
     p, config = results.protocol, results.protocol.config
     rows = [
         ("Data", f"{p.data_name} ({_fmt(p.data)})"),
-        ("Task", f"{p.task}; classes: {_fmt(p.classes)}"),
+        ("Task", f"{p.task}; classes: {_fmt(p.classes)}{_scored(p)}"),
         ("Splits", ", ".join(f"{k} {v}" for k, v in p.splits.items()) + f"; evaluated on {_evaluation(results)}"),
         ("Models", _fmt(config.models) + (f"; ablations: {_fmt(config.ablations)}" if config.ablations else "")),
         *_encoder(p.encoder, p.config),

@@ -26,7 +26,8 @@ Task = Literal["binary", "multiclass"]
 def primary_metric(config: CompareConfig) -> str:
     """The per-case score that ranks variants: ``config.primary`` (Dice unless asked otherwise).
 
-    For multi-class tasks Dice, IoU, NSD and clDice are means over the FOREGROUND classes.
+    For multi-class tasks Dice, IoU, NSD and clDice are means over the FOREGROUND classes, or over every class
+    when class 0 is not a background (:attr:`Protocol.background`).
     """
     return config.primary
 
@@ -50,6 +51,7 @@ class Protocol:
     threads: int | None = None
     plan: dict[str, Any] | None = None  # compare --plan: the plan's choices, reasons and per-variant fits
     encoder: dict[str, Any] | None = None  # compare --encoder: {"name", "weights": file name, "sha256"}
+    background: bool = True  # class 0 is a background the foreground scores leave out (False: scored like the others)
     version: str = ""
     created: str = ""
 

@@ -85,7 +85,8 @@ def _levels(model: nn.Module, split: EvalSplit, device: torch.device,
     x = torch.randn(shape, device=device)
     for level in range(1, model.depth + 1):
         scores = evaluate(_PrunedLevel(model, level), window.loader(split), device, info.num_classes,
-                          info.ignore_index, **window.evaluate_options(split))
+                          info.ignore_index, include_background=not info.has_background,
+                          **window.evaluate_options(split))
         with torch.no_grad():
             latency = time_call(lambda: model.forward_level(x, level), device, repeats=10, stat="min")
         out[level] = {"dice": scores["dice"], "iou": scores["iou"], "miou": scores["miou"],
@@ -121,7 +122,7 @@ def _evaluate(model: nn.Module, split: EvalSplit, device: torch.device, nsd_tole
     info = split.info
     scores = evaluate(model, window.loader(split), device, info.num_classes, info.ignore_index, per_image=True,
                       hd95=info.num_classes == 2, nsd_tolerance=nsd_tolerance, cldice=True,
-                      **window.evaluate_options(split))
+                      include_background=not info.has_background, **window.evaluate_options(split))
     per_image = [_case(r) for r in scores["per_image"]]
     kept = {k: scores[k] for k in KEPT_SCORES if k in scores}
     if "hd95" in kept:  # the mean over the cases as resolved, missed and hallucinated objects included

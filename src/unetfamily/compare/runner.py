@@ -36,7 +36,7 @@ from unetfamily.compare.data import (
 from unetfamily.compare.identity import data_digest, encoder_record
 from unetfamily.compare.lr_search import choose_learning_rates
 from unetfamily.compare.planned import comparison_plan, planned_config
-from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs
+from unetfamily.compare.plan import PlannedRun, base_config, check_stale, execute_locked, plan_runs, scoring
 from unetfamily.compare.export_best import export_best
 from unetfamily.compare.report import write_report
 from unetfamily.compare.report_plan import plan_summary
@@ -76,7 +76,7 @@ def _protocol(cfg: CompareConfig, data: ComparisonData, base: Config, plan: Plan
         optimizer={"name": base.optim.name, "lr": base.optim.lr, "weight_decay": base.optim.weight_decay},
         schedule={"name": base.schedule.name, "warmup_steps": base.schedule.warmup_steps},
         threads=torch.get_num_threads(), plan=None if plan is None else plan_summary(plan), encoder=encoder,
-        version=__version__,
+        background=info.has_background, version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -297,7 +297,7 @@ def _compare(cfg: CompareConfig, out: Path, rerun: bool, stream: IO[str] | None,
     config_of = None if plan is None else (
         lambda fold, variant, seed, run_dir: planned_config(plan, variant, fold.data, seed, run_dir, cfg))
     runs = tracking.nest(plan_runs(data, variants, cfg.seed_list, out, base_of, lambda v: lrs.get(v.id),
-                                   {"nsd_tolerance": cfg.nsd_tolerance}, config_of))
+                                   scoring(cfg, data.info), config_of))
     check_stale(runs, out, rerun)
     ray = cfg.executor == "ray"
     with _beside_training(ray) as beside:  # what the driver computes while Ray's workers start and train

@@ -317,18 +317,18 @@ def _without_cases(results: CompareResults, summaries: Sequence[VariantSummary],
 
 
 def _weakest_class(results: CompareResults, s: VariantSummary) -> str | None:
-    """Multi-class only: the winner's weakest foreground class by IoU."""
+    """Multi-class only: the winner's weakest scored class by IoU (class 0 too when it is not a background)."""
     if results.protocol.task != "multiclass":
         return None
-    classes = results.protocol.classes
-    ious = {i: s.mean(k) for k in s.scores if k.startswith("class_iou:") and (i := int(k.split(":")[1])) > 0}
+    classes, first = results.protocol.classes, 1 if results.protocol.background else 0
+    ious = {i: s.mean(k) for k in s.scores if k.startswith("class_iou:") and (i := int(k.split(":")[1])) >= first}
     ious = {i: v for i, v in ious.items() if math.isfinite(v)}
     if len(ious) < 2:
         return None
     i = min(ious, key=ious.get)
     name = classes[i] if i < len(classes) else f"class {i}"
     return (f"Its weakest class is “{name}” at {_pts(ious[i])} IoU "
-            f"(its foreground classes range {_pts(ious[i])}–{_pts(max(ious.values()))}).")
+            f"(its {'foreground ' if first else ''}classes range {_pts(ious[i])}–{_pts(max(ious.values()))}).")
 
 
 def _ablations(summaries: Sequence[VariantSummary], evidence: CaseEvidence, metric: str) -> list[str]:

@@ -31,8 +31,8 @@ from unetfamily.data.probe import detect_channels
 from unetfamily.errors import Range
 
 __all__ = [
-    "DatasetInfo", "PairedFilesDataset", "Sample", "SamplePaths", "SegmentationDataset", "num_model_outputs",
-    "scaled_size",
+    "BACKGROUND_NAMES", "DatasetInfo", "PairedFilesDataset", "Sample", "SamplePaths", "SegmentationDataset",
+    "class0_is_background", "named_like_background", "num_model_outputs", "scaled_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,40 @@ MAX_CHANNELS = 1024
 MAX_SCALE = 8.0
 
 
+#: Names of a class 0 that is a background (compared stripped of spaces and underscores, in lower case).
+BACKGROUND_NAMES = frozenset({"background", "bg", "backgnd", "back ground", "back", "backdrop", "void", "none",
+                              "nothing", "unlabeled", "unlabelled", "other", "others", "clutter", "negative", "normal",
+                              "empty", "0"})
+
+
+def named_like_background(name: str) -> bool:
+    """Whether a class name says background (``background``, ``_background_``, ``BG``, ``void``, ...)."""
+    return name.strip(" _").lower() in BACKGROUND_NAMES
+
+
+def class0_is_background(classes: Sequence[str], background: bool | None = None) -> bool:
+    """Whether class 0 of ``classes`` is a background the foreground scores leave out: ``background`` as declared,
+    else (None, ``background: auto``) when the task is binary or class 0 is :func:`named_like_background`."""
+    if background is not None:
+        return background
+    return len(classes) == 2 or named_like_background(classes[0])
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and a loss need to know about a dataset.
+    """What a model, a loss and the metrics need to know about a dataset.
 
     ``classes`` lists every predicted class ("background" first where the data has one);
-    mask pixels equal to ``ignore_index`` carry no label.
+    mask pixels equal to ``ignore_index`` carry no label. ``background`` says whether class 0 is a
+    background, which the foreground scores (``dice``, ``iou``, NSD, HD95, a comparison's verdict) leave
+    out, or a class like the others (CamVid's sky), which they average in: ``None`` (a data config's
+    ``background: auto``) decides it from the classes, see :attr:`has_background`.
     """
 
     classes: list[str]
     ignore_index: int = 255
     in_channels: int = 3
+    background: bool | None = None
 
     def __post_init__(self) -> None:
         classes = self.classes
@@ -75,10 +98,18 @@ class DatasetInfo:
                 f"({classes[self.ignore_index]!r}); ignored pixels need a value outside the classes (e.g. 255)"
             )
         options.integer("in_channels", self.in_channels, lo=1, hi=MAX_CHANNELS)
+        if self.background is not None:
+            options.boolean("background", self.background)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def has_background(self) -> bool:
+        """Class 0 is a background, left out of the foreground scores: as declared, else (``background: auto``)
+        when the task is binary or class 0 is named like one (:func:`class0_is_background`)."""
+        return class0_is_background(self.classes, self.background)
 
     @property
     def num_model_outputs(self) -> int:
@@ -168,6 +199,12 @@ class SegmentationDataset(Dataset):
         return None
 
     # -- shared pipeline ----------------------------------------------------------------
+    @property
+    def has_background(self) -> bool:
+        """Class 0 is a background, left out of the foreground scores: as declared, else (``background: auto``)
+        when the task is binary or class 0 is named like one (:func:`class0_is_background`)."""
+        return class0_is_background(self.classes, self.background)
+
     @property
     def num_model_outputs(self) -> int:
         return self.info.num_model_outputs

@@ -158,7 +158,7 @@ def shared_info(built: Mapping[str, SegmentationDataset]) -> DatasetInfo:
     """The DatasetInfo every split shares; a DataConfigError naming the splits that differ."""
     def reading(d: SegmentationDataset) -> dict[str, Any]:
         return {"in_channels": d.info.in_channels, "classes": d.info.classes, "ignore_index": d.info.ignore_index,
-                "resize": d.resize}
+                "background": d.info.has_background, "resize": d.resize}
 
     (first, ds), *others = built.items()
     for name, other in others:
@@ -319,11 +319,6 @@ def _check_readings(reports: Sequence[_Split]) -> None:
         )
 
 
-#: Names of a background class 0 (stripped, lower case); every score leaves class 0 out (CamVid's is sky): warned.
-BACKGROUND_NAMES = frozenset({"background", "bg", "back", "backdrop", "void", "none", "nothing", "unlabeled",
-                              "unlabelled", "other", "others", "clutter", "negative", "normal", "empty", "0"})
-
-
 def _check_classes(reports: Sequence[_Split], info: DatasetInfo, warnings: list[str]) -> list[str]:
     """The classes found in the masks; a DataError when only background and ignore_index are."""
     found = set().union(*(r.values for r in reports))
@@ -342,12 +337,11 @@ def _check_classes(reports: Sequence[_Split], info: DatasetInfo, warnings: list[
     if absent:
         warnings.append(f"classes {absent} appear in no mask of the splits checked "
                         f"({', '.join(r.name for r in reports)}); their scores will be undefined")
-    first = info.classes[0]
-    if first.strip().strip("_").lower() not in BACKGROUND_NAMES:
-        warnings.append(f"class 0 is {first!r}, and every score takes class 0 for background: dice, iou, NSD, HD95 "
-                        f"and a comparison's verdict average classes 1..{info.num_classes - 1} and leave {first!r} "
-                        "out, and a mask of class 0 alone counts as empty. If it is a class like the others, judge by "
-                        "miou, mdice (all classes) and the per-class scores; if it is background, name it so")
+    if info.background is None and not info.has_background:
+        warnings.append(f"class 0 ({info.classes[0]!r}) is not named like a background, so it is scored like the "
+                        f"other classes (background: auto): dice, iou, NSD, clDice and a comparison's verdict average "
+                        f"all {info.num_classes} classes. If class 0 is a background to leave out of them, declare "
+                        "background: true in the data config; background: false silences this")
     return names
 
 

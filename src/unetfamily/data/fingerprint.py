@@ -106,6 +106,8 @@ class Fingerprint:
     belongs to in that image: near 1 when larger images show their objects larger (pictures taken at
     several magnifications, as in DSB2018), near 0 when a larger image shows more of the scene; ``None``
     with fewer than :data:`SIZE_FOLLOWS_CASES` such images or when they all have one side.
+    ``background`` is the data config's ``background`` (``None``: auto), see
+    :func:`~unetfamily.data.base.class0_is_background`.
     """
 
     cases: int
@@ -126,6 +128,7 @@ class Fingerprint:
     width: dict[str, float | None] | None = None
     size_sample: list[list[int]] | None = None
     size_follows: dict[str, float | None] | None = None
+    background: bool | None = None
 
     def is_thin(self, name: str) -> bool:
         """Class ``name`` is drawn in lines: boundary fraction >= :data:`THIN_BOUNDARY` or width <= :data:`THIN_WIDTH`."""
@@ -136,7 +139,6 @@ class Fingerprint:
     def foreground(self) -> list[str]:
         """The foreground classes: all but index 0."""
         return self.classes[1:]
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe dict (floats to 6 significant digits); :meth:`from_dict` reads it back."""
         return _clean(asdict(self))
@@ -147,7 +149,7 @@ class Fingerprint:
         if not isinstance(d, dict):
             raise DataError(f"fingerprint: expected a mapping, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in d and n not in ("width", "size_follows")]
+        missing = [n for n in names if n not in d and n not in ("width", "size_follows", "background")]
         unknown = sorted(set(d) - set(names))
         if missing or unknown:
             raise DataError(f"fingerprint: missing keys {missing}, unknown keys {unknown}; recompute it")
@@ -308,7 +310,8 @@ def fingerprint_dataset(dataset: SegmentationDataset, max_cases: int | None = 50
         image = image_to_float(img.numpy(), dataset.sample_name(i))
         channels = image.shape[0]
         acc.add(image, msk.numpy())
-    fields_ = {"cases": len(indices), "channels": channels, **acc.finish(), "version": FINGERPRINT_VERSION}
+    fields_ = {"cases": len(indices), "channels": channels, **acc.finish(), "version": FINGERPRINT_VERSION,
+               "background": info.background}
     log.info("fingerprinted %d of %d samples of %s", len(indices), len(dataset), type(dataset).__name__)
     return Fingerprint.from_dict(_clean(fields_))
 

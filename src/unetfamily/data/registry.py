@@ -9,6 +9,7 @@ A config names a ``type`` and that type's options (a bare type name, ``"syntheti
     splits: {fractions: {train: 0.8, val: 0.2}, seed: 0}
     resize: [256, 256]        # or scale: 0.5 (each sample's own size times a factor; not with resize)
     augment: medical          # optional; applied to the "train" split only
+    background: auto          # class 0 is a background the foreground scores leave out: true, false or auto
 
 Each type is a small builder function registered with :func:`register_dataset`; its keyword
 arguments are the valid keys, so an unknown key is an error that names it. A YAML file whose
@@ -17,6 +18,7 @@ top level has a ``data`` mapping (an experiment config) uses that mapping.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -47,7 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, Callable[..., SegmentationDataset]] = {}
-_COMMON_KEYS = ("type", "augment", "scale", "strict")
+_COMMON_KEYS = ("type", "augment", "scale", "strict", "background")
 
 
 def register_dataset(fn: Callable[..., SegmentationDataset]) -> Callable[..., SegmentationDataset]:
@@ -133,6 +135,7 @@ def build_dataset(
     augment = config.pop("augment", None)
     scale = config.pop("scale", None)
     strict = options.boolean("strict", config.pop("strict", False))
+    background = _background(config.pop("background", "auto"))
     params = inspect.signature(builder).parameters
     valid = [p for p in params if p not in ("split", "strict")]
     for key in config:
@@ -147,6 +150,8 @@ def build_dataset(
     if "strict" in params:  # types that read split lists check them; for the others splits cannot overlap
         config["strict"] = strict
     dataset = builder(split, **config)
+    if background is not None:
+        dataset.info = dataclasses.replace(dataset.info, background=background)
     if scale is not None:  # every split: evaluation sees the scale training saw
         dataset.set_scale(scale)
     if augment and split == "train":
@@ -177,6 +182,16 @@ def build_training_split(config: Mapping[str, Any] | str | Path) -> tuple[str, S
             raise no_train from None
         log.info("the dataset defines no splits: all %d cases are training cases", len(pooled))
         return "all", pooled
+
+
+def _background(value: Any) -> bool | None:
+    """The ``background`` key: True or False as declared, None for ``auto`` (decided from the class names)."""
+    if value is None or value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise DataConfigError(f"background={value!r} is invalid; give true (class 0 is a background the foreground "
+                              "scores leave out), false (class 0 is scored like every class) or auto")
+    return value
 
 
 def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) -> Callable:

@@ -54,10 +54,12 @@ def evaluate(
     window: Sequence[int] | None = None,
     overlap: float = 0.5,
     window_batch: int = 4,
+    include_background: bool = False,
 ) -> dict[str, Any]:
     """Scores of ``model`` on every batch of ``loader`` (``{"image": (N,C,H,W), "mask": (N,H,W)}``).
 
-    ``num_classes`` counts the background (binary = 2). Returns plain Python values: the scalar
+    ``num_classes`` counts the background (binary = 2); ``include_background`` (the data's ``not
+    info.has_background``) averages class 0 into the foreground scores. Returns plain Python values: the scalar
     scores (``dice``, ``iou``, ``miou``, ``pixel_accuracy``, ...), ``per_class_*`` lists, the
     ``confusion_matrix`` (rows = target) and, with ``per_image``, a list of per-image scores.
     With ``per_image``, ``nsd_tolerance`` (pixels) adds the normalised surface Dice and ``cldice``
@@ -72,7 +74,8 @@ def evaluate(
 
     device = torch.device(device)
     model.eval()
-    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, threshold=threshold, hd95=hd95).to(device)
+    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, threshold=threshold, hd95=hd95,
+                                  include_background=include_background).to(device)
     images_scores: list[dict[str, Any]] = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
     for batch in loader:
@@ -88,16 +91,21 @@ def evaluate(
         metrics.update(output, masks)
         if per_image:
             scores = per_image_scores(output, masks, num_classes, ignore_index=ignore_index, threshold=threshold,
-                                      with_hd95=hd95, nsd_tolerance=nsd_tolerance, with_cldice=cldice, describe=True)
+                                      with_hd95=hd95, nsd_tolerance=nsd_tolerance, with_cldice=cldice, describe=True,
+                                      include_background=include_background)
             _add_images(images_scores, scores, batch.get("name"), len(images))
     result = {k: _plain(v) for k, v in metrics.compute().items()}
-    if per_image:
-        result["per_image"] = images_scores
-        for key in ("nsd", "cldice"):
-            values = [r[key] for r in images_scores if key in r and r[key] is not None and math.isfinite(r[key])]
-            if images_scores and key in images_scores[0]:
-                result[key] = sum(values) / len(values) if values else math.nan
-    return result
+    return {**result, **_image_means(images_scores)} if per_image else result
+
+
+def _image_means(images_scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """``per_image`` and the means of the per-image-only scores (NSD, clDice) over the images where defined."""
+    out: dict[str, Any] = {"per_image": images_scores}
+    for key in ("nsd", "cldice"):
+        values = [r[key] for r in images_scores if key in r and r[key] is not None and math.isfinite(r[key])]
+        if images_scores and key in images_scores[0]:
+            out[key] = sum(values) / len(values) if values else math.nan
+    return out
 
 
 def _add_images(images_scores: list[dict[str, Any]], scores: dict[str, torch.Tensor], names: list[str] | None,
@@ -156,7 +164,8 @@ def evaluate_checkpoint(
     (a threshold for a multi-class model, data of other classes or channels) raise a
     :class:`~unetfamily.errors.ConfigError`; ``names`` maps option names to how errors show them
     (the CLI passes ``{"threshold": "--threshold", ...}``). Returns :func:`evaluate`'s result with
-    ``per_image`` scores, plus ``classes``, ``split`` and ``checkpoint`` (the file that was read).
+    ``per_image`` scores, plus ``classes``, ``background`` (class 0 left out of ``dice`` and ``iou``), ``split`` and
+    ``checkpoint`` (the file that was read).
     A model trained with ``train.val_window`` is scored as it was validated: each image in sliding
     windows, one image at a time, ``batch_size`` windows per forward pass.
     """
@@ -178,8 +187,9 @@ def evaluate_checkpoint(
     loader = make_loader(dataset, 1 if window is not None else batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
                       hd95=hd95, per_image=True, threshold=0.5 if threshold is None else threshold,
-                      window=window, overlap=overlap, window_batch=batch_size)
-    result["classes"] = list(dataset.info.classes)
+                      window=window, overlap=overlap, window_batch=batch_size,
+                      include_background=not dataset.info.has_background)
+    result["classes"], result["background"] = list(dataset.info.classes), dataset.info.has_background
     result["split"], result["checkpoint"] = split, str(resolve_checkpoint(checkpoint))
     return result
 

@@ -41,7 +41,8 @@ def _compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(", ", ": "))
 
 
-def _training_data(config: Mapping[str, Any], classes: list[str] | None) -> dict[str, Any] | None:
+def _training_data(config: Mapping[str, Any], classes: list[str] | None,
+                   background: Any = None) -> dict[str, Any] | None:
     data = config.get("data")
     if not isinstance(data, Mapping) or not data:
         return None
@@ -51,6 +52,8 @@ def _training_data(config: Mapping[str, Any], classes: list[str] | None) -> dict
             out[key] = data[key] if isinstance(data[key], (str, int, float)) else _compact(data[key])
     if classes:
         out["classes"] = ", ".join(classes)
+    if classes and isinstance(background, bool):  # what the card's dice and iou average
+        out["class 0"] = "a background, left out of dice and iou" if background else "scored like the other classes"
     out["data config"] = _compact(data)
     return out
 
@@ -106,7 +109,7 @@ def checkpoint_card(ckpt: Checkpoint, source: str | Path) -> ModelCard:
     data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
     classes = ckpt.extra.get("classes")
     classes = [str(c) for c in classes] if isinstance(classes, list) else None
-    training_data = _training_data(config, classes)
+    training_data = _training_data(config, classes, ckpt.extra.get("background"))
     geometry = data_geometry(data)  # a cross-validated run keeps data.resize in its cv_fold's base
     resize = _resize(geometry)
     scale = geometry["scale"]

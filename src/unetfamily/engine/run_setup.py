@@ -3,8 +3,7 @@
 The order in which things are built is part of the reproducibility contract and must not change:
 datasets, then ``torch.manual_seed(train.seed)`` immediately followed by the model (its initial
 weights), the optimizer (and, on resume, the saved RNG state), the loss, the loaders. Every
-training step reseeds the global RNG from ``(seed, step)`` itself (see
-:mod:`unetfamily.engine.loop`).
+training step reseeds the global RNG from ``(seed, step)`` itself (see :mod:`unetfamily.engine.loop`).
 
 Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
 DistributedDataParallel (gloo on CPU, nccl on CUDA, SyncBatchNorm only on CUDA), each rank reads
@@ -126,8 +125,9 @@ class TrainRun:
         if self.scaler is not None and self.scaler.is_enabled():
             self.state.loss_scale = self.scaler.state_dict()
         if self.dist.main:
-            extra = {"classes": list(self.info.classes), "ignore_index": self.info.ignore_index, "amp": self.amp,
-                     **self.state.to_extra()}  # amp: the autocast the steps ran under, train.amp "auto" resolved
+            info = self.info  # amp: the autocast the steps ran under, train.amp "auto" resolved
+            extra = {"classes": list(info.classes), "ignore_index": info.ignore_index,
+                     "background": info.has_background, "amp": self.amp, **self.state.to_extra()}
             save_checkpoint(path, self.model, self.cfg.to_dict(), step=self.state.step, epoch=epoch,
                             optimizer=self.optimizer, extra=extra)
 

@@ -118,7 +118,8 @@ def _validate(run: TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
     info, state, train = run.info, run.state, run.cfg.train
     metrics = evaluate(run.model, run.val_loader, run.device, info.num_classes, info.ignore_index, amp=run.amp,
                        window=train.val_window, overlap=train.val_overlap,
-                       window_batch=run.cfg.loader.val_batch_size or run.cfg.loader.batch_size)
+                       window_batch=run.cfg.loader.val_batch_size or run.cfg.loader.batch_size,
+                       include_background=not info.has_background)
     score = _monitored(metrics, train.monitor)
     metrics["step"], metrics["epoch"] = state.step, epoch
     state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})

@@ -9,7 +9,8 @@ whole set, not averages of per-batch scores.
 Conventions (``docs/losses_metrics.md`` has the full list):
 
 - K = ``num_classes`` counts the background: binary = 2 (``num_classes=1``, the models'
-  1-channel convention, is read as 2). Class 0 is the background.
+  1-channel convention, is read as 2). Class 0 is the background, unless ``include_background``
+  says it is a class like the others (a data config's ``background: false``, CamVid's sky).
 - Predictions: 1-channel logits -> ``sigmoid > threshold``; C-channel logits -> argmax; an
   integer (N, H, W) tensor is taken as labels. Deep-supervision lists and ``(seg, cls)`` tuples
   are unpacked and the final output is used as is.
@@ -17,8 +18,9 @@ Conventions (``docs/losses_metrics.md`` has the full list):
   and Dice NaN and is left out of every mean. Precision is NaN for a class never predicted,
   recall NaN for a class never present in the target.
 - ``iou`` / ``dice`` / ``precision`` / ``recall``: mean over the FOREGROUND classes 1..K-1 (for
-  binary simply class 1); ``miou`` / ``mdice``: mean over all classes INCLUDING background (the
-  PASCAL VOC mIoU).
+  binary simply class 1), over all K classes with ``include_background``; ``miou`` / ``mdice``: mean
+  over all classes INCLUDING background (the PASCAL VOC mIoU). The per-image NSD and clDice are
+  means over the same classes as ``dice``.
 - HD95 (binary only, ``hd95=True``), per image then averaged, in pixels: both prediction and
   target empty -> 0, counted in the mean; exactly one empty -> undefined, left out of the mean
   and counted in ``hd95_undefined``.
@@ -33,6 +35,7 @@ Conventions (``docs/losses_metrics.md`` has the full list):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +99,11 @@ def _confusion(pred: Tensor, target: Tensor, k: int, ignore_index: int) -> Tenso
     return counts.view(-1, k, k)
 
 
+def _first(include_background: bool) -> int:
+    """The first class the foreground means average: 0 when class 0 is scored like the others, else 1."""
+    return 0 if include_background else 1
+
+
 def _nanmean(x: Tensor) -> Tensor:
     """Mean over the last dim ignoring NaN; NaN when every value is NaN (no warning)."""
     ok = ~x.isnan()
@@ -106,13 +114,13 @@ def _ratio(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(num, math.nan))
 
 
-def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
+def scores_from_confusion(confmat: Tensor, include_background: bool = False) -> dict[str, Tensor]:
     """Scores from a confusion matrix (..., K, K) (rows = target, columns = prediction).
 
     Returns float64 tensors: ``per_class_iou``, ``per_class_dice``, ``per_class_precision``,
     ``per_class_recall`` (..., K); ``iou``, ``dice``, ``precision``, ``recall`` (mean over
-    classes 1..K-1), ``miou``, ``mdice`` (mean over all K classes), ``pixel_accuracy`` (...);
-    NaN entries (see module doc) are left out of the means.
+    classes 1..K-1, over all K with ``include_background``), ``miou``, ``mdice`` (mean over all K
+    classes), ``pixel_accuracy`` (...); NaN entries (see module doc) are left out of the means.
     """
     cm = confmat.double()
     tp = cm.diagonal(dim1=-2, dim2=-1)
@@ -125,7 +133,7 @@ def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
         "per_class_recall": _ratio(tp, tp + fn),
     }
     for name in ("iou", "dice", "precision", "recall"):
-        out[name] = _nanmean(out[f"per_class_{name}"][..., 1:])
+        out[name] = _nanmean(out[f"per_class_{name}"][..., _first(include_background):])
     out["miou"] = _nanmean(out["per_class_iou"])
     out["mdice"] = _nanmean(out["per_class_dice"])
     out["pixel_accuracy"] = _ratio(tp.sum(-1), cm.sum((-2, -1)))
@@ -143,6 +151,7 @@ def per_image_scores(
     nsd_tolerance: float | None = None,
     with_cldice: bool = False,
     describe: bool = False,
+    include_background: bool = False,
 ) -> dict[str, Tensor]:
     """Scores of each image, for evaluation reports.
 
@@ -155,36 +164,39 @@ def per_image_scores(
             ``per_class_nsd`` (N, K) and ``nsd`` (N,), the mean over foreground classes.
         with_cldice: also return centreline Dice: ``per_class_cldice`` (N, K) and ``cldice`` (N,).
         describe: also return what each image holds, to resolve the NaN scores of empty masks (below).
+        include_background: class 0 is a class like the others: ``dice``, ``iou``, ``nsd`` and ``cldice``
+            average every class, and an image holding only class 0 is not empty.
 
     Returns:
         ``per_class_dice``, ``per_class_iou`` (N, K) float64 (NaN where the class is absent from
         both prediction and target in that image) and ``dice``, ``iou`` (N,): the mean over
         foreground classes present (binary: class 1; an image with empty prediction and empty
         target gets NaN); with ``describe``, ``target_empty`` and ``prediction_empty`` (N,) bool (no
-        foreground class on the valid pixels; both True also where no pixel is valid), ``valid`` (N,) bool
+        scored class on the valid pixels; both True also where no pixel is valid), ``valid`` (N,) bool
         (some pixel is not ``ignore_index``) and ``image_diagonal`` (N,) float64 (the image's diagonal in
         pixels, the farthest two of its pixels can lie apart).
     """
     _check_target(target)
     k = _num_classes(num_classes)
     pred = _labels(output, target, k, threshold, ignore_index)
-    scores = scores_from_confusion(_confusion(pred, target, k, ignore_index))
+    first = _first(include_background)
+    scores = scores_from_confusion(_confusion(pred, target, k, ignore_index), include_background)
     out = {name: scores[name] for name in ("per_class_dice", "per_class_iou", "dice", "iou")}
     if describe:
         valid = target != ignore_index
         out["valid"] = valid.flatten(1).any(1)
-        out["target_empty"] = ~((target > 0) & valid).flatten(1).any(1)
-        out["prediction_empty"] = ~((pred > 0) & valid).flatten(1).any(1)
+        out["target_empty"] = ~((target >= first) & valid).flatten(1).any(1)
+        out["prediction_empty"] = ~((pred >= first) & valid).flatten(1).any(1)
         out["image_diagonal"] = torch.full((target.shape[0],), math.hypot(*target.shape[-2:]), dtype=torch.float64)
     if with_hd95:
         out["hd95"] = _hd95_batch(pred, target, k, ignore_index)
     if nsd_tolerance is not None:
         nsd = _per_class(pred, target, k, ignore_index,
-                         lambda p, t, valid: normalized_surface_dice(p, t, nsd_tolerance, valid=valid))
-        out["per_class_nsd"], out["nsd"] = nsd, _foreground_mean(nsd)
+                         lambda p, t, valid: normalized_surface_dice(p, t, nsd_tolerance, valid=valid), first)
+        out["per_class_nsd"], out["nsd"] = nsd, _nanmean(nsd[:, first:])
     if with_cldice:
-        cl = _per_class(pred, target, k, ignore_index, cldice)
-        out["per_class_cldice"], out["cldice"] = cl, _foreground_mean(cl)
+        cl = _per_class(pred, target, k, ignore_index, cldice, first)
+        out["per_class_cldice"], out["cldice"] = cl, _nanmean(cl[:, first:])
     return out
 
 
@@ -196,27 +208,18 @@ def _labels(output: ModelOutput, target: Tensor, k: int, threshold: float, ignor
     return logits_to_labels(output, k, threshold)
 
 
-def _per_class(pred: Tensor, target: Tensor, k: int, ignore_index: int, score) -> Tensor:
-    """(N, K) float64: ``score(pred == c, target == c, valid=...)`` per image and foreground class (class 0 NaN).
+def _per_class(pred: Tensor, target: Tensor, k: int, ignore_index: int, score, first: int = 1) -> Tensor:
+    """(N, K) float64: ``score(pred == c, target == c, valid=...)`` per image and class ``c >= first`` (others NaN).
 
     ``valid`` is False at ignored pixels, which the mask metrics remove from both masks.
     """
     valid = (target != ignore_index).cpu().numpy()
     p, t = pred.cpu().numpy(), target.cpu().numpy()
     out = np.full((p.shape[0], k), np.nan)
-    for c in range(1, k):
+    for c in range(first, k):
         for i in range(p.shape[0]):
             out[i, c] = score(p[i] == c, t[i] == c, valid=valid[i])
     return torch.from_numpy(out)
-
-
-def _foreground_mean(per_class: Tensor) -> Tensor:
-    """(N,) mean over the foreground classes that are defined in each image (NaN if none is)."""
-    fg = per_class[:, 1:]
-    defined = ~fg.isnan()
-    total = torch.where(defined, fg, torch.zeros_like(fg)).sum(1)
-    count = defined.sum(1)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
 
 
 def _hd95_batch(pred: Tensor, target: Tensor, k: int, ignore_index: int) -> Tensor:
@@ -235,6 +238,8 @@ class SegmentationMetrics(Metric):
         threshold: probability threshold for 1-channel (sigmoid) logits.
         hd95: also track the per-image 95th-percentile Hausdorff distance (binary only; needs scipy;
             runs on CPU, one distance transform per image).
+        include_background: class 0 is a class like the others, averaged into ``dice``, ``iou``,
+            ``precision`` and ``recall`` (see :func:`scores_from_confusion`).
         **kwargs: forwarded to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
 
     ``update(output, target)``: a raw model output (or (N, H, W) labels) and an (N, H, W) target.
@@ -249,13 +254,15 @@ class SegmentationMetrics(Metric):
     full_state_update = False
 
     def __init__(
-        self, num_classes: int, *, ignore_index: int = 255, threshold: float = 0.5, hd95: bool = False, **kwargs
+        self, num_classes: int, *, ignore_index: int = 255, threshold: float = 0.5, hd95: bool = False,
+        include_background: bool = False, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_classes = _num_classes(num_classes)
         if hd95 and self.num_classes != 2:
             raise ValueError(f"hd95=True is implemented for binary tasks (num_classes=2), got {num_classes}")
         self.ignore_index, self.threshold, self.hd95 = ignore_index, threshold, hd95
+        self.include_background = include_background
         k = self.num_classes
         self.add_state("confmat", default=torch.zeros(k, k, dtype=torch.long), dist_reduce_fx="sum")
         if hd95:
@@ -277,7 +284,7 @@ class SegmentationMetrics(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         """Scores of everything accumulated (across all processes under DDP)."""
-        out = scores_from_confusion(self.confmat)
+        out = scores_from_confusion(self.confmat, self.include_background)
         out["confusion_matrix"] = self.confmat.clone()
         if self.hd95:
             out["hd95"] = _ratio(self.hd95_sum, self.hd95_count.double())

@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from unetfamily.data.base import class0_is_background
 from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, UP_ASYMMETRY, Fingerprint
 
 __all__ = [
-    "BACKGROUND_NAMES", "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
+    "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
     "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "augmentation", "class_weights", "content_classes",
     "foreground_oversampling", "layer_norm", "major_classes", "normalization", "one_size", "optimizer", "round_patch",
     "scale",
@@ -27,8 +28,6 @@ DIVISOR = 32
 STEPS_PER_EPOCH = 250
 #: nnU-Net forces a third of the patches to contain foreground.
 FOREGROUND_OVERSAMPLING = 1 / 3
-#: Names of a class 0 that is a background rather than content (compared lower-case, without "_" and spaces).
-BACKGROUND_NAMES = frozenset({"background", "bg", "backgnd", "back ground"})
 #: A content class holding this share of the content pixels is major: it sets the context the patch must hold.
 MAJOR_SHARE = 0.1
 #: Down-scaling keeps the typical object of every content class at least this many pixels (the object a
@@ -63,11 +62,11 @@ class Choice:
 def content_classes(fp: Fingerprint) -> list[str]:
     """The classes that are content, not background: all but index 0 when the data has a background there.
 
-    Index 0 is a background when the task is binary or the class is named like one (``background``,
-    ``bg``, ``_background_``, any case); a scene's first class ("sky" in CamVid) is content.
+    Index 0 is a background as the data config declares (``background: true/false``), else when the task is
+    binary or the class is named like one (``background``, ``bg``, ``_background_``, any case; see
+    :func:`unetfamily.data.base.class0_is_background`); a scene's first class ("sky" in CamVid) is content.
     """
-    first = fp.classes[0].strip(" _").lower()
-    return list(fp.classes[1:]) if len(fp.classes) == 2 or first in BACKGROUND_NAMES else list(fp.classes)
+    return list(fp.classes[1:]) if class0_is_background(fp.classes, fp.background) else list(fp.classes)
 
 
 def _share(fp: Fingerprint, classes: list[str]) -> dict[str, float]:
