@@ -7,8 +7,9 @@ A comparison scores its runs at the resolution it trained at (``--size`` resizes
 different pixel grids. This puts them on one: for each run of each report folder (``--folds 1`` only), the
 final checkpoint predicts every image of the evaluated split at its native size
 (:class:`unetfamily.engine.predict.Predictor` resizes to the run's training geometry and the
-probabilities back), and the per-case Dice (mean over foreground classes; a case with neither
-prediction nor reference counts as perfect, as in the compare report) is taken against the native mask.
+probabilities back), and the per-case Dice (mean over foreground classes, or over every class where the
+data's class 0 is not a background; a case with neither prediction nor reference counts as perfect, as in
+the compare report) is taken against the native mask.
 Prints one markdown table per report folder.
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def native_scores(report: Path) -> dict[str, dict[int, float]]:
             sample = dataset[i]
             mask = predictor.predict(sample["image"], keep_probabilities=False).mask.long()
             dice = float(per_image_scores(mask[None], sample["mask"][None], info.num_classes,
-                                          ignore_index=info.ignore_index)["dice"][0])
+                                          ignore_index=info.ignore_index,
+                                          include_background=not info.has_background)["dice"][0])
             cases.append(1.0 if math.isnan(dice) else dice)
         out.setdefault(run["variant"], {})[run["seed"]] = 100 * sum(cases) / len(cases)
     return out
