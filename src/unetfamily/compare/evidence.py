@@ -7,7 +7,8 @@ variants, and undefined scores are resolved the same way for every variant: each
 own cases (``compare.run``: both masks empty is perfect, exactly one empty has the image's diagonal
 as HD95), and results of older versions still holding NaN are resolved by
 :func:`unetfamily.compare.stats.case_matrix` (an overlap score of an empty prediction of an empty
-reference is perfect, an HD95 with exactly one empty mask is the worst HD95 seen).
+reference is perfect, an HD95 with exactly one empty mask, or any infinite score, is the worst
+finite score seen). A variant with no finite per-case score is left out, never ranked.
 
 :func:`case_scores` builds that (V, C) matrix with the seed spread and the per-fold means;
 :func:`case_evidence` adds the Holm-adjusted pairwise Wilcoxon tests and the bootstrap rank
@@ -56,7 +57,7 @@ class CaseScores:
     seed_means: dict[str, np.ndarray]  # variant id -> (S,) mean over the cases of each seed's runs
     fold_means: dict[str, dict[int, float]]  # variant id -> fold -> mean over that fold's cases (mean over seeds)
     dropped: list[str] = field(default_factory=list)  # cases missing for some variant
-    excluded: list[str] = field(default_factory=list)  # variants without any per-case score for ``metric``
+    excluded: list[str] = field(default_factory=list)  # variants without any finite per-case score for ``metric``
 
     @property
     def n_cases(self) -> int:
@@ -78,6 +79,21 @@ class CaseScores:
         values = self.seed_means.get(vid, np.array([]))
         values = values[np.isfinite(values)]
         return float(values.std(ddof=1)) if values.size >= 2 else math.nan
+
+    def seeds_against(self, a: str, b: str) -> list[tuple[int, float, float]]:
+        """(seed, mean of ``a``, mean of ``b``) for each seed both scored in which ``b`` does at least as well as ``a``.
+
+        The case-level tests average each case over the seeds, so they cannot see seeds that rank two
+        models the other way; this lists them.
+        """
+        mine = dict(zip(self.seeds.get(a, []), self.seed_means.get(a, []), strict=True))
+        theirs = dict(zip(self.seeds.get(b, []), self.seed_means.get(b, []), strict=True))
+        out = []
+        for seed in sorted(set(mine) & set(theirs)):
+            x, y = float(mine[seed]), float(theirs[seed])
+            if math.isfinite(x) and math.isfinite(y) and (y >= x if self.higher_is_better else y <= x):
+                out.append((seed, x, y))
+        return out
 
     def order(self) -> list[str]:
         """The variants best first by mean case score (input order breaks ties; a NaN mean ranks last)."""
@@ -123,6 +139,11 @@ def _collect(results: CompareResults, vid: str, metric: str) -> dict[int, dict[s
     return {seed: cases for seed, cases in sorted(table.items()) if cases}
 
 
+def _any_finite(table: dict[int, dict[str, tuple[float, int]]]) -> bool:
+    """Whether any case of any seed has a finite score."""
+    return any(math.isfinite(score) for cases in table.values() for score, _ in cases.values())
+
+
 def _common_cases(tables: dict[str, dict[int, dict[str, tuple[float, int]]]]) -> tuple[list[str], list[str]]:
     """(cases every variant scored in some seed, the other cases); a warning names what is dropped."""
     per_variant = {vid: set().union(*(cases.keys() for cases in seeds.values())) for vid, seeds in tables.items()}
@@ -139,14 +160,16 @@ def _common_cases(tables: dict[str, dict[int, dict[str, tuple[float, int]]]]) ->
 def case_scores(results: CompareResults, variant_ids: Sequence[str], metric: str) -> CaseScores:
     """Per-case ``metric`` of ``variant_ids`` averaged over seeds: a (V, C) matrix (see the module docstring).
 
-    Variants without any per-case score for ``metric`` are left out (``excluded``) and cases that
-    some variant lacks are dropped (``dropped``), each with a logged warning.
+    Variants without any finite per-case score for ``metric`` are left out (``excluded``: a model
+    whose every score is NaN has no number to rank, and its NaNs must not be read as perfect
+    empty cases) and cases that some variant lacks are dropped (``dropped``), each with a logged warning.
     """
     higher = not lower_is_better(metric)
-    tables = {vid: t for vid in dict.fromkeys(variant_ids) if (t := _collect(results, vid, metric))}
+    tables = {vid: t for vid in dict.fromkeys(variant_ids) if (t := _collect(results, vid, metric)) and _any_finite(t)}
     excluded = [vid for vid in dict.fromkeys(variant_ids) if vid not in tables]
-    if excluded:
-        log.warning("no per-case %s scores for %s: left out of the case-level statistics", metric, ", ".join(excluded))
+    if excluded:  # no scores, or none finite: nothing to resolve an undefined score against, never a perfect one
+        log.warning("no finite per-case %s scores for %s: left out of the case-level statistics", metric,
+                    ", ".join(excluded))
     cases, dropped = _common_cases(tables)
     rows = [(vid, seed) for vid, seeds in tables.items() for seed in seeds]
     raw = np.full((len(rows), len(cases)), math.nan)

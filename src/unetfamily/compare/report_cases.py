@@ -124,7 +124,7 @@ def _left_out(dropped: Sequence[str], excluded: Sequence[str], labels: Mapping[s
                      f"left out ({', '.join(dropped[:5])}"
                      + (", ..." if len(dropped) > 5 else "") + ")")
     if excluded:
-        parts.append("models without per-case scores were left out: "
+        parts.append("models without a finite per-case score were left out: "
                      + ", ".join(labels.get(v, v) for v in excluded))
     return "Left out of these statistics: " + "; ".join(parts) + "."
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from unetfamily.compare.evidence import CaseScores, case_scores
 from unetfamily.compare.results import CompareResults, RunResult, VariantResult, lower_is_better
+from unetfamily.compare.stats import finite
 from unetfamily.engine.score_order import finite_score, order_key
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,6 @@ def as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """The finite values of ``values`` as a float array."""
-    arr = np.asarray(values, dtype=float)
-    return arr[np.isfinite(arr)]
 
 
 def finite_mean(values: Sequence[float] | np.ndarray) -> float:

@@ -16,17 +16,15 @@ Conventions (``docs/compare_report.md`` has the full list):
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from unetfamily.compare.evidence import ALPHA, CaseEvidence, case_evidence
 from unetfamily.compare.results import CompareResults, lower_is_better
-from unetfamily.compare.stats import PairTest
+from unetfamily.compare.stats import PairTest, welch_t_test
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean, scale, unit
 from unetfamily.engine.score_order import finite_score
-from unetfamily.errors import require
 
 __all__ = ["ALPHA", "Comparison", "compare_scores", "format_p", "format_share", "p_adj_phrase", "practical_margin",
            "times", "verdict", "welch_t_test"]
@@ -42,30 +40,6 @@ PRACTICAL_MARGIN_PX = 2.0  # the same for HD95, in pixels
 def practical_margin(metric: str) -> float:
     """How far behind (runner's units) a cheaper model may be and still be recommended."""
     return PRACTICAL_MARGIN_PX if metric == "hd95" else PRACTICAL_MARGIN
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """Welch's unequal-variance t-test: ``(t, df, two-sided p)`` for mean(a) - mean(b).
-
-    NaNs are dropped; each side needs >= 2 values. Zero variance on both sides gives p = 1 for
-    equal means and p = 0 otherwise (scipy returns NaN there). ``df`` is the Welch-Satterthwaite
-    degrees of freedom; t and p are scipy's ``ttest_ind(equal_var=False)``.
-    """
-    x, y = finite(a), finite(b)
-    if x.size < 2 or y.size < 2:
-        raise ValueError(f"Welch's t-test needs >= 2 finite values per side, got {x.size} and {y.size}")
-    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
-    diff = float(x.mean() - y.mean())
-    if va + vb == 0.0:
-        return (math.copysign(math.inf, diff) if diff else 0.0), math.nan, float(diff == 0.0)
-    stats = require("scipy.stats", "train", "the significance test of the compare report")
-    with warnings.catch_warnings():
-        # Seeds with equal scores on one side (a collapsed model) are common here and their zero
-        # variance is exact; scipy warns about "nearly identical" data for them.
-        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-        test = stats.ttest_ind(x, y, equal_var=False)
-    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
-    return float(test.statistic), float(df), float(test.pvalue)
 
 
 @dataclass(frozen=True)
@@ -180,7 +154,14 @@ def verdict(results: CompareResults, summaries: Sequence[VariantSummary],
         out.append("With a single evaluated case nothing can be tested: one case cannot tell models apart. Evaluate "
                    "on more cases (a larger test split, or `--folds 5` to score every case out of fold).")
     else:
-        out += _separation(evidence, order, metric) + _recommendation(evidence, order, metric)
+        out += _separation(evidence, order, metric) + _seed_doubt(evidence, order, metric)
+        out += _recommendation(evidence, order, metric)
+    if evidence.excluded:
+        labels = {v.id: v.label for v in results.variants}
+        who = _labels([labels.get(v, v) for v in evidence.excluded])
+        out.append(f"{who} ha{'s' if len(evidence.excluded) == 1 else 've'} no finite per-case "
+                   f"{METRIC_LABELS.get(metric, metric)} score: left out of this ranking and its tests, never "
+                   "recommended.")
     if max(s.n_seeds for s in order) < 2:
         out.append("Every model was trained with a single seed, so the seed-to-seed spread is unknown: the tests "
                    "and P(first) resample these cases, not the training, and speak for these runs, not for a retrain "
@@ -251,6 +232,22 @@ def _separation(evidence: CaseEvidence, order: Sequence[VariantSummary], metric:
                    "few for the test to confirm such a gap, so more cases (a larger test split or `--folds`) would "
                    "likely show it is real.")
     return out
+
+
+def _seed_doubt(evidence: CaseEvidence, order: Sequence[VariantSummary], metric: str) -> list[str]:
+    """The models separated from the winner that some seed scores at least as high as the winner."""
+    win, doubts = order[0], []
+    for s in order[1:]:
+        t, against = evidence.pair(win.id, s.id), evidence.seeds_against(win.id, s.id)
+        if t is not None and t.p_adj < ALPHA and against:
+            seed, a, b = against[0]
+            doubts.append(f"with seed {seed}, {s.label} scores {_pts(b, metric=metric)} and {win.label} "
+                          f"{_pts(a, metric=metric)}")
+    if not doubts:
+        return []
+    return [f"Not every seed puts {win.label} ahead ({'; '.join(doubts)}): the tests average each case over the "
+            f"seeds and cannot see this, so {win.label}'s lead may not survive a retrain; more seeds (`--seeds`) "
+            "would tell."]
 
 
 def p_adj_phrase(p: float) -> str:
