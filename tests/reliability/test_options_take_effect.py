@@ -152,8 +152,11 @@ def test_compare_prints_no_best_model_when_none_has_a_score(monkeypatch: pytest.
 
     fake = SimpleNamespace(primary_metric="dice", missing=[])
     monkeypatch.setattr(runner, "run_compare", lambda cfg, out, rerun=False, stream=None: fake)
-    for score, expected in ((float("nan"), "best: none"), (0.8, "best: U-Net")):
-        monkeypatch.setattr(summary, "summarize", lambda res, s=score: [SimpleNamespace(label="U-Net", mean=lambda m: s)])
+    nan = float("nan")
+    # (seed-level test score, per-case mean): the report ranks by the per-case mean, else by the test score
+    for score, case_mean, expected in ((nan, nan, "best: none"), (0.8, nan, "best: U-Net"), (nan, 0.8, "best: U-Net")):
+        model = SimpleNamespace(label="U-Net", mean=lambda m, s=score: s, case_mean=case_mean)
+        monkeypatch.setattr(summary, "summarize", lambda res, m=model: [m])
         assert main(["compare", "--models", "unet", "--out", str(tmp_path / "report")]) == 0
         assert expected in capsys.readouterr().out
 

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     best = summarize(results)[0]
     report = (Path(args.out) / "report.html").resolve()
     metric = results.primary_metric
-    if not math.isfinite(best.mean(metric)):  # as the report says: nothing to recommend
+    if not any(math.isfinite(v) for v in (best.case_mean, best.mean(metric))):  # the report ranks by these, in turn
         out(f"best: none (no model has a finite {metric} score; see the training logs)  report: {report}")
     else:
         out(f"best: {best.label}  report: {report}")
