@@ -50,6 +50,7 @@ def comparison_plan(cfg: CompareConfig, out: Path, data: dict[str, Any], train: 
         if missing:
             raise ConfigError(f"--plan {cfg.plan} has no fit for {', '.join(missing)} (it fits "
                               f"{', '.join(plan.families)}); make one with unetfamily plan --models ...")
+        _check_budget(cfg, plan)
     else:
         saved = _saved(out / PLAN_FILE)
         if saved is not None and all(saved.request.get(k) == request[k] for k in _REUSED_IF_EQUAL):
@@ -61,6 +62,27 @@ def comparison_plan(cfg: CompareConfig, out: Path, data: dict[str, Any], train: 
         plan.request = {**plan.request, **request}
     plan.save(out / PLAN_FILE)
     return plan
+
+
+def _check_budget(cfg: CompareConfig, plan: Plan) -> None:
+    """Refuse a budget option (``--steps``, ``--minutes``, ``--epochs`` other than its default) that differs from
+    the budget the plan file was fitted to: the plan's epochs, steps per epoch, warm-up and learning rate follow
+    from that budget, so the option would otherwise be ignored (``--steps``) or cut runs short of their schedule."""
+    default_epochs = next(f.default for f in dataclasses.fields(CompareConfig) if f.name == "epochs")
+    if cfg.seconds is not None:
+        flag, given = f"--minutes {cfg.seconds / 60:g}", Budget(seconds=cfg.seconds)
+    elif cfg.steps is not None:
+        flag, given = f"--steps {cfg.steps}", Budget(steps=cfg.steps)
+    elif cfg.epochs != default_epochs:
+        flag, given = f"--epochs {cfg.epochs}", Budget(steps=cfg.epochs * STEPS_PER_EPOCH)
+    else:
+        return  # no budget asked for: the plan's own
+    planned = Budget(seconds=plan.budget.get("seconds"), steps=plan.budget.get("steps"))
+    if given.describe() != planned.describe():
+        raise ConfigError(f"{flag} asks for {given.describe()}, but --plan {cfg.plan} was fitted to "
+                          f"{planned.describe()} (its epochs, steps per epoch and learning rate follow from that "
+                          f"budget); make the plan for this budget (unetfamily plan ... --steps N or --minutes M), "
+                          f"or leave {flag.split()[0]} out to train as the plan says")
 
 
 def _saved(path: Path) -> Plan | None:

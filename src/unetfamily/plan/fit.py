@@ -34,7 +34,8 @@ from unetfamily.plan.data_cost import DataCost
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Budget", "FamilyFit", "StepCost", "fit_family", "split_steps", "memory_budget"]
+__all__ = ["Budget", "FamilyFit", "StepCost", "fit_family", "memory_budget", "patch_limit", "patch_reason",
+           "split_steps"]
 
 #: Under a time budget the patch shrinks until a batch-2 run makes at least this many steps.
 MIN_STEPS = 400
@@ -192,13 +193,41 @@ def probe(name: str, kwargs: dict[str, Any], in_channels: int, outputs: int, ima
     return measure_step(name, kwargs, in_channels, outputs, 2, (side, side), device)
 
 
+def patch_limit(cost: StepCost, budget: Budget, memory: int) -> tuple[float, str]:
+    """(side, what binds it): the largest square patch side a batch-2 run affords in memory and, under a time
+    budget, in time (before rounding and the [64, 1024] bounds)."""
+    t_px, m_px = cost.per_pixel()
+    limit, bound = _side_limit(m_px, memory, 2), "memory"
+    if budget.seconds is not None:
+        timed = _side_limit(t_px, budget.seconds * (1 - VAL_SHARE) / MIN_STEPS, 2)
+        if timed < limit:
+            limit, bound = timed, f"the time budget ({MIN_STEPS} steps at batch 2)"
+    return limit, bound
+
+
 def affordable_patch(cost: StepCost, image: tuple[int, int], budget: Budget, memory: int) -> tuple[int, int]:
     """The largest patch (of at most the median ``image``) that a batch-2 run affords in memory and time."""
-    t_px, m_px = cost.per_pixel()
-    limit = _side_limit(m_px, memory, 2)
-    if budget.seconds is not None:
-        limit = min(limit, _side_limit(t_px, budget.seconds * (1 - VAL_SHARE) / MIN_STEPS, 2))
-    return _patch(image, limit)
+    return _patch(image, patch_limit(cost, budget, memory)[0])
+
+
+def patch_reason(patch: tuple[int, int], image: tuple[int, int], limit: float, bound: str) -> str:
+    """Why ``patch`` for the median ``image``, true of each side: the whole image or crops of it (cut by the
+    1024 px cap or by ``bound``, which affords a side of ``limit``), and the sides padded beyond the image."""
+    if patch[0] >= image[0] and patch[1] >= image[1]:
+        what = f"the whole median image {image[0]}x{image[1]}"
+    elif limit >= MAX_PATCH:
+        what = f"crops of the median image {image[0]}x{image[1]}: at most {MAX_PATCH} px per side"
+    elif limit < MIN_PATCH:
+        what = (f"crops of the median image {image[0]}x{image[1]}: the smallest, {MIN_PATCH} px, though {bound} "
+                "affords less")
+    else:
+        what = f"crops of the median image {image[0]}x{image[1]}: the largest {bound} affords"
+    sides = (("height", image[0], patch[0]), ("width", image[1], patch[1]))
+    padded = [f"{name} {side} to {p} px" for name, side, p in sides if p > side]
+    if padded:
+        what += (f"; padded, {', '.join(padded)} (sides are multiples of {rules.DIVISOR}, at least {MIN_PATCH} px; "
+                 "padding is ignore-labelled)")
+    return what
 
 
 def _batch(cost: StepCost, patch: tuple[int, int], budget: Budget, memory: int, train_pixels: float) -> tuple[int, str]:
@@ -264,8 +293,7 @@ def fit_family(model_id: str, name: str, kwargs: dict[str, Any], cost: StepCost,
         data_s = _waited(batch * pipeline.per_sample(epochs * spe * batch), real.step_s, workers)
     step_s = real.step_s + data_s
     epochs, spe, steps_why = split_steps(budget, step_s, val_s)
-    whole = patch[0] >= image[0] and patch[1] >= image[1]
-    reason = (f"patch {patch[0]}x{patch[1]} ({'the whole median image' if whole else 'the largest the budget affords'}"
+    reason = (f"patch {patch[0]}x{patch[1]} ({patch_reason(patch, image, *patch_limit(cost, budget, memory))}"
               f"; probe {cost.step_s:.3g} s/step at {cost.batch}x{cost.patch[0]}px), batch {batch} (stopped by {stop}), "
               f"{norm.reason}; "
               f"{steps_why}" + (f" ({data_s:.3g} s of each step {_made_by(workers)})" if data_s else ""))

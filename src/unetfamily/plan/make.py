@@ -126,7 +126,7 @@ def make_plan(
 
     @functools.cache  # models fitted to the same patch share one measurement
     def data(patch: tuple[int, int]) -> DataCost:
-        fg = rules.foreground_oversampling(patch, image).value
+        fg = rules.foreground_oversampling(patch, image, preset).value
         return measure_data_cost(train, scale=scale.value, preset=preset, patch=patch, foreground=fg, cached=cached,
                                  resize=resize)
 
@@ -142,12 +142,21 @@ def make_plan(
                      "threads": torch.get_num_threads(), "val_cases": val_cases})
 
 
+def _windows(fits: dict[str, FamilyFit]) -> str:
+    """The validation windows of ``fits``: one size when all agree, else per model."""
+    sizes = {mid: "x".join(map(str, fit.window)) for mid, fit in fits.items()}
+    if len(set(sizes.values())) == 1:
+        return next(iter(sizes.values()))
+    return ", ".join(f"{m} {w}" for m, w in sizes.items())
+
+
 def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budget,
               geometry: tuple[rules.Choice, rules.Choice], image: tuple[int, int], fits: dict[str, FamilyFit],
               request: dict[str, Any]) -> Plan:
     scale, one_size = geometry
     norm, augment, weights = rules.normalization(fp), rules.augmentation(fp), rules.class_weights(fp)
-    foreground = {mid: rules.foreground_oversampling(tuple(fit.patch), image) for mid, fit in fits.items()}
+    foreground = {mid: rules.foreground_oversampling(tuple(fit.patch), image, augment.value)  # type: ignore[arg-type]
+                  for mid, fit in fits.items()}
     optimizer = rules.optimizer(int(statistics.median(f.epochs * f.steps_per_epoch for f in fits.values())))
     fg_reason = next(iter(foreground.values())).reason if len({c.value for c in foreground.values()}) == 1 else \
         "; ".join(f"{mid}: {c.reason}" for mid, c in foreground.items())
@@ -158,8 +167,10 @@ def _assemble(native: dict[str, Any], fp: Fingerprint, device: str, budget: Budg
                                          "further along than the steps (schedule.follow_time), so a run slower "
                                          "than measured still ends annealed" if budget.seconds is not None else ""),
         "validation": f"every epoch on the full images (median {image[0]}x{image[1]} as trained) by sliding "
-                      f"windows of the median image's size (one forward pass per typical image; nnU-Net uses the "
-                      f"patch), Gaussian weights, overlap 0.5",
+                      f"windows of {_windows(fits)}: the median image rounded up to multiples of 32 (never smaller "
+                      f"than the patch, at most 1024 px and what memory holds; padded where an image is smaller, "
+                      f"tiled where larger), one forward pass per typical image (nnU-Net uses the patch), Gaussian "
+                      f"weights, overlap 0.5",
         **{f"families.{mid}": fit.reason for mid, fit in fits.items()},
     }
     return Plan(

@@ -143,6 +143,16 @@ def _side_spread(fp: Fingerprint) -> float:
     return hi / max(lo, 1e-9)
 
 
+def _spread_words(fp: Fingerprint, spread: float) -> str:
+    """Why the sizes do not call for one size, true of every size: most sides agree; say so if a few do not."""
+    extremes = math.sqrt(fp.size_max[0] * fp.size_max[1]) / max(1e-9, math.sqrt(fp.size_min[0] * fp.size_min[1]))
+    words = f"most image sides barely vary (90th over 10th percentile x{spread:.2f} < {SIZE_SPREAD:g})"
+    if extremes >= SIZE_SPREAD:
+        words += (f", although the largest image ({'x'.join(map(str, fp.size_max))}) has x{extremes:.3g} the side "
+                  f"of the smallest ({'x'.join(map(str, fp.size_min))})")
+    return f"every image is {'x'.join(map(str, fp.size_min))}" if list(fp.size_min) == list(fp.size_max) else words
+
+
 def one_size(fp: Fingerprint, image: tuple[int, int]) -> Choice:
     """``[H, W]`` (``image``, the median image at the plan's scale) to resize every image to, or ``None``.
 
@@ -157,7 +167,7 @@ def one_size(fp: Fingerprint, image: tuple[int, int]) -> Choice:
     follows = {c: r for c in major_classes(fp) if (r := (fp.size_follows or {}).get(c)) is not None}
     spread = _side_spread(fp)
     if not follows or spread < SIZE_SPREAD:
-        return Choice(None, "one scale for every image: " + ("the image sizes barely vary" if spread < SIZE_SPREAD
+        return Choice(None, "one scale for every image: " + (_spread_words(fp, spread) if spread < SIZE_SPREAD
                             else "too few images of different sizes to tell whether object size follows image size"))
     weakest = min(follows, key=follows.get)  # type: ignore[arg-type]
     if follows[weakest] < SIZE_FOLLOWS:
@@ -211,9 +221,23 @@ def layer_norm(batch: int) -> Choice:
     return Choice("batch", f"BatchNorm: batch {batch} (>= {SMALL_BATCH}) gives stable batch statistics")
 
 
-def foreground_oversampling(patch: tuple[int, int], image: tuple[int, int]) -> Choice:
-    """A third of the patches forced to contain foreground when patches are smaller than the images."""
+def foreground_oversampling(patch: tuple[int, int], image: tuple[int, int], preset: str | None = None) -> Choice:
+    """A third of the patches forced to contain foreground when patches are smaller than the images.
+
+    Also when a patch holds the whole median image under the ``natural`` ``preset``: without foreground crops
+    that preset takes a random resized crop, which stretches a part of each image to the patch (an 8x8 image
+    to a 64 px patch: objects 8x wider than validation shows them); with them each image is padded to the
+    patch at its own scale (ignore-labelled), as the plan's scale rule assumes.
+    """
     if patch[0] >= image[0] and patch[1] >= image[1]:
+        if preset == "natural":
+            stretch = max(p / max(s, 1) for p, s in zip(patch, image))
+            return Choice(FOREGROUND_OVERSAMPLING, (
+                f"a third of the patches contain foreground although a patch holds the whole median image: "
+                f"natural augmentation without foreground crops stretches a random part of each image to the "
+                f"{patch[0]}x{patch[1]} patch (the median {image[0]}x{image[1]} image's objects stretched "
+                f"x{stretch:.2g} or more along one side, unlike validation); with them every image keeps the plan's "
+                f"scale, padded to the patch"))
         return Choice(0.0, "none: a patch holds the whole median image")
     return Choice(FOREGROUND_OVERSAMPLING, "a third of the patches contain foreground (nnU-Net), so sparse classes "
                                            "are seen although random patches would often miss them")
@@ -222,22 +246,32 @@ def foreground_oversampling(patch: tuple[int, int], image: tuple[int, int]) -> C
 def class_weights(fp: Fingerprint) -> Choice:
     """Cross-entropy weights for rare classes (Dice already balances the rest): ``{}`` when none is rare.
 
-    Binary: ``{"pos_weight": w}``; multi-class: ``{"weight": [w_0, ..., w_K-1]}``; w = sqrt(RARE / fraction),
-    between 1 and :data:`MAX_CLASS_WEIGHT`.
+    Binary: ``{"pos_weight": w}``, or ``1 / w`` when class 0 is the rare one (the positives weigh less, so
+    the negatives weigh w times more); multi-class: ``{"weight": [w_0, ..., w_K-1]}``; w = sqrt(RARE /
+    fraction), between 1 and :data:`MAX_CLASS_WEIGHT`. A class with no training pixels gets none: the
+    loss has no pixel of it to weigh, and the reason says it is absent rather than rare.
     """
     def weight(fraction: float) -> float:
-        if fraction >= RARE_FRACTION:
+        if fraction >= RARE_FRACTION or fraction <= 0:
             return 1.0
-        return round(min(MAX_CLASS_WEIGHT, math.sqrt(RARE_FRACTION / max(fraction, 1e-9))), 3)
+        return round(min(MAX_CLASS_WEIGHT, math.sqrt(RARE_FRACTION / fraction)), 3)
 
-    fractions = [float(fp.class_fraction.get(c, 0.0)) for c in fp.classes]
+    fractions = [float(fp.class_fraction.get(c) or 0.0) for c in fp.classes]
     weights = [weight(f) for f in fractions]
     rare = [c for c, w in zip(fp.classes, weights) if w > 1.0]
+    absent = [c for c, f in zip(fp.classes, fractions) if f <= 0]
+    note = (f"; {', '.join(absent)} {'has' if len(absent) == 1 else 'have'} no pixels in the training masks, so no "
+            f"weight" if absent else "")
     if not rare:
-        return Choice({}, f"none: every class covers >= {RARE_FRACTION:.0%} of the pixels, Dice balances the rest")
+        return Choice({}, f"none: every class present covers >= {RARE_FRACTION:.0%} of the pixels, Dice balances "
+                          f"the rest{note}")
+    formula = f"cross-entropy weight sqrt({RARE_FRACTION:g} / fraction), at most {MAX_CLASS_WEIGHT:g}, for the rare"
+    if len(fp.classes) == 2 and weights[0] > 1.0:  # binary logits weigh the positives only: weigh them down
+        return Choice({"pos_weight": round(1 / weights[0], 4)},
+                      f"{formula} class {fp.classes[0]} (binary: pos_weight 1/{weights[0]:g} weighs the other class "
+                      f"down by as much){note}")
     kwargs = {"pos_weight": weights[1]} if len(fp.classes) == 2 else {"weight": weights}
-    return Choice(kwargs, f"cross-entropy weight sqrt({RARE_FRACTION:g} / fraction), at most {MAX_CLASS_WEIGHT:g}, "
-                          f"for the rare classes {', '.join(rare)}")
+    return Choice(kwargs, f"{formula} classes {', '.join(rare)}{note}")
 
 
 def optimizer(total_steps: int) -> Choice:
