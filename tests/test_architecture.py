@@ -18,7 +18,7 @@ LONG_FUNCTIONS_ALLOWED = {"forward", "forward_padded"}
 
 #: Layer of each top-level module or package; a module may import only from lower layers or its own.
 LAYERS = {
-    "errors": 0,
+    "errors": 0, "text": 0,
     "files": 1, "overlay": 1, "config_file": 1, "models": 1,
     "config": 2, "losses": 2, "data": 2,
     "metrics": 3,

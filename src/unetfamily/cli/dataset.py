@@ -10,6 +10,7 @@ from unetfamily.cli import dataset_convert, dataset_download
 from unetfamily.cli._common import AT_LEAST_ONE, EXIT_OK, check_options, command, err, out, print_json
 from unetfamily.config import Range
 from unetfamily.errors import ConfigError
+from unetfamily.text import printable
 
 IGNORE_INDEX = Range(ge=0, le=65535, integer=True)  # a mask value: masks are 8- or 16-bit
 
@@ -84,7 +85,7 @@ def run_info(args: argparse.Namespace) -> int:
         if key == "class_fractions":
             out(f"{key} (over {stats.decoded} samples):")
             for name, fraction in value.items():
-                out(f"  {name:<16} {fraction:.4f}")
+                out(f"  {printable(name):<16} {fraction:.4f}")
         else:
             out(f"{key}: {value}")
     return EXIT_OK
@@ -129,8 +130,8 @@ def run_labelme(args: argparse.Namespace) -> int:
     report = convert_labelme(args.path, args.out, labels_file=args.labels, ignore_index=args.ignore_index,
                              root=args.root, overwrite=args.overwrite)
     out(f"wrote {report.files} image/mask pair(s) to {args.out}")
-    out(f"classes ({len(report.classes)}): {', '.join(report.classes)}")
+    out(f"classes ({len(report.classes)}): {', '.join(printable(c) for c in report.classes)}")
     for name, count in report.pixels.items():
-        out(f"  {name:<16} {count} px")
+        out(f"  {printable(name):<16} {count} px")
     out(f"load with: {{type: folder, root: {args.out}, classes: {args.out}/classes.txt, mask_encoding: index}}")
     return EXIT_OK

@@ -9,6 +9,7 @@ from typing import Any
 
 from unetfamily.cli._common import (AT_LEAST_ONE, EXIT_OK, PROBABILITY, check_data_option, check_options, command,
                                     option_name, out, refuse_existing_output)
+from unetfamily.text import printable
 
 __all__ = ["add_parser", "default_output", "run"]
 
@@ -51,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exc}; choose another --out") from exc  # a WriteError: it names the file
     out(f"{'class':<20}{'IoU':>8}{'Dice':>8}")
     for name, iou, dice in zip(result["classes"], result["per_class_iou"], result["per_class_dice"]):
-        out(f"{name:<20}{_number(iou):>8}{_number(dice):>8}")
+        out(f"{printable(name):<20}{_number(iou):>8}{_number(dice):>8}")
     summary = ["dice", "iou", "miou", "pixel_accuracy"] + (["hd95"] if args.hd95 else [])
     out("  ".join(f"{k}={_number(result[k])}" for k in summary))
     classes = result["classes"]
-    averaged = (f"classes 1..{len(classes) - 1} ({classes[0]} is a background, left out)" if result["background"]
-                else f"all {len(classes)} classes ({classes[0]} is not a background)")
+    first = printable(classes[0])
+    averaged = (f"classes 1..{len(classes) - 1} ({first} is a background, left out)" if result["background"]
+                else f"all {len(classes)} classes ({first} is not a background)")
     out(f"dice, iou: mean over {averaged}")
     out(f"wrote {path}")
     return EXIT_OK

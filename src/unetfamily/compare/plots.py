@@ -298,10 +298,18 @@ def make_plots(results: CompareResults, summaries: Sequence[VariantSummary], rep
     the artifacts when the caller has read them (:func:`~unetfamily.compare.artifacts.load_artifacts`).
     """
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
     except ImportError:
         log.warning("matplotlib is not installed: the report has no plots (pip install 'unetfamily[report]')")
         return {}
+    # every text is drawn as written: names (cases, classes) are the user's, and matplotlib would read text
+    # between two '$' as a formula (a case named '$\\x$' raised ValueError and lost the report)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw(results, summaries, report_dir, evidence, loaded)
+
+
+def _draw(results: CompareResults, summaries: Sequence[VariantSummary], report_dir: Path,
+          evidence: CaseEvidence | None, loaded: tuple[Any, Any] | None) -> dict[str, bytes]:
     metric = results.primary_metric
     labels = {s.id: s.label for s in summaries}
     colors = {s.id: f"C{i % 10}" for i, s in enumerate(summaries)}  # one colour per variant in every figure

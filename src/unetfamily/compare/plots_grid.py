@@ -75,7 +75,8 @@ def _fitted(cell: Cell) -> np.ndarray:
 
 def grid_png(rows: Sequence[Sequence[Cell | None]], title: str, row_labels: Sequence[str] | None = None) -> bytes:
     """PNG bytes of ``rows`` of cells (None: an empty place) under ``title``, each row labelled on the left by
-    ``row_labels`` if given; every picture framed in black with its caption above it."""
+    ``row_labels`` if given; every picture framed in black with its caption above it. Texts are drawn as written
+    (no mathtext: a caption holding two ``$`` is not a formula)."""
     from matplotlib.figure import Figure
 
     cols = max(len(row) for row in rows)
@@ -96,11 +97,12 @@ def grid_png(rows: Sequence[Sequence[Cell | None]], title: str, row_labels: Sequ
             y, x = top + (CELL_PX - h) // 2, left + c * (CELL_PX + GAP_PX) + (CELL_PX - w) // 2
             canvas[y - 1:y + h + 1, x - 1:x + w + 1] = 0  # the frame
             canvas[y:y + h, x:x + w] = pic
-            fig.text((x + w / 2) / width, 1 - (y - 3) / height, cell.caption, ha="center", va="bottom", fontsize=8)
+            fig.text((x + w / 2) / width, 1 - (y - 3) / height, cell.caption, ha="center", va="bottom", fontsize=8,
+                     parse_math=False)
         if row_labels:
             fig.text((left - GAP_PX // 2) / width, 1 - (top + CELL_PX / 2) / height, row_labels[r], rotation=90,
-                     ha="right", va="center", fontsize=9)
-    fig.text(0.5, 1 - 8 / height, title, ha="center", va="top", fontsize=12)
+                     ha="right", va="center", fontsize=9, parse_math=False)
+    fig.text(0.5, 1 - 8 / height, title, ha="center", va="top", fontsize=12, parse_math=False)
     return _png(canvas, fig)
 
 

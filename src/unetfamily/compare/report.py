@@ -25,7 +25,7 @@ from unetfamily.compare.plots import make_plots
 from unetfamily.compare.report_browser import case_browser
 from unetfamily.compare.report_cases import CASE_PLOTS, case_section
 from unetfamily.compare.report_plan import plan_blocks
-from unetfamily.compare.report_render import Block, markdown, render_html
+from unetfamily.compare.report_render import Block, literal, markdown, render_html
 from unetfamily.compare.report_tables import class_table, csv_bytes, csv_columns, pruning_table, results_table
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, summarize
@@ -80,8 +80,8 @@ def _encoder(encoder: Mapping[str, Any] | None, config: CompareConfig) -> list[t
     if not encoder:
         return []
     weights = ("random initialisation (no --encoder-weights)" if not encoder.get("weights") else
-               f"weights from {encoder['weights']} (SHA-256 {str(encoder.get('sha256'))[:12]}), with the ImageNet "
-               "input normalisation")
+               f"weights from {literal(encoder['weights'])} (SHA-256 {str(encoder.get('sha256'))[:12]}), with the "
+               "ImageNet input normalisation")
     training = [f"learning rate x {config.encoder_lr_mult:g}" if config.encoder_lr_mult != 1 else "",
                 f"frozen for the first {config.freeze_encoder_steps} steps" if config.freeze_encoder_steps else ""]
     training = "; encoder " + ", ".join(t for t in training if t) if any(training) else ""
@@ -116,15 +116,17 @@ def _scored(p: Any) -> str:
     """What the foreground scores average, when class 0 is content (a background is left out, as usual)."""
     if p.background or not p.classes:
         return ""
-    return f"; class 0 ({p.classes[0]}) is not a background: Dice, IoU, NSD and clDice average all {len(p.classes)} classes"
+    return (f"; class 0 ({literal(p.classes[0])}) is not a background: Dice, IoU, NSD and clDice average all "
+            f"{len(p.classes)} classes")
 
 
 def _protocol(results: CompareResults) -> list[Block]:
     p, config = results.protocol, results.protocol.config
     rows = [
-        ("Data", f"{p.data_name} ({_fmt(p.data)})"),
-        ("Task", f"{p.task}; classes: {_fmt(p.classes)}{_scored(p)}"),
-        ("Splits", ", ".join(f"{k} {v}" for k, v in p.splits.items()) + f"; evaluated on {_evaluation(results)}"),
+        ("Data", f"{literal(p.data_name)} ({literal(_fmt(p.data))})"),
+        ("Task", f"{p.task}; classes: {', '.join(literal(c) for c in p.classes) or 'none'}{_scored(p)}"),
+        ("Splits", ", ".join(f"{literal(k)} {v}" for k, v in p.splits.items())
+         + f"; evaluated on {_evaluation(results)}"),
         ("Models", _fmt(config.models) + (f"; ablations: {_fmt(config.ablations)}" if config.ablations else "")),
         *_encoder(p.encoder, p.config),
         ("Primary metric", f"{METRIC_LABELS.get(p.primary_metric, p.primary_metric)} per case; NSD tolerance "
@@ -175,7 +177,7 @@ def _missing(results: CompareResults) -> list[Block]:
     """The runs that failed with their own error, and the models left out because of them."""
     if not results.missing:
         return []
-    rows = [[m.label, m.error, f"`{m.dir}`"] for m in results.missing]
+    rows = [[m.label, literal(m.error), literal(m.dir)] for m in results.missing]
     left_out = ", ".join(sorted({m.variant for m in results.missing}))
     return [("h2", "Missing runs"),
             ("p", f"These runs failed and were not retried (an error of the run itself, not of its machine), so "
@@ -210,7 +212,7 @@ def _blocks(results: CompareResults, summaries: Sequence[VariantSummary], eviden
     n_seeds = max([s.n_seeds for s in summaries] + [0])
     labels = {s.id: s.label for s in summaries}
     blocks: list[Block] = [
-        ("h1", f"unetfamily compare: {proto.data_name}"),
+        ("h1", f"unetfamily compare: {literal(proto.data_name)}"),
         ("p", f"{len(summaries)} models, up to {n_seeds} seed{'s' * (n_seeds != 1)} each, {proto.task} "
               f"task, evaluated on {_evaluation(results)}. Primary metric: {name} per case."),
         *_missing(results),

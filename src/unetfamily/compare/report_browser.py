@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from unetfamily.compare.artifacts import Cases, first_seed_scores
-from unetfamily.compare.report_render import DASH
+from unetfamily.compare.report_render import DASH, printable
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.summary import METRIC_LABELS, scale
 from unetfamily.overlay import IGNORE_INDEX, class_colors, overlay
@@ -138,7 +138,7 @@ def _table(cases: list[dict[str, Any]], labels: Sequence[str], metric: str) -> s
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "Case", f"Mean {metric}", "Spread", *labels])
     rows = []
     for k, c in enumerate(cases):
-        cells = [f"<td class=num>{k + 1}</td>", f"<td>{html.escape(c['name'])}</td>",
+        cells = [f"<td class=num>{k + 1}</td>", f"<td>{html.escape(printable(c['name']))}</td>",
                  *(f"<td class=num>{_cell(x)}</td>" for x in (c["mean"], c["spread"], *c["score"]))]
         rows.append(f'<tr data-case="{k}" tabindex="0">{"".join(cells)}</tr>')
     return (f'<div class="scroll cb-list"><table class="sortable" id="cb-table"><thead><tr>{head}</tr></thead>'
@@ -149,7 +149,9 @@ def _page_part(cases: list[dict[str, Any]], labels: Sequence[str], results: Comp
     metric = results.primary_metric
     name = METRIC_LABELS.get(metric, metric)
     data = {"metric": name, "higher": not lower_is_better(metric), "models": list(labels), "cases": cases}
-    payload = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    # no '<' at all inside the script element: '</script>' would end it, and a case named '<!--<script>' would
+    # make the HTML parser swallow its real end tag (the "double-escaped" state); JSON reads \u003c as '<'
+    payload = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
     fp, fn = (f"rgb{c}" for c in ERROR_COLORS.values())
     controls = (
         '<div class="cb-bar"><button type="button" id="cb-prev" title="previous case (\u2190 or k)">\u25c0</button>'

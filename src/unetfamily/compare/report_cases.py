@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from unetfamily.compare.evidence import ALPHA, CaseEvidence
 from unetfamily.compare.stats import BootstrapRanks
-from unetfamily.compare.report_render import DASH, Block
+from unetfamily.compare.report_render import DASH, Block, literal
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, scale, unit
 from unetfamily.compare.verdict import format_p, format_share
@@ -121,7 +121,7 @@ def _left_out(dropped: Sequence[str], excluded: Sequence[str], labels: Mapping[s
     parts = []
     if dropped:
         parts.append(f"{len(dropped)} case(s) some model (or every model: no pixel to score) has no score for were "
-                     f"left out ({', '.join(dropped[:5])}"
+                     f"left out ({', '.join(literal(name) for name in dropped[:5])}"
                      + (", ..." if len(dropped) > 5 else "") + ")")
     if excluded:
         parts.append("models without a finite per-case score were left out: "

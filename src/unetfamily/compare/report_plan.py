@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unetfamily.compare.report_render import Block
+from unetfamily.compare.report_render import Block, literal
 from unetfamily.plan import Plan
 
 __all__ = ["plan_summary", "plan_blocks"]
@@ -50,11 +50,11 @@ def plan_blocks(plan: dict[str, Any] | None) -> list[Block]:
     if not plan:
         return []
     reasons = plan.get("reasons", {})
-    rows = [[key, _value(key, plan), reasons.get(key, "")] for key in _SHOWN if key in reasons]
+    rows = [[key, literal(_value(key, plan)), literal(reasons.get(key, ""))] for key in _SHOWN if key in reasons]
     fits = [[mid, "\u00d7".join(map(str, f["patch"])), str(f["batch_size"]), f"{f['epochs']} \u00d7 {f['steps_per_epoch']}",
              f"{f['step_seconds']:.3g}", f"{f['validation_seconds']:.3g}",
              f"{f['peak_memory_mb']:.0f}" if f["peak_memory_mb"] > 0 else "\u2013",
-             reasons.get(f"families.{mid}", "")] for mid, f in plan.get("families", {}).items()]
+             literal(reasons.get(f"families.{mid}", ""))] for mid, f in plan.get("families", {}).items()]
     return [
         ("h2", "Plan"),
         ("p", f"Every run trained with the recipe `unetfamily plan` derived from the training data and fitted to "

@@ -4,7 +4,12 @@ A block is ``("h1" | "h2" | "p" | "code", text)``, ``("img", file name, png byte
 ``("table", header, rows)`` or ``("raw", markdown, html)`` (a part only the page can show, such as
 the case browser, with what the Markdown says instead). A column whose cells all start with a
 number (or are missing) is right-aligned. Text may use ``**bold**``, `` `code` `` and links to
-files beside the report, ``[text](relative/path)``.
+files beside the report, ``[text](relative/path)``, and Markdown's backslash escapes (a backslash before
+an ASCII punctuation mark), which the
+page honours too. Text the user chose (case, class and data set names, paths, error messages) enters a
+block only through :func:`literal`, so that neither rendering reads it as markup: ``<script>``, ``|``,
+``**``, backticks, ``[text](//host)`` and ``$x$`` read as typed, and a newline, tab or bidirectional
+override shows as an escape instead of breaking its table row or reordering the line.
 
 The page inlines its CSS, its script (``assets/report.js``: sortable tables, hover values on the
 SVG plots, the case browser) and its images (data URIs), opens with a table of contents, and
@@ -20,7 +25,9 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 
-__all__ = ["Block", "DASH", "markdown", "render_html"]
+from unetfamily.text import literal, printable
+
+__all__ = ["Block", "DASH", "literal", "markdown", "printable", "render_html"]
 
 Block = tuple
 DASH = "\u2014"  # the cell of a missing value
@@ -34,8 +41,19 @@ def _numeric_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> li
 LINK = re.compile(r"\[([^\]]+)\]\(([\w./-]+)\)")  # [text](relative/path): files beside the report
 
 
+# a backslash escape (the ASCII punctuation after it is literal) or one of those entities
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])|&(amp|lt|gt);")
+_DECODED = {"amp": "&", "lt": "<", "gt": ">"}
+_PIPE = re.compile(r"(?<!\\)((?:\\\\)*)\|")  # a pipe that is not escaped
+
+
 def _md_inline(text: str) -> str:
-    return text.replace("|", "\\|")
+    return _PIPE.sub(r"\1\\|", text)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``: a command holding three stays one block."""
+    return "`" * max([3] + [len(run) + 1 for run in re.findall(r"`+", text)])
 
 
 def markdown(blocks: Sequence[Block]) -> str:
@@ -47,7 +65,7 @@ def markdown(blocks: Sequence[Block]) -> str:
         elif kind == "p":
             out.append(rest[0])
         elif kind == "code":
-            out.append(f"```\n{rest[0]}\n```")
+            out.append(f"{_fence(rest[0])}\n{rest[0]}\n{_fence(rest[0])}")
         elif kind == "img":
             out.append(f"![{rest[0]}](plots/{rest[0]})")
         elif kind == "raw":
@@ -62,10 +80,17 @@ def markdown(blocks: Sequence[Block]) -> str:
 
 
 def _html_inline(text: str) -> str:
-    text = html.escape(text)
+    held: list[str] = []  # escaped characters, kept out of the markup and put back as text
+
+    def hold(m: re.Match) -> str:
+        held.append(m.group(1) or _DECODED[m.group(2)])
+        return f"\x00{len(held) - 1}\x00"
+
+    text = html.escape(_ESCAPED.sub(hold, text))
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     text = LINK.sub(r'<a href="\2">\1</a>', text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    return re.sub("\x00(\\d+)\x00", lambda m: html.escape(held[int(m.group(1))]), text)
 
 
 def _asset(name: str) -> str:
@@ -74,7 +99,7 @@ def _asset(name: str) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     right = _numeric_columns(header, rows)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    head = "".join(f"<th>{_html_inline(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td{' class=num' if r else ''}>{_html_inline(c)}</td>"
                                     for c, r in zip(row, right, strict=True)) + "</tr>" for row in rows)
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
@@ -92,9 +117,9 @@ def _anchor(text: str, taken: set[str]) -> str:
 
 def _html_block(kind: str, rest: Sequence, anchors: dict[int, str], i: int) -> str:
     if kind == "h2":
-        return f'<h2 id="{anchors[i]}">{html.escape(rest[0])}</h2>'
+        return f'<h2 id="{anchors[i]}">{_html_inline(rest[0])}</h2>'
     if kind == "h1":
-        return f"<h1>{html.escape(rest[0])}</h1>"
+        return f"<h1>{_html_inline(rest[0])}</h1>"
     if kind == "p":
         return f"<p>{_html_inline(rest[0])}</p>"
     if kind == "code":
@@ -113,7 +138,7 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
     """The blocks as one self-contained web page (inline CSS and script, images as data URIs, no requests)."""
     taken: set[str] = set()
     anchors = {i: _anchor(rest[0], taken) for i, (kind, *rest) in enumerate(blocks) if kind == "h2"}
-    toc = "".join(f'<li><a href="#{a}">{html.escape(blocks[i][1])}</a></li>' for i, a in anchors.items())
+    toc = "".join(f'<li><a href="#{a}">{_html_inline(blocks[i][1])}</a></li>' for i, a in anchors.items())
     out = [_html_block(kind, rest, anchors, i) for i, (kind, *rest) in enumerate(blocks)]
     first_h2 = next((k for k, (kind, *_) in enumerate(blocks) if kind == "h2"), len(out))
     if toc:

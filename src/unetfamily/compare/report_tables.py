@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from unetfamily.compare.evidence import CaseEvidence
-from unetfamily.compare.report_render import DASH, Block
+from unetfamily.compare.report_render import DASH, Block, literal
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite_mean
 from unetfamily.engine.score_order import best_index, finite_score
@@ -167,7 +167,7 @@ def class_table(results: CompareResults, summaries: Sequence[VariantSummary]) ->
     names = _class_names(results, summaries)
     if not names:
         return []
-    cols = [_score_column(f"{'IoU' if m == 'iou' else 'Dice'} {name} (%)", f"class_{m}:{i}", 100.0)
+    cols = [_score_column(f"{'IoU' if m == 'iou' else 'Dice'} {literal(name)} (%)", f"class_{m}:{i}", 100.0)
             for m in ("iou", "dice") for i, name in enumerate(names) if _measured(summaries, f"class_{m}:{i}")]
     if not cols:
         return []

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from unetfamily.compare.evidence import ALPHA, CaseEvidence, case_evidence
+from unetfamily.compare.report_render import literal
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.stats import PairTest, welch_t_test
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean, scale, unit
@@ -174,8 +175,8 @@ def verdict(results: CompareResults, summaries: Sequence[VariantSummary],
 def _where(results: CompareResults, n_cases: int) -> str:
     proto = results.protocol
     if proto.folds > 1:
-        return f"{proto.data_name} ({proto.folds}-fold cross-validation, {n_cases} cases)"
-    return f"{proto.data_name} ({proto.eval_split} split, {n_cases} case{'s' * (n_cases != 1)})"
+        return f"{literal(proto.data_name)} ({proto.folds}-fold cross-validation, {n_cases} cases)"
+    return f"{literal(proto.data_name)} ({proto.eval_split} split, {n_cases} case{'s' * (n_cases != 1)})"
 
 
 def _opening(results: CompareResults, evidence: CaseEvidence, win: VariantSummary, metric: str) -> str:
@@ -306,7 +307,7 @@ def _without_cases(results: CompareResults, summaries: Sequence[VariantSummary],
         return [f"No variant has a finite {name} score: nothing to recommend. Check the training logs."]
     win = ranked[0]
     spread = f" \u00b1 {_pts(win.std(metric), metric=metric)}" if math.isfinite(win.std(metric)) else ""
-    return [f"On {results.protocol.data_name}, **{win.label}** has the "
+    return [f"On {literal(results.protocol.data_name)}, **{win.label}** has the "
             f"{'lowest' if lower_is_better(metric) else 'highest'} {name}: {_pts(win.mean(metric), metric=metric)}"
             f"{spread} over {win.n_seeds} seed{'s' * (win.n_seeds != 1)}.",
             f"The results hold no per-case {name} scores, so nothing can be tested: the ranking may be chance. "
@@ -323,7 +324,7 @@ def _weakest_class(results: CompareResults, s: VariantSummary) -> str | None:
     if len(ious) < 2:
         return None
     i = min(ious, key=ious.get)
-    name = classes[i] if i < len(classes) else f"class {i}"
+    name = literal(classes[i]) if i < len(classes) else f"class {i}"
     return (f"Its weakest class is “{name}” at {_pts(ious[i])} IoU "
             f"(its {'foreground ' if first else ''}classes range {_pts(ious[i])}–{_pts(max(ious.values()))}).")
 

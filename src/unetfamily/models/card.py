@@ -20,6 +20,7 @@ import yaml
 
 from unetfamily.errors import ConfigError, unknown_choice
 from unetfamily.models.families import PAPERS, family_of, model_label
+from unetfamily.text import literal, printable
 
 __all__ = ["ModelCard", "render_card", "card_metadata"]
 
@@ -153,7 +154,7 @@ def _io_rows(card: ModelCard, facts: Mapping[str, Any]) -> list[tuple[str, str]]
         geometry = f"resize images by {card.scale:g} (data.scale), as in training"
     else:
         geometry = "none recorded: images at the size they are given" if card.training_data else "unknown"
-    classes = ", ".join(card.classes) if card.classes else "unknown"
+    classes = ", ".join(literal(c) for c in card.classes) if card.classes else "unknown"
     return [("input", f"(N, {facts['in_channels']}, H, W) float in [0, 1], any H and W (padded to a multiple "
                       f"of {facts['size_multiple']} inside and cropped back)"),
             ("input normalisation", normalisation), ("input geometry", geometry), ("output", output),
@@ -186,8 +187,8 @@ def _model_section(card: ModelCard, facts: Mapping[str, Any]) -> list[str]:
 
 
 def _mapping_lines(value: Mapping[str, Any]) -> list[str]:
-    return [f"- {key}: `{item}`" if isinstance(item, (Mapping, list)) else f"- {key}: {item}"
-            for key, item in value.items()]
+    return [f"- {literal(key)}: `{printable(item)}`" if isinstance(item, (Mapping, list)) else
+            f"- {literal(key)}: {literal(item)}" for key, item in value.items()]
 
 
 def _training_sections(card: ModelCard) -> list[str]:
@@ -206,7 +207,8 @@ def _evaluation_section(card: ModelCard) -> list[str]:
                   "data (`unetfamily eval`) before relying on them.", ""]
     else:
         lines += ["| metric | split | dataset | whose score | value |", "|---|---|---|---|---|"]
-        lines += [f"| {r['metric']} | {r['split']} | {r.get('dataset') or 'unknown'} | {r.get('scope') or ''} | "
+        lines += [f"| {literal(r['metric'])} | {literal(r['split'])} | {literal(r.get('dataset') or 'unknown')} | "
+                  f"{literal(r.get('scope') or '')} | "
                   f"{_value(r['metric'], r.get('value'))} |" for r in card.evaluation]
         lines.append("")
     if card.evaluation_note:
@@ -218,7 +220,7 @@ def _use_sections(card: ModelCard, facts: Mapping[str, Any]) -> list[str]:
     data = (card.training_data or {}).get("name") or (card.training_data or {}).get("type")
     use = card.intended_use or (
         f"Research and prototyping of 2-D semantic segmentation of images like its training data "
-        f"({data if data else 'unknown'}). Not validated for clinical or other safety-critical decisions.")
+        f"({literal(data) if data else 'unknown'}). Not validated for clinical or other safety-critical decisions.")
     limits = [
         "Its scores hold for the data and split named above only; other image sources, resolutions, "
         "channels or label conventions need their own evaluation.",
