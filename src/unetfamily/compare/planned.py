@@ -2,12 +2,13 @@
 
 The plan is made once per ``--out`` and saved there as ``plan.yaml``; running the same command again
 reuses it (the measured step times would otherwise differ a little, change the runs' configs and make
-finished runs look stale). It is made again when the models, the budget, the device or the training
-data change. ``--plan FILE`` uses a plan made by ``unetfamily plan`` instead.
+finished runs look stale). It is made again when the models, the budget, the device, the training
+data or its config (e.g. its ``background``) change. ``--plan FILE`` uses a plan made by ``unetfamily plan`` instead.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def comparison_plan(cfg: CompareConfig, out: Path, data: dict[str, Any], train: 
         _check_budget(cfg, plan)
     else:
         saved = _saved(out / PLAN_FILE)
-        if saved is not None and all(saved.request.get(k) == request[k] for k in _REUSED_IF_EQUAL):
+        if (saved is not None and all(saved.request.get(k) == request[k] for k in _REUSED_IF_EQUAL)
+                and _plain(saved.data) == _plain(data)):  # the config too: the runs train on the plan's
             log.info("reusing the plan in %s", out / PLAN_FILE)
             return saved
         log.info("planning the runs: fingerprinting the data and measuring %d model(s) on %s", len(models), cfg.device)
@@ -62,6 +64,10 @@ def comparison_plan(cfg: CompareConfig, out: Path, data: dict[str, Any], train: 
         plan.request = {**plan.request, **request}
     plan.save(out / PLAN_FILE)
     return plan
+
+
+def _plain(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
 
 
 def _check_budget(cfg: CompareConfig, plan: Plan) -> None:

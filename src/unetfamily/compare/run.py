@@ -143,7 +143,10 @@ def _case(row: dict[str, Any]) -> dict[str, Any]:
     if target_empty and prediction_empty:
         case.update({k: 1.0 for k in ("dice", "iou", "nsd", "cldice") if k in case})
         case.update({"hd95": 0.0} if "hd95" in case else {})
-    elif target_empty is not None and target_empty != prediction_empty and "hd95" in case:
+    # HD95 measures class 1 alone: its own flags (a scored class 0 makes no image empty), where the row has them
+    target_empty = row.get("hd95_target_empty", target_empty)
+    prediction_empty = row.get("hd95_prediction_empty", prediction_empty)
+    if "hd95" in case and target_empty is not None and target_empty != prediction_empty:
         case["hd95"] = float(row["image_diagonal"])
     return case
 

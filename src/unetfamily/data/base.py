@@ -203,7 +203,7 @@ class SegmentationDataset(Dataset):
     def has_background(self) -> bool:
         """Class 0 is a background, left out of the foreground scores: as declared, else (``background: auto``)
         when the task is binary or class 0 is named like one (:func:`class0_is_background`)."""
-        return class0_is_background(self.classes, self.background)
+        return self.info.has_background
 
     @property
     def num_model_outputs(self) -> int:

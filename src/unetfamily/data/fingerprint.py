@@ -21,7 +21,7 @@ import copy
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -347,7 +347,7 @@ def load_or_compute_fingerprint(
     hit = _read_cache(cache, key, opts)
     if hit is not None:
         log.info("fingerprint read from %s", cache)
-        return hit
+        return replace(hit, background=dataset.info.background)  # a declaration of the config, not a measurement
     fp = fingerprint_dataset(dataset, max_cases=max_cases, seed=seed)
     try:
         write_json(cache, {"key": key, "options": opts, "fingerprint": fp.to_dict()})

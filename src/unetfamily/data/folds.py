@@ -14,7 +14,9 @@ from any other dataset type, whose config it wraps as ``base``::
 Split ``train`` is the pooled samples of every other fold, ``val`` those of fold ``fold``.
 ``resize`` and ``cache`` belong to the base: a fold's samples are read by the base's reader and
 resized once, by the same pipeline, so each equals the base dataset's sample bit for bit. Given
-on the outer config, they are moved into ``base``.
+on the outer config, they are moved into ``base``. So is ``background`` (whether class 0 is a
+background the foreground scores leave out): a fold scores as its base does, and an outer value
+that contradicts the base's is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from unetfamily.data.base import SegmentationDataset, _as_size
 from unetfamily.data.errors import DataConfigError, DataError, unknown_split
-from unetfamily.data.registry import build_dataset, load_data_config, register_dataset
+from unetfamily.data.registry import _background, build_dataset, load_data_config, register_dataset
 
 __all__ = ["FoldDataset", "cv_fold", "data_geometry", "stratified_folds"]
 
@@ -200,12 +202,13 @@ def cv_fold(
     resize: int | Sequence[int] | None = None,
     cache: bool | None = None,
     strict: bool = False,
+    background: bool | None = None,
 ) -> FoldDataset:
     """Fold ``fold`` of ``assignment`` over the ``pool`` splits of the ``base`` config; ``train`` or ``val``.
 
     ``base`` is a dataset config (mapping, YAML path or type name) without ``augment``: put that on
-    this config, where it applies to the ``train`` split only. ``resize``/``cache`` given here are
-    moved into ``base`` (they must not contradict it); ``strict: true`` applies to the base's split lists.
+    this config, where it applies to the ``train`` split only. ``resize``/``cache``/``background`` given here
+    are moved into ``base`` (they must not contradict it); ``strict: true`` applies to the base's split lists.
     """
     if split not in FOLD_SPLITS:
         raise unknown_split("cv_fold split", split, FOLD_SPLITS)
@@ -225,9 +228,22 @@ def cv_fold(
                     f"cv_fold: {key}={value!r} contradicts the base's {key}={base[key]!r}; give it once"
                 )
             base[key] = value
+    _move_background(base, background)
     if isinstance(pool, str) or not pool or len(set(pool)) != len(pool):
         raise DataConfigError(f"cv_fold: pool={pool!r} must list one or more distinct split names, e.g. [train, val]")
     parts = [build_dataset(base, str(s)) for s in pool]
     dataset = FoldDataset(parts, assignment, fold, split)
     log.info("cv_fold %d %s: %d of %d pooled samples", dataset.fold, split, len(dataset), sum(map(len, parts)))
     return dataset
+
+
+def _move_background(base: dict[str, Any], background: bool | None) -> None:
+    """Put a ``background`` declared on the cv_fold config into ``base``; a DataConfigError when the base declares
+    the other value (which of the two the folds score by would be a guess)."""
+    if background is None:
+        return
+    declared = _background(base.get("background"))
+    if declared is not None and declared != background:
+        raise DataConfigError(f"cv_fold: background={background!r} contradicts the base's background={declared!r}; "
+                              "declare it once, in the base")
+    base["background"] = background

@@ -137,7 +137,7 @@ def build_dataset(
     strict = options.boolean("strict", config.pop("strict", False))
     background = _background(config.pop("background", "auto"))
     params = inspect.signature(builder).parameters
-    valid = [p for p in params if p not in ("split", "strict")]
+    valid = [p for p in params if p not in ("split", "strict", "background")]
     for key in config:
         if key not in valid:
             raise DataConfigError(
@@ -149,6 +149,8 @@ def build_dataset(
         raise DataConfigError(f"dataset type {kind!r} needs {', '.join(repr(m) for m in missing)}")
     if "strict" in params:  # types that read split lists check them; for the others splits cannot overlap
         config["strict"] = strict
+    if "background" in params:  # types that wrap another config (cv_fold) reconcile the key with it
+        config["background"] = background
     dataset = builder(split, **config)
     if background is not None:
         dataset.info = dataclasses.replace(dataset.info, background=background)

@@ -11,6 +11,7 @@ the windows' probabilities are blended (docs/predict_export.md says why), then t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from unetfamily.models import final_output
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_checkpoint", "window_labels"]
+__all__ = ["evaluate", "evaluate_checkpoint", "scored_as_validated", "validated_background", "window_labels"]
 
 
 def _plain(value: torch.Tensor) -> Any:
@@ -183,6 +184,7 @@ def evaluate_checkpoint(
     if data is not None:
         _check_geometry(ckpt.config.get("data"), dataset, name["data"])
         _check_class_names(ckpt.extra.get("classes"), list(dataset.info.classes), name["data"])
+    _warn_other_scoring(validated_background(ckpt.extra), dataset.info, name["data"] if data is not None else None)
     window, overlap = _saved_window(ckpt.config, checkpoint)
     loader = make_loader(dataset, 1 if window is not None else batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
@@ -192,6 +194,49 @@ def evaluate_checkpoint(
     result["classes"], result["background"] = list(dataset.info.classes), dataset.info.has_background
     result["split"], result["checkpoint"] = split, str(resolve_checkpoint(checkpoint))
     return result
+
+
+def validated_background(extra: Mapping[str, Any]) -> bool | None:
+    """Whether the validation of the run that wrote a checkpoint (its ``extra``) left class 0 out of ``dice`` and
+    ``iou``: its ``background``; True for a training checkpoint written before the data's ``background`` key existed
+    (it names its ``classes`` but not ``background``: every score left class 0 out then); None when unknown."""
+    background = extra.get("background")
+    if isinstance(background, bool):
+        return background
+    return True if isinstance(extra.get("classes"), list) else None
+
+
+def _class0(background: bool) -> str:
+    return "left class 0 out of" if background else "averaged class 0 into"
+
+
+def _warn_other_scoring(validated: bool | None, info: Any, option: str | None) -> None:
+    """A warning when the data scores class 0 otherwise than the model's validation did: its dice and iou then differ
+    from the run's validation scores (and its best checkpoint was chosen on the other mean)."""
+    if validated is None or validated == info.has_background:
+        return
+    declared = "auto" if info.background is None else str(info.background).lower()
+    where = f"the data of {option}" if option else "the run's data config, as read today,"
+    log.warning("the model's validation %s dice and iou, but %s says background: %s, so they are scored here over "
+                "%s; they are not comparable with the run's validation scores. Declare background: %s in the data "
+                "config to score as the run was validated", _class0(validated), where, declared,
+                f"classes 1..{info.num_classes - 1} ({info.classes[0]!r} left out)" if info.has_background
+                else f"all {info.num_classes} classes ({info.classes[0]!r} included)", str(validated).lower())
+
+
+def scored_as_validated(info: Any, extra: Mapping[str, Any]) -> Any:
+    """The DatasetInfo a resumed run validates with: ``info`` with class 0 scored as the run's checkpoint (its
+    ``extra``) says its earlier validations scored it, so that its best checkpoint is chosen on one mean; a warning
+    when the data's ``background`` now says otherwise (a run from before the key, or under another ``auto``). A run
+    not validated yet (no ``history``) scores as the data says."""
+    validated = validated_background(extra)
+    if validated is None or validated == info.has_background or not extra.get("history"):
+        return info
+    log.warning("this run's validations so far %s dice and iou, and the data's background now says otherwise: the "
+                "resumed run goes on scoring as it began (background: %s), so that its best checkpoint is chosen on "
+                "one score. eval scores it by the data config and says when that differs", _class0(validated),
+                str(validated).lower())
+    return dataclasses.replace(info, background=validated)
 
 
 def _saved_window(config: dict[str, Any], checkpoint: str | Path) -> tuple[list[int] | None, float]:

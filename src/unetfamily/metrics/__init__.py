@@ -171,10 +171,8 @@ def per_image_scores(
         ``per_class_dice``, ``per_class_iou`` (N, K) float64 (NaN where the class is absent from
         both prediction and target in that image) and ``dice``, ``iou`` (N,): the mean over
         foreground classes present (binary: class 1; an image with empty prediction and empty
-        target gets NaN); with ``describe``, ``target_empty`` and ``prediction_empty`` (N,) bool (no
-        scored class on the valid pixels; both True also where no pixel is valid), ``valid`` (N,) bool
-        (some pixel is not ``ignore_index``) and ``image_diagonal`` (N,) float64 (the image's diagonal in
-        pixels, the farthest two of its pixels can lie apart).
+        target gets NaN); with ``describe``, the keys of :func:`_describe` (which images hold no
+        scored class, or no class 1 for HD95; which have a valid pixel; their diagonals).
     """
     _check_target(target)
     k = _num_classes(num_classes)
@@ -183,11 +181,7 @@ def per_image_scores(
     scores = scores_from_confusion(_confusion(pred, target, k, ignore_index), include_background)
     out = {name: scores[name] for name in ("per_class_dice", "per_class_iou", "dice", "iou")}
     if describe:
-        valid = target != ignore_index
-        out["valid"] = valid.flatten(1).any(1)
-        out["target_empty"] = ~((target >= first) & valid).flatten(1).any(1)
-        out["prediction_empty"] = ~((pred >= first) & valid).flatten(1).any(1)
-        out["image_diagonal"] = torch.full((target.shape[0],), math.hypot(*target.shape[-2:]), dtype=torch.float64)
+        out.update(_describe(pred, target, ignore_index, first, with_hd95))
     if with_hd95:
         out["hd95"] = _hd95_batch(pred, target, k, ignore_index)
     if nsd_tolerance is not None:
@@ -197,6 +191,27 @@ def per_image_scores(
     if with_cldice:
         cl = _per_class(pred, target, k, ignore_index, cldice, first)
         out["per_class_cldice"], out["cldice"] = cl, _nanmean(cl[:, first:])
+    return out
+
+
+def _describe(pred: Tensor, target: Tensor, ignore_index: int, first: int, hd95: bool) -> dict[str, Tensor]:
+    """:func:`per_image_scores`' ``describe`` keys, (N,) each.
+
+    ``target_empty`` / ``prediction_empty`` bool: no scored class (``first`` on) on the valid pixels (both True
+    also where no pixel is valid); with ``hd95``, ``hd95_target_empty`` / ``hd95_prediction_empty``: no class 1,
+    the only class HD95 measures (so a missed or hallucinated object is told apart also when class 0 is scored);
+    ``valid`` bool: some pixel is not ``ignore_index``; ``image_diagonal`` float64: the farthest two pixels lie apart.
+    """
+    valid = target != ignore_index
+
+    def empty(hit: Tensor) -> Tensor:
+        return ~(hit & valid).flatten(1).any(1)
+
+    out = {"valid": valid.flatten(1).any(1), "target_empty": empty(target >= first),
+           "prediction_empty": empty(pred >= first),
+           "image_diagonal": torch.full((target.shape[0],), math.hypot(*target.shape[-2:]), dtype=torch.float64)}
+    if hd95:
+        out["hd95_target_empty"], out["hd95_prediction_empty"] = empty(target == 1), empty(pred == 1)
     return out
 
 
