@@ -185,7 +185,7 @@ def test_train_validates_and_eval_scores_by_the_datas_background(tmp_path: Path,
     assert card.training_data["class 0"] == "scored like the other classes"
     out = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--out", str(out)]) == 0
-    assert "mean over all 4 classes (background is not a background)" in capsys.readouterr().out
+    assert "mean over all 4 classes (class 0, background, is scored like the others)" in capsys.readouterr().out
     result = json.loads(out.read_text())
     per_class = [v for v in result["per_class_dice"] if v is not None and math.isfinite(v)]
     assert result["background"] is False and result["dice"] == pytest.approx(sum(per_class) / len(per_class))

@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     summary = ["dice", "iou", "miou", "pixel_accuracy"] + (["hd95"] if args.hd95 else [])
     out("  ".join(f"{k}={_number(result[k])}" for k in summary))
     classes = result["classes"]
-    first = printable(classes[0])
-    averaged = (f"classes 1..{len(classes) - 1} ({first} is a background, left out)" if result["background"]
-                else f"all {len(classes)} classes ({first} is not a background)")
+    first, k = printable(classes[0]), len(classes)
+    scored = "class 1" if k == 2 else f"classes 1..{k - 1}"
+    averaged = (f"{scored} (class 0, {first}, is a background, left out)" if result["background"]
+                else f"all {k} classes (class 0, {first}, is scored like the others)")
     out(f"dice, iou: mean over {averaged}")
     out(f"wrote {path}")
     return EXIT_OK

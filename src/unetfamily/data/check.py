@@ -331,7 +331,7 @@ def _check_classes(reports: Sequence[_Split], info: DatasetInfo, warnings: list[
                 f"ignored. If {info.ignore_index} marks the foreground, declare mask_encoding: binary; otherwise "
                 "fix the masks or the classes"
             )
-        warnings.append(f"{text}: training would learn only background; check the masks and mask_encoding")
+        warnings.append(f"{text}: training would learn only that class; check the masks and mask_encoding")
         return names
     absent = [name for c, name in enumerate(info.classes) if c not in found]
     if absent:
