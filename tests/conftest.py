@@ -25,3 +25,15 @@ def tiny_data(tmp_path: Path) -> Path:
     path.write_text(yaml.safe_dump({"type": "synthetic", "num_samples": {"train": 12, "val": 3, "test": 3},
                                     "size": 48, "seed": 0}))
     return path
+
+
+class FixedLabels(torch.nn.Module):
+    """A 'model' whose logits (N, K, H, W) are the one-hot of fixed ``labels`` (N, H, W), whatever its input."""
+
+    def __init__(self, labels: torch.Tensor, k: int) -> None:
+        super().__init__()
+        self.logits = torch.nn.functional.one_hot(labels, k).permute(0, 3, 1, 2).float()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[: x.shape[0]] * self.scale

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
 
+from tests.conftest import FixedLabels
 from unetfamily.cli import main
 from unetfamily.data import DataConfigError, DatasetInfo, build_dataset
 from unetfamily.data.base import class0_is_background
@@ -93,18 +93,6 @@ def test_an_image_of_class_0_alone_is_not_empty_when_class_0_is_scored() -> None
     assert scored["nsd"][1].item() == pytest.approx(1.0) and scored["cldice"][1].item() == pytest.approx(1.0)
 
 
-class _Fixed(nn.Module):
-    """A 'model' whose logits are the one-hot of fixed labels (N, H, W), whatever its input."""
-
-    def __init__(self, labels: torch.Tensor, k: int) -> None:
-        super().__init__()
-        self.logits = nn.functional.one_hot(labels, k).permute(0, 3, 1, 2).float()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits[: x.shape[0]] * self.scale
-
-
 def test_evaluate_scores_the_classes_the_data_says() -> None:
     masks = torch.zeros(2, 8, 8, dtype=torch.long)
     masks[:, 4:] = 1
@@ -112,7 +100,7 @@ def test_evaluate_scores_the_classes_the_data_says() -> None:
     pred = masks.clone()
     pred[:, :2] = 1  # half of the sky called road
     loader = [{"image": torch.zeros(2, 1, 8, 8), "mask": masks, "name": ["a", "b"]}]
-    model = _Fixed(pred, 3)
+    model = FixedLabels(pred, 3)
     left_out = evaluate(model, loader, "cpu", 3, per_image=True)
     scored = evaluate(model, loader, "cpu", 3, per_image=True, include_background=True)
     assert scored["dice"] == pytest.approx(sum(scored["per_class_dice"]) / 3)

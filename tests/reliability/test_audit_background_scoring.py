@@ -16,22 +16,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
 
+from tests.conftest import FixedLabels
 from unetfamily.cli import main
 from unetfamily.data import DataConfigError, build_dataset
-
-
-class _Fixed(nn.Module):
-    """A 'model' whose logits are the one-hot of fixed labels (N, H, W), whatever its input."""
-
-    def __init__(self, labels: torch.Tensor, k: int) -> None:
-        super().__init__()
-        self.logits = nn.functional.one_hot(labels, k).permute(0, 3, 1, 2).float()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits[: x.shape[0]] * self.scale
 
 
 def test_hd95_of_a_binary_task_whose_class_0_is_scored_counts_missed_and_hallucinated_objects() -> None:
@@ -49,7 +37,7 @@ def test_hd95_of_a_binary_task_whose_class_0_is_scored_counts_missed_and_halluci
     loader = [{"image": torch.zeros(3, 1, 16, 16), "mask": masks, "name": ["a", "b", "c"]}]
     cases = {}
     for scored in (False, True):
-        result = evaluate(_Fixed(pred, 2), loader, "cpu", 2, per_image=True, hd95=True, include_background=scored)
+        result = evaluate(FixedLabels(pred, 2), loader, "cpu", 2, per_image=True, hd95=True, include_background=scored)
         cases[scored] = [_case(row)["hd95"] for row in result["per_image"]]
     diagonal = math.hypot(16, 16)
     assert cases[False][:2] == [diagonal, diagonal]
