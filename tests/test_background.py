@@ -52,7 +52,8 @@ def test_every_dataset_type_takes_the_background_key(tmp_path: Path, value, expe
     cfgs = [{"type": "synthetic", "num_classes": 4},
             {"type": "folder", "root": str(tmp_path), "classes": ["background", "a", "b"], "mask_encoding": "index"}]
     for cfg in cfgs:
-        ds = build_dataset(cfg if value is None else {**cfg, "background": value}, "train" if cfg["type"] == "synthetic" else "all")
+        split = "train" if cfg["type"] == "synthetic" else "all"
+        ds = build_dataset(cfg if value is None else {**cfg, "background": value}, split)
         assert ds.info.has_background is expected, cfg["type"]
 
 
