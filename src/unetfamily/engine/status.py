@@ -43,10 +43,12 @@ class RunProgress:
     ``run_dir`` None (a DDP rank other than 0): only the bar, which is None there too.
     """
 
-    def __init__(self, run_dir: Path | None, step: int, total: int, bar: Any = None) -> None:
+    def __init__(self, run_dir: Path | None, step: int, total: int, bar: Any = None,
+                 validation: dict[str, Any] | None = None) -> None:
         self.path = None if run_dir is None else Path(run_dir) / STATUS_FILE
         self.bar, self.step, self.total = bar, step, total
-        self.validation: dict[str, float] = {}
+        # a resumed run starts from its last validation (the checkpoint's history), not from none
+        self.validation: dict[str, float] = {k: float(v) for k, v in (validation or {}).items() if isinstance(v, float)}
         self.written = 0.0
         self._write("training")
 

@@ -189,7 +189,8 @@ def _progress(run: TrainRun) -> RunProgress:
             bar = tqdm(total=run.total_steps, initial=run.state.step, unit="step", dynamic_ncols=True, leave=False)
         except ImportError:
             pass
-    return RunProgress(run.run_dir if run.dist.main else None, run.state.step, run.total_steps, bar)
+    last = run.state.history[-1] if run.state.history else None
+    return RunProgress(run.run_dir if run.dist.main else None, run.state.step, run.total_steps, bar, last)
 
 
 def _scores_line(metrics: dict[str, Any]) -> str:
