@@ -146,3 +146,18 @@ def test_lr_grid_picks_a_rate_per_variant_on_training_cases_only(tmp_path: Path,
         assert cfg["train"]["max_steps"] == 1  # a quarter of the 3-step budget
     real = yaml.safe_load((out / "runs" / "unet" / "seed0" / "config.yaml").read_text())
     assert real["optim"]["lr"] == next(v["lr"] for v in results["variants"] if v["id"] == "unet")
+
+
+@pytest.mark.parametrize("train_cases,chosen", [(3, True), (1, False)])
+def test_lr_grid_on_few_training_cases(tmp_path: Path, spy_fit: list[str], capsys, train_cases: int,
+                                       chosen: bool) -> None:
+    # the inner split asked for 5 parts of the first fold's training cases: with fewer, an error named 'folds=5',
+    # a count the user never gave. Now one case chooses the rate; under 2 cases --lr-grid is refused by name
+    data, out = _data(tmp_path, {**SMALL, "num_samples": {"train": train_cases, "val": 2, "test": 2}}), tmp_path / "o"
+    base = [a for i, a in enumerate(BASE) if "--lr" not in (a, BASE[i - 1])]
+    code = main([*base, "--data", data, "--lr-grid", "0.001,0.02", "--batch-size", "1", "--out", str(out)])
+    if chosen:
+        assert code == 0 and len([p for p in spy_fit if "lr_search" in p]) == 2
+    else:
+        err = capsys.readouterr().err
+        assert code == 2 and "--lr-grid" in err and "has 1" in err and "folds=" not in err and not spy_fit

@@ -27,6 +27,7 @@ from unetfamily.compare.run import train_and_evaluate
 from unetfamily.compare.variants import Variant
 from unetfamily.config import Config
 from unetfamily.data import build_dataset, stratified_folds
+from unetfamily.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,17 @@ INNER_FOLDS = 5
 
 
 def _inner_fold(data: ComparisonData, batch_size: int) -> Fold:
-    """Fold 0's training cases split 80/20 (stratified by foreground) into inner train and inner val."""
+    """Fold 0's training cases split 80/20 (stratified by foreground) into inner train and inner val; with fewer
+    than :data:`INNER_FOLDS` cases, one case is the inner val. A ConfigError naming ``--lr-grid`` under 2 cases."""
     outer = data.folds[0].data
     digest = data_digest(build_dataset(outer, "train"))
-    assignment = stratified_folds(digest["names"], digest["foreground"], INNER_FOLDS, seed=0)
+    cases = len(digest["names"])
+    if cases < 2:
+        raise ConfigError(f"--lr-grid holds out some of the first fold's training cases to choose the rate, but it "
+                          f"has {cases}; give --lr instead, or more cases")
+    if cases < INNER_FOLDS:
+        log.warning("--lr-grid: the first fold has %d training cases, so 1 of them chooses the rate", cases)
+    assignment = stratified_folds(digest["names"], digest["foreground"], min(INNER_FOLDS, cases), seed=0)
     config = fold_config(outer, assignment, 0, ["train"])
     return Fold(0, config, eval_split("inner_val", config, "val", batch_size))
 
