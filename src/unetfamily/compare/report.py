@@ -254,9 +254,19 @@ def write_report(results: CompareResults, report_dir: str | Path) -> dict[str, P
     Names: ``report.md``, ``report.html``, ``results.json``, ``results.csv`` and
     ``plots/<name>.png`` for each figure the results allow (see :data:`PLOTS`). Artifacts are
     read from ``report_dir`` (``results.artifacts``); missing ones only drop figures.
-    Figures of an earlier report that these results do not allow are removed.
+    Figures of an earlier report that these results do not allow are removed. Two processes that report into one
+    folder (two compares sharing an ``--out``) take turns on ``report.lock``: one's clean-up of files it does not
+    write would otherwise delete the other's files being written.
     """
+    from filelock import FileLock
+
     report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(report_dir / "report.lock")):
+        return _write_report(results, report_dir)
+
+
+def _write_report(results: CompareResults, report_dir: Path) -> dict[str, Path]:
     evidence = case_evidence(results, [v.id for v in results.variants], results.primary_metric)
     summaries = summarize(results, evidence)
     samples, preds = load_artifacts(results, report_dir)
