@@ -14,8 +14,9 @@ import re
 __all__ = ["literal", "printable"]
 
 # what Markdown (GFM, math) reads inline, a backslash first; '_' only where it can open or close emphasis,
-# not inside a word (CommonMark never reads dice_ce's underscore as emphasis, and dice\_ce reads badly raw)
-_MARKUP = re.compile(r"([\\`*\[\]|~$]|(?<![^\W_])_|_(?![^\W_]))")
+# not inside a word (CommonMark never reads dice_ce's underscore as emphasis, and dice\_ce reads badly raw);
+# brackets only where they close a link or image (']' before '(' or '['): a list such as [0.449] stays as typed
+_MARKUP = re.compile(r"([\\`*|~$]|\](?=[(\[])|(?<![^\W_])_|_(?![^\W_]))")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # HTML in Markdown: entities, which every dialect decodes
 
 
