@@ -18,8 +18,9 @@ import pytest
 from tests.compare.conftest import build_results
 from tests.reliability.test_audit_names_plots import renamed
 from unetfamily.compare.report import write_report
-from unetfamily.compare.report_render import literal, markdown, render_html
+from unetfamily.compare.report_render import markdown, render_html
 from unetfamily.compare.results import CompareResults
+from unetfamily.text import literal
 
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a|b|c", "tick`s`", "**bold** _it_",
            "[y](//evil.example/p)", "q\"uo'te &amp; x", "line\nbreak\ttab", "\x1b[31mred", "\u202eRTL\U0001F600e\u0301",

@@ -25,12 +25,13 @@ from unetfamily.compare.plots import make_plots
 from unetfamily.compare.report_browser import case_browser
 from unetfamily.compare.report_cases import CASE_PLOTS, case_section
 from unetfamily.compare.report_plan import plan_blocks
-from unetfamily.compare.report_render import Block, literal, markdown, render_html
+from unetfamily.compare.report_render import Block, markdown, render_html
 from unetfamily.compare.report_tables import class_table, csv_bytes, csv_columns, pruning_table, results_table
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, summarize
 from unetfamily.compare.verdict import verdict
 from unetfamily.files import atomic_write_bytes, dump_json
+from unetfamily.text import literal
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from unetfamily.compare.artifacts import Cases, first_seed_scores
-from unetfamily.compare.report_render import DASH, printable
+from unetfamily.compare.report_render import DASH
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.summary import METRIC_LABELS, scale
 from unetfamily.overlay import IGNORE_INDEX, class_colors, overlay
+from unetfamily.text import printable
 
 __all__ = ["ERROR_COLORS", "case_browser", "thumb_side"]
 

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 
 from unetfamily.compare.evidence import ALPHA, CaseEvidence
 from unetfamily.compare.stats import BootstrapRanks
-from unetfamily.compare.report_render import DASH, Block, literal
+from unetfamily.compare.report_render import DASH, Block
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, scale, unit
 from unetfamily.compare.verdict import format_p, format_share
+from unetfamily.text import literal
 
 __all__ = ["CASE_PLOTS", "case_section"]
 

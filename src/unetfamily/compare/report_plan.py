@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from unetfamily.compare.report_render import Block, literal
+from unetfamily.compare.report_render import Block
 from unetfamily.plan import Plan
+from unetfamily.text import literal
 
 __all__ = ["plan_summary", "plan_blocks"]
 

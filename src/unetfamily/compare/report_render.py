@@ -7,7 +7,7 @@ number (or are missing) is right-aligned. Text may use ``**bold**``, `` `code` `
 files beside the report, ``[text](relative/path)``, and Markdown's backslash escapes (a backslash before
 an ASCII punctuation mark), which the
 page honours too. Text the user chose (case, class and data set names, paths, error messages) enters a
-block only through :func:`literal`, so that neither rendering reads it as markup: ``<script>``, ``|``,
+block only through :func:`unetfamily.text.literal`, so that neither rendering reads it as markup: ``<script>``, ``|``,
 ``**``, backticks, ``[text](//host)`` and ``$x$`` read as typed, and a newline, tab or bidirectional
 override shows as an escape instead of breaking its table row or reordering the line.
 
@@ -25,9 +25,7 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 
-from unetfamily.text import literal, printable
-
-__all__ = ["Block", "DASH", "literal", "markdown", "printable", "render_html"]
+__all__ = ["Block", "DASH", "markdown", "render_html"]
 
 Block = tuple
 DASH = "\u2014"  # the cell of a missing value

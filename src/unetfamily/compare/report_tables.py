@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from unetfamily.compare.evidence import CaseEvidence
-from unetfamily.compare.report_render import DASH, Block, literal
+from unetfamily.compare.report_render import DASH, Block
 from unetfamily.compare.results import CompareResults
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite_mean
 from unetfamily.engine.score_order import best_index, finite_score
+from unetfamily.text import literal
 
 __all__ = ["SCORE_COLUMNS", "COST_COLUMNS", "csv_bytes", "csv_columns", "class_table", "pruning_table",
            "results_table"]

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from unetfamily.compare.evidence import ALPHA, CaseEvidence, case_evidence
-from unetfamily.compare.report_render import literal
 from unetfamily.compare.results import CompareResults, lower_is_better
 from unetfamily.compare.stats import PairTest, welch_t_test
 from unetfamily.compare.summary import METRIC_LABELS, VariantSummary, finite, finite_mean, scale, unit
 from unetfamily.engine.score_order import finite_score
+from unetfamily.text import literal
 
 __all__ = ["ALPHA", "Comparison", "compare_scores", "format_p", "format_share", "p_adj_phrase", "practical_margin",
            "times", "verdict", "welch_t_test"]
