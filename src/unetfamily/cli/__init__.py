@@ -18,6 +18,7 @@ from unetfamily import __version__
 from unetfamily.cli import bench, compare, dataset, evaluate, export, models, plan, predict, train
 from unetfamily.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, HelpFormatter, err
 from unetfamily.errors import UnetFamilyError
+from unetfamily.text import PrintableFormatter, printable
 
 __all__ = ["build_parser", "main"]
 
@@ -47,10 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]  # key=value after a flag: argparse ends positionals at a flag
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()  # on stderr, as basicConfig's; one record per line whatever names it holds
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except UnetFamilyError as exc:  # bad input: the message says what to do, no traceback
@@ -64,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def one_line(message: str) -> str:
     """``message`` on one line: a library or third-party message that spans lines (tarfile's, PyYAML's) joined
-    with spaces, so that ``error:`` is always the last line of stderr and the whole message."""
-    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+    with spaces, so that ``error:`` is always the last line of stderr and the whole message; a name it quotes
+    that holds other unprintable characters (an escape sequence, a bidirectional override) is shown escaped."""
+    return printable(" ".join(line.strip() for line in message.splitlines() if line.strip()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unetfamily.config import Range
+from unetfamily.text import shown_lines
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "command", "out", "err", "print_json", "split_list",
            "split_names", "check_options", "option_name", "AT_LEAST_ONE", "AT_LEAST_ZERO", "POSITIVE", "NON_NEGATIVE",
@@ -49,13 +50,15 @@ def command(subparsers: argparse._SubParsersAction, name: str, run: Callable[[ar
 
 
 def out(*parts: object) -> None:
-    """A line of the command's result on standard output."""
-    print(*parts)
+    """A line of the command's result on standard output; characters that are not printable in the names it shows
+    (escape sequences, carriage returns) are escaped (:func:`~unetfamily.text.shown_lines`), its line breaks and tabs
+    kept."""
+    print(shown_lines(" ".join(map(str, parts))))
 
 
 def err(*parts: object) -> None:
-    """A line for the user on standard error (warnings, progress, where things went)."""
-    print(*parts, file=sys.stderr)
+    """A line for the user on standard error (warnings, progress, where things went), shown as :func:`out` shows."""
+    print(shown_lines(" ".join(map(str, parts))), file=sys.stderr)
 
 
 def print_json(obj: Any) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from unetfamily.engine.status import read_status
+from unetfamily.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class RunRow:
 
     def finish(self, state: str, error: str = "") -> None:
         """The task ended: ``done`` or ``failed`` (with ``error``)."""
-        self.state, self.error = state, error
+        self.state, self.error = state, printable(error)  # drawn between the table's cursor moves: one line
 
     def update(self, since: float) -> None:
         """Read the run's status file; statuses older than ``since`` (epoch seconds) are a previous command's."""

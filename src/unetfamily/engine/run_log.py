@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from unetfamily.engine.run_folder import TrainingError
+from unetfamily.text import PrintableFormatter
 
 __all__ = ["held_setup_log", "open_train_log"]
 
@@ -57,7 +58,7 @@ def open_train_log(run_dir: Path, earlier: Sequence[logging.LogRecord] = ()) -> 
         handler = logging.FileHandler(run_dir / "train.log")
     except OSError as exc:
         raise TrainingError(f"cannot write {run_dir / 'train.log'}: {exc.strerror or exc}; choose a writable output_dir") from exc
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setFormatter(PrintableFormatter(_FORMAT))
     for record in earlier:
         handler.handle(record)
     logger = logging.getLogger(_LOGGER)
