@@ -139,12 +139,14 @@ def test_a_comparison_of_data_whose_class_0_is_content_scores_it_and_says_so(tmp
     per_class = [v for v in test["per_class_dice"] if v is not None and math.isfinite(v)]
     assert len(per_class) == 3 and test["dice"] == pytest.approx(sum(per_class) / 3)
     assert "class 0 (sky) is not a background" in (out / "report.md").read_text()
-    # a run scored by the code before (class 0 left out; its fingerprint lacks the field) is stale, not reused
+    # a run scored by the code before (class 0 left out), or trained with crops that never targeted class 0, lacks
+    # the field in its fingerprint: it is stale, not reused
     (fingerprint,) = (out / "runs").rglob("fingerprint.json")
     saved = json.loads(fingerprint.read_text())
-    assert saved.pop("run.scores_class0") is True
-    fingerprint.write_text(json.dumps(saved))
-    assert main([*args, "--data", str(data), "--out", str(out)]) == 2
+    for key in ("run.scores_class0", "run.crops_class0"):
+        assert saved[key] is True
+        fingerprint.write_text(json.dumps({k: v for k, v in saved.items() if k != key}))
+        assert main([*args, "--data", str(data), "--out", str(out)]) == 2
 
 
 def test_the_plan_takes_the_declared_background() -> None:
@@ -179,3 +181,60 @@ def test_train_validates_and_eval_scores_by_the_datas_background(tmp_path: Path,
     per_class = [v for v in result["per_class_dice"] if v is not None and math.isfinite(v)]
     assert result["background"] is False and result["dice"] == pytest.approx(sum(per_class) / len(per_class))
     assert validated["dice"] == pytest.approx(result["dice"])  # validation scored the same classes
+
+
+# -- pictures and crops: a content class 0 is painted and oversampled like every class --------------------------
+def test_overlays_paint_a_content_class_0_in_its_own_colour_and_keep_the_other_colours() -> None:
+    from unetfamily.overlay import CLASS_COLORS, CONTENT_CLASS0_COLOR, class_colors, overlay, overlay_rows
+
+    image = np.full((1, 2, 4), 100, np.uint8)
+    mask = np.array([[0, 1, 2, 255], [0, 14, 0, 3]])
+    background, content = overlay(image, mask), overlay(image, mask, background=False)
+    assert tuple(background[0, 0]) == (100, 100, 100)  # a background class 0 is never painted
+    assert tuple(content[0, 0]) == tuple((np.array([100] * 3) + CONTENT_CLASS0_COLOR) // 2)
+    assert np.array_equal(content[mask != 0], background[mask != 0])  # classes 1.. and ignored pixels: as before
+    assert tuple(class_colors(np.array(0))) == (0, 0, 0) and tuple(class_colors(np.array(0), False)) == (250, 190, 212)
+    assert CONTENT_CLASS0_COLOR not in [tuple(c) for c in CLASS_COLORS] + [(128, 128, 128)]
+    assert np.array_equal(class_colors(np.arange(1, 40), False), class_colors(np.arange(1, 40)))
+    rows = overlay_rows(image[None], mask[None], np.zeros_like(mask)[None], background=False)
+    assert tuple(rows[0, 0]) == (100, 100, 100)  # the first column is the image alone
+    assert np.array_equal(rows[:, 4:8], content) and (rows[:, 8:] != 100).all()
+
+
+def test_training_images_paint_class_0_as_the_data_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorboard")
+    from unetfamily.engine import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "overlay_rows", lambda *a: seen.append(a[3]) or np.zeros((4, 6, 3), np.uint8))
+    for background in (False, True):
+        data = {"type": "synthetic", "num_classes": 4, "size": 16, "num_samples": {"train": 2, "val": 2},
+                "background": background}
+        cfg = {"model": {"name": "unet", "kwargs": {"channels": [4, 8]}}, "data": data, "loader": {"batch_size": 2},
+               "train": {"max_steps": 1, "progress": False, "loggers": ["tensorboard"], "image_every": 1},
+               "output_dir": str(tmp_path / f"run{background}")}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 0
+    assert seen == [False, True]
+
+
+def test_the_foreground_crop_oversamples_class_0_when_the_data_says_it_is_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("kornia")
+    from unetfamily.plan import data_cost
+
+    _scene(tmp_path / "scenes", count=4)
+    folder = {"type": "folder", "root": str(tmp_path / "scenes"), "mask_encoding": "index",
+              "splits": {"fractions": {"train": 0.5, "val": 0.5}, "seed": 0},
+              "augment": {"preset": "light", "crop_size": 8, "foreground": 1.0}}
+    for classes, declared, expected in [(["sky", "road", "car"], None, False), (["sky", "road", "car"], True, True),
+                                        (["background", "road", "car"], None, True),
+                                        (["background", "road", "car"], False, False)]:
+        config = {**folder, "classes": classes, **({} if declared is None else {"background": declared})}
+        ds = build_dataset(config, "train")
+        assert ds.transform.crop.background is expected, (classes, declared)
+        built = []
+        monkeypatch.setattr(data_cost, "build_augmentation", lambda *a, **k: built.append(k) or None)
+        data_cost.measure_data_cost(ds, scale=1.0, preset="light", patch=(8, 8), foreground=1.0, cached=False)
+        assert built[0]["background"] is expected  # the plan times the crop training will run
+        monkeypatch.undo()

@@ -135,6 +135,23 @@ def test_rare_class_is_chosen_as_often_as_a_common_one() -> None:
     assert 0.4 < rate < 0.6
 
 
+def test_a_content_class_0_is_oversampled_like_every_class() -> None:
+    mask = torch.full((64, 64), 255, dtype=torch.long)
+    mask[50:52, 50:52] = 0  # a small patch of class 0 in ignored pixels
+    sample = {"image": torch.rand(1, 64, 64), "mask": mask}
+    content = ForegroundCrop(16, foreground=1.0, background=False)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        assert (content(sample)["mask"] == 0).any(), seed  # class 0 is the only class: every window holds it
+    assert _hits(ForegroundCrop(16, foreground=1.0), sample, 0) < 0.3  # a background class 0: uniform windows
+    mask = torch.ones(64, 64, dtype=torch.long)
+    mask[50, 50] = 0
+    sample = {"image": torch.rand(1, 64, 64), "mask": mask}
+    assert 0.45 < _hits(content, sample, 0, draws=400) < 0.75  # chosen half the time, else by chance
+    assert _hits(ForegroundCrop(16, foreground=1.0), sample, 0, draws=400) < 0.25
+    assert "background=False" in repr(content) and "background" not in repr(ForegroundCrop(16, 1.0))
+
+
 def test_no_foreground_falls_back_to_uniform_windows() -> None:
     mask = torch.full((20, 20), 255, dtype=torch.long)
     mask[10:, :] = 0

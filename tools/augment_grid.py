@@ -38,11 +38,11 @@ def fit(cell: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(cell).resize(size[::-1], Image.NEAREST))
 
 
-def row_for(sample: dict, augmented: list[dict], ignore_index: int) -> np.ndarray:
-    """(H, W', 3): the sample and its augmentations, each as image then overlay."""
+def row_for(sample: dict, augmented: list[dict], ignore_index: int, background: bool = True) -> np.ndarray:
+    """(H, W', 3): the sample and its augmentations, each as image then overlay (class 0 tinted unless background)."""
     cells = []
     for s in [sample, *augmented]:
-        cells += [to_rgb(s["image"]), overlay(s["image"].numpy(), s["mask"].numpy(), 0.55, ignore_index)]
+        cells += [to_rgb(s["image"]), overlay(s["image"].numpy(), s["mask"].numpy(), 0.55, ignore_index, background)]
     size = cells[0].shape[:2]
     gap = np.full((size[0], GAP, 3), 255, np.uint8)
     row = []
@@ -59,7 +59,7 @@ def grid_for(dataset: SegmentationDataset, preset: str, indices: list[int], draw
     rows = []
     for i in indices:
         sample = dataset[i]
-        rows.append(row_for(sample, [aug(sample) for _ in range(draws)], info.ignore_index))
+        rows.append(row_for(sample, [aug(sample) for _ in range(draws)], info.ignore_index, info.has_background))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, GAP), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows, axis=0)

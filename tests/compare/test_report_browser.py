@@ -15,7 +15,7 @@ from unetfamily.compare.artifacts import load_cases, save_cases
 from unetfamily.compare.report import write_report
 from unetfamily.compare.report_browser import ERROR_COLORS, MIN_SIDE, THUMB_SIDE, error_png, mask_png, thumb_side
 from unetfamily.compare.results import CompareResults
-from unetfamily.overlay import class_colors
+from unetfamily.overlay import CONTENT_CLASS0_COLOR, class_colors
 
 
 def _rgba(png: bytes) -> np.ndarray:
@@ -54,6 +54,42 @@ def test_masks_in_class_colours_transparent_background_on_the_page_black_in_file
         assert tuple(page[k, :3]) == tuple(class_colors(np.array(k))) and page[k, 3] == 255
     big = _rgba(mask_png(np.zeros((600, 300), np.uint8), 256, transparent=True))
     assert big.shape[:2] == (256, 128)  # fitted to the thumbnail side, aspect kept
+
+
+def test_with_a_content_class_0_every_wrong_pixel_is_a_wrong_class_and_class_0_is_painted() -> None:
+    truth = np.array([[0, 0, 1, 1, 2, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 0, 1, 1]], np.uint8)
+    rgba = _rgba(error_png(pred, truth, side=64, background=False))[0]
+    assert rgba[0, 3] == 0 and rgba[2, 3] == 0 and rgba[5, 3] == 0  # right or ignored: transparent
+    for k in (1, 3, 4):  # truth class 0 too: no false positive when class 0 is content
+        assert tuple(rgba[k, :3]) == ERROR_COLORS["wrong class"] and rgba[k, 3] == 255
+    assert ERROR_COLORS["wrong class"] not in (ERROR_COLORS["false positive"], ERROR_COLORS["false negative"])
+    mask = np.array([[0, 1, 2, 255]], np.uint8)
+    for transparent in (True, False):
+        content, before = _rgba(mask_png(mask, 64, transparent, background=False))[0], _rgba(mask_png(mask, 64, True))[0]
+        assert tuple(content[0]) == (*CONTENT_CLASS0_COLOR, 255)  # opaque in its own colour, on the page and in files
+        assert np.array_equal(content[1:], before[1:])  # classes 1.. and ignored pixels as with a background
+
+
+def test_a_report_on_content_class_0_says_wrong_class_and_paints_class_0(make_results, monkeypatch) -> None:
+    from unetfamily.compare import plots
+
+    raw, root = make_results(task="multiclass")
+    page = write_report(CompareResults.from_dict(raw), root)["report.html"].read_text()
+    assert "false positive" in page and "wrong class" not in page
+    raw["protocol"]["background"] = False
+    backgrounds = []
+    drawn = plots.overlay
+    monkeypatch.setattr(plots, "overlay", lambda *a, **k: backgrounds.append(k.get("background")) or drawn(*a, **k))
+    paths = write_report(CompareResults.from_dict(raw), root)
+    page = paths["report.html"].read_text()
+    assert "wrong class" in page and "false positive" not in page and "false negative" not in page
+    assert backgrounds.count(False) > 0 and set(backgrounds) == {None, False}  # None: the image alone, nothing tinted
+    case = _page_data(page)["cases"][0]
+    with np.load(root / "artifacts" / "samples.npz") as f:
+        truth = f["masks"][0]
+    gt = np.asarray(Image.open(root / case["files"]["gt"]).convert("RGBA"))[..., :3]
+    assert (gt[truth == 0] == CONTENT_CLASS0_COLOR).all()
 
 
 def test_thumbnails_shrink_with_many_cases_but_not_below_the_minimum() -> None:

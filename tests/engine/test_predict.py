@@ -312,3 +312,21 @@ def test_overlay_file_uses_the_shared_colours(tmp_path, make_checkpoint) -> None
     mask = np.asarray(Image.open(tmp_path / "o" / "x.png"))
     expected = overlay(rgb.transpose(2, 0, 1), mask, ignore_index=None)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "x_overlay.png")), expected)
+
+
+def test_overlay_paints_class_0_when_the_checkpoint_says_it_is_content(tmp_path, make_checkpoint) -> None:
+    from unetfamily.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    old = make_checkpoint("unet", num_classes=3)  # written before the key: class 0 a background
+    ckpt = load_checkpoint(old)
+    content = save_checkpoint(tmp_path / "sky" / "checkpoints" / "last.safetensors", tiny_model("unet", 3), ckpt.config,
+                              extra={**ckpt.extra, "classes": ["sky", "road", "car"], "background": False})
+    assert Predictor.from_checkpoint(old).background is True and Predictor.from_checkpoint(content).background is False
+    rgb = np.random.default_rng(3).integers(0, 256, (20, 17, 3), dtype=np.uint8)
+    _save(tmp_path / "x.png", rgb)
+    assert main(["predict", "--checkpoint", str(content), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"),
+                 "--overlay"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "o" / "x.png"))
+    drawn = np.asarray(Image.open(tmp_path / "o" / "x_overlay.png"))
+    assert (mask == 0).any() and (drawn[mask == 0] != rgb[mask == 0]).any()  # class 0 painted
+    assert np.array_equal(drawn, overlay(rgb.transpose(2, 0, 1), mask, ignore_index=None, background=False))

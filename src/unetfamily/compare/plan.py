@@ -82,10 +82,12 @@ def run_config(base: Config, variant: Variant, seed: int, run_dir: Path, lr: flo
 
 
 def scoring(cfg: CompareConfig, info: DatasetInfo) -> dict[str, Any]:
-    """The evaluation settings every run's fingerprint holds: the NSD tolerance, and ``scores_class0`` when class 0
-    is scored like the other classes (absent otherwise, so runs scored before the data's ``background`` existed
-    stay valid: they left class 0 out, as a background is left out now)."""
-    return {"nsd_tolerance": cfg.nsd_tolerance, **({} if info.has_background else {"scores_class0": True})}
+    """The evaluation settings every run's fingerprint holds: the NSD tolerance, and when class 0 is content (scored
+    like the other classes) ``scores_class0`` and ``crops_class0`` (foreground crops may target it since they do;
+    runs trained before crop elsewhere). Both are absent for a background, so runs made before the data's
+    ``background`` existed stay valid: they left class 0 out, as a background is left out now."""
+    content = {} if info.has_background else {"scores_class0": True, "crops_class0": True}
+    return {"nsd_tolerance": cfg.nsd_tolerance, **content}
 
 
 def plan_runs(data: ComparisonData, variants: list[Variant], seeds: list[int], out: Path,

@@ -4,7 +4,8 @@ Each ``*_png`` function returns PNG bytes, or ``None`` when its data is absent (
 figures are drawn once and saved as PNG and as SVG with hover values for the web page, see
 :mod:`unetfamily.compare.plots_svg`); :func:`make_plots` draws every figure the results allow. Scores are drawn in points (x 100), HD95 in pixels; the
 qualitative figures use the seed-0 predictions saved by the runner (``artifacts``), matched to the
-eval images by name, and tint classes with :func:`unetfamily.overlay.overlay`. The case-level
+eval images by name, and tint classes with :func:`unetfamily.overlay.overlay` (class 0 too when it is
+content, not a background: the protocol's ``background``). The case-level
 figures (the significance map and the rank blob plot, after challengeR: Wiesenfarth et al., Sci
 Rep 2021) are drawn from the report's :class:`~unetfamily.compare.evidence.CaseEvidence`.
 """
@@ -168,8 +169,9 @@ def pruning_png(summaries: Sequence[VariantSummary], metric: str, colors: Mappin
 
 
 def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
-                scores: Mapping[str, Mapping[str, float]], k: int = 6) -> bytes | None:
-    """K eval images (hardest to easiest by mean per-image Dice): image, ground truth, every prediction."""
+                scores: Mapping[str, Mapping[str, float]], k: int = 6, background: bool = True) -> bytes | None:
+    """K eval images (hardest to easiest by mean per-image Dice): image, ground truth, every prediction (class 0
+    tinted unless it is a ``background``)."""
     if not preds:
         return None
     names = [str(n) for n in samples["names"]]
@@ -179,22 +181,26 @@ def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarra
     grid = []
     for i in rows:
         img, gt = samples["images"][i], samples["masks"][i]
-        grid.append([Cell(overlay(img, np.zeros_like(gt)), names[i][:24]), Cell(overlay(img, gt), "ground truth")]
-                    + [Cell(overlay(img, pred[i]), f"{labels[vid]}\nDice {100 * scores[vid].get(names[i], math.nan):.1f}",
-                            gt) for vid, pred in preds.items()])
+        grid.append([Cell(overlay(img, np.zeros_like(gt)), names[i][:24]),
+                     Cell(overlay(img, gt, background=background), "ground truth")]
+                    + [Cell(overlay(img, pred[i], background=background),
+                            f"{labels[vid]}\nDice {100 * scores[vid].get(names[i], math.nan):.1f}", gt)
+                       for vid, pred in preds.items()])
     return grid_png(grid, "Predictions on the same eval images (seed 0; white outline = ground truth)")
 
 
 def failures_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray], labels: Mapping[str, str],
-                 scores: Mapping[str, Mapping[str, float]], worst: int = 3) -> bytes | None:
-    """Per variant its ``worst`` eval images by per-image Dice, prediction overlaid, ground truth outlined."""
+                 scores: Mapping[str, Mapping[str, float]], worst: int = 3, background: bool = True) -> bytes | None:
+    """Per variant its ``worst`` eval images by per-image Dice, prediction overlaid (class 0 too unless it is a
+    ``background``), ground truth outlined."""
     ranked = {vid: sorted(((d, n) for n, d in scores[vid].items() if math.isfinite(d)))[:worst] for vid in preds}
     ranked = {vid: r for vid, r in ranked.items() if r}
     if not ranked:
         return None
     index = {str(n): i for i, n in enumerate(samples["names"])}
-    grid = [[Cell(overlay(samples["images"][index[name]], preds[vid][index[name]]), f"{name[:20]}\nDice {100 * dice:.1f}",
-                  samples["masks"][index[name]]) if name in index else None for dice, name in items]
+    grid = [[Cell(overlay(samples["images"][index[name]], preds[vid][index[name]], background=background),
+                  f"{name[:20]}\nDice {100 * dice:.1f}", samples["masks"][index[name]]) if name in index else None
+             for dice, name in items]
             for vid, items in ranked.items()]
     return grid_png(grid, "Worst eval images per model (seed 0; white outline = ground truth)",
                     [labels[vid] for vid in ranked])
@@ -330,8 +336,9 @@ def _draw(results: CompareResults, summaries: Sequence[VariantSummary], report_d
     samples, preds = loaded if loaded is not None else load_artifacts(results, report_dir)
     if samples is not None:
         preds = {s.id: preds[s.id] for s in summaries if s.id in preds}
-        figures["samples.png"] = samples_png(samples, preds, labels, scores)
-        figures["failures.png"] = failures_png(samples, preds, labels, scores)
+        background = results.protocol.background
+        figures["samples.png"] = samples_png(samples, preds, labels, scores, background=background)
+        figures["failures.png"] = failures_png(samples, preds, labels, scores, background=background)
     if evidence is not None and evidence.n_cases:
         rows = {vid: evidence.scores[evidence.variants.index(vid)].tolist() for vid in evidence.order()}
         cases = {vid: dict(zip(evidence.cases, row, strict=True)) for vid, row in rows.items()}

@@ -4,18 +4,23 @@
 
 - the page's part: per case a thumbnail of the image (JPEG), of the ground truth and of each model's
   first-seed prediction (palette PNGs, background transparent, so the page lays them over the image),
-  and of each model's error map (false positives and false negatives in two colours), all inline as
-  data URIs in one JSON block the page's script reads; the per-case scores of the primary metric
-  (the shown prediction's own), their mean over the models and their spread (max - min: how much
-  the models disagree on the case); and a table of the cases that sorts like every table of the page;
+  and of each model's error map (see below), all inline as data URIs in one JSON block the page's
+  script reads; the per-case scores of the primary metric (the shown prediction's own), their mean
+  over the models and their spread (max - min: how much the models disagree on the case); and a
+  table of the cases that sorts like every table of the page;
 - the full-resolution files beside the page: ``cases/<k>_<name>/image.png``, ``gt.png`` and
   ``<variant>.png`` (masks in the class colours on black), linked from the browser.
 
+Class 0 is a background (transparent in the layers, black in the files) unless the comparison's data
+made it a content class (:attr:`~unetfamily.compare.results.Protocol.background` False, CamVid's
+``sky``): then it is drawn in its own colour like every class (:mod:`unetfamily.overlay`).
+
 Thumbnails are at most :data:`THUMB_SIDE` pixels on their long side; with more than
 :data:`FULL_SIZE_CASES` cases they shrink (never below :data:`MIN_SIDE`) so the page stays near the
-same size. Multi-class error maps: a wrong pixel whose truth is background is a false positive, a
-wrong pixel of a foreground class (missed or given another class) a false negative. Ignored pixels
-(255) are never errors.
+same size. Error maps: when class 0 is a background, a wrong pixel whose truth is background is a
+false positive, a wrong pixel of a foreground class (missed or, multi-class, given another class) a
+false negative; when class 0 is content there is no background to be positive against, so every
+wrong pixel is one colour, "wrong class". Ignored pixels (255) are never errors.
 """
 from __future__ import annotations
 
@@ -40,8 +45,9 @@ from unetfamily.text import printable
 __all__ = ["ERROR_COLORS", "case_browser", "thumb_side"]
 
 THUMB_SIDE, MIN_SIDE, FULL_SIZE_CASES = 256, 96, 400
-ERROR_COLORS = {"false positive": (228, 26, 28), "false negative": (55, 126, 184)}
+ERROR_COLORS = {"false positive": (228, 26, 28), "false negative": (55, 126, 184), "wrong class": (255, 127, 0)}
 _CLASS_PALETTE = class_colors(np.arange(256)).reshape(-1).tolist()  # 768 values: the RGB of classes 0..255
+_CONTENT_PALETTE = class_colors(np.arange(256), background=False).reshape(-1).tolist()  # class 0 content
 
 
 def thumb_side(cases: int) -> int:
@@ -83,16 +89,20 @@ def _palette_png(index: np.ndarray, palette: Sequence[int], alpha: Sequence[int]
     return _encode(_fit(picture, side, nearest=True) if side else picture, "PNG")
 
 
-def mask_png(mask: np.ndarray, side: int | None, transparent: bool) -> bytes:
-    """Class colours of an (H, W) mask; background transparent (page layers) or black (files); ignored grey."""
-    alpha = [0 if transparent else 255] + [255] * 254 + [160]
-    palette = _CLASS_PALETTE[:3 * IGNORE_INDEX] + [128, 128, 128]
+def mask_png(mask: np.ndarray, side: int | None, transparent: bool, background: bool = True) -> bytes:
+    """Class colours of an (H, W) mask; a ``background`` class 0 transparent (page layers) or black (files), a content
+    class 0 in its own colour; ignored grey."""
+    alpha = [0 if transparent and background else 255] + [255] * 254 + [160]
+    palette = (_CLASS_PALETTE if background else _CONTENT_PALETTE)[:3 * IGNORE_INDEX] + [128, 128, 128]
     return _palette_png(mask, palette, alpha, side)
 
 
-def error_png(pred: np.ndarray, mask: np.ndarray, side: int) -> bytes:
-    """Error map of a prediction: 1 = false positive (truth background), 2 = false negative, else transparent."""
+def error_png(pred: np.ndarray, mask: np.ndarray, side: int, background: bool = True) -> bytes:
+    """Error map of a prediction (H, W) against its (H, W) truth, else transparent: with a ``background`` class 0,
+    1 = false positive (truth background), 2 = false negative; with a content class 0, 1 = wrong class."""
     wrong = (pred != mask) & (mask != IGNORE_INDEX)
+    if not background:
+        return _palette_png(np.where(wrong, 1, 0), [0, 0, 0, *ERROR_COLORS["wrong class"]], [0, 255], side)
     index = np.where(wrong, np.where(mask == 0, 1, 2), 0)
     palette = [0, 0, 0, *ERROR_COLORS["false positive"], *ERROR_COLORS["false negative"]]
     return _palette_png(index, palette, [0, 255, 255], side)
@@ -104,22 +114,22 @@ def _folder(k: int, name: str) -> str:
 
 
 def _case(k: int, samples: Cases, preds: Mapping[str, list[np.ndarray]], side: int,
-          files: dict[str, bytes]) -> dict[str, Any]:
-    """One case's thumbnails (data URIs) and full-resolution files (added to ``files``)."""
+          files: dict[str, bytes], background: bool = True) -> dict[str, Any]:
+    """One case's thumbnails (data URIs) and full-resolution files (added to ``files``); ``background``: class 0 is."""
     from PIL import Image
 
     name, image, mask = samples["names"][k], samples["images"][k], samples["masks"][k]
     folder = _folder(k, name)
     picture = Image.fromarray(overlay(image, np.zeros_like(mask)))  # the image alone, as RGB
     files[f"{folder}/image.png"] = _encode(picture, "PNG")
-    files[f"{folder}/gt.png"] = mask_png(mask, None, transparent=False)
+    files[f"{folder}/gt.png"] = mask_png(mask, None, False, background)
     case: dict[str, Any] = {"name": name, "img": _uri(_encode(_fit(picture, side, False), "JPEG"), "JPEG"),
-                            "gt": _uri(mask_png(mask, side, True), "PNG"), "pred": [], "err": [],
+                            "gt": _uri(mask_png(mask, side, True, background), "PNG"), "pred": [], "err": [],
                             "files": {"image": f"{folder}/image.png", "gt": f"{folder}/gt.png", "pred": []}}
     for vid, pred in preds.items():
-        files[f"{folder}/{vid}.png"] = mask_png(pred[k], None, transparent=False)
-        case["pred"].append(_uri(mask_png(pred[k], side, True), "PNG"))
-        case["err"].append(_uri(error_png(pred[k], mask, side), "PNG"))
+        files[f"{folder}/{vid}.png"] = mask_png(pred[k], None, False, background)
+        case["pred"].append(_uri(mask_png(pred[k], side, True, background), "PNG"))
+        case["err"].append(_uri(error_png(pred[k], mask, side, background), "PNG"))
         case["files"]["pred"].append(f"{folder}/{vid}.png")
     return case
 
@@ -146,6 +156,12 @@ def _table(cases: list[dict[str, Any]], labels: Sequence[str], metric: str) -> s
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
+def _error_key(background: bool) -> str:
+    """The error maps' legend: false positive and false negative, or (class 0 content) one colour, wrong class."""
+    shown = ["false positive", "false negative"] if background else ["wrong class"]
+    return " ".join(f'<span class="key" style="background:rgb{ERROR_COLORS[kind]}"></span> {kind}' for kind in shown)
+
+
 def _page_part(cases: list[dict[str, Any]], labels: Sequence[str], results: CompareResults) -> str:
     metric = results.primary_metric
     name = METRIC_LABELS.get(metric, metric)
@@ -153,13 +169,12 @@ def _page_part(cases: list[dict[str, Any]], labels: Sequence[str], results: Comp
     # no '<' at all inside the script element: '</script>' would end it, and a case named '<!--<script>' would
     # make the HTML parser swallow its real end tag (the "double-escaped" state); JSON reads \u003c as '<'
     payload = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
-    fp, fn = (f"rgb{c}" for c in ERROR_COLORS.values())
+    background = results.protocol.background
     controls = (
         '<div class="cb-bar"><button type="button" id="cb-prev" title="previous case (\u2190 or k)">\u25c0</button>'
         '<span id="cb-pos"></span><button type="button" id="cb-next" title="next case (\u2192 or j)">\u25b6</button>'
         '<label><input type="checkbox" id="cb-overlay" checked> overlays (o)</label>'
-        f'<label><input type="checkbox" id="cb-errors"> error maps (e): <span class="key" style="background:{fp}">'
-        f'</span> false positive <span class="key" style="background:{fn}"></span> false negative</label>'
+        f'<label><input type="checkbox" id="cb-errors"> error maps (e): {_error_key(background)}</label>'
         '<button type="button" data-order="mean">worst first</button>'
         '<button type="button" data-order="spread">most disagreement</button></div>')
     viewer = '<h3 id="cb-name"></h3><div id="cb-panels" class="panels"></div><p id="cb-links" class="small"></p>'
@@ -179,7 +194,7 @@ def case_browser(results: CompareResults, models: Sequence[tuple[str, str]], sam
     shown = [(vid, label) for vid, label in models if vid in preds]
     files: dict[str, bytes] = {}
     side = thumb_side(len(samples["names"]))
-    cases = [_case(k, samples, {vid: preds[vid] for vid, _ in shown}, side, files)
+    cases = [_case(k, samples, {vid: preds[vid] for vid, _ in shown}, side, files, results.protocol.background)
              for k in range(len(samples["names"]))]
     for case, scores in zip(cases, _scores(results, samples["names"], [vid for vid, _ in shown]), strict=True):
         finite = [x for x in scores if math.isfinite(x)]  # JSON has no NaN: a missing value is null

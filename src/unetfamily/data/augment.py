@@ -100,11 +100,12 @@ class ForegroundCrop(nn.Module):
     """A random ``size`` window that, with probability ``foreground``, holds a foreground pixel.
 
     nnU-Net's foreground oversampling: a forced window picks one class uniformly among the
-    foreground classes in the sample (mask values other than 0 and ``ignore_index``), so a rare
-    class is chosen as often as a common one, then a uniform pixel of that class, then a uniform
-    window of ``size`` holding it (inside the image). Other windows, and every window of a sample
-    without foreground, are uniform. An image smaller than ``size`` is first padded, evenly on
-    both sides (image 0, mask ``ignore_index``).
+    foreground classes in the sample (mask values other than ``ignore_index``, and other than 0
+    when class 0 is a ``background``; a content class 0, CamVid's ``sky``, is a candidate like
+    every class), so a rare class is chosen as often as a common one, then a uniform pixel of that
+    class, then a uniform window of ``size`` holding it (inside the image). Other windows, and every
+    window of a sample without foreground, are uniform. An image smaller than ``size`` is first
+    padded, evenly on both sides (image 0, mask ``ignore_index``).
 
     ``forward`` takes a sample dict (image ``(C, H, W)``, mask ``(H, W)``) or a batch
     (``(N, C, H, W)`` / ``(N, H, W)``, one draw per sample) and returns it with image ``(C, h, w)``
@@ -112,11 +113,13 @@ class ForegroundCrop(nn.Module):
     comes from torch's global RNG only.
     """
 
-    def __init__(self, size: int | Sequence[int], foreground: float = 0.0, ignore_index: int = 255) -> None:
+    def __init__(self, size: int | Sequence[int], foreground: float = 0.0, ignore_index: int = 255,
+                 background: bool = True) -> None:
         super().__init__()
         self.size = options.size("augment.crop_size", size)
         self.foreground = options.number("augment.foreground", foreground, lo=0.0, hi=1.0)
         self.ignore_index = ignore_index
+        self.background = background
 
     def forward(self, sample: dict[str, Any]) -> dict[str, Any]:
         image, mask = sample["image"], sample["mask"]
@@ -144,9 +147,13 @@ class ForegroundCrop(nn.Module):
         return F.pad(image, pad, value=0.0), F.pad(mask, pad, value=self.ignore_index)
 
     def _foreground_pixel(self, mask: Tensor) -> tuple[int, int] | None:
-        """(row, col) of a pixel of a uniformly chosen foreground class of ``mask``; None without one."""
+        """(row, col) of a pixel of a uniformly chosen foreground class of ``mask`` (class 0 too when it is content,
+        not a ``background``); None without one."""
         labels = torch.unique(mask)
-        labels = labels[(labels != 0) & (labels != self.ignore_index)]
+        keep = labels != self.ignore_index
+        if self.background:
+            keep &= labels != 0
+        labels = labels[keep]
         if labels.numel() == 0:
             return None
         chosen = labels[_randint(labels.numel())]
@@ -155,7 +162,8 @@ class ForegroundCrop(nn.Module):
         return row, col
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, foreground={self.foreground:g}, ignore_index={self.ignore_index}"
+        return (f"size={self.size}, foreground={self.foreground:g}, ignore_index={self.ignore_index}"
+                + ("" if self.background else ", background=False"))
 
 
 def _window_start(length: int, size: int, pixel: int | None) -> int:
@@ -171,6 +179,7 @@ def build_augmentation(
     crop_size: int | Sequence[int] | None = None,
     in_channels: int = 3,
     foreground: float = 0.0,
+    background: bool = True,
 ) -> Augmentation:
     """A ready augmentation for a kind of data.
 
@@ -183,7 +192,8 @@ def build_augmentation(
     ``crop_size`` (int or ``(H, W)``) first takes a random crop of that size, padding with
     ``ignore_index`` when the image is smaller (``natural`` uses a random resized crop instead).
     ``foreground`` in [0, 1] (needs ``crop_size``; 0: the crops above) makes that first crop a
-    :class:`ForegroundCrop`: with this probability the window holds a foreground pixel. ``natural``
+    :class:`ForegroundCrop`: with this probability the window holds a foreground pixel (of class 0 too
+    when ``background`` is False: class 0 is content, the data's ``has_background``). ``natural``
     then crops at ``crop_size`` and replaces its random resized crop by a random affine scale.
     ``in_channels`` adds saturation jitter to ``natural`` for RGB images.
     """
@@ -194,7 +204,7 @@ def build_augmentation(
     if foreground > 0 and size is None:
         raise DataConfigError(f"augment.foreground={foreground:g} needs augment.crop_size: oversampling foreground "
                               "chooses where to crop; give crop_size or set foreground to 0")
-    crop = ForegroundCrop(size, foreground, ignore_index) if foreground > 0 else None
+    crop = ForegroundCrop(size, foreground, ignore_index, background) if foreground > 0 else None
     K = _kornia()
     steps: list[nn.Module] = []
     if size is not None and preset != "natural" and crop is None:

@@ -203,7 +203,9 @@ def _build_augment(spec: str | Mapping[str, Any], dataset: SegmentationDataset) 
         spec = {"preset": spec}
     spec = dict(options.mapping("augment", spec, "give a preset name or {preset, crop_size, foreground}"))
     check_keys("augment", spec, ("preset", "crop_size", "foreground"))
-    return build_augmentation(ignore_index=dataset.info.ignore_index, in_channels=dataset.info.in_channels, **spec)
+    info = dataset.info
+    return build_augmentation(ignore_index=info.ignore_index, in_channels=info.in_channels,
+                              background=info.has_background, **spec)
 
 
 def _classes(classes: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:

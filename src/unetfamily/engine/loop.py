@@ -198,7 +198,7 @@ def train_step(run: TrainRun, batch: dict[str, Any], scaler: Any, stop: StopFlag
     if run.loggers and step % max(1, cfg.train.log_every) == 0:
         _log_step(run, step, terms, lr, images.shape[0] / seconds)
         if cfg.train.image_every and step % cfg.train.image_every == 0:
-            run.loggers.image("train/overlay", _overlay_grid(images, masks, output), step)
+            run.loggers.image("train/overlay", _overlay_grid(images, masks, output, run.info.has_background), step)
     return StepResult(terms, lr, stopping, late, seconds)
 
 
@@ -392,9 +392,9 @@ def _log_step(run: TrainRun, step: int, terms: dict[str, torch.Tensor], lr: floa
     run.loggers.scalars({**scalars, "train/lr": lr, "train/images_per_s": images_per_s}, step)
 
 
-def _overlay_grid(images: torch.Tensor, masks: torch.Tensor, output: Any, n: int = 4) -> torch.Tensor:
-    """(3, n*H, 3*W) uint8 image for the loggers: per sample the input, ground truth and prediction overlays."""
+def _overlay_grid(images: torch.Tensor, masks: torch.Tensor, output: Any, background: bool, n: int = 4) -> torch.Tensor:
+    """(3, n*H, 3*W) uint8 for the loggers: per sample the input, truth and prediction overlays (overlay_rows)."""
     logits = final_output(output)[:n].detach().float()
     preds = (logits.sigmoid()[:, 0] > 0.5).long() if logits.shape[1] == 1 else logits.argmax(1)
-    grid = overlay_rows(images[:n].detach().float().cpu().numpy(), masks[:n].cpu().numpy(), preds.cpu().numpy())
-    return torch.from_numpy(grid).permute(2, 0, 1)
+    images, masks = images[:n].detach().float().cpu().numpy(), masks[:n].cpu().numpy()
+    return torch.from_numpy(overlay_rows(images, masks, preds.cpu().numpy(), background)).permute(2, 0, 1)

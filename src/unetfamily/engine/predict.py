@@ -106,6 +106,7 @@ class Predictor:
         self.tile_size, self.overlap, self.batch_size, self.blend = tile_size, overlap, batch_size, blend
         self.tta, self.threshold, self.level, self.mode, self.amp = tta, threshold, level, mode, amp
         self.classes: list[str] | None = None  # class names (background first), from a checkpoint
+        self.background: bool = True  # class 0 is a background, not painted in overlays (a checkpoint's record)
         # The geometry the model's training images had: resized by a factor (a plan's data.scale) or to a fixed
         # (H, W) (data.resize). Images are resized alike, predicted, and the probabilities resized back, so
         # outputs keep the input's size. From a checkpoint's data config; 1.0 / None: as given.
@@ -128,10 +129,12 @@ class Predictor:
             config, data = model.pretrained_config, model.pretrained_config  # classes, scale and resize at the top
         else:
             model, ckpt = load_model(path, device)
-            config = {"classes": ckpt.extra.get("classes")}
+            config = {"classes": ckpt.extra.get("classes"), "background": ckpt.extra.get("background")}
             data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
         predictor = cls(model, device=device, **kwargs)
         predictor.classes = config.get("classes")
+        background = config.get("background")  # checkpoints from before the key: class 0 was a background
+        predictor.background = background if isinstance(background, bool) else True
         geometry = data_geometry(data)  # a cross-validated run keeps data.resize in its cv_fold's base
         predictor.scale = float(geometry["scale"] or 1.0)
         predictor.resize = data_options.size("data.resize", geometry["resize"])
@@ -295,13 +298,15 @@ def write_outputs(
     binary_255: bool = False,
     probabilities: Literal["npy", "png"] | None = None,
     with_overlay: bool = False,
+    background: bool = True,
 ) -> list[Path]:
     """Write ``<stem>.png`` (mask) and, when asked, probabilities and ``<stem>_overlay.png``; returns the paths.
 
     Masks are 8-bit grayscale class indices (16-bit above 256 classes), or 0/255 with
     ``binary_255``. Probabilities: ``<stem>_prob.npy`` (K, H, W) float32, or 16-bit PNGs scaled
     to 0..65535: ``<stem>_prob.png`` for binary models, ``<stem>_prob_<k>.png`` per class otherwise.
-    The overlay tints ``image`` (C, H, W) with the class colours of :mod:`unetfamily.overlay`.
+    The overlay tints ``image`` (C, H, W) with the class colours of :mod:`unetfamily.overlay`, class 0 too
+    unless it is a ``background``.
     All or none: when one file cannot be written, those already written for this image are deleted.
     """
     if probabilities is not None and pred.probabilities is None:
@@ -316,7 +321,8 @@ def write_outputs(
     elif probs is not None:
         writers += [lambda path, p=p: _write_png(path, np.round(p * 65535).astype(np.uint16)) for p in probs]
     if with_overlay:
-        writers.append(lambda path: _write_png(path, overlay(image.numpy(), pred.mask.numpy(), ignore_index=None)))
+        writers.append(lambda path: _write_png(path, overlay(image.numpy(), pred.mask.numpy(), ignore_index=None,
+                                                             background=background)))
     try:
         for path, write in zip(paths, writers, strict=True):
             write(path)
@@ -375,7 +381,7 @@ def predict_files(
             t0 = time.perf_counter()
             image = load_image(path, predictor.in_channels)
             pred = predictor.predict(image, keep_probabilities=probabilities is not None)
-            write_outputs(pred, image, out_dir, stem, binary_255, probabilities, with_overlay)
+            write_outputs(pred, image, out_dir, stem, binary_255, probabilities, with_overlay, predictor.background)
             log.info("%s: %dx%d, %d tile(s), %.2fs", path, image.shape[1], image.shape[2],
                      predictor.num_tiles(*image.shape[1:]), time.perf_counter() - t0)
             done.predicted += 1

@@ -70,7 +70,7 @@ def measure_data_cost(train: SegmentationDataset, *, scale: float, preset: str |
     info = ds.info
     ds.transform = None if preset is None else build_augmentation(
         preset, ignore_index=info.ignore_index, crop_size=list(patch), in_channels=info.in_channels,
-        foreground=foreground)
+        foreground=foreground, background=info.has_background)
     n = len(ds)
     indices = sorted({round(k * (n - 1) / max(samples - 1, 1)) for k in range(min(samples, n))})
     cold, warm = _time(ds, indices, seed=0), _time(ds, indices, seed=1)
