@@ -1,10 +1,10 @@
 """The data check: every split of a dataset checked cheaply, and its properties decided once, before training.
 
-Training reads files lazily, so without a check a bad file in ``val`` (or an image that cannot be
-batched with the others) stops a run after a whole epoch. :func:`check_dataset` reads every file of
-every split first: image headers and container integrity (no full decode where the format allows,
-see :func:`~unetfamily.data.io.inspect_image`), mask values (each mask decoded once; results are
-cached per file), sizes and channels. It then checks the dataset as a whole:
+Training reads files lazily, so without a check a bad file in ``val`` (or an image that cannot be batched with the
+others) stops a run after a whole epoch. :func:`check_dataset` reads every file of every split first: image headers
+and container integrity (no full decode where the format allows, see :func:`~unetfamily.data.io.inspect_image`), mask
+values (each mask decoded once; results are cached per file), sizes and channels, and a digest of each image
+(:func:`sample_contents`). It then checks the dataset as a whole:
 
 - one :class:`~unetfamily.data.base.DatasetInfo` (classes, ignore_index, in_channels) for all splits;
 - masks mean the same thing in every file (``auto`` never reads 255 as foreground in one file and
@@ -36,16 +36,17 @@ import numpy as np
 from unetfamily.data import options
 from unetfamily.data.base import DatasetInfo, PairedFilesDataset, SamplePaths, SegmentationDataset
 from unetfamily.data.encodings import ambiguous_reading, decode_mask
-from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
+from unetfamily.data.errors import DataError
 from unetfamily.data.exif import size_mismatch, turned_differently, unturned_warning
 from unetfamily.data.folds import FoldDataset
 from unetfamily.data.formats import TiffStackDataset
 from unetfamily.data.io import RawMask, convertible, image_to_float
 from unetfamily.data.probe import distinct_values, probe_image, probe_mask
-from unetfamily.data.registry import build_dataset, load_data_config
+from unetfamily.data.registry import load_data_config
+from unetfamily.data.split_sets import build_splits, shared_info
 from unetfamily.data.synthetic import SyntheticShapes
 
-__all__ = ["DatasetCheck", "build_splits", "check_dataset", "shared_info"]
+__all__ = ["DatasetCheck", "check_dataset", "sample_contents"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class DatasetCheck:
     image_sizes: dict[str, int]  # split -> distinct image sizes in its files (before resize)
     warnings: list[str]
     seconds: float
+    #: split -> (name, digest of its image file's bytes or stack slice's pixels) per sample, for splits read from files
+    contents: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class _Split:
     files: int = 0
     problems: list[str] = field(default_factory=list)
     identities: list[tuple[str, str]] = field(default_factory=list)  # (sample name, content identity)
+    content: bool = True  # the identities are digests of what was read, not the sample names
     sizes: dict[tuple[int, int], str] = field(default_factory=dict)  # (H, W) -> first sample of that size
     values: set[int] = field(default_factory=set)  # decoded mask values (classes, ignore_index)
     readings: dict[str, str] = field(default_factory=dict)  # how `auto` read an ambiguous mask -> one such file
@@ -110,8 +114,7 @@ def check_dataset(
     strict = options.boolean("strict", cfg.get("strict", False))
     built = build_splits(cfg, splits, optional, datasets or {})
     info = shared_info(built)
-    workers = max(1, threads or min(8, os.cpu_count() or 1))
-    reports = [_check_split(name, ds, full, workers) for name, ds in built.items()]
+    reports = [_check_split(name, ds, full, _threads(threads)) for name, ds in built.items()]
     _raise_problems(reports)
     warnings: list[str] = []
     _check_readings(reports)
@@ -129,47 +132,19 @@ def check_dataset(
     log.info("data check passed: %s; %d files read in %.1f s",
              ", ".join(f"{r.name} {r.samples}" for r in reports), files, seconds)
     return DatasetCheck(info, {r.name: r.samples for r in reports}, files, found,
-                        {r.name: len(r.sizes) for r in reports}, warnings, round(seconds, 3))
+                        {r.name: len(r.sizes) for r in reports}, warnings, round(seconds, 3),
+                        {r.name: r.identities for r in reports if r.content})
 
 
-def build_splits(cfg: Mapping[str, Any], splits: Sequence[str], optional: Sequence[str],
-                 given: Mapping[str, SegmentationDataset]) -> dict[str, SegmentationDataset]:
-    """Build ``splits`` (an UnknownSplitError if one is not defined) and those of ``optional`` that are.
-
-    ``given`` splits are used as they are. An UnknownSplitError when none is built.
-    """
-    built = {}
-    for split in dict.fromkeys([*splits, *optional]):
-        if split in given:
-            built[split] = given[split]
-            continue
-        try:
-            built[split] = build_dataset(cfg, split)
-        except UnknownSplitError:
-            if split in splits:
-                raise
-            log.debug("no %s split to check", split)
-    if not built:
-        raise UnknownSplitError(f"none of the splits {list(optional)} is defined; name the splits to check")
-    return built
+def sample_contents(dataset: SegmentationDataset, threads: int | None = None) -> list[tuple[str, str]] | None:
+    """(name, content identity) of each readable sample of ``dataset``, as :func:`check_dataset`'s ``contents`` holds
+    them; None for data not read from files (synthetic, a type the check decodes instead)."""
+    report = _check_split("", dataset, False, _threads(threads))
+    return report.identities if report.content else None
 
 
-def shared_info(built: Mapping[str, SegmentationDataset]) -> DatasetInfo:
-    """The DatasetInfo every split shares; a DataConfigError naming the splits that differ."""
-    def reading(d: SegmentationDataset) -> dict[str, Any]:
-        return {"in_channels": d.info.in_channels, "classes": d.info.classes, "ignore_index": d.info.ignore_index,
-                "background": d.info.has_background, "resize": d.resize}
-
-    (first, ds), *others = built.items()
-    for name, other in others:
-        a, b = reading(ds), reading(other)
-        differ = [f"{key} {a[key]!r} vs {b[key]!r}" for key in a if a[key] != b[key]]
-        if differ:
-            raise DataConfigError(
-                f"splits {first!r} and {name!r} are read differently ({'; '.join(differ)}); declare in_channels "
-                "(and classes) so every split is read the same way"
-            )
-    return ds.info
+def _threads(threads: int | None) -> int:
+    return max(1, threads or min(8, os.cpu_count() or 1))
 
 
 def _check_split(name: str, dataset: SegmentationDataset, full: bool, threads: int) -> _Split:
@@ -191,7 +166,9 @@ def _check_indices(ds: SegmentationDataset, indices: Iterable[int], report: _Spl
         report.sizes.setdefault((ds.size, ds.size), ds.sample_name(0))
         report.values.update(range(ds.info.num_classes))
         report.identities += [(ds.sample_name(i), ds.sample_name(i)) for i in indices]
+        report.content = False
     else:  # a dataset type this check does not know: decode its samples
+        report.content = False
         for i in indices:
             try:
                 _, mask = ds.load(i)

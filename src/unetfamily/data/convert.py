@@ -34,7 +34,7 @@ import yaml
 from PIL import Image
 
 from unetfamily.data.base import DatasetInfo, SegmentationDataset
-from unetfamily.data.check import build_splits, shared_info
+from unetfamily.data.split_sets import build_splits, shared_info
 from unetfamily.data.errors import DataConfigError, DataError, UnknownSplitError
 from unetfamily.data.io import image_to_float
 from unetfamily.data.registry import load_data_config
