@@ -37,6 +37,7 @@ from torch import nn
 from unetfamily.errors import UnetFamilyError, regular_file
 from unetfamily.files import WriteError, atomic_write_bytes, dump_json, fsync_dir
 from unetfamily.models import rebuild_kwargs
+from unetfamily.engine.trained_cases import check_train_cases
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,7 @@ def _check_fields(ckpt: Checkpoint) -> None:
     history = extra.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise ValueError("extra.history must be a list of score objects")
+    check_train_cases(extra)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, Checkpoint]:

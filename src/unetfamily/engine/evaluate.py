@@ -23,6 +23,7 @@ from torch import nn
 
 from unetfamily.config import Range
 from unetfamily.engine.inference import sliding_window_strips
+from unetfamily.engine.trained_cases import trained_on, warn_trained_on
 from unetfamily.errors import ConfigError
 from unetfamily.models import final_output
 
@@ -165,12 +166,15 @@ def evaluate_checkpoint(
     (a threshold for a multi-class model, data of other classes or channels) raise a
     :class:`~unetfamily.errors.ConfigError`; ``names`` maps option names to how errors show them
     (the CLI passes ``{"threshold": "--threshold", ...}``). Returns :func:`evaluate`'s result with
-    ``per_image`` scores, plus ``classes``, ``background`` (class 0 left out of ``dice`` and ``iou``), ``split`` and
-    ``checkpoint`` (the file that was read).
+    ``per_image`` scores, plus ``classes``, ``background`` (class 0 left out of ``dice`` and ``iou``), ``split``,
+    ``checkpoint`` (the file that was read) and ``trained_on``: the names of the cases that are images the model
+    trained on (a WARNING names them unless ``split`` is ``train``; :mod:`unetfamily.engine.trained_cases`), None
+    when the checkpoint or the data records no training cases.
     A model trained with ``train.val_window`` is scored as it was validated: each image in sliding
     windows, one image at a time, ``batch_size`` windows per forward pass.
     """
     from unetfamily.data import build_dataset, make_loader
+    from unetfamily.data.check import sample_contents
     from unetfamily.engine.checkpoint import load_model, resolve_checkpoint
     from unetfamily.engine.device import resolve_device
 
@@ -184,7 +188,10 @@ def evaluate_checkpoint(
     if data is not None:
         _check_geometry(ckpt.config.get("data"), dataset, name["data"])
         _check_class_names(ckpt.extra.get("classes"), list(dataset.info.classes), name["data"])
-    _warn_other_scoring(validated_background(ckpt.extra), dataset.info, name["data"] if data is not None else None)
+    option = name["data"] if data is not None else None
+    _warn_other_scoring(validated_background(ckpt.extra), dataset.info, option)
+    trained = trained_on(ckpt.extra, sample_contents(dataset)) if ckpt.extra.get("train_cases") else None
+    warn_trained_on(trained, len(dataset), split, option)
     window, overlap = _saved_window(ckpt.config, checkpoint)
     loader = make_loader(dataset, 1 if window is not None else batch_size, shuffle=False)
     result = evaluate(model, loader, where, dataset.info.num_classes, dataset.info.ignore_index,
@@ -193,6 +200,7 @@ def evaluate_checkpoint(
                       include_background=not dataset.info.has_background)
     result["classes"], result["background"] = list(dataset.info.classes), dataset.info.has_background
     result["split"], result["checkpoint"] = split, str(resolve_checkpoint(checkpoint))
+    result["trained_on"] = trained
     return result
 
 

@@ -26,15 +26,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from unetfamily.config import Config, ConfigError, config_from_dict, upgrade_old_keys
 from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint
 from unetfamily.errors import UnetFamilyError
-from unetfamily.files import to_jsonable
+from unetfamily.files import atomic_write_bytes, to_jsonable
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainingError", "RUN_FILES", "BUDGET_KEYS", "RUNTIME_KEYS", "prepare_run_folder", "resumed_config",
-           "config_for_resume"]
+           "config_for_resume", "write_run_config"]
 
 LAST = "checkpoints/last.safetensors"
 #: What fit writes into a run folder (and what ``overwrite`` deletes), relative to it.
@@ -199,3 +201,15 @@ def config_for_resume(user: Mapping[str, Any]) -> Config:
     merged = _merged(upgrade_old_keys(saved), upgrade_old_keys(dict(user)))  # 0.1.0's train.tensorboard as loggers
     merged["output_dir"] = str(run_dir)
     return config_from_dict(merged)
+
+
+def write_run_config(run_dir: Path, cfg: Config) -> None:
+    """Write the resolved ``cfg`` to ``run_dir/config.yaml`` atomically; a TrainingError naming the folder if not."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write the run folder {run_dir}: {exc.strerror or exc}; choose a writable output_dir "
+            "or free disk space"
+        ) from exc

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 
 from unetfamily.config import Config, ConfigError, config_from_dict
@@ -29,10 +28,10 @@ from unetfamily.engine.device import resolve_amp, resolve_device
 from unetfamily.engine.encoder_training import EncoderTraining, encoder_training
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.preflight import check_batch_statistics, with_data_shapes
-from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config
+from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config, write_run_config
 from unetfamily.engine.run_log import held_setup_log, open_train_log
 from unetfamily.engine.throughput import DataThroughput
-from unetfamily.files import atomic_write_bytes
+from unetfamily.engine.trained_cases import recorded_cases
 from unetfamily.models import SegmentationModel, create_model
 
 log = logging.getLogger(__name__)
@@ -107,6 +106,7 @@ class TrainRun:
     encoder: EncoderTraining = field(default_factory=EncoderTraining)  # train.encoder_lr_mult, freeze_encoder_steps
     throughput: DataThroughput = field(default_factory=lambda: DataThroughput(0))  # its workers: num_workers resolved
     scaler: Any = None  # train.amp fp16: the run's one GradScaler (engine.loop makes it at the first step)
+    train_cases: list[str] | None = None  # keys of the images it trains on (engine.trained_cases), which eval checks
 
     @property
     def steps_per_epoch(self) -> int:
@@ -127,7 +127,8 @@ class TrainRun:
         if self.dist.main:
             info = self.info  # amp: the autocast the steps ran under, train.amp "auto" resolved
             extra = {"classes": list(info.classes), "ignore_index": info.ignore_index,
-                     "background": info.has_background, "amp": self.amp, **self.state.to_extra()}
+                     "background": info.has_background, "amp": self.amp, "train_cases": self.train_cases,
+                     **self.state.to_extra()}
             save_checkpoint(path, self.model, self.cfg.to_dict(), step=self.state.step, epoch=epoch,
                             optimizer=self.optimizer, extra=extra)
 
@@ -179,8 +180,8 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
     amp = _amp(cfg, device, dist_info.main)
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     # Every file of both splits read once now, so no data error can surface after training started.
-    check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
-                  batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
+    checked = check_dataset(cfg.data, datasets={"train": train_set, "val": val_set},
+                            batch_sizes={"train": cfg.loader.batch_size, "val": _val_batch(cfg)})
     cfg = with_data_shapes(cfg, train_set.info)
     height, width = train_set[0]["image"].shape[-2:]  # one sample read (and decoded) for the size
     input_hw = (int(height), int(width))
@@ -194,7 +195,7 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
         restore_rng(resumed.rng, resumed.rng.get("torch"))
     criterion = _build_criterion(cfg, train_set.info)
     if dist_info.main:  # written once the model and loss accepted the config, so a refused one leaves no trace
-        _write_run_config(run_dir, cfg)
+        write_run_config(run_dir, cfg)
     train_loader, val_loader, throughput = _build_loaders(cfg, train_set, val_set, dist_info, device)
     _log_epoch_meaning(cfg, len(train_set), len(val_set), len(train_loader))  # info: rank 0 only
     total_steps = _total_steps(cfg, len(train_loader))
@@ -206,6 +207,7 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last, amp=amp,
         encoder=encoder, throughput=throughput, log_handler=open_train_log(run_dir, earlier) if dist_info.main else None,
+        train_cases=recorded_cases(checked.contents, earlier=resumed.extra if resumed is not None else None),
     )
     if dist_info.main:
         try:
@@ -251,17 +253,6 @@ def _setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return info, device
-
-
-def _write_run_config(run_dir: Path, cfg: Config) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-    except OSError as exc:
-        raise TrainingError(
-            f"cannot write the run folder {run_dir}: {exc.strerror or exc}; choose a writable output_dir "
-            "or free disk space"
-        ) from exc
 
 
 def _same_amp(saved: Config, config: Config, device: torch.device) -> Config:
