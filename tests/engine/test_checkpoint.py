@@ -9,7 +9,7 @@ import torch
 import unetfamily.engine.checkpoint as ckpt_mod
 from unetfamily import files
 from unetfamily import create_model
-from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
 
 CONFIG = {"model": {"name": "unet", "kwargs": {"channels": [4, 8], "in_channels": 3, "num_classes": 1}}}
 
@@ -99,6 +99,19 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope.safetensors")
     with pytest.raises(CheckpointError, match="no checkpoint in run folder"):
         load_checkpoint(tmp_path)
+
+
+def test_a_folder_of_run_folders_names_them(tmp_path: Path) -> None:
+    """A compare variant's folder (seeds, folds) or a comparison's --out holds runs but is none: the error names them."""
+    for run in ("runs/unet/seed0/fold0", "runs/unet/seed0/fold1", "runs/fcn8s/seed1/fold0"):
+        (tmp_path / run / "checkpoints").mkdir(parents=True)
+        (tmp_path / run / "checkpoints" / "last.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"holds 2 run folder\(s\), e.g. fold0, fold1: pass one of them"):
+        resolve_checkpoint(tmp_path / "runs" / "unet" / "seed0")
+    with pytest.raises(CheckpointError, match=r"holds 2 run folder\(s\), e.g. seed0/fold0, seed0/fold1"):
+        resolve_checkpoint(tmp_path / "runs" / "unet")
+    with pytest.raises(CheckpointError, match=r"holds 3 run folder\(s\), e.g. runs/fcn8s/seed1/fold0, runs/unet/seed0"):
+        resolve_checkpoint(tmp_path)
 
 
 def test_a_model_folder_given_for_a_run_folder_is_named_as_such(tmp_path: Path) -> None:

@@ -200,10 +200,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
             raise CheckpointError(f"{path} is a model folder (from --export-best or export --format pretrained), not a "
                                   "training run: predict takes it, unetfamily.from_pretrained loads it; eval and "
                                   "export need the run folder it came from (its card names it) or its checkpoint")
-        raise CheckpointError(f"no checkpoint in run folder {path} (expected checkpoints/best.safetensors or last.safetensors)")
+        raise CheckpointError(f"no checkpoint in run folder {path} (expected checkpoints/best.safetensors or "
+                              f"last.safetensors){_runs_inside(path)}")
     if not os.path.lexists(path):
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run folder")
     return regular_file(path, "checkpoint (a .safetensors file or a run folder)", CheckpointError)
+
+
+def _runs_inside(path: Path, shown: int = 4) -> str:
+    """'; it holds N run folder(s), e.g. ...' naming the run folders one or two levels inside ``path`` (a compare
+    variant's seeds and folds) or in a comparison's ``runs/``, or ''."""
+    found = sorted({c.parent.parent.relative_to(path).as_posix() for pattern in ("*", "*/*", "runs/*/*", "runs/*/*/*")
+                    for c in path.glob(f"{pattern}/checkpoints/*.safetensors") if c.stem in ("best", "last")})
+    if not found:
+        return ""
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return f"; it holds {len(found)} run folder(s), e.g. {', '.join(found[:shown])}{more}: pass one of them"
 
 
 def _looks_pickled(path: Path) -> bool:
