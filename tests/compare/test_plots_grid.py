@@ -46,6 +46,19 @@ def test_no_outline_for_an_empty_or_full_foreground_and_ignored_pixels_are_not_f
     assert white[:, 3].all() and white.sum() == 8
 
 
+def test_two_classes_that_touch_are_told_apart_and_a_content_class_0_is_outlined() -> None:
+    grey = _grey(8, 8)
+    two = np.ones((8, 8), dtype=np.int64)
+    two[:, 4:] = 2  # no background at all: the foreground-union outline drew nothing
+    white = (_outlined(grey, two) == 255).all(-1)
+    assert white[:, 3].all() and white[:, 4].all() and white.sum() == 16
+    sky = np.zeros((8, 8), dtype=np.int64)
+    sky[4:, :] = 1  # class 0 (sky) above class 1 (road)
+    assert (_outlined(grey, sky) == 255).all(-1).sum() == 8  # a background class 0: only class 1's edge
+    white = (_outlined(grey, sky, background=False) == 255).all(-1)
+    assert white[3].all() and white[4].all() and white.sum() == 16  # content: both sides of the boundary
+
+
 def test_grid_png_draws_every_cell_with_empty_places_and_row_labels() -> None:
     mask = np.zeros((32, 48), dtype=np.int64)
     mask[8:20, 10:30] = 1

@@ -184,7 +184,7 @@ def samples_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarra
         grid.append([Cell(overlay(img, np.zeros_like(gt)), names[i][:24]),
                      Cell(overlay(img, gt, background=background), "ground truth")]
                     + [Cell(overlay(img, pred[i], background=background),
-                            f"{labels[vid]}\nDice {100 * scores[vid].get(names[i], math.nan):.1f}", gt)
+                            f"{labels[vid]}\nDice {100 * scores[vid].get(names[i], math.nan):.1f}", gt, background)
                        for vid, pred in preds.items()])
     return grid_png(grid, "Predictions on the same eval images (seed 0; white outline = ground truth)")
 
@@ -199,8 +199,8 @@ def failures_png(samples: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarr
         return None
     index = {str(n): i for i, n in enumerate(samples["names"])}
     grid = [[Cell(overlay(samples["images"][index[name]], preds[vid][index[name]], background=background),
-                  f"{name[:20]}\nDice {100 * dice:.1f}", samples["masks"][index[name]]) if name in index else None
-             for dice, name in items]
+                  f"{name[:20]}\nDice {100 * dice:.1f}", samples["masks"][index[name]], background)
+             if name in index else None for dice, name in items]
             for vid, items in ranked.items()]
     return grid_png(grid, "Worst eval images per model (seed 0; white outline = ground truth)",
                     [labels[vid] for vid in ranked])

@@ -31,11 +31,13 @@ DPI = 100
 @dataclass(frozen=True)
 class Cell:
     """One picture of a grid: (H, W, 3) uint8 ``picture``, the ``caption`` above it, and an (H, W) label map
-    whose foreground boundary is outlined on it (``outline``; ignored pixels are not foreground)."""
+    whose class boundaries are outlined on it (``outline``; ignored pixels are outlined as no class, class 0 only
+    when it is content, not a ``background``)."""
 
     picture: np.ndarray
     caption: str
     outline: np.ndarray | None = None
+    background: bool = True
 
 
 def _shifted(mask: np.ndarray, fill: bool) -> list[np.ndarray]:
@@ -44,13 +46,16 @@ def _shifted(mask: np.ndarray, fill: bool) -> list[np.ndarray]:
     return [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
 
 
-def _outlined(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``rgb`` with the boundary of ``labels``' foreground white, edged in black; unchanged when the foreground
-    is empty or everything."""
-    fg = (labels > 0) & (labels != IGNORE_INDEX)
-    if not fg.any() or fg.all():
+def _outlined(rgb: np.ndarray, labels: np.ndarray, background: bool = True) -> np.ndarray:
+    """``rgb`` with the class boundaries of ``labels`` white, edged in black: the pixels of a class (class 0 too
+    unless it is a ``background``) beside a pixel of another label, so objects of two classes that touch are told
+    apart; the picture's border is not a boundary. Unchanged when there is none."""
+    drawn = (labels != IGNORE_INDEX) & ((labels > 0) if background else True)
+    padded = np.pad(labels, 1, mode="edge")  # the border of the picture is not a boundary
+    beside = [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
+    edge = drawn & np.logical_or.reduce([other != labels for other in beside])
+    if not edge.any():
         return rgb
-    edge = fg & ~np.logical_and.reduce(_shifted(fg, True))  # the border of the picture is not a boundary
     halo = np.logical_or.reduce([edge, *_shifted(edge, False)])
     out = rgb.copy()
     out[halo] = 0
@@ -70,7 +75,7 @@ def _fitted(cell: Cell) -> np.ndarray:
     if cell.outline is None:
         return rgb
     labels = np.asarray(Image.fromarray(np.asarray(cell.outline).astype(np.int32)).resize(size, Image.Resampling.NEAREST))
-    return _outlined(rgb, labels)
+    return _outlined(rgb, labels, cell.background)
 
 
 def grid_png(rows: Sequence[Sequence[Cell | None]], title: str, row_labels: Sequence[str] | None = None) -> bytes:
