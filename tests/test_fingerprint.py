@@ -284,6 +284,18 @@ def test_corrupt_cache_is_recomputed_with_a_warning(tmp_path: Path, monkeypatch,
     assert Fingerprint.from_dict(json.loads(cache.read_text())["fingerprint"]) == fp
 
 
+def test_a_cache_from_an_older_version_is_recomputed_quietly(tmp_path: Path, monkeypatch, caplog):
+    calls = _counting(monkeypatch)
+    ds = ArrayDataset([const(8, 8, 9)], [square(8, 8, 1, 1, 3)])
+    cache = tmp_path / "fp.json"
+    record = {"key": "k", "options": {"max_cases": 500, "seed": 0},
+              "fingerprint": {**load_or_compute_fingerprint(ds, cache, "k").to_dict(), "version": 3}}
+    cache.write_text(json.dumps(record))
+    with caplog.at_level(logging.INFO, logger="unetfamily.data.fingerprint"):
+        load_or_compute_fingerprint(ds, cache, "k")
+    assert len(calls) == 2 and "another version" in caplog.text and "WARNING" not in caplog.text
+
+
 ISBI = data_root() / "isbi2012_em"
 
 
@@ -299,3 +311,31 @@ def test_real_isbi_membranes_are_thin():
     assert fp.boundary_fraction["membrane"] > 0.2
     assert fp.width["membrane"] <= 7
     assert fp.vertical_asymmetry < 0.1
+
+
+def test_the_flip_test_needs_images_laid_out_alike():
+    """An up is claimed from the layout the images share, not from one image's random objects."""
+    from unetfamily.data.fingerprint_stats import flip_p
+
+    street_top, street_bottom = np.array([[60, 0]]), np.array([[0, 60]])
+    assert flip_p(street_top, street_bottom) == 1.0  # one image: its flip is as far from "no up"
+    for n, p in ((5, 2 / 32), (6, 2 / 64)):
+        assert flip_p(np.repeat(street_top, n, 0), np.repeat(street_bottom, n, 0)) == pytest.approx(p)
+    mixed_top = np.array([[60, 0], [0, 60]] * 4)  # half the images upside down
+    assert flip_p(mixed_top, mixed_top[:, ::-1]) > 0.5
+    many = flip_p(np.repeat(street_top, 40, 0), np.repeat(street_bottom, 40, 0))  # 2^40 flips: drawn
+    assert many == pytest.approx(1 / 2049)
+    assert flip_p(np.zeros((0, 2)), np.zeros((0, 2))) is None
+
+
+def test_one_image_with_an_off_centre_blob_has_no_up():
+    from unetfamily.plan.rules import augmentation
+
+    blob = square(32, 32, 2, 4, 10)  # in the top half only: asymmetry 1.0 from one image
+    fp = fingerprint_dataset(ArrayDataset([const(32, 32)], [blob]))
+    assert fp.vertical_asymmetry > 0.1 and fp.vertical_asymmetry_p == 1.0 and not fp.has_up()
+    choice = augmentation(fp)
+    assert choice.value == "medical" and "flip test p 1 >= 0.05" in choice.reason
+    streets = fingerprint_dataset(ArrayDataset([const(32, 32)] * 8, [blob] * 8))
+    assert streets.has_up() and augmentation(streets).value == "natural"
+    assert "flip test p 0.0078 < 0.05" in augmentation(streets).reason

@@ -35,21 +35,20 @@ from unetfamily.data.io import image_to_float
 from unetfamily.errors import UnetFamilyError, require
 from unetfamily.files import write_json
 
-__all__ = ["FINGERPRINT_VERSION", "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "Fingerprint", "describe", "fingerprint_dataset",
-           "load_or_compute_fingerprint"]
+__all__ = ["FINGERPRINT_VERSION", "THIN_BOUNDARY", "THIN_WIDTH", "UP_ASYMMETRY", "UP_SIGNIFICANCE", "Fingerprint",
+           "describe", "fingerprint_dataset", "load_or_compute_fingerprint"]
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 3  # 2: every class (index 0 too) gets objects, boundary and width; pixel-weighted medians
-# 3: size_follows, whether a class's objects grow with the image (magnification varies with image size)
-#: Pixels per image (and channel) kept for the intensity percentiles; a strided, deterministic subsample.
-PERCENTILE_PIXELS = 10_000
+FINGERPRINT_VERSION = 4  # 2: every class (index 0 too) gets objects, boundary and width; pixel-weighted medians
+# 3: size_follows, whether a class's objects grow with the image; 4: vertical_asymmetry_p, the up's flip test
 #: A class whose pixels mostly touch another label is drawn in lines 1-3 px wide (vessels, edges) ...
 THIN_BOUNDARY = 0.5
 #: ... as is one whose typical cross-section is at most this many pixels wide (membranes, poles).
 THIN_WIDTH = 7.0
-#: Top and bottom halves whose class distributions differ by more than this: the images have an "up".
-UP_ASYMMETRY = 0.1
+#: Top and bottom halves whose class distributions differ by more than this, and more than the images' flips
+#: would (p below UP_SIGNIFICANCE; 6 images laid out alike at least): the images have an "up".
+UP_ASYMMETRY, UP_SIGNIFICANCE = 0.1, 0.05
 #: ``size_follows`` needs a class in at least this many images of more than one size (a rank correlation
 #: over fewer is noise).
 SIZE_FOLLOWS_CASES = 8
@@ -94,7 +93,8 @@ class Fingerprint:
     ``boundary_fraction`` is the share of a class's pixels with a 4-neighbour of another
     label (ignored pixels included): near 1 for 1-3 px lines, small for blobs; ``None`` when absent.
     ``vertical_asymmetry`` is the total-variation distance between the class distributions of the
-    top and bottom image halves, pooled over images: 0 with no "up", up to 1. ``width`` is each
+    top and bottom image halves, pooled over images: 0 with no "up", up to 1; ``vertical_asymmetry_p`` its flip
+    test (:func:`~unetfamily.data.fingerprint_stats.flip_p`), and :meth:`has_up` both. ``width`` is each
     class's typical local width in pixels (``2 d + 1`` at the medial pixels, ``d`` the distance to
     the region's edge; the median weighted by that width, see
     :func:`~unetfamily.data.fingerprint_stats.median_width`): about 1-6 for lines and membranes,
@@ -129,6 +129,12 @@ class Fingerprint:
     size_sample: list[list[int]] | None = None
     size_follows: dict[str, float | None] | None = None
     background: bool | None = None
+    vertical_asymmetry_p: float | None = None
+
+    def has_up(self) -> bool:
+        """The images have an up: asymmetry above UP_ASYMMETRY, and p below UP_SIGNIFICANCE (when measured)."""
+        p = self.vertical_asymmetry_p
+        return self.vertical_asymmetry > UP_ASYMMETRY and (p is None or p < UP_SIGNIFICANCE)
 
     def is_thin(self, name: str) -> bool:
         """Class ``name`` is drawn in lines: boundary fraction >= :data:`THIN_BOUNDARY` or width <= :data:`THIN_WIDTH`."""
@@ -149,7 +155,8 @@ class Fingerprint:
         if not isinstance(d, dict):
             raise DataError(f"fingerprint: expected a mapping, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in d and n not in ("width", "size_follows", "background")]
+        missing = [n for n in names if n not in d and n not in ("width", "size_follows", "background",
+                                                                    "vertical_asymmetry_p")]
         unknown = sorted(set(d) - set(names))
         if missing or unknown:
             raise DataError(f"fingerprint: missing keys {missing}, unknown keys {unknown}; recompute it")
@@ -157,40 +164,6 @@ class Fingerprint:
             raise DataError(f"fingerprint: version {d['version']!r}, this code writes {FINGERPRINT_VERSION}; "
                             "recompute it")
         return cls(**copy.deepcopy({n: d[n] for n in names if n in d}))
-
-
-class _Moments:
-    """Per-channel mean/std (exact, float64, Chan's pairwise update) and a pixel subsample for percentiles."""
-
-    def __init__(self, channels: int) -> None:
-        self.n = 0
-        self.mean = np.zeros(channels)
-        self.m2 = np.zeros(channels)
-        self.samples: list[np.ndarray] = []
-
-    def add(self, x: np.ndarray) -> None:
-        """Add pixels ``x``: ``(C, N)`` float32."""
-        nb = x.shape[1]
-        if nb == 0:
-            return
-        x64 = x.astype(np.float64)
-        mb = x64.mean(axis=1)
-        m2b = ((x64 - mb[:, None]) ** 2).sum(axis=1)
-        n = self.n + nb
-        delta = mb - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
-        self.n = n
-        self.samples.append(x[:, :: max(1, math.ceil(nb / PERCENTILE_PIXELS))])
-
-    def result(self) -> list[dict[str, float]] | None:
-        """Per channel ``{"mean", "std", "p00_5", "p99_5"}``; ``None`` if no pixel was added."""
-        if self.n == 0:
-            return None
-        std = np.sqrt(self.m2 / self.n)
-        lo, hi = np.percentile(np.concatenate(self.samples, axis=1), [0.5, 99.5], axis=1)
-        return [{"mean": float(self.mean[c]), "std": float(std[c]), "p00_5": float(lo[c]), "p99_5": float(hi[c])}
-                for c in range(len(self.mean))]
 
 
 class _Accumulator:
@@ -201,9 +174,10 @@ class _Accumulator:
         k = len(classes)
         self.bins = max(k, ignore_index + 1)
         self.sizes: list[tuple[int, int]] = []
-        self.all, self.fg = _Moments(channels), _Moments(channels)
+        self.all, self.fg = stats.Moments(channels), stats.Moments(channels)
         self.counts, self.present, self.boundary = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
-        self.top, self.bottom = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self.top: list[np.ndarray] = []  # per image: class counts of its top half, and of its bottom half
+        self.bottom: list[np.ndarray] = []
         self.areas: dict[int, list[int]] = {c: [] for c in range(k)}
         self.extents: dict[int, list[int]] = {c: [] for c in range(k)}
         self.widths: dict[int, list[np.ndarray]] = {c: [] for c in range(k)}
@@ -227,8 +201,8 @@ class _Accumulator:
         edges = stats.edges(mask)
         self.boundary += self._count(mask[edges])
         self._widths(mask, edges, counts)
-        self.top += self._count(mask[: h // 2])
-        self.bottom += self._count(mask[h - h // 2 :])
+        self.top.append(self._count(mask[: h // 2]))
+        self.bottom.append(self._count(mask[h - h // 2 :]))
         for c in range(len(self.classes)):
             if counts[c]:
                 self._objects(mask == c, c)
@@ -272,7 +246,8 @@ class _Accumulator:
             "objects": {classes[c]: stats.object_stats(self.areas[c], self.extents[c]) for c in self.areas},
             "boundary_fraction": {classes[c]: (float(self.boundary[c] / self.counts[c]) if self.counts[c] else None)
                                   for c in range(len(classes))},
-            "vertical_asymmetry": stats.total_variation(self.top, self.bottom),
+            "vertical_asymmetry": stats.total_variation(sum(self.top), sum(self.bottom)),
+            "vertical_asymmetry_p": stats.flip_p(np.array(self.top), np.array(self.bottom)),
             "pixels_total": total,
             "width": {classes[c]: stats.median_width(w) for c, w in self.widths.items()},
             "size_follows": {classes[c]: stats.rank_correlation(pairs, SIZE_FOLLOWS_CASES)
@@ -324,6 +299,10 @@ def _read_cache(cache: Path, key: str, opts: dict[str, Any]) -> Fingerprint | No
         record = json.loads(cache.read_text())
         if record.get("key") != key or record.get("options") != opts:
             log.info("fingerprint cache %s is for another key or options; recomputing", cache)
+            return None
+        version = record["fingerprint"].get("version") if isinstance(record["fingerprint"], dict) else None
+        if isinstance(version, int) and version != FINGERPRINT_VERSION:  # an older fingerprint, not a damaged one
+            log.info("fingerprint cache %s was measured by another version of the code; recomputing", cache)
             return None
         return Fingerprint.from_dict(record["fingerprint"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnetFamilyError) as exc:
@@ -390,8 +369,9 @@ def describe(fp: Fingerprint) -> list[str]:
                      f"(p05 {_fmt(o['p05_area'])}), median extent {_fmt(o['median_extent'])} px; a typical pixel's "
                      f"object {_fmt(o.get('pixel_area'))} px, {_fmt(o.get('pixel_extent'))} px across; "
                      f"width {_fmt(width)} px, boundary fraction {_fmt(b, '.2f')}{thin}")
-    up = "images have an up" if fp.vertical_asymmetry > UP_ASYMMETRY else "no preferred up/down"
-    lines.append(f"vertical asymmetry {fp.vertical_asymmetry:.2f} ({up})")
+    up = "images have an up" if fp.has_up() else "no preferred up/down"
+    p = "" if fp.vertical_asymmetry_p is None else f", flip test p {fp.vertical_asymmetry_p:.3g}"
+    lines.append(f"vertical asymmetry {fp.vertical_asymmetry:.2f}{p} ({up})")
     follows = {n: r for n, r in (fp.size_follows or {}).items() if r is not None}
     if follows:
         lines.append("object size vs image size (rank correlation): "

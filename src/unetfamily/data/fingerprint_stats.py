@@ -1,11 +1,17 @@
-"""The numeric pieces of the dataset fingerprint (:mod:`unetfamily.data.fingerprint`): edges, object and width medians."""
+"""The numeric pieces of the dataset fingerprint (:mod:`unetfamily.data.fingerprint`): intensity moments, edges,
+object and width medians, the up's flip test."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["edges", "median_width", "object_stats", "rank_correlation", "total_variation", "weighted_median"]
+__all__ = ["PERCENTILE_PIXELS", "Moments", "edges", "flip_p", "median_width", "object_stats", "rank_correlation",
+           "total_variation", "weighted_median"]
+
+#: Pixels per image (and channel) kept for the intensity percentiles; a strided, deterministic subsample.
+PERCENTILE_PIXELS = 10_000
 
 
 def edges(mask: np.ndarray) -> np.ndarray:
@@ -61,6 +67,30 @@ def total_variation(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
 
 
+def flip_p(top: np.ndarray, bottom: np.ndarray, draws: int = 2048, seed: int = 0) -> float | None:
+    """How often the pooled top/bottom :func:`total_variation` is at least the observed one when each image is as
+    likely upside down (its halves swapped): the p-value of "the images have an up". ``top``, ``bottom``: ``(N, K)``
+    class pixel counts of each image's halves. Every one of the ``2^N`` flips when there are at most ``draws``, else
+    ``draws`` drawn with ``seed`` (p counts the observed layout once more). With a few images a random layout is as
+    far from its flips as a real up: 1 image gives p = 1, 5 images laid out alike 2/32. None without images."""
+    n = len(top)
+    if n == 0:
+        return None
+    top, bottom = np.asarray(top, np.float64), np.asarray(bottom, np.float64)
+    observed = total_variation(top.sum(0), bottom.sum(0)) - 1e-12
+    exact = 2.0 ** n <= draws
+    if exact:
+        flips = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+    else:
+        flips = np.random.default_rng(seed).integers(0, 2, (draws, n))
+    moved = flips.astype(np.float64) @ (bottom - top)  # (R, K): what the flipped images move from top to bottom
+    t, b = top.sum(0) + moved, bottom.sum(0) - moved
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tv = 0.5 * np.abs(t / t.sum(1, keepdims=True) - b / b.sum(1, keepdims=True)).sum(1)
+    at_least = int(np.sum(np.nan_to_num(tv, nan=0.0) >= observed))
+    return at_least / len(flips) if exact else (at_least + 1) / (draws + 1)
+
+
 
 def rank_correlation(pairs: list[tuple[float, float]], min_pairs: int) -> float | None:
     """Spearman's rank correlation of the ``(x, y)`` ``pairs`` (scipy; ties share their mean rank); ``None``
@@ -73,3 +103,37 @@ def rank_correlation(pairs: list[tuple[float, float]], min_pairs: int) -> float 
     from scipy.stats import spearmanr  # scipy is already needed for the objects (scipy.ndimage)
 
     return float(spearmanr(xy[:, 0], xy[:, 1]).statistic)
+
+
+class Moments:
+    """Per-channel mean/std (exact, float64, Chan's pairwise update) and a pixel subsample for percentiles."""
+
+    def __init__(self, channels: int) -> None:
+        self.n = 0
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+        self.samples: list[np.ndarray] = []
+
+    def add(self, x: np.ndarray) -> None:
+        """Add pixels ``x``: ``(C, N)`` float32."""
+        nb = x.shape[1]
+        if nb == 0:
+            return
+        x64 = x.astype(np.float64)
+        mb = x64.mean(axis=1)
+        m2b = ((x64 - mb[:, None]) ** 2).sum(axis=1)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
+        self.n = n
+        self.samples.append(x[:, :: max(1, math.ceil(nb / PERCENTILE_PIXELS))])
+
+    def result(self) -> list[dict[str, float]] | None:
+        """Per channel ``{"mean", "std", "p00_5", "p99_5"}``; ``None`` if no pixel was added."""
+        if self.n == 0:
+            return None
+        std = np.sqrt(self.m2 / self.n)
+        lo, hi = np.percentile(np.concatenate(self.samples, axis=1), [0.5, 99.5], axis=1)
+        return [{"mean": float(self.mean[c]), "std": float(std[c]), "p00_5": float(lo[c]), "p99_5": float(hi[c])}
+                for c in range(len(self.mean))]

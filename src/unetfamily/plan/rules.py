@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unetfamily.data.base import class0_is_background
-from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, UP_ASYMMETRY, Fingerprint
+from unetfamily.data.fingerprint import THIN_BOUNDARY, THIN_WIDTH, UP_ASYMMETRY, UP_SIGNIFICANCE, Fingerprint
 
 __all__ = [
     "Choice", "DIVISOR", "FOREGROUND_OVERSAMPLING", "MAJOR_SHARE", "STEPS_PER_EPOCH",
@@ -197,11 +197,18 @@ def normalization(fp: Fingerprint) -> Choice:
 
 
 def augmentation(fp: Fingerprint) -> Choice:
-    """``natural`` when the images have an up (scenes), else ``medical`` (any orientation is plausible)."""
-    asym = fp.vertical_asymmetry
-    if asym > UP_ASYMMETRY:
+    """``natural`` when the images have an up (scenes: :meth:`Fingerprint.has_up`, halves that differ beyond what the
+    images' own flips give), else ``medical`` (any orientation is plausible)."""
+    asym, p = fp.vertical_asymmetry, fp.vertical_asymmetry_p
+    tested = "" if p is None else f", flip test p {p:.2g} < {UP_SIGNIFICANCE}"
+    if fp.has_up():
         return Choice("natural", f"natural (horizontal flips, scale, colour): the top and bottom halves hold different "
-                                 f"classes (asymmetry {asym:.2f} > {UP_ASYMMETRY}), so the images have an up")
+                                 f"classes (asymmetry {asym:.2f} > {UP_ASYMMETRY}{tested}), so the images have an up")
+    if asym > UP_ASYMMETRY:  # p is not small: the images' own flips differ as much
+        return Choice("medical", f"medical (flips, rotations, elastic, intensity): the top and bottom halves differ "
+                                 f"(asymmetry {asym:.2f}), but as much as {fp.cases} image(s) turned upside down at "
+                                 f"random would (flip test p {p:.2g} >= {UP_SIGNIFICANCE}); an up needs images laid "
+                                 "out alike, at least 6")
     return Choice("medical", f"medical (flips, rotations, elastic, intensity): no up in the images (asymmetry "
                              f"{asym:.2f} <= {UP_ASYMMETRY}), as in microscopy and endoscopy")
 
