@@ -35,8 +35,9 @@ def shown_lines(text: object) -> str:
 
 
 class PrintableFormatter(logging.Formatter):
-    """A ``logging.Formatter`` that keeps a record on one line: its message (with its arguments) :func:`printable`, so a
-    newline in a file name cannot forge a second record; a traceback that follows keeps its lines (:func:`shown_lines`)."""
+    """A ``logging.Formatter`` that keeps a record on one line: its message (with its arguments) :func:`printable`, so
+    a newline in a file name cannot forge a second record; a traceback that follows keeps its lines
+    (:func:`shown_lines`)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         return printable(super().formatMessage(record))

@@ -9,7 +9,8 @@ import torch
 import unetfamily.engine.checkpoint as ckpt_mod
 from unetfamily import files
 from unetfamily import create_model
-from unetfamily.engine.checkpoint import CheckpointError, load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from unetfamily.engine.checkpoint import (CheckpointError, load_checkpoint, load_model, resolve_checkpoint,
+                                          save_checkpoint)
 
 CONFIG = {"model": {"name": "unet", "kwargs": {"channels": [4, 8], "in_channels": 3, "num_classes": 1}}}
 
