@@ -42,7 +42,7 @@ from unetfamily.engine.trained_cases import check_train_cases
 log = logging.getLogger(__name__)
 
 FORMAT = "unetfamily-checkpoint-1"
-__all__ = ["CheckpointError", "Checkpoint", "checkpoint_extra", "save_checkpoint", "copy_checkpoint", "load_checkpoint",
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "copy_checkpoint", "load_checkpoint",
            "resolve_checkpoint", "load_model", "rebuild_kwargs", "restore_rng"]
 
 
@@ -226,21 +226,6 @@ def _looks_pickled(path: Path) -> bool:
     except OSError:
         return False
     return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head == b"PK\x03\x04"
-
-
-def checkpoint_extra(path: str | Path) -> dict[str, Any]:
-    """The ``extra`` mapping of a checkpoint (classes, run state, ...), from its header alone: no tensor is read."""
-    path = resolve_checkpoint(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            extra = json.loads((f.metadata() or {}).get("extra", "{}"))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the checkpoint's header ({exc})") from exc
-    if not isinstance(extra, dict):
-        raise CheckpointError(f"{path}: checkpoint metadata is damaged (extra is not a mapping)")
-    return extra
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

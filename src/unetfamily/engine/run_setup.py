@@ -26,6 +26,7 @@ from unetfamily.config import Config, ConfigError, config_from_dict
 from unetfamily.engine.checkpoint import Checkpoint, load_checkpoint, rebuild_kwargs, restore_rng, save_checkpoint
 from unetfamily.engine.device import resolve_amp, resolve_device
 from unetfamily.engine.encoder_training import EncoderTraining, encoder_training
+from unetfamily.engine.evaluate import scored_as_validated
 from unetfamily.engine.loggers import Loggers, check_loggers, make_loggers
 from unetfamily.engine.preflight import check_batch_statistics, with_data_shapes
 from unetfamily.engine.run_folder import TrainingError, prepare_run_folder, resumed_config, write_run_config
@@ -203,7 +204,7 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
     if resumed is not None and saved is not None:
         _log_resumed_budget(saved, cfg, len(train_loader), state, total_steps, run_dir)
     run = TrainRun(
-        cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=train_set.info, model=model,
+        cfg=cfg, run_dir=run_dir, dist=dist_info, device=device, info=_scored_info(train_set.info, resumed), model=model,
         train_model=train_model, optimizer=optimizer, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, total_steps=total_steps, state=state, channels_last=channels_last, amp=amp,
         encoder=encoder, throughput=throughput, log_handler=open_train_log(run_dir, earlier) if dist_info.main else None,
@@ -216,6 +217,12 @@ def _setup_run(config: Config, resume: bool, overwrite: bool, earlier: list[logg
             run.close("failed")  # stops writing train.log
             raise
     return run
+
+
+def _scored_info(info: Any, resumed: Checkpoint | None) -> Any:
+    """The training data's DatasetInfo; a resumed run's scores class 0 as its earlier validations did (its
+    checkpoint's ``background``; a run from before the key left it out), so that its best is chosen on one score."""
+    return info if resumed is None else scored_as_validated(info, resumed.extra)
 
 
 def _total_steps(cfg: Config, steps_per_epoch: int) -> int:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from unetfamily.config import Config, check_config
-from unetfamily.engine.checkpoint import checkpoint_extra, copy_checkpoint
+from unetfamily.engine.checkpoint import copy_checkpoint
 from unetfamily.engine.encoder_training import check_frozen_span
-from unetfamily.engine.evaluate import evaluate, scored_as_validated
+from unetfamily.engine.evaluate import evaluate
 from unetfamily.engine.loop import StopFlag, StopRequested, train_one_epoch
 from unetfamily.engine.run_setup import TrainingError, TrainRun, setup_run
 from unetfamily.engine.score_order import finite_score, is_better, lower_is_better
@@ -68,8 +68,6 @@ def fit(config: Config, resume: bool = False, overwrite: bool = False) -> TrainS
                         "use fit(load_config(path)) or fit(config_from_dict(mapping))")
     config = check_config(config)  # a Config built in Python gets the ranges a loaded one got
     run = setup_run(config, resume, overwrite)
-    if resume:
-        _validate_as_before(run)
     if run.dist.main:
         check_frozen_span(run.total_steps, run.encoder)
     state, stop, progress = run.state, StopFlag(), _progress(run)
@@ -138,12 +136,6 @@ def _validate(run: TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
                         epoch, train.monitor, score, state.best)
     _warn_skipped(run)
     return metrics, improved
-
-
-def _validate_as_before(run: TrainRun) -> None:
-    """A resumed run scores class 0 as its earlier validations did (its checkpoint's ``background``; a run from
-    before the key left it out), whatever the data's ``background`` now decides: its best is chosen on one score."""
-    run.info = scored_as_validated(run.info, checkpoint_extra(run.last_path))  # the header: setup_run read the rest
 
 
 def _monitored(metrics: dict[str, Any], monitor: str) -> Any:
