@@ -18,7 +18,8 @@ from unetfamily import __version__
 from unetfamily.cli import bench, compare, dataset, evaluate, export, models, plan, predict, train
 from unetfamily.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, HelpFormatter, err
 from unetfamily.errors import UnetFamilyError
-from unetfamily.text import PrintableFormatter, printable
+from unetfamily.engine.run_log import stderr_handler
+from unetfamily.text import printable
 
 __all__ = ["build_parser", "main"]
 
@@ -48,9 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]  # key=value after a flag: argparse ends positionals at a flag
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handler = logging.StreamHandler()  # on stderr, as basicConfig's; one record per line whatever names it holds
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[stderr_handler()])
     try:
         return int(args.func(args) or 0)
     except UnetFamilyError as exc:  # bad input: the message says what to do, no traceback

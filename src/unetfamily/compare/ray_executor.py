@@ -26,8 +26,8 @@ from unetfamily.compare.plan import PlannedRun
 from unetfamily.compare.results import RunFailure, RunResult
 from unetfamily.compare.run_order import estimated_work, longest_first
 from unetfamily.data.workers import CPUS_ENV
+from unetfamily.engine.run_log import stderr_handler
 from unetfamily.errors import ConfigError, require
-from unetfamily.text import PrintableFormatter
 
 log = logging.getLogger(__name__)
 
@@ -328,9 +328,7 @@ def _call_task(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, cwd:
     os.environ.update(env)
     os.environ[CPUS_ENV] = str(threads)
     torch.set_num_threads(threads)
-    handler = logging.StreamHandler()
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[stderr_handler()])
     return fn(*args)
 
 

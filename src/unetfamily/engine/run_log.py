@@ -16,10 +16,11 @@ from pathlib import Path
 from unetfamily.engine.run_folder import TrainingError
 from unetfamily.text import PrintableFormatter
 
-__all__ = ["held_setup_log", "open_train_log"]
+__all__ = ["LOG_FORMAT", "held_setup_log", "open_train_log", "stderr_handler"]
 
 _LOGGER = "unetfamily"
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Every log line the project writes: to train.log, and on standard error (the command line, Ray workers).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Held(logging.Handler):
@@ -58,10 +59,18 @@ def open_train_log(run_dir: Path, earlier: Sequence[logging.LogRecord] = ()) -> 
         handler = logging.FileHandler(run_dir / "train.log")
     except OSError as exc:
         raise TrainingError(f"cannot write {run_dir / 'train.log'}: {exc.strerror or exc}; choose a writable output_dir") from exc
-    handler.setFormatter(PrintableFormatter(_FORMAT))
+    handler.setFormatter(PrintableFormatter(LOG_FORMAT))
     for record in earlier:
         handler.handle(record)
     logger = logging.getLogger(_LOGGER)
     logger.addHandler(handler)
     _info_level(logger)
+    return handler
+
+
+def stderr_handler() -> logging.Handler:
+    """A handler writing records to standard error as train.log has them, one record per line whatever names they
+    hold (:class:`~unetfamily.text.PrintableFormatter`); for ``logging.basicConfig(handlers=[...])``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter(LOG_FORMAT))
     return handler
